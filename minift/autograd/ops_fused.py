@@ -1,0 +1,292 @@
+"""Fused ops: layers and losses with a closed-form backward.
+
+Written as chains of primitives these would be correct but slow and memory hungry (every intermediate
+saved) and, for softmax-like ops, numerically fragile. Each one here computes its forward in the stable
+way and its backward from the formula derived once, by hand, in the docstring.
+"""
+from __future__ import annotations
+
+from ..backend import rng, scatter_add, xp
+from .function import Function
+from .ops_elementwise import _sigmoid
+
+
+class Softmax(Function):
+    """y = softmax(x) = e^{x − max x} / Σ e^{x − max x} along ``axis``.
+
+    Jacobian ∂yᵢ/∂xⱼ = yᵢ(δᵢⱼ − yⱼ), so the VJP is   ∂L/∂x = y ⊙ (g − Σⱼ gⱼ yⱼ).
+    """
+
+    @staticmethod
+    def forward(ctx, x, axis=-1):
+        e = xp.exp(x - x.max(axis=axis, keepdims=True))
+        y = e / e.sum(axis=axis, keepdims=True)
+        ctx.save_for_backward(y)
+        ctx.axis = axis
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        # TASK fused.softmax_backward: the softmax vector-Jacobian product
+        # BEGIN SOLUTION
+        return (y * (g - (g * y).sum(axis=ctx.axis, keepdims=True)),)
+        # END SOLUTION
+
+
+class LogSoftmax(Function):
+    """y = x − logsumexp(x) along ``axis``;   ∂L/∂x = g − softmax(x) · Σⱼ gⱼ."""
+
+    @staticmethod
+    def forward(ctx, x, axis=-1):
+        m = x.max(axis=axis, keepdims=True)
+        y = x - m - xp.log(xp.exp(x - m).sum(axis=axis, keepdims=True))
+        ctx.save_for_backward(y)
+        ctx.axis = axis
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return (g - xp.exp(y) * g.sum(axis=ctx.axis, keepdims=True),)
+
+
+def _reduce(loss, reduction, count=None):
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.sum() / (loss.size if count is None else count)
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _reduce_grad(g, shape, reduction, count, dtype):
+    """The incoming gradient per element, for each reduction: g, g broadcast, or g / count."""
+    if reduction == "none":
+        return g
+    scale = g if reduction == "sum" else g / count
+    return xp.broadcast_to(xp.asarray(scale, dtype=dtype), shape)
+
+
+class CrossEntropy(Function):
+    """Cross-entropy of logits ``z`` (N, C) against class indices ``t`` (N,), as PyTorch's.
+
+    With p = softmax(z), label smoothing ε and C classes, each row's loss is
+        ℓ = −(1 − ε) log p_t − (ε/C) Σ_c log p_c
+    Rows whose target is ``ignore_index`` contribute 0; ``mean`` divides by the number of the others.
+    Gradient of a row:   ∂ℓ/∂z = p − (1 − ε)·onehot(t) − ε/C.
+    """
+
+    @staticmethod
+    def forward(ctx, z, t, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
+        n, c = z.shape
+        valid = t != ignore_index
+        safe_t = xp.where(valid, t, 0)
+        m = z.max(axis=1, keepdims=True)
+        logp = z - m - xp.log(xp.exp(z - m).sum(axis=1, keepdims=True))  # (N, C) log-softmax
+        nll = -xp.take_along_axis(logp, safe_t[:, None], axis=1)[:, 0]  # (N,)
+        loss = (1 - label_smoothing) * nll - label_smoothing * logp.mean(axis=1)
+        loss = xp.where(valid, loss, 0).astype(z.dtype)
+        count = int(valid.sum())
+        ctx.save_for_backward(logp, safe_t, valid)
+        ctx.eps, ctx.reduction, ctx.count = label_smoothing, reduction, count
+        return _reduce(loss, reduction, count)
+
+    @staticmethod
+    def backward(ctx, g):
+        logp, t, valid = ctx.saved_tensors
+        n, c = logp.shape
+        gi = _reduce_grad(g, (n,), ctx.reduction, ctx.count, logp.dtype)  # (N,) upstream per row
+        # TASK fused.cross_entropy_backward: gradient of cross-entropy w.r.t. the logits
+        # BEGIN SOLUTION
+        d = xp.exp(logp) - ctx.eps / c  # p − ε/C
+        rows = xp.arange(n)
+        d[rows, t] -= 1 - ctx.eps  # − (1 − ε)·onehot(t)
+        d *= (gi * valid)[:, None]  # ignored rows get no gradient
+        # END SOLUTION
+        return d, None
+
+
+class BCEWithLogits(Function):
+    """ℓ = −[y log σ(x) + (1 − y) log(1 − σ(x))] = max(x, 0) − x·y + log(1 + e^{−|x|})  (stable form).
+
+    ∂ℓ/∂x = σ(x) − y,   ∂ℓ/∂y = −x.
+    """
+
+    @staticmethod
+    def forward(ctx, x, y, reduction="mean"):
+        loss = xp.maximum(x, 0) - x * y + xp.log1p(xp.exp(-xp.abs(x)))
+        ctx.save_for_backward(x, y)
+        ctx.reduction = reduction
+        return _reduce(loss, reduction)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved_tensors
+        gi = _reduce_grad(g, x.shape, ctx.reduction, x.size, x.dtype)
+        gy = -x * gi if ctx.needs_input_grad[1] else None
+        return (_sigmoid(x) - y) * gi, gy
+
+
+class LogSigmoid(Function):
+    """log σ(x) = min(x, 0) − log(1 + e^{−|x|});   ∂/∂x = 1 − σ(x) = σ(−x)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return xp.minimum(x, 0) - xp.log1p(xp.exp(-xp.abs(x)))
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return (g * _sigmoid(-x),)
+
+
+class MSELoss(Function):
+    """ℓ = (x − y)², reduced;   ∂ℓ/∂x = 2(x − y), ∂ℓ/∂y = −2(x − y)."""
+
+    @staticmethod
+    def forward(ctx, x, y, reduction="mean"):
+        d = x - y
+        ctx.save_for_backward(d)
+        ctx.reduction = reduction
+        return _reduce(d * d, reduction)
+
+    @staticmethod
+    def backward(ctx, g):
+        (d,) = ctx.saved_tensors
+        gd = 2 * d * _reduce_grad(g, d.shape, ctx.reduction, d.size, d.dtype)
+        return gd, -gd
+
+
+class LayerNorm(Function):
+    """y = x̂·w + b,  x̂ = (x − μ)/√(σ² + ε), μ and σ² over the last ``k`` axes (biased variance).
+
+    With N normalized elements, ĝ = g·w:
+        ∂L/∂x = (1/√(σ²+ε)) · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂))
+        ∂L/∂w = Σ_batch g ⊙ x̂,   ∂L/∂b = Σ_batch g
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, k=1, eps=1e-5):
+        axes = tuple(range(x.ndim - k, x.ndim))
+        mu = x.mean(axis=axes, keepdims=True)
+        xc = x - mu
+        rstd = 1.0 / xp.sqrt((xc * xc).mean(axis=axes, keepdims=True) + eps)
+        xhat = xc * rstd
+        ctx.save_for_backward(xhat, rstd, weight)
+        ctx.axes = axes
+        y = xhat
+        if weight is not None:
+            y = y * weight
+        if bias is not None:
+            y = y + bias
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        xhat, rstd, w = ctx.saved_tensors
+        axes = ctx.axes
+        batch = tuple(range(xhat.ndim - len(axes)))
+        gw = (g * xhat).sum(axis=batch) if ctx.needs_input_grad[1] else None
+        gb = g.sum(axis=batch) if ctx.needs_input_grad[2] else None
+        # TASK fused.layer_norm_backward: closed-form gradient of layer norm w.r.t. its input
+        # BEGIN SOLUTION
+        gh = g * w if w is not None else g  # ĝ = ∂L/∂x̂
+        gx = rstd * (gh - gh.mean(axis=axes, keepdims=True) - xhat * (gh * xhat).mean(axis=axes, keepdims=True))
+        # END SOLUTION
+        return gx, gw, gb
+
+
+class RMSNorm(Function):
+    """y = x̂·w,  x̂ = x/√(mean(x²) + ε) over the last ``k`` axes (no centring, no bias).
+
+    With ĝ = g·w and r = 1/√(mean(x²)+ε):   ∂L/∂x = r · (ĝ − x̂ · mean(ĝ ⊙ x̂)),   ∂L/∂w = Σ_batch g ⊙ x̂.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, k=1, eps=1e-6):
+        axes = tuple(range(x.ndim - k, x.ndim))
+        r = 1.0 / xp.sqrt((x * x).mean(axis=axes, keepdims=True) + eps)
+        xhat = x * r
+        ctx.save_for_backward(xhat, r, weight)
+        ctx.axes = axes
+        return xhat * weight if weight is not None else xhat
+
+    @staticmethod
+    def backward(ctx, g):
+        xhat, r, w = ctx.saved_tensors
+        batch = tuple(range(xhat.ndim - len(ctx.axes)))
+        gw = (g * xhat).sum(axis=batch) if ctx.needs_input_grad[1] else None
+        gh = g * w if w is not None else g
+        gx = r * (gh - xhat * (gh * xhat).mean(axis=ctx.axes, keepdims=True))
+        return gx, gw
+
+
+class Dropout(Function):
+    """y = x · m / (1 − p), m ~ Bernoulli(1 − p) per element ("inverted" dropout: E[y] = x);  ∂y/∂x = m/(1 − p)."""
+
+    @staticmethod
+    def forward(ctx, x, p=0.5):
+        keep = rng().random(x.shape) >= p
+        scale = xp.asarray(1.0 / (1.0 - p), dtype=x.dtype)
+        mask = xp.asarray(keep).astype(x.dtype) * scale
+        ctx.save_for_backward(mask)
+        return x * mask
+
+    @staticmethod
+    def backward(ctx, g):
+        (mask,) = ctx.saved_tensors
+        return (g * mask,)
+
+
+class Embedding(Function):
+    """y[..., :] = W[ids[...], :];  ∂L/∂W[v] = Σ over positions with id v of g (scatter-add).
+
+    Row ``padding_idx`` (if given) gets no gradient, as in PyTorch.
+    """
+
+    @staticmethod
+    def forward(ctx, ids, weight, padding_idx=None):
+        ctx.save_for_backward(ids)
+        ctx.shape, ctx.padding_idx = weight.shape, padding_idx
+        return weight[ids]
+
+    @staticmethod
+    def backward(ctx, g):
+        (ids,) = ctx.saved_tensors
+        d = ctx.shape[1]
+        gw = xp.zeros(ctx.shape, dtype=g.dtype)
+        scatter_add(gw, ids.reshape(-1), g.reshape(-1, d))  # (B·T,) rows, (B·T, D) values
+        if ctx.padding_idx is not None:
+            gw[ctx.padding_idx] = 0
+        return None, gw
+
+
+class Linear(Function):
+    """y = x Wᵀ + b, W of shape (out, in) as in PyTorch.
+
+    With G = ∂L/∂y flattened to (M, out) and X to (M, in):
+        ∂L/∂x = G W,   ∂L/∂W = Gᵀ X,   ∂L/∂b = Σ_rows G.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias=None):
+        if x.shape[-1] != weight.shape[1]:
+            raise ValueError(
+                f"linear: input has {x.shape[-1]} features in its last axis, weight expects {weight.shape[1]} "
+                f"(weight shape {tuple(weight.shape)} = (out_features, in_features))"
+            )
+        ctx.save_for_backward(x, weight)
+        y = x @ weight.T
+        return y + bias if bias is not None else y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        g2 = g.reshape(-1, g.shape[-1])  # (M, out)
+        gx = (g2 @ w).reshape(x.shape) if ctx.needs_input_grad[0] else None
+        gw = g2.T @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None  # (out, in)
+        gb = g2.sum(axis=0) if ctx.needs_input_grad[2] else None
+        return gx, gw, gb

@@ -1,0 +1,200 @@
+"""Shape ops: they move or copy elements without changing them, so the backward moves the gradient back.
+
+reshape ↔ reshape back · transpose ↔ inverse permutation · broadcast ↔ sum (unbroadcast) ·
+concatenate/stack ↔ slice · indexing ↔ scatter-add (repeated indices accumulate) · tril ↔ tril.
+"""
+from __future__ import annotations
+
+from ..backend import scatter_add, xp
+from .function import Function
+from .ops_elementwise import unbroadcast
+
+
+class Reshape(Function):
+    @staticmethod
+    def forward(ctx, a, shape):
+        ctx.shape = a.shape
+        try:
+            return a.reshape(shape)
+        except ValueError:
+            raise ValueError(f"cannot reshape a tensor of shape {tuple(a.shape)} ({a.size} elements) into {shape}") from None
+
+    @staticmethod
+    def backward(ctx, g):
+        return (g.reshape(ctx.shape),)
+
+
+class Transpose(Function):
+    """Permute axes; the backward applies the inverse permutation (argsort of ``axes``)."""
+
+    @staticmethod
+    def forward(ctx, a, axes=None):
+        axes = tuple(reversed(range(a.ndim))) if axes is None else tuple(ax % a.ndim for ax in axes)
+        if sorted(axes) != list(range(a.ndim)):
+            raise ValueError(f"transpose axes {axes} are not a permutation of the {a.ndim} axes")
+        ctx.axes = axes
+        return a.transpose(axes)
+
+    @staticmethod
+    def backward(ctx, g):
+        inverse = [0] * len(ctx.axes)
+        for i, ax in enumerate(ctx.axes):
+            inverse[ax] = i
+        return (g.transpose(inverse),)
+
+
+class BroadcastTo(Function):
+    """Copy along new/size-1 axes (no memory is copied); the backward sums the copies."""
+
+    @staticmethod
+    def forward(ctx, a, shape):
+        ctx.shape = a.shape
+        try:
+            return xp.broadcast_to(a, shape)
+        except ValueError:
+            raise ValueError(f"cannot broadcast shape {tuple(a.shape)} to {tuple(shape)}") from None
+
+    @staticmethod
+    def backward(ctx, g):
+        return (unbroadcast(g, ctx.shape),)
+
+
+class Concatenate(Function):
+    """Join along ``axis``; the backward slices the gradient into the pieces' sizes."""
+
+    @staticmethod
+    def forward(ctx, *arrays, axis=0):
+        ctx.axis = axis % arrays[0].ndim
+        ctx.sizes = [a.shape[ctx.axis] for a in arrays]
+        return xp.concatenate(arrays, axis=ctx.axis)
+
+    @staticmethod
+    def backward(ctx, g):
+        bounds = [0]
+        for n in ctx.sizes:
+            bounds.append(bounds[-1] + n)
+        return tuple(xp.take(g, xp.arange(lo, hi), axis=ctx.axis) for lo, hi in zip(bounds, bounds[1:]))
+
+
+class Stack(Function):
+    """Stack along a new ``axis``; the backward indexes the gradient along it."""
+
+    @staticmethod
+    def forward(ctx, *arrays, axis=0):
+        ctx.axis = axis % (arrays[0].ndim + 1)
+        ctx.n = len(arrays)
+        return xp.stack(arrays, axis=ctx.axis)
+
+    @staticmethod
+    def backward(ctx, g):
+        return tuple(xp.take(g, i, axis=ctx.axis) for i in range(ctx.n))
+
+
+def _unwrap_index(index):
+    from .tensor import Tensor
+
+    if isinstance(index, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    return index.data if isinstance(index, Tensor) else index
+
+
+def _bool_to_int(index):
+    """Boolean masks become the integer arrays of their True positions (what scatter-add understands)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    out = []
+    for p in parts:
+        if hasattr(p, "dtype") and p.dtype == bool:
+            out.extend(p.nonzero())
+        else:
+            out.append(p)
+    return tuple(out) if isinstance(index, tuple) or len(out) > 1 else out[0]
+
+
+class GetItem(Function):
+    """y = a[index] (slices, ints, None, Ellipsis, integer or boolean arrays).
+
+    The backward writes the gradient back to the positions read: ``grad_a[index] += g``. With integer
+    arrays the same position may be read twice, so the write must *accumulate*: ``scatter_add``.
+    """
+
+    @staticmethod
+    def forward(ctx, a, index):
+        index = _bool_to_int(index)
+        ctx.shape, ctx.dtype, ctx.index = a.shape, a.dtype, index
+        try:
+            return a[index]
+        except IndexError as e:
+            raise IndexError(f"index {index!r} is invalid for a tensor of shape {tuple(a.shape)}: {e}") from None
+
+    @staticmethod
+    def backward(ctx, g):
+        grad = xp.zeros(ctx.shape, dtype=g.dtype)
+        scatter_add(grad, ctx.index, g)
+        return grad, None
+
+
+class TakeAlongAxis(Function):
+    """y[..., j, ...] = a[..., idx[..., j, ...], ...] along ``axis`` (PyTorch's ``gather``).
+
+    Backward: scatter-add ``g`` into a zero array at the same positions.
+    """
+
+    @staticmethod
+    def forward(ctx, a, indices, axis):
+        axis = axis % a.ndim
+        if indices.ndim != a.ndim:
+            raise ValueError(f"indices must have as many dimensions as the input ({a.ndim}), got {indices.ndim}")
+        if indices.size and (int(indices.min()) < -a.shape[axis] or int(indices.max()) >= a.shape[axis]):
+            raise IndexError(f"gather index out of range for axis {axis} of size {a.shape[axis]}")
+        ctx.shape, ctx.indices, ctx.axis = a.shape, indices, axis
+        return xp.take_along_axis(a, indices, axis=axis)
+
+    @staticmethod
+    def backward(ctx, g):
+        idx = ctx.indices
+        # full index tuple: open ranges on every other axis, the gathered indices on ``axis``
+        full = []
+        for d in range(idx.ndim):
+            if d == ctx.axis:
+                full.append(idx % ctx.shape[d])
+            else:
+                shape = [1] * idx.ndim
+                shape[d] = idx.shape[d]
+                full.append(xp.arange(idx.shape[d]).reshape(shape))
+        grad = xp.zeros(ctx.shape, dtype=g.dtype)
+        scatter_add(grad, tuple(xp.broadcast_arrays(*full)), g)
+        return grad, None
+
+
+class MaskedFill(Function):
+    """y = value where mask else a;  ∂y/∂a = 0 where mask, 1 elsewhere."""
+
+    @staticmethod
+    def forward(ctx, a, mask, value):
+        mask = xp.asarray(mask, dtype=bool)
+        try:
+            b = xp.broadcast_shapes(a.shape, mask.shape)
+        except ValueError:
+            raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to {tuple(a.shape)}") from None
+        if b != a.shape:
+            raise ValueError(f"mask of shape {tuple(mask.shape)} would change the shape {tuple(a.shape)} to {b}")
+        ctx.save_for_backward(mask)
+        return xp.where(mask, xp.asarray(value, dtype=a.dtype), a)
+
+    @staticmethod
+    def backward(ctx, g):
+        (mask,) = ctx.saved_tensors
+        return xp.where(mask, xp.zeros((), dtype=g.dtype), g), None, None
+
+
+class Tril(Function):
+    """Lower triangle of the last two axes (entries above diagonal ``k`` set to 0); backward = tril(g)."""
+
+    @staticmethod
+    def forward(ctx, a, k=0):
+        ctx.k = k
+        return xp.tril(a, k)
+
+    @staticmethod
+    def backward(ctx, g):
+        return (xp.tril(g, ctx.k),)

@@ -1,0 +1,150 @@
+"""The array backend: one namespace, ``xp``, for NumPy on the CPU and CuPy on a GPU.
+
+Every piece of array code in minift says ``xp.exp(...)``, ``xp.zeros(...)``, never ``np.``: ``xp`` is a
+small proxy that forwards each attribute to the backend chosen now, so the same source runs on both.
+
+    mf.set_backend("cupy")          # or MINIFT_BACKEND=cupy in the environment
+    mf.set_default_dtype("float64") # float32 is the default, float64 works everywhere
+    mf.seed(0)                      # makes parameter init and dropout reproducible
+
+The few things NumPy and CuPy spell differently live here as shims: ``scatter_add`` (``np.add.at`` vs
+``cupyx.scatter_add``), ``erf``, ``to_numpy`` and the random generator.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+_BACKENDS = ("numpy", "cupy")
+_state = {"name": "numpy", "module": np, "dtype": np.dtype(np.float32), "rng": None, "seed": None}
+
+
+class _XP:
+    """Forwards ``xp.anything`` to the active array module (numpy or cupy)."""
+
+    def __getattr__(self, name):
+        return getattr(_state["module"], name)
+
+    def __repr__(self):
+        return f"<minift xp -> {_state['name']}>"
+
+
+xp = _XP()
+
+
+def _import_cupy():
+    try:
+        import cupy  # noqa: F401
+    except ImportError as e:  # pragma: no cover - depends on the machine
+        raise RuntimeError(
+            "backend 'cupy' was requested but CuPy is not installed: "
+            "install it with `pip install 'minift[gpu]'` on a machine with an NVIDIA GPU"
+        ) from e
+    try:
+        cupy.zeros(1)
+    except Exception as e:  # pragma: no cover
+        raise RuntimeError(f"backend 'cupy' was requested but no usable GPU was found: {e}") from e
+    return cupy
+
+
+def set_backend(name: str) -> None:
+    """Choose the array backend: ``"numpy"`` (CPU) or ``"cupy"`` (GPU)."""
+    if name not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {name!r}")
+    _state["module"] = np if name == "numpy" else _import_cupy()
+    _state["name"] = name
+    if _state["seed"] is not None:
+        seed(_state["seed"])
+
+
+def get_backend() -> str:
+    return _state["name"]
+
+
+def is_cupy() -> bool:
+    return _state["name"] == "cupy"
+
+
+def cupy_available() -> bool:
+    """True when CuPy imports and sees a GPU (used by tests to skip cleanly)."""
+    try:
+        _import_cupy()
+        return True
+    except RuntimeError:
+        return False
+
+
+# ----------------------------------------------------------------------------- dtypes
+def set_default_dtype(dtype) -> None:
+    """Default floating dtype for new tensors and parameters (float32 unless you say otherwise)."""
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16)):
+        raise ValueError(f"default dtype must be float16, float32 or float64, got {dt}")
+    _state["dtype"] = dt
+
+
+def get_default_dtype():
+    return _state["dtype"]
+
+
+# ----------------------------------------------------------------------------- random
+def seed(n: int) -> None:
+    """Seed minift's generator: parameter init and dropout masks become reproducible."""
+    _state["seed"] = int(n)
+    _state["rng"] = _state["module"].random.default_rng(int(n)) if is_cupy() else np.random.default_rng(int(n))
+
+
+def rng():
+    """The backend's random Generator (numpy.random.Generator or cupy's)."""
+    if _state["rng"] is None:
+        seed(np.random.SeedSequence().entropy % (2**32))
+    return _state["rng"]
+
+
+# ----------------------------------------------------------------------------- shims
+def scatter_add(target, index, values) -> None:
+    """In place ``target[index] += values`` that *accumulates* repeated indices.
+
+    Plain ``target[idx] += v`` keeps only one write per repeated index; the backward of indexing
+    and of embeddings needs every contribution summed. NumPy calls this ``np.add.at``, CuPy
+    ``cupyx.scatter_add``.
+    """
+    if is_cupy():  # pragma: no cover - GPU only
+        import cupyx
+
+        cupyx.scatter_add(target, index, values)
+    else:
+        np.add.at(target, index, values)
+
+
+def erf(x):
+    """The error function, elementwise (SciPy's on the CPU, cupyx's on the GPU)."""
+    if is_cupy():  # pragma: no cover - GPU only
+        from cupyx.scipy.special import erf as _erf
+    else:
+        from scipy.special import erf as _erf
+    return _erf(x)
+
+
+def to_numpy(a):
+    """Bring an array to host memory as a NumPy array (no copy when already NumPy)."""
+    if isinstance(a, np.ndarray):
+        return a
+    if hasattr(a, "get"):  # cupy.ndarray
+        return a.get()
+    return np.asarray(a)
+
+
+def asarray(a, dtype=None):
+    """An array on the active backend (moves NumPy data to the GPU when the backend is CuPy)."""
+    return _state["module"].asarray(a, dtype=dtype)
+
+
+def array_device(a) -> str:
+    return "cpu" if isinstance(a, np.ndarray) or np.isscalar(a) else "cuda"
+
+
+_env = os.environ.get("MINIFT_BACKEND")
+if _env:
+    set_backend(_env)

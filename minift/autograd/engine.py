@@ -73,7 +73,10 @@ def backward(root, grad=None, retain_graph=False):
         in_grads = node.fn.backward(node.ctx, g)
         if not isinstance(in_grads, tuple):
             in_grads = (in_grads,)
-        if len(in_grads) != len(node.parents):
+        # one gradient per positional input; trailing non-tensor inputs (shapes, axes) may be left out
+        if len(in_grads) > len(node.parents) or any(
+            isinstance(p, Tensor) and p.requires_grad for p in node.parents[len(in_grads):]
+        ):
             raise RuntimeError(
                 f"{node.fn.__name__}.backward returned {len(in_grads)} gradients for {len(node.parents)} inputs"
             )

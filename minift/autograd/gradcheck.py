@@ -23,16 +23,19 @@ class GradcheckError(AssertionError):
 
 
 def central_difference(f, x, i, eps):
-    """(f(x + εeᵢ) − f(x − εeᵢ)) / 2ε for the flat index ``i`` of array ``x`` (restored afterwards)."""
+    """(f(x + εeᵢ) − f(x − εeᵢ)) / 2ε for the flat index ``i`` of array ``x`` (restored afterwards).
+
+    ``f`` takes no arguments: it reads ``x`` in place, so we perturb one element of ``x`` itself.
+    """
+    idx = np.unravel_index(i, x.shape)  # works for any strides (a reshape of a transposed view would copy)
     # TASK gradcheck.central_difference: the central finite difference along one coordinate
     # BEGIN SOLUTION
-    flat = x.reshape(-1)  # a view: writing to it writes to x
-    old = flat[i].item()
-    flat[i] = old + eps
+    old = x[idx].item()
+    x[idx] = old + eps
     f_plus = f()
-    flat[i] = old - eps
+    x[idx] = old - eps
     f_minus = f()
-    flat[i] = old
+    x[idx] = old
     return (f_plus - f_minus) / (2 * eps)
     # END SOLUTION
 

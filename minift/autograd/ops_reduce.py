@@ -40,7 +40,7 @@ class Sum(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return (xp.ascontiguousarray(expand_reduced(g, ctx.shape, ctx.axes, ctx.keepdims)),)
+        return (expand_reduced(g, ctx.shape, ctx.axes, ctx.keepdims).copy(),)
 
 
 class Mean(Function):

@@ -23,7 +23,7 @@ def _to_array(data, dtype=None):
         data = data.data
     if dtype is not None:
         return backend.asarray(data, dtype=np.dtype(dtype))
-    if isinstance(data, np.ndarray) or hasattr(data, "__cuda_array_interface__"):
+    if isinstance(data, (np.ndarray, np.generic)) or hasattr(data, "__cuda_array_interface__"):
         return backend.asarray(data)
     arr = np.asarray(data)
     if arr.dtype.kind == "f" or arr.dtype == object:

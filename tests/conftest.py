@@ -1,0 +1,26 @@
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+import minift as mf
+
+settings.register_profile("dev", max_examples=25, deadline=None)
+settings.register_profile(
+    "ci", max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+pytest_plugins = ["minift.assignments.pytest_plugin"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state():
+    """Every test starts on NumPy, float32 default, seed 0, grad mode on."""
+    mf.set_backend("numpy")
+    mf.set_default_dtype(np.float32)
+    mf.seed(0)
+    mf.set_grad_enabled(True)
+    yield
+    mf.set_default_dtype(np.float32)

@@ -6,7 +6,7 @@ into tests; ``test_every_export_has_a_spec`` fails when an op is exported withou
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from math import erf as _math_erf
 from typing import Callable
 
@@ -29,7 +29,7 @@ class OpSpec:
     aliases: tuple = ()
     atol: float = 1e-10
     notes: str = ""
-    extra: dict = field(default_factory=dict)
+    task: str | None = None  # coursework task whose code this op's backward exercises
 
 
 SPECS: list[OpSpec] = []
@@ -146,11 +146,11 @@ def np_linear(x, w, b):
 
 
 # ------------------------------------------------------------------ elementwise
-spec("F.exp", lambda a: F.exp(a), np.exp, unary(), aliases=("Tensor.exp",))
-spec("F.log", lambda a: F.log(a), np.log, unary("positive"), aliases=("Tensor.log",))
+spec("F.exp", lambda a: F.exp(a), np.exp, unary(), aliases=("Tensor.exp",), task="ops.elementwise_backward")
+spec("F.log", lambda a: F.log(a), np.log, unary("positive"), aliases=("Tensor.log",), task="ops.elementwise_backward")
 spec("F.sqrt", lambda a: F.sqrt(a), np.sqrt, unary("positive"), aliases=("Tensor.sqrt",))
-spec("F.tanh", lambda a: F.tanh(a), np.tanh, unary(), aliases=("Tensor.tanh",))
-spec("F.sigmoid", lambda a: F.sigmoid(a), lambda a: 1 / (1 + np.exp(-a)), unary(), aliases=("Tensor.sigmoid",))
+spec("F.tanh", lambda a: F.tanh(a), np.tanh, unary(), aliases=("Tensor.tanh",), task="ops.elementwise_backward")
+spec("F.sigmoid", lambda a: F.sigmoid(a), lambda a: 1 / (1 + np.exp(-a)), unary(), aliases=("Tensor.sigmoid",), task="ops.elementwise_backward")
 spec("F.relu", lambda a: F.relu(a), lambda a: np.where(a > 0, a, 0.0), unary("kink0"), aliases=("Tensor.relu",))
 spec("F.abs", lambda a: F.abs(a), np.abs, unary("kink0"), aliases=("Tensor.abs",))
 spec("F.gelu", lambda a: F.gelu(a), np_gelu, unary(), atol=1e-9)
@@ -160,10 +160,10 @@ spec("F.logsigmoid", lambda a: F.logsigmoid(a), lambda a: -np.log1p(np.exp(-a)),
 spec("F.clip", lambda a: F.clip(a, -1.0, 1.5), lambda a: np.minimum(np.maximum(a, -1.0), 1.5),
      lambda d: ([away_from(d(float_arrays(shapes())), (-1.0, 1.5))], {}), aliases=("F.clamp", "Tensor.clip", "Tensor.clamp"))
 spec("Tensor.__neg__", lambda a: -a, np.negative, unary())
-spec("Tensor.__add__", lambda a, b: a + b, np.add, binary(), aliases=("Tensor.__radd__",))
+spec("Tensor.__add__", lambda a, b: a + b, np.add, binary(), aliases=("Tensor.__radd__",), task="autograd.unbroadcast")
 spec("Tensor.__sub__", lambda a, b: a - b, np.subtract, binary(), aliases=("Tensor.__rsub__",))
-spec("Tensor.__mul__", lambda a, b: a * b, np.multiply, binary(), aliases=("Tensor.__rmul__",))
-spec("Tensor.__truediv__", lambda a, b: a / b, np.divide, binary("positive_b"), aliases=("Tensor.__rtruediv__",))
+spec("Tensor.__mul__", lambda a, b: a * b, np.multiply, binary(), aliases=("Tensor.__rmul__",), task="ops.elementwise_backward")
+spec("Tensor.__truediv__", lambda a, b: a / b, np.divide, binary("positive_b"), aliases=("Tensor.__rtruediv__",), task="ops.elementwise_backward")
 spec("Tensor.__pow__", lambda a, b: a**b, np.power, binary("positive_both"), aliases=("Tensor.__rpow__",))
 spec("Tensor.__pow__[scalar]", lambda a: a**3, lambda a: a**3, unary())
 spec("F.maximum", lambda a, b: F.maximum(a, b), np.maximum, binary("distinct"), aliases=("Tensor.maximum",))
@@ -211,7 +211,8 @@ def _matmul_inputs(draw):
     return [draw(float_arrays(sa)), draw(float_arrays(sb))], {}
 
 
-spec("Tensor.__matmul__", lambda a, b: a @ b, np.matmul, _matmul_inputs, aliases=("F.matmul", "Tensor.__rmatmul__"))
+spec("Tensor.__matmul__", lambda a, b: a @ b, np.matmul, _matmul_inputs, aliases=("F.matmul", "Tensor.__rmatmul__"),
+     task="ops.matmul_backward")
 
 
 def _linear_inputs(draw):
@@ -387,7 +388,8 @@ def _axis_inputs(draw):
     return [draw(float_arrays(shape))], {"axis": draw(st.integers(-len(shape), len(shape) - 1))}
 
 
-spec("F.softmax", lambda a, axis: F.softmax(a, axis), np_softmax, _axis_inputs, aliases=("Tensor.softmax",))
+spec("F.softmax", lambda a, axis: F.softmax(a, axis), np_softmax, _axis_inputs, aliases=("Tensor.softmax",),
+     task="fused.softmax_backward")
 spec("F.log_softmax", lambda a, axis: F.log_softmax(a, axis), lambda a, axis: np.log(np_softmax(a, axis)),
      _axis_inputs, aliases=("Tensor.log_softmax",))
 
@@ -402,7 +404,8 @@ def _ce_inputs(draw):
     return [draw(float_arrays((n, c)))], kw
 
 
-spec("F.cross_entropy", lambda z, **k: F.cross_entropy(z, **k), np_cross_entropy, _ce_inputs)
+spec("F.cross_entropy", lambda z, **k: F.cross_entropy(z, **k), np_cross_entropy, _ce_inputs,
+     task="fused.cross_entropy_backward")
 
 
 def _ce3d_inputs(draw):
@@ -451,7 +454,7 @@ def _norm_inputs(draw):
 
 
 spec("F.layer_norm", lambda x, w, b, k: F.layer_norm(x, w.shape, w, b, eps=1e-5),
-     lambda x, w, b, k: np_layer_norm(x, k, w, b, 1e-5), _norm_inputs, atol=1e-8)
+     lambda x, w, b, k: np_layer_norm(x, k, w, b, 1e-5), _norm_inputs, atol=1e-8, task="fused.layer_norm_backward")
 spec("F.rms_norm", lambda x, w, b, k: F.rms_norm(x, w.shape, w, eps=1e-6) + b,
      lambda x, w, b, k: x / np.sqrt((x**2).mean(axis=tuple(range(x.ndim - k, x.ndim)), keepdims=True) + 1e-6) * w + b,
      _norm_inputs, atol=1e-8)

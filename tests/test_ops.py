@@ -37,7 +37,12 @@ def test_forward_matches_numpy(spec, data):
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-9, atol=spec.atol)
 
 
-@pytest.mark.parametrize("spec", GRAD, ids=lambda s: s.name)
+def _with_task(spec):
+    marks = [pytest.mark.task(spec.task)] if spec.task else []
+    return pytest.param(spec, marks=marks, id=spec.name)
+
+
+@pytest.mark.parametrize("spec", [_with_task(s) for s in GRAD])
 @given(data=st.data())
 def test_gradcheck(spec, data):
     arrays, kw = spec.inputs(data.draw)

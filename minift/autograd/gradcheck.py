@@ -89,7 +89,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_full=256, n_direct
                 if not abs(a[j] - num) <= atol + rtol * abs(num):
                     raise GradcheckError(
                         f"gradcheck failed for input {i} (shape {tuple(x.shape)}) at index "
-                        f"{np.unravel_index(j, x.shape)}: analytic {a[j]:.10g}, numerical {num:.10g}"
+                        f"{tuple(int(k) for k in np.unravel_index(j, x.shape))}: analytic {a[j]:.10g}, numerical {num:.10g}"
                     )
         else:
             for k in range(n_directions):

@@ -1,0 +1,63 @@
+"""Build the student tree: the same project with every solution region stripped."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from .markers import find_regions, strip_solutions
+
+SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", "build", "dist", ".ipynb_checkpoints"}
+SCANNED = ("minift", "tests", "benchmarks")  # where solution regions may live
+
+
+def project_files(root: Path) -> list[Path]:
+    """Tracked and untracked-but-not-ignored files (git), or a plain walk outside a checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+            cwd=root, capture_output=True, text=True, check=True,
+        ).stdout
+        files = [root / f for f in out.splitlines() if (root / f).is_file()]
+        if files:
+            return files
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return [p for p in root.rglob("*") if p.is_file() and not (set(p.relative_to(root).parts) & SKIP_DIRS)]
+
+
+def _scanned(rel: Path) -> bool:
+    """Python files under SCANNED, except the marker tooling itself (its docstrings show the markers)."""
+    return rel.suffix == ".py" and rel.parts[0] in SCANNED and rel.parts[:2] != ("minift", "assignments")
+
+
+def all_regions(root: Path):
+    root = Path(root).resolve()
+    regions = []
+    for p in project_files(root):
+        if _scanned(p.relative_to(root)):
+            regions.extend(find_regions(p))
+    return regions
+
+
+def build_student_tree(root: Path, out: Path) -> list:
+    """Copy ``root`` to ``out`` with solutions stripped; returns the regions that were stripped."""
+    root, out = Path(root).resolve(), Path(out).resolve()
+    if out == root or root in out.parents and out.parts[len(root.parts)] in SCANNED:
+        raise ValueError(f"the student tree must not be written inside the sources: {out}")
+    if out.exists():
+        if any(out.iterdir()):
+            raise FileExistsError(f"{out} exists and is not empty; choose a new directory")
+    stripped = []
+    for src in project_files(root):
+        rel = src.relative_to(root)
+        dst = out / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if _scanned(rel):
+            text = src.read_text()
+            regions = find_regions(src, text)
+            stripped.extend(regions)
+            dst.write_text(strip_solutions(text, src) if regions else text)
+        else:
+            shutil.copy2(src, dst)
+    return stripped

@@ -1,0 +1,90 @@
+"""``minift assignments check``: prove that the solution markers have teeth.
+
+1. markers pair and do not nest, and every task id is known (``tasks.TASKS``) and used;
+2. every task has tests marked ``@pytest.mark.task(id)``, and they all pass in the solution tree;
+3. the student tree (solutions stripped) still imports, module by module;
+4. every test of every task fails in the student tree.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+from .build import all_regions, build_student_tree
+from .tasks import TASKS
+
+
+def _run_task_tests(tree: Path, report: Path, pytest_args=()) -> dict:
+    env = dict(os.environ, MINIFT_TASK_REPORT=str(report), PYTHONPATH=str(tree), HYPOTHESIS_PROFILE="assignments")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "task", "-p", "no:cacheprovider", "--no-header", *pytest_args, "tests"]
+    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+    if not report.exists():
+        raise RuntimeError(f"pytest wrote no task report in {tree}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    by_task = defaultdict(list)
+    for r in json.loads(report.read_text()):
+        for t in r["tasks"]:
+            by_task[t].append((r["nodeid"], r["outcome"]))
+    return by_task
+
+
+def _student_imports(tree: Path) -> list[str]:
+    code = (
+        "import importlib, pkgutil, minift, sys\n"
+        f"assert minift.__file__.startswith({str(tree)!r}), minift.__file__\n"
+        "bad = []\n"
+        "for m in pkgutil.walk_packages(minift.__path__, 'minift.'):\n"
+        "    try:\n"
+        "        importlib.import_module(m.name)\n"
+        "    except Exception as e:\n"
+        "        bad.append(f'{m.name}: {type(e).__name__}: {e}')\n"
+        "print('\\n'.join(bad))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tree, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        return [proc.stderr.strip()]
+    return [line for line in proc.stdout.splitlines() if line]
+
+
+def check(root: Path, out=print) -> bool:
+    root = Path(root).resolve()
+    problems = []
+    regions = all_regions(root)  # raises MarkerError on unpaired / nested markers
+    used = {r.task for r in regions}
+    for r in regions:
+        if r.task not in TASKS:
+            problems.append(f"{r.path.relative_to(root)}:{r.task_line}: unknown task id {r.task!r} (add it to minift/assignments/tasks.py)")
+    for t in TASKS:
+        if t not in used:
+            problems.append(f"task {t!r} is listed but no solution region uses it")
+    out(f"markers: {len(regions)} regions, {len(used)} tasks")
+
+    with tempfile.TemporaryDirectory(prefix="minift-check-") as tmp:
+        solution = _run_task_tests(root, Path(tmp) / "solution.json")
+        student_dir = Path(tmp) / "student"
+        build_student_tree(root, student_dir)
+        import_errors = _student_imports(student_dir)
+        problems += [f"student tree does not import: {e}" for e in import_errors]
+        student = _run_task_tests(student_dir, Path(tmp) / "student.json")
+
+    out(f"{'task':34} {'tests':>5} {'pass (solution)':>16} {'fail (student)':>15}")
+    for t in TASKS:
+        sol, stu = solution.get(t, []), student.get(t, [])
+        n_pass = sum(o == "passed" for _, o in sol)
+        n_fail = sum(o == "failed" for _, o in stu)
+        out(f"{t:34} {len(sol):5d} {n_pass:16d} {n_fail:15d}")
+        if not sol:
+            problems.append(f"task {t!r} has no tests marked @pytest.mark.task({t!r})")
+        problems += [f"{t}: {n} does not pass in the solution tree ({o})" for n, o in sol if o != "passed"]
+        problems += [f"{t}: {n} still passes in the student tree: it does not test the task" for n, o in stu if o != "failed"]
+        if sol and len(stu) != len(sol):
+            problems.append(f"{t}: {len(sol)} tests in the solution tree but {len(stu)} ran in the student tree")
+    for p in problems:
+        out(f"PROBLEM: {p}")
+    out("assignments check: " + ("OK" if not problems else f"{len(problems)} problem(s)"))
+    return not problems

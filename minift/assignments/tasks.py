@@ -1,0 +1,16 @@
+"""The coursework tasks: every ``# TASK id`` region in the tree must use one of these ids.
+
+Each task is a piece of minift a student writes; its tests carry ``@pytest.mark.task(id)``.
+Listed in the order a course would hand them out.
+"""
+
+TASKS = {
+    "gradcheck.central_difference": "the central finite difference along one coordinate (minift/autograd/gradcheck.py)",
+    "autograd.unbroadcast": "reduce a broadcast gradient back to the input's shape (minift/autograd/ops_elementwise.py)",
+    "ops.elementwise_backward": "backward of mul, div, exp, log, tanh, sigmoid (minift/autograd/ops_elementwise.py)",
+    "ops.matmul_backward": "gradients of a batched, broadcasting matmul (minift/autograd/ops_linalg.py)",
+    "fused.softmax_backward": "the softmax vector-Jacobian product (minift/autograd/ops_fused.py)",
+    "fused.cross_entropy_backward": "gradient of cross-entropy w.r.t. the logits (minift/autograd/ops_fused.py)",
+    "fused.layer_norm_backward": "closed-form gradient of layer norm w.r.t. its input (minift/autograd/ops_fused.py)",
+    "optim.adamw_step": "one AdamW update of a parameter (minift/optim/adamw.py)",
+}

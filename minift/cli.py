@@ -1,0 +1,54 @@
+"""The ``minift`` command."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _assignments(args) -> int:
+    from .assignments.build import all_regions, build_student_tree
+    from .assignments.check import check
+    from .assignments.tasks import TASKS
+
+    root = Path(args.root).resolve()
+    if args.action == "list":
+        regions = all_regions(root)
+        for t, desc in TASKS.items():
+            where = sorted({f"{r.path.relative_to(root)}:{r.task_line}" for r in regions if r.task == t})
+            print(f"{t:34} {desc}\n{'':34} regions: {', '.join(where) or 'none'}")
+        return 0
+    if args.action == "build":
+        if not args.out:
+            print("minift assignments build: --out DIR is required", file=sys.stderr)
+            return 2
+        stripped = build_student_tree(root, Path(args.out))
+        print(f"wrote the student tree to {args.out}: {len(stripped)} solution regions stripped "
+              f"({len({r.task for r in stripped})} tasks)")
+        return 0
+    return 0 if check(root) else 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="minift", description="minift: fine-tuning from scratch")
+    sub = parser.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("assignments", help="coursework: list tasks, build the student tree, check the markers")
+    a.add_argument("action", choices=["list", "build", "check"])
+    a.add_argument("--out", help="with build: the directory to write the student tree to")
+    a.add_argument("--root", default=".", help="the project tree (default: the current directory)")
+    d = sub.add_parser("demo", help="train a small model end to end and write a loss curve")
+    d.add_argument("--out", default="out/demo", help="where to write the loss curve and log")
+    d.add_argument("--steps", type=int, default=300)
+    args = parser.parse_args(argv)
+    if args.command == "assignments":
+        return _assignments(args)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        run_demo(out_dir=args.out, steps=args.steps)
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

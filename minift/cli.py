@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     a.add_argument("--root", default=".", help="the project tree (default: the current directory)")
     d = sub.add_parser("demo", help="train a small model end to end and write a loss curve")
     d.add_argument("--out", default="out/demo", help="where to write the loss curve and log")
-    d.add_argument("--steps", type=int, default=300)
+    d.add_argument("--steps", type=int, default=1500)
     args = parser.parse_args(argv)
     if args.command == "assignments":
         return _assignments(args)

@@ -1,0 +1,34 @@
+# Two commands do all setup: `make demo` and `make test`. Both create .venv when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+export MPLBACKEND := Agg
+
+.PHONY: demo test test-fast check-assignments lessons clean
+
+$(VENV)/.base: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.base pyproject.toml
+	$(PY) -m pip install -q -e '.[dev,lessons]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+demo: $(VENV)/.base
+	$(PY) -m minift.cli demo
+
+test: $(VENV)/.dev
+	$(PY) -m pytest
+	$(PY) -m minift.cli assignments check
+
+test-fast: $(VENV)/.dev
+	$(PY) -m pytest -m "not lessons"
+
+lessons: $(VENV)/.dev
+	$(PY) -m pytest -m lessons
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .hypothesis

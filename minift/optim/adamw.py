@@ -26,7 +26,34 @@ def adam_direction(state, lr, beta1, beta2, eps):
     return (lr / bc1) * state["exp_avg"] / (xp.sqrt(state["exp_avg_sq"]) / math.sqrt(bc2) + eps)
 
 
-class AdamW(Optimizer):
+class Adam(Optimizer):
+    """Adam with *coupled* L2 weight decay: g ← g + λθ before the moments (so decay is rescaled by 1/√v̂)."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(
+                f"{type(self).__name__} needs lr, eps, weight_decay >= 0 and betas in [0, 1), "
+                f"got lr={lr}, eps={eps}, weight_decay={weight_decay}, betas={betas}"
+            )
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    def _groups(self):
+        """(p, state, lr, β₁, β₂, ε, λ) for every parameter that has a gradient."""
+        for group in self.param_groups:
+            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is not None:
+                    yield p, self.state.setdefault(id(p), {}), lr, b1, b2, eps, wd
+
+    @no_grad()
+    def step(self):
+        for p, st, lr, b1, b2, eps, wd in self._groups():
+            g = p.grad + wd * p.data if wd else p.grad
+            adam_moments(st, g, b1, b2)
+            p.data -= adam_direction(st, lr, b1, b2, eps).astype(p.data.dtype, copy=False)
+
+
+class AdamW(Adam):
     """AdamW (Loshchilov & Hutter, 2019), PyTorch's update for parameter θ with gradient g at step t:
 
         θ ← θ − ηλθ                                  (decoupled weight decay: not seen by the moments)
@@ -35,42 +62,14 @@ class AdamW(Optimizer):
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
-        if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"AdamW needs lr, eps, weight_decay >= 0 and betas in [0, 1), got {lr}, {eps}, {weight_decay}, {betas}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
     @no_grad()
     def step(self):
-        for group in self.param_groups:
-            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                st = self.state.setdefault(id(p), {})
-                # TASK optim.adamw_step: one AdamW update of a parameter
-                # BEGIN SOLUTION
-                p.data *= 1 - lr * wd  # decoupled decay first, as PyTorch
-                adam_moments(st, p.grad, b1, b2)
-                p.data -= adam_direction(st, lr, b1, b2, eps).astype(p.data.dtype, copy=False)
-                # END SOLUTION
-
-
-class Adam(Optimizer):
-    """Adam with *coupled* L2 weight decay: g ← g + λθ before the moments (so decay is rescaled by 1/√v̂)."""
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"Adam needs lr, eps, weight_decay >= 0 and betas in [0, 1), got {lr}, {eps}, {weight_decay}, {betas}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
-
-    @no_grad()
-    def step(self):
-        for group in self.param_groups:
-            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                st = self.state.setdefault(id(p), {})
-                g = p.grad + wd * p.data if wd else p.grad
-                adam_moments(st, g, b1, b2)
-                p.data -= adam_direction(st, lr, b1, b2, eps).astype(p.data.dtype, copy=False)
+        for p, st, lr, b1, b2, eps, wd in self._groups():
+            # TASK optim.adamw_step: one AdamW update of a parameter
+            # BEGIN SOLUTION
+            p.data *= 1 - lr * wd  # decoupled decay first, as PyTorch
+            adam_moments(st, p.grad, b1, b2)
+            p.data -= adam_direction(st, lr, b1, b2, eps).astype(p.data.dtype, copy=False)
+            # END SOLUTION

@@ -39,7 +39,27 @@ def main(argv=None) -> int:
     d = sub.add_parser("demo", help="train a small model end to end and write a loss curve")
     d.add_argument("--out", default="out/demo", help="where to write the loss curve and log")
     d.add_argument("--steps", type=int, default=1500)
+    z = sub.add_parser("zoo", help="the pinned pretrained models and datasets")
+    z.add_argument("action", choices=["list"])
+    dl = sub.add_parser("download", help="fetch a zoo artifact (or all) into $MINIFT_HOME")
+    dl.add_argument("name", help="an artifact name from `minift zoo list`, or all")
+    dl.add_argument("--from", dest="source", help="a directory holding the pinned archive (no network)")
     args = parser.parse_args(argv)
+    if args.command in ("zoo", "download"):
+        from . import zoo
+
+        if args.command == "zoo":
+            for name, pin, cached, desc in zoo.list_artifacts():
+                print(f"{name:8} {pin:28} {'cached' if cached else 'not cached':10} {desc}")
+            return 0
+        names = list(zoo.ARTIFACTS) if args.name == "all" else [args.name]
+        try:
+            for n in names:
+                print(f"{n}: {zoo.fetch(n, source=args.source)}")
+        except zoo.ZooError as e:
+            print(f"minift download: {e}", file=sys.stderr)
+            return 1
+        return 0
     if args.command == "assignments":
         return _assignments(args)
     if args.command == "demo":

@@ -8,6 +8,7 @@ import builtins
 
 import numpy as np
 
+from .autograd import ops_attention as A
 from .autograd import ops_elementwise as E
 from .autograd import ops_fused as U
 from .autograd import ops_reduce as R
@@ -318,3 +319,39 @@ def linear(x, weight, bias=None):
     """y = x Wᵀ + b with ``weight`` (out_features, in_features), as ``torch.nn.functional.linear``."""
     return U.Linear.apply(_t(x), weight, bias)
 
+
+
+# ------------------------------------------------------------------ attention
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+    """softmax(Q Kᵀ/√D + mask) V over the last two axes, as ``torch.nn.functional.scaled_dot_product_attention``.
+
+    ``attn_mask``: boolean, True where a query may attend to a key (broadcast to (..., Tq, Tk)).
+    ``is_causal``: query i sees keys j ≤ i + (Tk − Tq) (the offset lets cached keys be seen).
+    Query and key heads must match: repeat grouped K/V heads before calling (``repeat_kv``).
+    """
+    q, k, v = _t(query), _t(key), _t(value)
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"attention shapes do not fit: q {q.shape}, k {k.shape}, v {v.shape}")
+    mask = None
+    if attn_mask is not None:
+        mask = attn_mask.data if isinstance(attn_mask, Tensor) else xp.asarray(attn_mask)
+        if mask.dtype != bool:
+            raise TypeError(f"attn_mask must be boolean (True = may attend), got dtype {mask.dtype}")
+    if is_causal:
+        tq, tk = q.shape[-2], k.shape[-2]
+        causal = xp.tril(xp.ones((tq, tk), dtype=bool), k=tk - tq)
+        mask = causal if mask is None else mask & causal
+    return A.ScaledDotProductAttention.apply(q, k, v, mask=mask, dropout_p=dropout_p, scale=scale)
+
+
+def apply_rotary(x, cos, sin):
+    """Rotate pairs of features of ``x`` (..., T, D) by position-dependent angles (RoPE); see ``RoPE``."""
+    return A.RoPE.apply(_t(x), cos, sin)
+
+
+def repeat_kv(x, n_rep):
+    """(B, H_kv, T, D) → (B, H_kv·n_rep, T, D): each key/value head serves n_rep query heads (GQA)."""
+    if n_rep == 1:
+        return x
+    b, h, t, d = x.shape
+    return x.reshape(b, h, 1, t, d).expand(b, h, n_rep, t, d).reshape(b, h * n_rep, t, d)

@@ -1,0 +1,110 @@
+"""``TransformerConfig``: one config, three families.
+
+| family | norm        | placement | positions          | MLP          | attention     | bias | tied head |
+|--------|-------------|-----------|--------------------|--------------|---------------|------|-----------|
+| bert   | LayerNorm   | post-LN   | learned + types    | GELU (erf)   | bidirectional | yes  | (MLM) yes |
+| gpt2   | LayerNorm   | pre-LN    | learned            | GELU (tanh)  | causal        | yes  | yes       |
+| llama  | RMSNorm     | pre-norm  | RoPE               | SwiGLU       | causal, GQA   | no   | per config|
+
+Field names are Hugging Face's (``hidden_size``, ``num_attention_heads``, ``num_key_value_heads``, …) so a
+``config.json`` reads the way it does there.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+FAMILIES = ("bert", "gpt2", "llama")
+
+
+@dataclass
+class TransformerConfig:
+    family: str = "gpt2"
+    vocab_size: int = 1024
+    hidden_size: int = 128
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int | None = None  # None: as many as query heads (no GQA)
+    intermediate_size: int | None = None  # None: 4 × hidden (bert, gpt2) or 8/3 × hidden rounded (llama)
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2  # bert only
+    layer_norm_eps: float | None = None  # None: 1e-12 (bert), 1e-5 (gpt2), 1e-6 (llama, RMS)
+    rope_theta: float = 10000.0
+    initializer_range: float = 0.02
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    tie_word_embeddings: bool = True
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_attention_heads {self.num_attention_heads} is not a multiple of num_key_value_heads {self.num_key_value_heads}"
+            )
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.hidden_size if self.family != "llama" else 64 * ((8 * self.hidden_size // 3 + 63) // 64)
+        if self.layer_norm_eps is None:
+            self.layer_norm_eps = {"bert": 1e-12, "gpt2": 1e-5, "llama": 1e-6}[self.family]
+        if self.family == "llama" and self.head_dim % 2:
+            raise ValueError(f"RoPE needs an even head dimension, got {self.head_dim}")
+
+    # what the family implies
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def causal(self) -> bool:
+        return self.family != "bert"
+
+    @property
+    def pre_norm(self) -> bool:
+        return self.family != "bert"
+
+    @property
+    def rms_norm(self) -> bool:
+        return self.family == "llama"
+
+    @property
+    def rope(self) -> bool:
+        return self.family == "llama"
+
+    @property
+    def swiglu(self) -> bool:
+        return self.family == "llama"
+
+    @property
+    def bias(self) -> bool:
+        return self.family != "llama"
+
+    @property
+    def gelu_approximate(self) -> str:
+        return "tanh" if self.family == "gpt2" else "none"
+
+    # files
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TransformerConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known - {"format", "architecture"})
+        if unknown:
+            raise ValueError(f"unknown TransformerConfig fields {unknown}; known fields are {sorted(known)}")
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps({"format": "minift", **self.to_dict()}, indent=1))
+
+    @classmethod
+    def load(cls, path) -> "TransformerConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))

@@ -1,0 +1,181 @@
+"""Loading pretrained weights: Hugging Face BERT safetensors, GGUF (llama family), minift checkpoints.
+
+Every tensor in a file must be used exactly once and every parameter must be set: a missing, extra or
+mis-shaped tensor is an error that names the file and the tensor.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .. import backend
+from .checkpoint import CheckpointError, load_state
+from .config import TransformerConfig
+from .names import backbone_name_to, unpermute_rope_rows
+from .quant import dequantize
+from .transformer import TransformerForCausalLM, TransformerForMaskedLM, TransformerModel
+
+
+def _assign(model, theirs: dict, rename: dict, file, consumed_extra=()):
+    """Copy ``theirs[their_name]`` into the parameter ``rename[their_name]`` of ``model``, checking coverage."""
+    own = model.state_dict()
+    unused = sorted(set(theirs) - set(rename) - set(consumed_extra))
+    if unused:
+        raise CheckpointError(f"{file}: tensors the model has no place for: {unused[:10]}{' …' if len(unused) > 10 else ''}")
+    missing = sorted(k for k in rename if k not in theirs)
+    if missing:
+        raise CheckpointError(f"{file}: missing tensors {missing[:10]}{' …' if len(missing) > 10 else ''}")
+    targets = sorted(rename.values())
+    uncovered = sorted(k for k in own if k not in targets and not any(own[k] is own[t] for t in targets))
+    if uncovered:
+        raise CheckpointError(f"{file}: nothing in the file sets {uncovered[:10]}")
+    for their_name, ours in rename.items():
+        arr = theirs[their_name]
+        if tuple(arr.shape) != tuple(own[ours].shape):
+            raise CheckpointError(f"{file}: {their_name} has shape {tuple(arr.shape)}, expected {tuple(own[ours].shape)} for {ours}")
+        own[ours][...] = backend.asarray(np.asarray(arr, dtype=own[ours].dtype))
+
+
+# ----------------------------------------------------------------------------- Hugging Face BERT
+def bert_config_from_hf(hf: dict) -> TransformerConfig:
+    if hf.get("model_type") != "bert":
+        raise CheckpointError(f"expected a BERT config (model_type 'bert'), got {hf.get('model_type')!r}")
+    if hf.get("hidden_act", "gelu") != "gelu" or hf.get("position_embedding_type", "absolute") != "absolute":
+        raise CheckpointError("only BERT with hidden_act 'gelu' and absolute positions is supported")
+    return TransformerConfig(
+        family="bert", vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_hidden_layers=hf["num_hidden_layers"],
+        num_attention_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
+        max_position_embeddings=hf["max_position_embeddings"], type_vocab_size=hf.get("type_vocab_size", 2),
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-12), hidden_dropout_prob=hf.get("hidden_dropout_prob", 0.1),
+        attention_probs_dropout_prob=hf.get("attention_probs_dropout_prob", 0.1), pad_token_id=hf.get("pad_token_id", 0),
+        initializer_range=hf.get("initializer_range", 0.02),
+    )
+
+
+def load_bert(directory) -> TransformerModel:
+    """A Hugging Face BertModel directory (config.json + model.safetensors) → ``TransformerModel`` in eval mode."""
+    from safetensors.numpy import load_file
+
+    d = Path(directory)
+    config = bert_config_from_hf(json.loads((d / "config.json").read_text()))
+    file = d / "model.safetensors"
+    try:
+        tensors = load_file(str(file))
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear error
+        raise CheckpointError(f"{file} is not a readable safetensors file: {e}") from None
+    model = TransformerModel(config)
+    rename = {backbone_name_to("bert", k): k for k in model.state_dict()}
+    extra = []
+    if "embeddings.position_ids" in tensors:  # a buffer HF saves: it must be 0, 1, 2, … and is then used up
+        pid = tensors["embeddings.position_ids"].reshape(-1)
+        if not np.array_equal(pid, np.arange(len(pid))):
+            raise CheckpointError(f"{file}: embeddings.position_ids is not 0..{len(pid) - 1}")
+        extra.append("embeddings.position_ids")
+    _assign(model, tensors, rename, file, consumed_extra=extra)
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------- GGUF
+def _field(reader, key, default=None):
+    f = reader.fields.get(key)
+    if f is None:
+        return default
+    return f.contents()
+
+
+def gguf_config(reader) -> TransformerConfig:
+    arch = _field(reader, "general.architecture")
+    if arch != "llama":
+        raise CheckpointError(f"GGUF architecture {arch!r} is not supported (minift reads 'llama')")
+    p = "llama."
+    names = {t.name for t in reader.tensors}
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    vocab = _field(reader, p + "vocab_size") or (len(tokens.data) if tokens is not None else None)
+    return TransformerConfig(
+        family="llama", vocab_size=int(vocab), hidden_size=int(_field(reader, p + "embedding_length")),
+        num_hidden_layers=int(_field(reader, p + "block_count")), num_attention_heads=int(_field(reader, p + "attention.head_count")),
+        num_key_value_heads=int(_field(reader, p + "attention.head_count_kv", _field(reader, p + "attention.head_count"))),
+        intermediate_size=int(_field(reader, p + "feed_forward_length")),
+        max_position_embeddings=int(_field(reader, p + "context_length", 2048)),
+        layer_norm_eps=float(_field(reader, p + "attention.layer_norm_rms_epsilon", 1e-6)),
+        rope_theta=float(_field(reader, p + "rope.freq_base", 10000.0)),
+        tie_word_embeddings="output.weight" not in names,
+        bos_token_id=_field(reader, "tokenizer.ggml.bos_token_id"), eos_token_id=_field(reader, "tokenizer.ggml.eos_token_id"),
+        pad_token_id=_field(reader, "tokenizer.ggml.padding_token_id"),
+    )
+
+
+def gguf_tensors(reader) -> dict:
+    """{GGUF name: float32 array in NumPy (row-major) order}, every tensor dequantized by ``minift.models.quant``."""
+    out = {}
+    for t in reader.tensors:
+        shape = tuple(int(s) for s in reversed(t.shape))  # GGUF lists the fastest-varying axis first
+        out[t.name] = dequantize(t.data, t.tensor_type.name, shape)
+    return out
+
+
+def load_gguf(path) -> TransformerForCausalLM:
+    """A llama-family GGUF file → ``TransformerForCausalLM`` (float32, eval mode)."""
+    import gguf
+
+    path = Path(path)
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{path} is not a readable GGUF file: {e}") from None
+    config = gguf_config(reader)
+    tensors = gguf_tensors(reader)
+    h, hk = config.num_attention_heads, config.num_key_value_heads
+    for name in list(tensors):
+        if name.endswith("attn_q.weight"):
+            tensors[name] = unpermute_rope_rows(tensors[name], h)
+        elif name.endswith("attn_k.weight"):
+            tensors[name] = unpermute_rope_rows(tensors[name], hk)
+    model = TransformerForCausalLM(config)
+    rename = {}
+    for k in model.model.state_dict():
+        rename[backbone_name_to("gguf", k)] = "model." + k
+    if not config.tie_word_embeddings:
+        rename["output.weight"] = "lm_head.weight"
+    _assign(model, tensors, rename, path)
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------- minift checkpoints
+ARCHITECTURES = {c.__name__: c for c in (TransformerModel, TransformerForCausalLM, TransformerForMaskedLM)}
+
+
+def load_minift(directory):
+    d = Path(directory)
+    cfg = json.loads((d / "config.json").read_text())
+    arch = cfg.get("architecture", "TransformerModel")
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(f"{d / 'config.json'}: unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
+    model = ARCHITECTURES[arch](TransformerConfig.from_dict(cfg))
+    return load_state(model, d).eval()
+
+
+def from_pretrained(name_or_path):
+    """``"minilm"`` / ``"smollm2"`` (zoo, fetched on first use), or a directory: a minift checkpoint or a HF BERT.
+
+    The model comes back in eval mode, as in Hugging Face; call ``.train()`` before fine-tuning.
+    """
+    from .. import zoo
+
+    if name_or_path == "minilm":
+        return load_bert(zoo.path("minilm"))
+    if name_or_path == "smollm2":
+        return load_gguf(zoo.path("smollm2", "model.gguf"))
+    p = Path(name_or_path)
+    if p.suffix == ".gguf" and p.is_file():
+        return load_gguf(p)
+    if not (p / "config.json").exists():
+        raise CheckpointError(f"{name_or_path!r} is neither a zoo model (minilm, smollm2) nor a directory with config.json")
+    cfg = json.loads((p / "config.json").read_text())
+    if cfg.get("format") == "minift":
+        return load_minift(p)
+    if cfg.get("model_type") == "bert":
+        return load_bert(p)
+    raise CheckpointError(f"{p / 'config.json'}: not a minift checkpoint and not a BERT config")

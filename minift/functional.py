@@ -346,7 +346,10 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
 def apply_rotary(x, cos, sin):
     """Rotate pairs of features of ``x`` (..., T, D) by position-dependent angles (RoPE); see ``RoPE``."""
-    return A.RoPE.apply(_t(x), cos, sin)
+    x = _t(x)
+    cos = cos.data if isinstance(cos, Tensor) else xp.asarray(cos)
+    sin = sin.data if isinstance(sin, Tensor) else xp.asarray(sin)
+    return A.RoPE.apply(x, cos.astype(x.dtype, copy=False), sin.astype(x.dtype, copy=False))
 
 
 def repeat_kv(x, n_rep):

@@ -479,4 +479,62 @@ def _embedding_inputs(draw):
 spec("F.embedding", lambda w, ids: F.embedding(ids, w), lambda w, ids: w[ids], _embedding_inputs)
 
 
+# ------------------------------------------------------------------ attention
+
+
+def np_attention(q, k, v, mask=None, causal=False):
+    s = np.einsum("...qd,...kd->...qk", q, k) / np.sqrt(q.shape[-1])
+    allowed = np.ones(s.shape, dtype=bool)
+    if mask is not None:
+        allowed &= mask
+    if causal:
+        tq, tk = s.shape[-2:]
+        allowed &= np.arange(tk)[None, :] <= np.arange(tq)[:, None] + (tk - tq)
+    s = np.where(allowed, s, -np.inf)
+    p = np.exp(s - s.max(axis=-1, keepdims=True))
+    p = p / p.sum(axis=-1, keepdims=True)
+    return np.einsum("...qk,...kd->...qd", p, v)
+
+
+def _attn_inputs(draw):
+    b, h = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    tq, tk, d, dv = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    causal = draw(st.booleans())
+    if causal:
+        tk = max(tk, tq)
+    mask = np.array(draw(st.lists(st.booleans(), min_size=b * tk, max_size=b * tk))).reshape(b, 1, 1, tk)
+    mask[..., 0] = True  # every query keeps at least the first key (causal always allows it)
+    return [draw(float_arrays((b, h, tq, d))), draw(float_arrays((b, h, tk, d))), draw(float_arrays((b, h, tk, dv)))], \
+        {"mask": mask, "causal": causal}
+
+
+spec("F.scaled_dot_product_attention",
+     lambda q, k, v, mask, causal: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal),
+     np_attention, _attn_inputs)
+
+
+def _np_rope(x, cos, sin):
+    h = x.shape[-1] // 2
+    return x * cos + np.concatenate([-x[..., h:], x[..., :h]], axis=-1) * sin
+
+
+def _rope_inputs(draw):
+    t, d = draw(st.integers(1, 5)), 2 * draw(st.integers(1, 3))
+    lead = draw(shapes(min_dims=0, max_dims=2, max_side=2))
+    ang = np.outer(np.arange(t), 10000.0 ** (-np.arange(0, d, 2) / d))
+    ang = np.concatenate([ang, ang], axis=1)
+    return [draw(float_arrays(lead + (t, d)))], {"cos": np.cos(ang), "sin": np.sin(ang)}
+
+
+spec("F.apply_rotary", lambda x, cos, sin: F.apply_rotary(x, cos, sin), _np_rope, _rope_inputs)
+
+
+def _repeat_inputs(draw):
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    return [draw(float_arrays(shape))], {"n": draw(st.integers(1, 3))}
+
+
+spec("F.repeat_kv", lambda x, n: F.repeat_kv(x, n), lambda x, n: np.repeat(x, n, axis=1), _repeat_inputs)
+
+
 SPEC_NAMES = {s.name.split("[")[0] for s in SPECS} | {a for s in SPECS for a in s.aliases}

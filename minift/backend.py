@@ -118,6 +118,22 @@ def scatter_add(target, index, values) -> None:
         np.add.at(target, index, values)
 
 
+def scatter_add_rows(target, rows, values) -> None:
+    """``target[rows[i]] += values[i]`` for a 1-D integer ``rows`` and 2-D ``target``/``values``, accumulating repeats.
+
+    The embedding backward does this for every token of a batch. ``np.add.at`` handles it one element at
+    a time and is slow; sorting the rows and summing each run with ``np.add.reduceat`` is vectorized.
+    On CuPy, ``cupyx.scatter_add`` is already fast (atomic adds on the GPU).
+    """
+    if is_cupy() or len(rows) == 0:  # pragma: no cover - GPU path
+        scatter_add(target, rows, values)
+        return
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])  # first index of each run
+    target[sorted_rows[starts]] += np.add.reduceat(values[order], starts, axis=0)
+
+
 def erf(x):
     """The error function, elementwise (SciPy's on the CPU, cupyx's on the GPU)."""
     if is_cupy():  # pragma: no cover - GPU only

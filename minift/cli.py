@@ -44,7 +44,25 @@ def main(argv=None) -> int:
     dl = sub.add_parser("download", help="fetch a zoo artifact (or all) into $MINIFT_HOME")
     dl.add_argument("name", help="an artifact name from `minift zoo list`, or all")
     dl.add_argument("--from", dest="source", help="a directory holding the pinned archive (no network)")
+    pt = sub.add_parser("pretrain", help="pretrain a tiny model from scratch on the zoo's text")
+    pt.add_argument("--config", help="a JSON file of PretrainConfig options (flags override it)")
+    from dataclasses import fields as _fields
+
+    from .pretrain import PretrainConfig
+
+    for f in _fields(PretrainConfig):
+        pt.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
+                        type=(float if f.type in ("float", float) else int if f.type in ("int", int) else str))
     args = parser.parse_args(argv)
+    if args.command == "pretrain":
+        from .pretrain import pretrain
+
+        opts = {f.name: getattr(args, f.name) for f in _fields(PretrainConfig)}
+        cfg = PretrainConfig.from_file(args.config, **opts) if args.config else PretrainConfig(
+            **{k: v for k, v in opts.items() if v is not None})
+        command = "minift pretrain " + " ".join(sys.argv[2:] if argv is None else argv[1:])
+        pretrain(cfg, command=command.strip())
+        return 0
     if args.command in ("zoo", "download"):
         from . import zoo
 

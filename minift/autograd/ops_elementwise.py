@@ -258,25 +258,27 @@ class Gelu(Function):
     exact ("none"):  Φ(a) = ½(1 + erf(a/√2)),            ∂/∂a = Φ(a) + a·φ(a),  φ(a) = e^{−a²/2}/√(2π)
     "tanh":          ½a(1 + tanh u), u = √(2/π)(a + 0.044715a³),
                      ∂/∂a = ½(1 + tanh u) + ½a(1 − tanh²u)·√(2/π)(1 + 3·0.044715a²)
+    The forward saves Φ(a) (or tanh u) so the backward does not recompute the expensive part.
     """
 
     @staticmethod
     def forward(ctx, a, approximate="none"):
         ctx.approximate = approximate
-        ctx.save_for_backward(a)
         if approximate == "tanh":
-            return 0.5 * a * (1 + xp.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a**3)))
-        return 0.5 * a * (1 + erf(a / math.sqrt(2.0)))
+            t = xp.tanh(_SQRT_2_OVER_PI * a * (1 + 0.044715 * a * a))
+            ctx.save_for_backward(a, t)
+            return 0.5 * a * (1 + t)
+        cdf = 0.5 * (1 + erf(a * (1 / math.sqrt(2.0)))).astype(a.dtype, copy=False)
+        ctx.save_for_backward(a, cdf)
+        return a * cdf
 
     @staticmethod
     def backward(ctx, g):
-        (a,) = ctx.saved_tensors
+        a, s = ctx.saved_tensors
         if ctx.approximate == "tanh":
-            t = xp.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a**3))
-            d = 0.5 * (1 + t) + 0.5 * a * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * a * a)
+            d = 0.5 * (1 + s) + 0.5 * a * (1 - s * s) * _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * a * a)
         else:
-            cdf = 0.5 * (1 + erf(a / math.sqrt(2.0)))
-            d = cdf + a * _INV_SQRT_2PI * xp.exp(-0.5 * a * a)
+            d = s + a * _INV_SQRT_2PI * xp.exp(-0.5 * a * a)
         return (g * d.astype(g.dtype, copy=False),)
 
 

@@ -6,7 +6,7 @@ way and its backward from the formula derived once, by hand, in the docstring.
 """
 from __future__ import annotations
 
-from ..backend import rng, scatter_add, xp
+from ..backend import rng, scatter_add_rows, xp
 from .function import Function
 from .ops_elementwise import _sigmoid
 
@@ -86,7 +86,7 @@ class CrossEntropy(Function):
         m = z.max(axis=1, keepdims=True)
         logp = z - m - xp.log(xp.exp(z - m).sum(axis=1, keepdims=True))  # (N, C) log-softmax
         nll = -xp.take_along_axis(logp, safe_t[:, None], axis=1)[:, 0]  # (N,)
-        loss = (1 - label_smoothing) * nll - label_smoothing * logp.mean(axis=1)
+        loss = (1 - label_smoothing) * nll - label_smoothing * logp.mean(axis=1) if label_smoothing else nll
         loss = xp.where(valid, loss, 0).astype(z.dtype)
         count = int(valid.sum())
         ctx.save_for_backward(logp, safe_t, valid)
@@ -258,7 +258,7 @@ class Embedding(Function):
         (ids,) = ctx.saved_tensors
         d = ctx.shape[1]
         gw = xp.zeros(ctx.shape, dtype=g.dtype)
-        scatter_add(gw, ids.reshape(-1), g.reshape(-1, d))  # (B·T,) rows, (B·T, D) values
+        scatter_add_rows(gw, ids.reshape(-1), g.reshape(-1, d))  # (B·T,) rows, (B·T, D) values
         if ctx.padding_idx is not None:
             gw[ctx.padding_idx] = 0
         return None, gw

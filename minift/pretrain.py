@@ -98,6 +98,27 @@ def mask_tokens(ids, attn, tok, prob, rng):
 
 
 # ----------------------------------------------------------------------------- evaluation
+def validation_batches(cfg, tok, val_texts):
+    """The fixed held-out batches perplexity is measured on: (input_ids, attention_mask, labels) triples.
+
+    Causal: the first ``eval_batches × batch_size`` windows of the validation stream. Masked: the first
+    documents, masked once with a fixed seed so every evaluation sees the same positions.
+    """
+    b = cfg.batch_size
+    if cfg.family != "bert":
+        stream = causal_stream(tok, val_texts)
+        n = min(cfg.eval_batches * b, len(stream) // cfg.seq_len)
+        windows = stream[: n * cfg.seq_len].reshape(n, cfg.seq_len)  # (n, T)
+        return [(windows[i: i + b], None, windows[i: i + b]) for i in range(0, n, b)]
+    ids, attn = mlm_rows(tok, val_texts, cfg.seq_len)
+    rng = np.random.default_rng(1234)
+    out = []
+    for i in range(0, min(len(ids), cfg.eval_batches * b), b):
+        x, y = mask_tokens(ids[i: i + b], attn[i: i + b], tok, cfg.mask_prob, rng)
+        out.append((x, attn[i: i + b], y))
+    return out
+
+
 def perplexity(model, batches) -> float:
     """exp of the mean negative log-likelihood over every predicted token of ``batches``.
 
@@ -186,19 +207,10 @@ def pretrain(cfg: PretrainConfig, quiet=False, command=None):
     say(f"pretraining a {cfg.family} model with {model.num_parameters():,} parameters on {len(train_texts):,} documents")
 
     if causal:
-        train_stream, val_stream = causal_stream(tok, train_texts), causal_stream(tok, val_texts)
-        n_val = min(cfg.eval_batches * cfg.batch_size, len(val_stream) // cfg.seq_len)
-        val_ids = val_stream[: n_val * cfg.seq_len].reshape(n_val, cfg.seq_len)
-        val_batches = [(val_ids[i: i + cfg.batch_size], None, val_ids[i: i + cfg.batch_size])
-                       for i in range(0, n_val, cfg.batch_size)]
+        train_stream = causal_stream(tok, train_texts)
     else:
         tr_ids, tr_attn = mlm_rows(tok, train_texts, cfg.seq_len)
-        va_ids, va_attn = mlm_rows(tok, val_texts, cfg.seq_len)
-        vrng = np.random.default_rng(1234)  # one fixed masking of the validation set
-        val_batches = []
-        for i in range(0, min(len(va_ids), cfg.eval_batches * cfg.batch_size), cfg.batch_size):
-            x, y = mask_tokens(va_ids[i: i + cfg.batch_size], va_attn[i: i + cfg.batch_size], tok, cfg.mask_prob, vrng)
-            val_batches.append((x, va_attn[i: i + cfg.batch_size], y))
+    val_batches = validation_batches(cfg, tok, val_texts)
 
     opt = AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.steps)

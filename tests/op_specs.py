@@ -510,7 +510,7 @@ def _attn_inputs(draw):
 
 spec("F.scaled_dot_product_attention",
      lambda q, k, v, mask, causal: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal),
-     np_attention, _attn_inputs)
+     np_attention, _attn_inputs, task="attention.backward")
 
 
 def _np_rope(x, cos, sin):

@@ -9,7 +9,8 @@ LESSONS = sorted((Path(__file__).resolve().parents[1] / "lessons").glob("[0-9][0
 
 
 def test_there_are_lessons():
-    assert [p.name for p in LESSONS][:2] == ["00_autograd.ipynb", "01_optimizers.ipynb"]
+    assert [p.name for p in LESSONS][:5] == ["00_autograd.ipynb", "01_optimizers.ipynb", "02_transformer.ipynb",
+                                            "03_pretraining.ipynb", "04_real_weights.ipynb"]
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)

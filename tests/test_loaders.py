@@ -133,6 +133,15 @@ def test_gguf_with_q8_0_blocks_and_permuted_qk_loads_to_the_dequantized_model(tm
     assert not np.allclose(loaded(ids).logits.numpy(), m.eval()(ids).logits.numpy(), atol=1e-6)  # Q8_0 did round
 
 
+@pytest.mark.task("quant.dequantize_q4_1")
+def test_q4_1_by_hand():
+    # one block: d = 0.5, m = −1, values 0..15 then 15..0  →  x = 0.5·q − 1
+    q = np.r_[np.arange(16), np.arange(15, -1, -1)].astype(np.uint8)
+    raw = np.concatenate([np.float16(0.5).reshape(1).view(np.uint8), np.float16(-1).reshape(1).view(np.uint8),
+                          q[:16] | (q[16:] << 4)])
+    np.testing.assert_array_equal(quant.dequantize_q4_1(raw), 0.5 * q - 1)
+
+
 def test_gguf_f32_round_trip_is_exact(tmp_path):
     m = _tiny_llama().eval()
     _write_gguf(tmp_path / "m.gguf", m, quantize=False)
@@ -154,6 +163,7 @@ def test_not_a_gguf_file(tmp_path):
         load_gguf(tmp_path / "x.gguf")
 
 
+@pytest.mark.task("quant.dequantize_q4_1")
 def test_block_formulas_match_the_gguf_package():
     rs = np.random.default_rng(0)
     x = rs.standard_normal((4, 64)).astype(np.float32) * 3

@@ -63,3 +63,21 @@ def test_perplexity_of_a_uniform_model_is_the_vocabulary_size():
         p.data[...] = 0
     ids = np.random.default_rng(0).integers(0, 50, (3, 10))
     assert perplexity(m, [(ids, None, ids)]) == pytest.approx(50.0)
+
+
+def test_cli_reads_a_config_file_and_flags_override_it(tmp_path):
+    from minift.cli import main
+
+    cfg = {"family": "llama", "vocab_size": 400, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+           "seq_len": 16, "batch_size": 4, "steps": 50, "eval_every": 5, "eval_batches": 1, "warmup_steps": 1}
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    out = tmp_path / "ck"
+    assert main(["pretrain", "--config", str(tmp_path / "c.json"), "--steps", "5", "--out", str(out),
+                 "--log-dir", str(tmp_path / "log")]) == 0
+    log = (tmp_path / "log" / "log.jsonl").read_text().splitlines()
+    assert len(log) == 5  # the flag beat the file's 50
+    assert json.loads((out / "config.json").read_text())["family"] == "llama"
+    assert "--config" in (out / "README.md").read_text()  # the card records the command as given
+    (tmp_path / "bad.json").write_text(json.dumps({"familly": "gpt2"}))
+    with pytest.raises(ValueError, match="unknown pretraining options"):
+        main(["pretrain", "--config", str(tmp_path / "bad.json")])

@@ -48,6 +48,7 @@ def test_whole_model_gradcheck(family):
         assert mf.gradcheck(lambda _p: m(ids, attention_mask=mask, labels=labels).loss, (p,), max_full=64), name
 
 
+@pytest.mark.task("attention.backward")
 @pytest.mark.parametrize("rope, kv_heads", [(False, 4), (True, 2), (True, 1)])
 def test_attention_module_gradcheck_wrt_input(rope, kv_heads):
     mf.set_default_dtype("float64")

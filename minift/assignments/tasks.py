@@ -13,4 +13,6 @@ TASKS = {
     "fused.cross_entropy_backward": "gradient of cross-entropy w.r.t. the logits (minift/autograd/ops_fused.py)",
     "fused.layer_norm_backward": "closed-form gradient of layer norm w.r.t. its input (minift/autograd/ops_fused.py)",
     "optim.adamw_step": "one AdamW update of a parameter (minift/optim/adamw.py)",
+    "attention.backward": "gradients of scaled dot-product attention (minift/autograd/ops_attention.py)",
+    "quant.dequantize_q4_1": "GGUF's 4-bit block format back to floats (minift/models/quant.py)",
 }

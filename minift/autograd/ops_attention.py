@@ -51,14 +51,17 @@ class ScaledDotProductAttention(Function):
     def backward(ctx, g):
         q, k, v, p, z = ctx.saved_tensors
         s = ctx.scale
+        # TASK attention.backward: gradients of softmax(Q Kᵀ s + M) V w.r.t. Q, K and V
+        # BEGIN SOLUTION
         pz = p * z if z is not None else p
         gv = xp.swapaxes(pz, -1, -2) @ g  # (..., Tk, Dv)
         gp = g @ xp.swapaxes(v, -1, -2)  # (..., Tq, Tk)
         if z is not None:
             gp = gp * z
-        gs = p * (gp - (gp * p).sum(axis=-1, keepdims=True))
+        gs = p * (gp - (gp * p).sum(axis=-1, keepdims=True))  # the softmax VJP, row by row
         gq = (gs @ k) * s
         gk = (xp.swapaxes(gs, -1, -2) @ q) * s
+        # END SOLUTION
         return unbroadcast(gq, q.shape), unbroadcast(gk, k.shape), unbroadcast(gv, v.shape)
 
 

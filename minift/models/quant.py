@@ -45,10 +45,13 @@ def dequantize_q4_0(raw):
 
 
 def dequantize_q4_1(raw):
-    b = _blocks(raw, "Q4_1")
-    d = b[:, 0:2].copy().view(np.float16).astype(np.float32)
-    m = b[:, 2:4].copy().view(np.float16).astype(np.float32)
+    b = _blocks(raw, "Q4_1")  # (n_blocks, 20): bytes 0-1 d, 2-3 m, 4-19 the packed nibbles
+    # TASK quant.dequantize_q4_1: turn Q4_1 blocks back into float32 weights
+    # BEGIN SOLUTION
+    d = b[:, 0:2].copy().view(np.float16).astype(np.float32)  # (n, 1)
+    m = b[:, 2:4].copy().view(np.float16).astype(np.float32)  # (n, 1)
     return (d * _nibbles(b[:, 4:]) + m).reshape(-1)
+    # END SOLUTION
 
 
 DEQUANTIZE = {"Q8_0": dequantize_q8_0, "Q4_0": dequantize_q4_0, "Q4_1": dequantize_q4_1}

@@ -1,0 +1,141 @@
+"""Forward + backward throughput and peak memory of a gpt2-family transformer: minift vs PyTorch (CPU eager).
+
+    python benchmarks/bench_transformer.py [--steps 10] [--threads 2]
+
+The model: 4 layers, width 256, 8 heads, context T=128, batch B=8, vocabulary 4096, tied LM head, next-token
+cross-entropy. Each framework runs in its own subprocess (so peak RSS is its own), with the same number of
+BLAS/intra-op threads. PyTorch is optional: without it only minift's row is printed.
+Target: minift ≥ 0.7× PyTorch's tokens/s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+SHAPE = dict(layers=4, width=256, heads=8, T=128, B=8, vocab=4096)
+
+
+def rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def run_minift(steps):
+    import numpy as np
+
+    import minift as mf
+
+    s = SHAPE
+    mf.seed(0)
+    cfg = mf.models.TransformerConfig(family="gpt2", vocab_size=s["vocab"], hidden_size=s["width"],
+                                      num_hidden_layers=s["layers"], num_attention_heads=s["heads"], max_position_embeddings=s["T"])
+    model = mf.models.TransformerForCausalLM(cfg)
+    ids = np.random.default_rng(0).integers(0, s["vocab"], (s["B"], s["T"]))
+    base = rss_mb()
+
+    def step():
+        model.zero_grad()
+        model(ids, labels=ids).loss.backward()
+
+    step()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    dt = (time.perf_counter() - t0) / steps
+    return {"tokens_per_s": s["B"] * s["T"] / dt, "ms_per_step": 1000 * dt, "peak_rss_mb": rss_mb(), "model_rss_mb": base}
+
+
+def run_torch(steps, threads):
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as TF
+
+    torch.manual_seed(0)
+    torch.set_num_threads(threads)
+    s = SHAPE
+
+    class Block(nn.Module):
+        def __init__(self, c, h):
+            super().__init__()
+            self.h = h
+            self.ln1, self.ln2 = nn.LayerNorm(c), nn.LayerNorm(c)
+            self.q, self.k, self.v, self.o = (nn.Linear(c, c) for _ in range(4))
+            self.up, self.down = nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
+
+        def forward(self, x):
+            b, t, c = x.shape
+            y = self.ln1(x)
+            q, k, v = (f(y).view(b, t, self.h, c // self.h).transpose(1, 2) for f in (self.q, self.k, self.v))
+            a = TF.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, c)
+            x = x + self.o(a)
+            return x + self.down(TF.gelu(self.up(self.ln2(x)), approximate="tanh"))
+
+    class LM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok, self.pos = nn.Embedding(s["vocab"], s["width"]), nn.Embedding(s["T"], s["width"])
+            self.blocks = nn.ModuleList(Block(s["width"], s["heads"]) for _ in range(s["layers"]))
+            self.ln = nn.LayerNorm(s["width"])
+
+        def forward(self, ids):
+            x = self.tok(ids) + self.pos(torch.arange(ids.shape[1]))
+            for blk in self.blocks:
+                x = blk(x)
+            logits = self.ln(x) @ self.tok.weight.T
+            return TF.cross_entropy(logits[:, :-1].reshape(-1, s["vocab"]), ids[:, 1:].reshape(-1))
+
+    model = LM()
+    ids = torch.randint(0, s["vocab"], (s["B"], s["T"]))
+    base = rss_mb()
+
+    def step():
+        model.zero_grad()
+        model(ids).backward()
+
+    step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    dt = (time.perf_counter() - t0) / steps
+    return {"tokens_per_s": s["B"] * s["T"] / dt, "ms_per_step": 1000 * dt, "peak_rss_mb": rss_mb(), "model_rss_mb": base}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--worker", choices=["minift", "torch"])
+    args = ap.parse_args()
+    if args.worker:
+        res = run_minift(args.steps) if args.worker == "minift" else run_torch(args.steps, args.threads)
+        print(json.dumps(res))
+        return
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
+               MKL_NUM_THREADS=str(args.threads))
+    rows = {}
+    for fw in ("minift", "torch"):
+        if fw == "torch":
+            try:
+                import torch  # noqa: F401
+            except ImportError:
+                print("(PyTorch not installed: `pip install torch==2.13.0` for the comparison row)")
+                continue
+        out = subprocess.run([sys.executable, __file__, "--worker", fw, "--steps", str(args.steps), "--threads", str(args.threads)],
+                             env=env, capture_output=True, text=True, check=True)
+        rows[fw] = json.loads(out.stdout.strip().splitlines()[-1])
+    s = SHAPE
+    print(f"gpt2 family: {s['layers']} layers, width {s['width']}, {s['heads']} heads, T={s['T']}, B={s['B']}, "
+          f"vocab {s['vocab']}; forward+backward, {args.threads} threads, {args.steps} timed steps")
+    print(f"{'':8} {'tokens/s':>10} {'ms/step':>9} {'peak RSS MB':>12} {'after build MB':>15}")
+    for fw, r in rows.items():
+        print(f"{fw:8} {r['tokens_per_s']:10.0f} {r['ms_per_step']:9.1f} {r['peak_rss_mb']:12.0f} {r['model_rss_mb']:15.0f}")
+    if "torch" in rows:
+        print(f"minift / PyTorch throughput: {rows['minift']['tokens_per_s'] / rows['torch']['tokens_per_s']:.2f}x (target ≥ 0.70x)")
+
+
+if __name__ == "__main__":
+    main()

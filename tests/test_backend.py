@@ -39,3 +39,22 @@ def test_default_dtype_rejects_non_floats():
 def test_xp_forwards_to_the_active_module():
     assert backend.xp.zeros(2).__class__ is np.ndarray
     assert "numpy" in repr(backend.xp)
+
+
+def test_malloc_tuning_is_applied_on_linux_and_can_be_turned_off(monkeypatch):
+    import sys
+
+    if sys.platform.startswith("linux"):
+        assert backend.tune_malloc() is True
+    monkeypatch.setenv("MINIFT_MALLOC_TUNING", "0")
+    assert backend.tune_malloc() is False
+
+
+def test_scatter_add_rows_equals_add_at():
+    rs = np.random.default_rng(0)
+    rows = rs.integers(0, 7, 50)
+    vals = rs.standard_normal((50, 3))
+    fast, slow = np.zeros((7, 3)), np.zeros((7, 3))
+    backend.scatter_add_rows(fast, rows, vals)
+    np.add.at(slow, rows, vals)
+    np.testing.assert_allclose(fast, slow, atol=1e-12)

@@ -30,14 +30,19 @@ class ScaledDotProductAttention(Function):
     def forward(ctx, q, k, v, mask=None, dropout_p=0.0, scale=None):
         d = q.shape[-1]
         s = 1.0 / math.sqrt(d) if scale is None else scale
-        scores = (q @ xp.swapaxes(k, -1, -2)) * s  # (..., Tq, Tk)
-        if mask is not None:
-            scores = xp.where(mask, scores, xp.asarray(-xp.inf, dtype=scores.dtype))
+        scores = (q * xp.asarray(s, dtype=q.dtype)) @ xp.swapaxes(k, -1, -2)  # (..., Tq, Tk); scale the smaller q
+        if mask is not None:  # an additive 0 / −∞ bias (broadcast over batch and heads), in place when it fits
+            bias = xp.where(mask, xp.asarray(0, dtype=scores.dtype), xp.asarray(-xp.inf, dtype=scores.dtype))
+            if xp.broadcast_shapes(bias.shape, scores.shape) == scores.shape:
+                scores += bias
+            else:
+                scores = scores + bias
         m = scores.max(axis=-1, keepdims=True)
         m = xp.where(xp.isfinite(m), m, 0)  # a row with every key masked: avoid inf − inf
-        e = xp.exp(scores - m)
-        denom = e.sum(axis=-1, keepdims=True)
-        p = e / xp.where(denom == 0, 1, denom)  # fully masked rows attend to nothing (all zeros)
+        scores -= m  # softmax in place: the (Tq, Tk) buffer becomes e, then p
+        p = xp.exp(scores, out=scores)
+        denom = p.sum(axis=-1, keepdims=True)
+        p /= xp.where(denom == 0, 1, denom)  # fully masked rows attend to nothing (all zeros)
         z = None
         if dropout_p > 0.0:
             z = (rng().random(p.shape) >= dropout_p).astype(p.dtype) / (1.0 - dropout_p)

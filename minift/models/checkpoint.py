@@ -50,6 +50,11 @@ def atomic_dir(final: Path):
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is an ordinary directory
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~umask)
         old = None
         if final.exists():
             old = final.parent / f".{final.name}.old-{os.getpid()}"

@@ -44,6 +44,16 @@ def main(argv=None) -> int:
     dl = sub.add_parser("download", help="fetch a zoo artifact (or all) into $MINIFT_HOME")
     dl.add_argument("name", help="an artifact name from `minift zoo list`, or all")
     dl.add_argument("--from", dest="source", help="a directory holding the pinned archive (no network)")
+    g = sub.add_parser("generate", help="continue a prompt (or answer it, with --chat) with a model")
+    g.add_argument("model", help="smollm2, or a checkpoint directory such as checkpoints/tiny-gpt")
+    g.add_argument("prompt")
+    g.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    g.add_argument("--max-new-tokens", type=int, default=48)
+    g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--seed", type=int, default=0)
     pt = sub.add_parser("pretrain", help="pretrain a tiny model from scratch on the zoo's text")
     pt.add_argument("--config", help="a JSON file of PretrainConfig options (flags override it)")
     from dataclasses import fields as _fields
@@ -54,6 +64,16 @@ def main(argv=None) -> int:
         pt.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
                         type=(float if f.type in ("float", float) else int if f.type in ("int", int) else str))
     args = parser.parse_args(argv)
+    if args.command == "generate":
+        from . import models, tokenization
+        from .backend import seed
+        from .models.generation import generate_text
+
+        seed(args.seed)
+        model, tok = models.from_pretrained(args.model), tokenization.from_pretrained(args.model)
+        print(generate_text(model, tok, args.prompt, max_new_tokens=args.max_new_tokens, chat=args.chat,
+                            do_sample=args.sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p))
+        return 0
     if args.command == "pretrain":
         from .pretrain import pretrain
 

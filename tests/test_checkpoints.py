@@ -49,3 +49,16 @@ def test_model_card_perplexity_is_reproduced(name):
     model, tok = mf.models.from_pretrained(d), mf.tokenization.from_pretrained(d)
     _, val = pretraining_corpus(seed=cfg.seed)
     assert perplexity(model, validation_batches(cfg, tok, val)) == pytest.approx(stated, rel=1e-3)
+
+
+def test_generate_command_is_greedy_and_reproducible_when_sampling(capsys):
+    from minift.cli import main
+
+    args = ["generate", str(ROOT / "tiny-gpt"), "the best movie", "--max-new-tokens", "12"]
+    assert main(args) == 0 and main(args) == 0
+    first, second = capsys.readouterr().out.splitlines()
+    assert first == second and len(first) > 0  # greedy decoding is deterministic
+    assert main(args + ["--sample", "--top-k", "40", "--seed", "3"]) == 0
+    assert main(args + ["--sample", "--top-k", "40", "--seed", "3"]) == 0
+    a, b = capsys.readouterr().out.splitlines()
+    assert a == b

@@ -76,8 +76,7 @@ class Tokenizer:
         ``padding``: False, True / "longest", or "max_length"; ``padding_side`` "right" (default) or "left"
         (what generation needs). Without padding, sequences of different lengths come back as lists.
         """
-        single = isinstance(text, str)
-        texts = [text] if single else list(text)
+        texts = [text] if isinstance(text, str) else list(text)
         if not texts:
             raise ValueError("tokenizer called with an empty batch")
         if text_pair is not None:
@@ -129,9 +128,7 @@ class Tokenizer:
         out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         if return_offsets_mapping:
             out["offset_mapping"] = offsets
-        if single:
-            out = {k: v for k, v in out.items()}
-        return out
+        return out  # a single text comes back as a batch of one, as with return_tensors="np"
 
     # ------------------------------------------------------------------ decoding
     def decode(self, ids, skip_special_tokens=False):

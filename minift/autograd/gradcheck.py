@@ -11,7 +11,7 @@ of evaluations per element); large ones a few random directions ``u``: ⟨∇, u
 """
 from __future__ import annotations
 
-import numpy as np
+import numpy as np  # host-side only: dtypes, index arithmetic, the random directions (moved with backend.asarray)
 
 from .. import backend
 from .grad_mode import no_grad

@@ -5,7 +5,7 @@ the forward and the hand-written backward live.
 """
 from __future__ import annotations
 
-import numpy as np
+import numpy as np  # host-side only: dtypes, converting Python data, printing (arrays go through backend.asarray)
 
 from .. import backend
 from ..backend import get_default_dtype, xp

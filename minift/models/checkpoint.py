@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
+import numpy as np  # host-side only: files are written from host copies (backend.to_numpy)
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 

@@ -7,8 +7,6 @@ tokens only, so a padded prompt generates exactly what it would alone.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .. import backend
 from ..autograd.grad_mode import no_grad
 from ..backend import xp
@@ -105,4 +103,4 @@ def generate_text(model, tokenizer, prompt, max_new_tokens=64, chat=False, **kw)
     ids = generate(model, enc["input_ids"], max_new_tokens=max_new_tokens, attention_mask=enc["attention_mask"],
                    eos_token_id=kw.pop("eos_token_id", tokenizer.eos_token_id), **kw)
     new = backend.to_numpy(ids)[0, enc["input_ids"].shape[1]:]
-    return tokenizer.decode(np.asarray(new).tolist(), skip_special_tokens=True)
+    return tokenizer.decode(new.tolist(), skip_special_tokens=True)

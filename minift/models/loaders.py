@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
+import numpy as np  # host-side only: file contents, before backend.asarray moves them to the device
 
 from .. import backend
 from .checkpoint import CheckpointError, load_state

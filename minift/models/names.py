@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
+import numpy as np  # host-side only: converting state dicts and file tensors, before they reach the device
 
 _LAYER = {
     "bert": {

@@ -66,6 +66,8 @@ def test_gradcheck_uses_random_directions_for_large_inputs_and_still_catches_err
     x = mf.tensor(np.random.default_rng(0).standard_normal(1000) * 0.5, requires_grad=True)
     assert mf.gradcheck(lambda t: t.tanh(), (x,))
     with pytest.raises(mf.GradcheckError, match="random direction"):
+        mf.gradcheck(WrongTanh.apply, (x,), n_elements=0)  # directions only
+    with pytest.raises(mf.GradcheckError, match=r"at index \(0,\)"):  # the sampled elements catch it first
         mf.gradcheck(WrongTanh.apply, (x,))
 
 
@@ -84,3 +86,68 @@ def test_gradcheck_at_a_kink_is_misleading_as_the_lesson_says():
     # relu at 0: backward gives 0, the central difference gives 1/2 — gradcheck fails on a true kink
     with pytest.raises(mf.GradcheckError):
         mf.gradcheck(lambda t: t.relu(), (x,))
+
+
+class TanhWrongAtOneElement(mf.Function):
+    """tanh whose backward is off by 0.002 at flat element 537 only: the bug a random direction can hide."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return np.tanh(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        dx = g * (1 - np.tanh(x) ** 2)
+        dx.reshape(-1)[537] += 0.002
+        return (dx,)
+
+
+def test_a_single_wrong_element_hides_from_directions_but_not_from_element_checks():
+    x = mf.tensor(np.random.default_rng(0).standard_normal(1000) * 0.5, requires_grad=True)
+    # directions alone (no element checks) pass: the tolerance of a 1000-element dot product is too wide
+    assert mf.gradcheck(TanhWrongAtOneElement.apply, (x,), n_elements=0)
+    # naming the element finds it, and the error says where
+    with pytest.raises(mf.GradcheckError, match=r"at index \(537,\)"):
+        mf.gradcheck(TanhWrongAtOneElement.apply, (x,), elements=[537])
+    with pytest.raises(mf.GradcheckError, match=r"at index \(537,\)"):
+        mf.gradcheck(TanhWrongAtOneElement.apply, (x,), elements={0: [(537,)]})
+    # checking every element finds it too
+    with pytest.raises(mf.GradcheckError, match=r"at index \(537,\)"):
+        mf.gradcheck(TanhWrongAtOneElement.apply, (x,), max_full=1000)
+    # elements it does not look at cannot catch it: a random subset is a sample, not a proof
+    assert mf.gradcheck(TanhWrongAtOneElement.apply, (x,), elements=[0, 1, 999])
+
+
+def test_default_large_input_check_samples_elements_at_random():
+    from minift.autograd.gradcheck import _element_indices
+
+    rs = np.random.default_rng(0)
+    picks = [_element_indices(1000, 256, 32, None, rs) for _ in range(50)]
+    for p in picks:  # 32 distinct coordinates, in range, the first and the last always among them
+        assert len(p) == len(set(p)) == 32 and 0 in p and 999 in p and all(0 <= j < 1000 for j in p)
+    covered = set().union(*picks)
+    assert len(covered) > 600  # different draws look at different elements
+    assert _element_indices(100, 256, 32, None, rs) == list(range(100))  # small inputs: every element
+    assert _element_indices(1000, 256, 0, None, rs) == []  # n_elements=0: directions only
+    # half the elements sampled: the bad element is found by about half of the seeds, and named each time
+    x = mf.tensor(np.random.default_rng(0).standard_normal(1000) * 0.5, requires_grad=True)
+    named = 0
+    for seed in range(20):
+        try:
+            mf.gradcheck(TanhWrongAtOneElement.apply, (x,), n_elements=500, n_directions=0, seed=seed)
+        except mf.GradcheckError as e:
+            assert "(537,)" in str(e)
+            named += 1
+    assert 3 <= named <= 17
+
+
+def test_gradcheck_element_choice_is_validated():
+    x = mf.tensor(np.zeros((3, 4)), requires_grad=True)
+    with pytest.raises(IndexError, match=r"element \(3, 0\) is not an index of an input of shape \(3, 4\)"):
+        mf.gradcheck(lambda t: t * 2, (x,), elements=[(3, 0)])
+    with pytest.raises(IndexError, match="flat element 12 is out of range"):
+        mf.gradcheck(lambda t: t * 2, (x,), elements=[12])
+    with pytest.raises(ValueError, match=r"elements names inputs \[1\]"):
+        mf.gradcheck(lambda t: t * 2, (x,), elements={1: [0]})

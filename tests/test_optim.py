@@ -262,3 +262,87 @@ def test_losses_and_norms_match_pytorch():
     for approx in ("none", "tanh"):
         np.testing.assert_allclose(F.gelu(mf.tensor(x), approx).numpy(),
                                    TF.gelu(torch.tensor(x), approximate=approx).numpy(), rtol=1e-12, atol=1e-15)
+
+
+# ---------------------------------------------------------------- validation: bad options never pass silently
+@pytest.mark.parametrize("make", [
+    lambda p, v: optim.SGD([p], lr=v),
+    lambda p, v: optim.Adam([p], lr=v),
+    lambda p, v: optim.AdamW([p], lr=v),
+    lambda p, v: optim.AdamW([p], weight_decay=v),
+    lambda p, v: optim.AdamW([p], eps=v),
+    lambda p, v: optim.SGD([p], momentum=v),
+])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1e-3])
+def test_non_finite_or_negative_options_are_rejected(make, bad):
+    with pytest.raises(ValueError, match="must be a finite number >= 0.0, got"):
+        make(param([1.0]), bad)
+
+
+@pytest.mark.parametrize("opt_cls", [optim.SGD, optim.Adam, optim.AdamW])
+def test_a_group_s_own_options_are_checked_too(opt_cls):
+    body, head = param([1.0]), param([2.0])
+    with pytest.raises(ValueError, match=r"lr must be a finite number >= 0.0, got nan"):
+        opt_cls([{"params": [body]}, {"params": [head], "lr": float("nan")}], lr=1e-3)
+    opt = opt_cls([{"params": [body]}], lr=1e-3)
+    with pytest.raises(ValueError, match="weight_decay"):
+        opt.add_param_group({"params": [head], "weight_decay": -0.1})
+    with pytest.raises(ValueError, match=r"no option\(s\) \['learning_rate'\]"):
+        opt.add_param_group({"params": [head], "learning_rate": 0.1})  # a typo must not be ignored
+
+
+def test_adam_betas_are_checked_per_group():
+    p = param([1.0])
+    with pytest.raises(ValueError, match=r"betas\[1\] must be a finite number >= 0.0 and < 1.0, got 1.0"):
+        optim.AdamW([{"params": [p], "betas": (0.9, 1.0)}])
+    with pytest.raises(ValueError, match="betas must be a pair"):
+        optim.AdamW([p], betas=(0.9,))
+
+
+def test_the_same_parameter_twice_is_an_error_as_in_pytorch():
+    p, q = param([1.0]), param([2.0])
+    with pytest.raises(ValueError, match="same parameter twice"):
+        optim.SGD([p, q, p], lr=0.1)
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        optim.SGD([{"params": [p]}, {"params": [q, p]}], lr=0.1)
+
+
+def test_clip_grad_norm_with_nan_or_inf_gradients():
+    p, q = param([3.0, 4.0]), param([1.0, 1.0])
+    p.grad, q.grad = np.array([3.0, 4.0]), np.array([np.nan, 1.0])
+    with pytest.raises(RuntimeError, match=r"parameter 1 \(shape \(2,\)\) has a NaN or infinite gradient"):
+        optim.clip_grad_norm_([p, q], 1.0, error_if_nonfinite=True)
+    np.testing.assert_array_equal(p.grad, [3.0, 4.0])  # nothing was touched before the error
+    total = optim.clip_grad_norm_([p, q], 1.0)  # PyTorch's default: scale by nan, every gradient is NaN now
+    assert math.isnan(total) and np.isnan(p.grad).all() and np.isnan(q.grad).all()
+    p.grad, q.grad = np.array([3.0, 4.0]), np.array([np.inf, 1.0])
+    assert optim.clip_grad_norm_([p, q], 1.0) == math.inf  # coefficient 0: finite entries 0, inf·0 = NaN
+    np.testing.assert_array_equal(p.grad, [0.0, 0.0])
+    assert np.isnan(q.grad[0]) and q.grad[1] == 0.0
+    p.grad, q.grad = np.array([1.0, 2.0]), np.array([np.nan, 1.0])  # the max-norm sees a NaN in any position
+    assert math.isnan(optim.clip_grad_norm_([p, q], 1.0, norm_type=math.inf))
+
+
+@pytest.mark.parametrize("norm_type", [0, -1, float("nan"), "fro"])
+def test_clip_grad_norm_rejects_norm_types_that_are_not_norms(norm_type):
+    p = param([3.0, 4.0])
+    p.grad = np.array([3.0, 4.0])
+    with pytest.raises(ValueError, match="norm_type must be a number > 0"):
+        optim.clip_grad_norm_([p], 1.0, norm_type=norm_type)
+    with pytest.raises(ValueError, match="max_norm"):
+        optim.clip_grad_norm_([p], float("nan"))
+
+
+@needs_torch
+def test_clip_grad_norm_matches_pytorch_on_non_finite_gradients():
+    for bad in (np.nan, np.inf):
+        g = np.array([3.0, bad, 4.0])
+        p = param([0.0, 0.0, 0.0])
+        p.grad = g.copy()
+        t = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+        t.grad = torch.tensor(g)
+        ours = optim.clip_grad_norm_([p], 1.0)
+        theirs = torch.nn.utils.clip_grad_norm_([t], 1.0).item()
+        np.testing.assert_array_equal(np.isnan(p.grad), np.isnan(t.grad.numpy()))
+        np.testing.assert_allclose(np.nan_to_num(p.grad), np.nan_to_num(t.grad.numpy()))
+        assert (math.isnan(ours) and math.isnan(theirs)) or ours == theirs

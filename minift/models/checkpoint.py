@@ -1,17 +1,32 @@
-"""minift checkpoints: ``config.json`` + ``model.safetensors`` (+ ``tokenizer.json``), written atomically.
+"""minift checkpoints: ``config.json`` + ``model.safetensors`` (+ tokenizer files), each written atomically.
 
 Nothing is pickled. Tied weights (an LM head sharing the embedding matrix) are stored once; loading
 ties them again because the model is built with the tie in place.
 
-Atomic save: everything is written into a fresh sibling directory first; only when all files are complete
-is it swapped in for the old one, so a crash during a save leaves the previous checkpoint intact.
+Safe writes. A checkpoint directory may hold other things too (logs, notes, a run's plots), so a save
+touches only the files it writes; everything else in the directory stays as it was. Each file is first
+written in full into a private staging directory *inside* the target (so the final rename never crosses a
+file system), flushed to disk (fsync), and only then renamed over the old file with ``os.replace``, which
+is atomic: a reader sees the old file or the new one, never half of one. A crash while files are being
+written leaves every previous file intact. The one window left is the few renames at the very end: a crash
+between two of them leaves some new and some old files. The order narrows that window's harm: the weights
+go first and ``config.json`` (what makes a directory loadable) last.
+
+Leftovers. A killed save leaves its staging directory ``.minift-save-<pid>-…``; the next save or load of
+the same directory removes it once that process is gone. Older minift versions swapped whole directories
+(``.NAME.tmp-…`` then ``.NAME.old-<pid>``); their leftovers are tidied the same way, and a checkpoint
+stranded as ``.NAME.old-<pid>`` by a crash between the two renames is moved back to ``NAME``.
 """
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np  # host-side only: files are written from host copies (backend.to_numpy)
@@ -37,52 +52,167 @@ def unique_state(model) -> tuple[dict, dict]:
     return state, aliases
 
 
-def atomic_dir(final: Path):
-    """Context manager yielding a temporary directory that replaces ``final`` when the block succeeds."""
-    import contextlib
+# ----------------------------------------------------------------------------- atomic files
+STAGING_PREFIX = ".minift-save-"
+OLD_SCHEME_GRACE_SECONDS = 3600  # an old-style staging directory this young may belong to a running save
+# Renamed first → last: the weights first, config.json (what makes a directory loadable) last.
+FIRST, LAST = ("model.safetensors",), ("config.json",)
 
-    @contextlib.contextmanager
-    def _cm():
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, it just belongs to someone else
+        return True
+    except OSError:
+        return True  # unsure (e.g. an odd platform): keep its files rather than delete a live save's
+    return True
+
+
+def _fsync_file(path: Path):
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(directory: Path):
+    """Make the renames themselves durable (POSIX); a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:  # removed meanwhile by another process
+        return 0.0
+
+
+def _rename_order(name: str):
+    return (0 if name in FIRST else 2 if name in LAST else 1, name)
+
+
+@contextlib.contextmanager
+def atomic_files(directory):
+    """Yield a staging directory; on success each file written there replaces its namesake in ``directory``.
+
+    ``directory`` is created if missing. Only the staged files are touched in ``directory``. If the block
+    raises, the staging directory is deleted and ``directory`` is exactly as before.
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"{directory} is a file; expected a directory to save the checkpoint into")
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=directory))
+    try:
+        yield staging
+        names = sorted((p.name for p in staging.iterdir()), key=_rename_order)
+        for name in names:  # every file complete and on disk before any of them is swapped in
+            _fsync_file(staging / name)
+        for name in names:
+            os.replace(staging / name, directory / name)
+        _fsync_dir(directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def tidy_leftovers(directory) -> list[str]:
+    """Clean up after saves that were killed; returns what was done, one line each (best effort).
+
+    - ``DIR/.minift-save-<pid>-…`` whose process is gone: removed (a staging directory of this module).
+    - Old minift (whole-directory swap): ``.DIR.old-<pid>`` with its process gone is moved back to ``DIR``
+      if ``DIR`` is missing (a crash between the two renames stranded the checkpoint there), else removed;
+      ``.DIR.tmp-…`` staging directories (no pid in their name) are removed once an hour old, and so is
+      ``DIR/..tmp-…``, which saving into ``"."`` used to leave.
+    Errors (a read-only directory, a race with another process) are ignored: tidying is never the reason
+    a save or a load fails.
+    """
+    done = []
+    try:
+        _tidy(Path(directory).resolve(), done)
+    except OSError:
+        pass
+    return done
+
+
+def _tidy(d: Path, done: list):
+
+    def remove(p: Path, why: str):
         try:
-            yield tmp
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is an ordinary directory
-        for f in tmp.iterdir():
-            os.chmod(f, 0o666 & ~umask)
-        old = None
-        if final.exists():
-            old = final.parent / f".{final.name}.old-{os.getpid()}"
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            done.append(f"removed {p} ({why})")
+        except OSError:
+            pass
 
-    return _cm()
+    if d.is_dir():
+        for p in d.glob(STAGING_PREFIX + "*"):
+            m = re.match(re.escape(STAGING_PREFIX) + r"(\d+)-", p.name)
+            if m and not _pid_alive(int(m.group(1))):
+                remove(p, "staging directory of a save that was killed")
+    now = time.time()
+    parent = d.parent
+    old_style_staging = list(parent.glob(f".{glob.escape(d.name)}.tmp-*"))
+    if d.is_dir():
+        old_style_staging += d.glob("..tmp-*")
+    for p in old_style_staging:
+        if now - _mtime(p) > OLD_SCHEME_GRACE_SECONDS:
+            remove(p, "staging directory left by an older minift")
+    stranded = []
+    for p in parent.glob(f".{glob.escape(d.name)}.old-*"):
+        m = re.fullmatch(rf"\.{re.escape(d.name)}\.old-(\d+)", p.name)
+        if m and not _pid_alive(int(m.group(1))):
+            stranded.append(p)
+    stranded.sort(key=_mtime, reverse=True)  # the newest is the latest checkpoint
+    if stranded and not d.exists() and (stranded[0] / "config.json").exists():
+        try:
+            os.replace(stranded[0], d)
+            done.append(f"recovered {d} from {stranded[0].name} (an interrupted save of an older minift)")
+            stranded = stranded[1:]
+        except OSError:
+            pass
+    if d.exists():
+        for p in stranded:
+            remove(p, "previous copy left by an interrupted save of an older minift")
 
 
 def save_pretrained(model, path, tokenizer=None, extra_files: dict | None = None):
-    """Write ``model`` (and its tokenizer) to directory ``path``: config.json, model.safetensors, tokenizer files."""
+    """Write ``model`` (and its tokenizer) into directory ``path``, created if missing.
+
+    Files written: config.json, model.safetensors, the tokenizer's files (tokenizer.json,
+    tokenizer_config.json) and ``extra_files`` ({file name: text}, e.g. a model card). Any other file in
+    ``path`` is left alone — including a tokenizer from an earlier save when this one has none. Each file
+    is replaced atomically; see the module docstring for what a crash can and cannot leave behind.
+    """
     path = Path(path)
+    for name in extra_files or {}:
+        if Path(name).name != name or name.startswith("."):
+            raise ValueError(f"extra file name {name!r}: expected a plain file name such as 'README.md'")
+    tidy_leftovers(path)
     state, aliases = unique_state(model)
     config = {"format": "minift", "architecture": type(model).__name__, **model.config.to_dict()}
-    with atomic_dir(path) as tmp:
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "minift", "tied": json.dumps(aliases)})
-        (tmp / "config.json").write_text(json.dumps(config, indent=1))
+    with atomic_files(path) as tmp:
+        metadata = {"format": "minift", "tied": json.dumps(aliases)}
+        save_file(state, str(tmp / "model.safetensors"), metadata=metadata)
         if tokenizer is not None:
             tokenizer.save(tmp)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
+        (tmp / "config.json").write_text(json.dumps(config, indent=1))
     return path
 
 
 def load_state(model, path):
-    """Load ``model.safetensors`` from ``path`` into ``model`` (strict: every tensor used, every parameter set)."""
+    """Load ``path/model.safetensors`` into ``model`` (strict: every tensor used, every parameter set)."""
     file = Path(path) / "model.safetensors"
     if not file.exists():
         raise CheckpointError(f"{file} does not exist")

@@ -1,7 +1,8 @@
 """Loading pretrained weights: Hugging Face BERT safetensors, GGUF (llama family), minift checkpoints.
 
 Every tensor in a file must be used exactly once and every parameter must be set: a missing, extra or
-mis-shaped tensor is an error that names the file and the tensor.
+mis-shaped tensor is an error that names the file and the tensor. When the file is a cached zoo file,
+the error also gives the command that fetches a fresh copy (``minift download NAME --force``).
 """
 from __future__ import annotations
 
@@ -11,11 +12,23 @@ from pathlib import Path
 import numpy as np  # host-side only: file contents, before backend.asarray moves them to the device
 
 from .. import backend
-from .checkpoint import CheckpointError, load_state
+from .checkpoint import CheckpointError, load_state, tidy_leftovers
 from .config import TransformerConfig
 from .names import backbone_name_to, unpermute_rope_rows
 from .quant import dequantize
 from .transformer import TransformerForCausalLM, TransformerForMaskedLM, TransformerModel
+
+
+def _repair_hint(file) -> str:
+    """For a file in the zoo cache: the command that replaces it with a verified copy; otherwise ""."""
+    from .. import zoo
+
+    name = zoo.cached_artifact_of(file)
+    return f"; it is a cached zoo file: re-run `minift download {name} --force`" if name else ""
+
+
+def _unreadable(file, kind: str, error) -> CheckpointError:
+    return CheckpointError(f"{file} is not a readable {kind} file: {error}{_repair_hint(file)}")
 
 
 def _assign(model, theirs: dict, rename: dict, file, consumed_extra=()):
@@ -64,7 +77,7 @@ def load_bert(directory) -> TransformerModel:
     try:
         tensors = load_file(str(file))
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear error
-        raise CheckpointError(f"{file} is not a readable safetensors file: {e}") from None
+        raise _unreadable(file, "safetensors", e) from None
     model = TransformerModel(config)
     rename = {backbone_name_to("bert", k): k for k in model.state_dict()}
     extra = []
@@ -124,7 +137,7 @@ def load_gguf(path) -> TransformerForCausalLM:
     try:
         reader = gguf.GGUFReader(str(path))
     except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{path} is not a readable GGUF file: {e}") from None
+        raise _unreadable(path, "GGUF", e) from None
     config = gguf_config(reader)
     tensors = gguf_tensors(reader)
     h, hk = config.num_attention_heads, config.num_key_value_heads
@@ -169,6 +182,7 @@ def from_pretrained(name_or_path):
     if name_or_path == "smollm2":
         return load_gguf(zoo.path("smollm2", "model.gguf"))
     p = Path(name_or_path)
+    tidy_leftovers(p)  # a save that was killed may have left temporaries, or stranded the checkpoint
     if p.suffix == ".gguf" and p.is_file():
         return load_gguf(p)
     if not (p / "config.json").exists():

@@ -1,0 +1,134 @@
+"""save_pretrained writes only its own files, each atomically, and tidies what killed saves left behind."""
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+import minift as mf
+from minift.models import TransformerConfig, TransformerForCausalLM, from_pretrained, save_pretrained
+from minift.tokenization import train_tokenizer
+
+OWN = {"config.json", "model.safetensors"}
+
+
+def _model(seed=0):
+    mf.seed(seed)
+    c = TransformerConfig(family="llama", vocab_size=20, hidden_size=8, num_hidden_layers=1,
+                          num_attention_heads=2, num_key_value_heads=1, intermediate_size=16,
+                          max_position_embeddings=16)
+    return TransformerForCausalLM(c).eval()
+
+
+def _logits(m):
+    return m(np.array([[1, 2, 3]])).logits.numpy()
+
+
+def _dead_pid():
+    """A process id that is surely not running: a child that has already exited and been reaped."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+def _checkpoint_at(path, seed):
+    """A complete checkpoint at ``path``: what the old directory swap left under its temporary names."""
+    save_pretrained(_model(seed), path)
+    return path
+
+
+def test_other_files_in_the_directory_are_left_alone(tmp_path):
+    d = tmp_path / "run"
+    (d / "logs").mkdir(parents=True)
+    (d / "notes.txt").write_text("my notes")
+    (d / "logs" / "log.jsonl").write_text("{}\n")
+    save_pretrained(_model(), d)
+    save_pretrained(_model(1), d)  # a second save replaces the checkpoint's files, and only those
+    assert (d / "notes.txt").read_text() == "my notes" and (d / "logs" / "log.jsonl").read_text() == "{}\n"
+    assert {p.name for p in d.iterdir()} == OWN | {"notes.txt", "logs"}  # no temporary left behind
+    np.testing.assert_array_equal(_logits(from_pretrained(d)), _logits(_model(1)))
+
+
+def test_tokenizer_and_extra_files_are_written_next_to_the_weights(tmp_path):
+    tok = train_tokenizer(["the cat sat on the mat"] * 20, "bpe", 40)
+    save_pretrained(_model(), tmp_path / "ck", tokenizer=tok, extra_files={"README.md": "# card"})
+    names = {p.name for p in (tmp_path / "ck").iterdir()}
+    assert names == OWN | {"tokenizer.json", "tokenizer_config.json", "README.md"}
+    assert mf.tokenization.from_pretrained(tmp_path / "ck").encode("the cat") == tok.encode("the cat")
+    with pytest.raises(ValueError, match="extra file name 'sub/x.txt'"):
+        save_pretrained(_model(), tmp_path / "ck", extra_files={"sub/x.txt": "no"})
+
+
+def test_saving_into_the_current_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.txt").write_text("keep")
+    stale = tmp_path / "..tmp-q8w7e6r5"  # what the old save into "." left behind when it failed (EBUSY)
+    stale.mkdir()
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    save_pretrained(_model(), ".")
+    save_pretrained(_model(1), ".")
+    assert {p.name for p in tmp_path.iterdir()} == OWN | {"keep.txt"}
+    np.testing.assert_array_equal(_logits(from_pretrained(".")), _logits(_model(1)))
+
+
+def test_a_crash_while_writing_keeps_every_previous_file(tmp_path):
+    d = tmp_path / "ck"
+    save_pretrained(_model(), d)
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+
+    class BrokenTokenizer:  # fails half-way through its files, after the weights were written
+        def save(self, directory):
+            (directory / "tokenizer.json").write_text("{half")
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        save_pretrained(_model(1), d, tokenizer=BrokenTokenizer())
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+
+
+def test_a_dead_saves_staging_directory_is_removed_and_a_live_ones_kept(tmp_path):
+    d = tmp_path / "ck"
+    save_pretrained(_model(), d)
+    dead = d / f".minift-save-{_dead_pid()}-abc"
+    live = d / f".minift-save-{os.getpid()}-xyz"
+    for s in (dead, live):
+        s.mkdir()
+        (s / "model.safetensors").write_bytes(b"half")
+    from_pretrained(d)  # loading tidies too
+    assert not dead.exists() and live.exists()
+
+
+def test_a_checkpoint_stranded_by_the_old_directory_swap_is_recovered(tmp_path):
+    """The old save renamed ck → .ck.old-PID, then the new copy → ck; a crash in between lost ``ck``."""
+    good = _checkpoint_at(tmp_path / "elsewhere", seed=3)
+    stranded = tmp_path / f".ck.old-{_dead_pid()}"
+    good.rename(stranded)
+    half = tmp_path / ".ck.tmp-k2j4h1x9"  # the old scheme's staging directory (no PID in its name)
+    half.mkdir()
+    (half / "model.safetensors").write_bytes(b"half a file")
+    old = time.time() - 2 * 3600
+    os.utime(half, (old, old))
+    back = from_pretrained(tmp_path / "ck")
+    np.testing.assert_array_equal(_logits(back), _logits(_model(3)))
+    assert {p.name for p in tmp_path.iterdir()} == {"ck"}
+
+
+def test_old_swap_leftovers_next_to_a_complete_checkpoint_are_removed_on_save(tmp_path):
+    d = tmp_path / "ck"
+    save_pretrained(_model(), d)
+    leftover = _checkpoint_at(tmp_path / f".ck.old-{_dead_pid()}", seed=1)
+    running = _checkpoint_at(tmp_path / f".ck.old-{os.getpid()}", seed=2)  # a save still in progress
+    stray = tmp_path / ".ck.tmp-abcdefgh"
+    stray.mkdir()
+    fresh = tmp_path / ".ck.tmp-ijklmnop"  # young: it may belong to a save running right now
+    fresh.mkdir()
+    old = time.time() - 2 * 3600
+    os.utime(stray, (old, old))
+    save_pretrained(_model(), d)
+    assert not leftover.exists() and not stray.exists()
+    assert running.exists() and fresh.exists()
+    assert json.loads((d / "config.json").read_text())["format"] == "minift"

@@ -45,13 +45,20 @@ class TransformerConfig:
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}")
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by "
+                f"num_attention_heads {self.num_attention_heads}"
+            )
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(
-                f"num_attention_heads {self.num_attention_heads} is not a multiple of num_key_value_heads {self.num_key_value_heads}"
+                f"num_attention_heads {self.num_attention_heads} is not a multiple of "
+                f"num_key_value_heads {self.num_key_value_heads}"
             )
         if self.intermediate_size is None:
-            self.intermediate_size = 4 * self.hidden_size if self.family != "llama" else 64 * ((8 * self.hidden_size // 3 + 63) // 64)
+            if self.family == "llama":  # 8/3 × hidden rounded up to a multiple of 64: SwiGLU has 3 matrices
+                self.intermediate_size = 64 * ((8 * self.hidden_size // 3 + 63) // 64)
+            else:
+                self.intermediate_size = 4 * self.hidden_size
         if self.layer_norm_eps is None:
             self.layer_norm_eps = {"bert": 1e-12, "gpt2": 1e-5, "llama": 1e-6}[self.family]
         if self.family == "llama" and self.head_dim % 2:

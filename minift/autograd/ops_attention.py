@@ -26,12 +26,18 @@ from .ops_elementwise import unbroadcast
 
 
 class ScaledDotProductAttention(Function):
+    """O = softmax(Q Kᵀ·s + M) V with q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) → (..., Tq, Dv).
+
+    ``mask``: boolean, True where a query may attend to a key; the formulas are in the module docstring.
+    """
+
     @staticmethod
     def forward(ctx, q, k, v, mask=None, dropout_p=0.0, scale=None):
         d = q.shape[-1]
         s = 1.0 / math.sqrt(d) if scale is None else scale
-        scores = (q * xp.asarray(s, dtype=q.dtype)) @ xp.swapaxes(k, -1, -2)  # (..., Tq, Tk); scale the smaller q
-        if mask is not None:  # an additive 0 / −∞ bias (broadcast over batch and heads), in place when it fits
+        # (..., Tq, Tk); scaling q costs Tq·D multiplications, scaling the scores Tq·Tk
+        scores = (q * xp.asarray(s, dtype=q.dtype)) @ xp.swapaxes(k, -1, -2)
+        if mask is not None:  # an additive 0 / −∞ bias (broadcast over batch and heads), in place if it fits
             bias = xp.where(mask, xp.asarray(0, dtype=scores.dtype), xp.asarray(-xp.inf, dtype=scores.dtype))
             if xp.broadcast_shapes(bias.shape, scores.shape) == scores.shape:
                 scores += bias
@@ -71,7 +77,7 @@ class ScaledDotProductAttention(Function):
 
 
 def rotate_half(x):
-    """(x₁, x₂) → (−x₂, x₁) on the two halves of the last axis: multiplication by i in each (x₁ⱼ, x₂ⱼ) plane."""
+    """(x₁, x₂) → (−x₂, x₁) on the two halves of the last axis: times i in each (x₁ⱼ, x₂ⱼ) plane."""
     h = x.shape[-1] // 2
     return xp.concatenate([-x[..., h:], x[..., :h]], axis=-1)
 
@@ -100,7 +106,7 @@ class RoPE(Function):
 
 
 def rope_tables(positions, dim, base=10000.0, dtype=None):
-    """cos and sin tables of shape (len(positions), dim) for RoPE; ``positions`` an integer array (or (B, T))."""
+    """RoPE's cos and sin tables: integer ``positions`` (T,) or (B, T) → arrays (T, dim) or (B, T, dim)."""
     inv_freq = 1.0 / (base ** (xp.arange(0, dim, 2, dtype=xp.float64) / dim))  # (D/2,)
     angles = xp.asarray(positions, dtype=xp.float64)[..., None] * inv_freq  # (..., T, D/2)
     angles = xp.concatenate([angles, angles], axis=-1)  # (..., T, D): the same angle for both halves

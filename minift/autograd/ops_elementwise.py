@@ -196,8 +196,11 @@ class Tanh(Function):
         # END SOLUTION
 
 
-def _sigmoid(a):
-    """σ(a) = 1/(1+e^{−a}), computed without overflow: e^{−|a|} never exceeds 1."""
+def sigmoid_array(a):
+    """σ(a) = 1/(1+e^{−a}) on a raw array, computed without overflow: e^{−|a|} never exceeds 1.
+
+    Shared by Sigmoid, SiLU and the fused losses that need σ (BCE-with-logits, log-sigmoid).
+    """
     e = xp.exp(-xp.abs(a))
     return xp.where(a >= 0, 1 / (1 + e), e / (1 + e))
 
@@ -207,7 +210,7 @@ class Sigmoid(Function):
 
     @staticmethod
     def forward(ctx, a):
-        y = _sigmoid(a)
+        y = sigmoid_array(a)
         ctx.save_for_backward(y)
         return y
 
@@ -295,7 +298,7 @@ class Silu(Function):
 
     @staticmethod
     def forward(ctx, a):
-        s = _sigmoid(a)
+        s = sigmoid_array(a)
         ctx.save_for_backward(a, s)
         return a * s
 
@@ -327,7 +330,7 @@ class Clip(Function):
 
 
 class Maximum(Function):
-    """y = max(a, b) elementwise; the gradient goes to the larger input, split in half on ties (as PyTorch)."""
+    """y = max(a, b) elementwise; the gradient goes to the larger input, half to each on ties (as PyTorch)."""
 
     @staticmethod
     def forward(ctx, a, b):
@@ -371,3 +374,19 @@ class Where(Function):
         sa, sb = ctx.shapes
         zero = xp.zeros((), dtype=g.dtype)
         return None, unbroadcast(xp.where(cond, g, zero), sa), unbroadcast(xp.where(cond, zero, g), sb)
+
+
+class Cast(Function):
+    """y = x in another dtype (``Tensor.to(dtype=…)``, ``.float()``, ``.double()``).
+
+    The values do not change (up to rounding), so ∂y/∂x = 1: the gradient is cast back to the input's dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, x, dtype):
+        ctx.dtype = x.dtype
+        return x.astype(dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.astype(ctx.dtype), None

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from ..backend import rng, scatter_add_rows, xp
 from .function import Function
-from .ops_elementwise import _sigmoid
+from .ops_elementwise import sigmoid_array
+from .ops_shape import check_index_range
 
 
 class Softmax(Function):
@@ -97,7 +98,9 @@ class CrossEntropy(Function):
         loss = xp.where(valid, loss, 0).astype(z.dtype)
         count = int(valid.sum())
         ctx.save_for_backward(p, safe_t, valid)
-        ctx.eps, ctx.reduction, ctx.count = label_smoothing, reduction, count
+        ctx.eps = label_smoothing
+        ctx.reduction = reduction
+        ctx.count = count
         return _reduce(loss, reduction, count)
 
     @staticmethod
@@ -133,7 +136,7 @@ class BCEWithLogits(Function):
         x, y = ctx.saved_tensors
         gi = _reduce_grad(g, x.shape, ctx.reduction, x.size, x.dtype)
         gy = -x * gi if ctx.needs_input_grad[1] else None
-        return (_sigmoid(x) - y) * gi, gy
+        return (sigmoid_array(x) - y) * gi, gy
 
 
 class LogSigmoid(Function):
@@ -147,7 +150,7 @@ class LogSigmoid(Function):
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
-        return (g * _sigmoid(-x),)
+        return (g * sigmoid_array(-x),)
 
 
 class MSELoss(Function):
@@ -173,14 +176,23 @@ class LayerNorm(Function):
     With N normalized elements, ĝ = g·w:
         ∂L/∂x = (1/√(σ²+ε)) · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂))
         ∂L/∂w = Σ_batch g ⊙ x̂,   ∂L/∂b = Σ_batch g
+
+    Centring, carefully. The mean of N identical float32 values need not round back to that value, and
+    x − μ would keep the rounding (~1e-7·|x|), which the division by √(σ² + ε) ≈ √ε then blows up: a
+    constant row of 7.77 came out as 3e-4·w instead of 0. So we first subtract the row's first element
+    x₀ — exactly 0 on a constant row, whose mean is then exactly 0 too — and centre what is left:
+        x − μ = (x − x₀) − mean(x − x₀)
+    (the "shifted data" algorithm; it also keeps precision when |μ| ≫ σ). A constant row gives x̂ = 0 and
+    y = b exactly, as in PyTorch. The backward needs no extra care: it reads the saved x̂ and 1/√(σ²+ε).
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, k=1, eps=1e-5):
         axes = tuple(range(x.ndim - k, x.ndim))
-        mu = x.mean(axis=axes, keepdims=True)
-        xc = x - mu
-        rstd = 1.0 / xp.sqrt((xc * xc).mean(axis=axes, keepdims=True) + eps)
+        first = x[(Ellipsis,) + (slice(0, 1),) * k]  # (..., 1, …, 1): x₀, the first element of each row
+        xc = x - first  # exactly 0 on a constant row
+        xc -= xc.mean(axis=axes, keepdims=True)  # x − μ
+        rstd = 1.0 / xp.sqrt((xc * xc).mean(axis=axes, keepdims=True) + eps)  # 1/√(σ² + ε)
         xhat = xc * rstd
         ctx.save_for_backward(xhat, rstd, weight)
         ctx.axes = axes
@@ -201,7 +213,9 @@ class LayerNorm(Function):
         # TASK fused.layer_norm_backward: closed-form gradient of layer norm w.r.t. its input
         # BEGIN SOLUTION
         gh = g * w if w is not None else g  # ĝ = ∂L/∂x̂
-        gx = rstd * (gh - gh.mean(axis=axes, keepdims=True) - xhat * (gh * xhat).mean(axis=axes, keepdims=True))
+        mean_gh = gh.mean(axis=axes, keepdims=True)  # mean(ĝ)
+        mean_gh_xhat = (gh * xhat).mean(axis=axes, keepdims=True)  # mean(ĝ ⊙ x̂)
+        gx = rstd * (gh - mean_gh - xhat * mean_gh_xhat)
         # END SOLUTION
         return gx, gw, gb
 
@@ -209,7 +223,10 @@ class LayerNorm(Function):
 class RMSNorm(Function):
     """y = x̂·w,  x̂ = x/√(mean(x²) + ε) over the last ``k`` axes (no centring, no bias).
 
-    With ĝ = g·w and r = 1/√(mean(x²)+ε):   ∂L/∂x = r · (ĝ − x̂ · mean(ĝ ⊙ x̂)),   ∂L/∂w = Σ_batch g ⊙ x̂.
+    With ĝ = g·w and r = 1/√(mean(x²)+ε):
+        ∂L/∂x = r · (ĝ − x̂ · mean(ĝ ⊙ x̂)),   ∂L/∂w = Σ_batch g ⊙ x̂.
+    Nothing is subtracted, so there is no mean whose rounding could survive: a zero row gives exactly 0
+    (and a constant row c gives c/√(c² + ε), as it should).
     """
 
     @staticmethod
@@ -232,7 +249,10 @@ class RMSNorm(Function):
 
 
 class Dropout(Function):
-    """y = x · m / (1 − p), m ~ Bernoulli(1 − p) per element ("inverted" dropout: E[y] = x);  ∂y/∂x = m/(1 − p)."""
+    """y = x · m / (1 − p), m ~ Bernoulli(1 − p) per element ("inverted" dropout: E[y] = x).
+
+    ∂y/∂x = m/(1 − p): the same mask, the same scale.
+    """
 
     @staticmethod
     def forward(ctx, x, p=0.5):
@@ -251,13 +271,17 @@ class Dropout(Function):
 class Embedding(Function):
     """y[..., :] = W[ids[...], :];  ∂L/∂W[v] = Σ over positions with id v of g (scatter-add).
 
+    Every id must lie in [0, V) (``check_index_range``: no NumPy-style wrapping of negative ids).
     Row ``padding_idx`` (if given) gets no gradient, as in PyTorch.
     """
 
     @staticmethod
     def forward(ctx, ids, weight, padding_idx=None):
+        vocab_size = weight.shape[0]
+        check_index_range("embedding", "token id", ids, vocab_size, where=f"a vocabulary of {vocab_size}")
         ctx.save_for_backward(ids)
-        ctx.shape, ctx.padding_idx = weight.shape, padding_idx
+        ctx.shape = weight.shape
+        ctx.padding_idx = padding_idx
         return weight[ids]
 
     @staticmethod
@@ -282,8 +306,8 @@ class Linear(Function):
     def forward(ctx, x, weight, bias=None):
         if x.shape[-1] != weight.shape[1]:
             raise ValueError(
-                f"linear: input has {x.shape[-1]} features in its last axis, weight expects {weight.shape[1]} "
-                f"(weight shape {tuple(weight.shape)} = (out_features, in_features))"
+                f"linear: input has {x.shape[-1]} features in its last axis, weight expects "
+                f"{weight.shape[1]} (weight shape {tuple(weight.shape)} = (out_features, in_features))"
             )
         ctx.save_for_backward(x, weight)
         # one (M, in) @ (in, out) GEMM: NumPy would loop over the leading axes of a 3-D x instead

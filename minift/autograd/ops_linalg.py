@@ -6,6 +6,34 @@ from .function import Function
 from .ops_elementwise import unbroadcast
 
 
+def check_matmul_shapes(shape_a, shape_b):
+    """A clear ValueError unless ``a @ b`` is defined: inner dims equal, batch (leading) dims broadcast.
+
+        (2, 3, 4) @ (2, 5, 6): "the last dim of the first (4) must equal the second-to-last of the second (5)"
+        (2, 3, 4) @ (3, 4, 5): "batch dims (2,) and (3,) ... do not broadcast"
+    """
+    shape_a = tuple(shape_a)
+    shape_b = tuple(shape_b)
+    if len(shape_a) == 0 or len(shape_b) == 0:
+        raise ValueError(f"matmul: needs at least 1-D inputs, got shapes {shape_a} and {shape_b}")
+    inner_b = shape_b[-2] if len(shape_b) > 1 else shape_b[0]
+    if shape_a[-1] != inner_b:
+        which = "the second-to-last of the second" if len(shape_b) > 1 else "the only dim of the second"
+        raise ValueError(
+            f"matmul: shapes {shape_a} and {shape_b} do not align: the last dim of the first ({shape_a[-1]}) "
+            f"must equal {which} ({inner_b})"
+        )
+    batch_a = shape_a[:-2]
+    batch_b = shape_b[:-2]
+    try:
+        xp.broadcast_shapes(batch_a, batch_b)
+    except ValueError:
+        raise ValueError(
+            f"matmul: batch dims {batch_a} and {batch_b} of shapes {shape_a} and {shape_b} do not broadcast "
+            "(each pair of sizes must be equal or one of them 1)"
+        ) from None
+
+
 class MatMul(Function):
     """Y = A @ B over the last two axes, leading axes broadcast.
 
@@ -16,13 +44,7 @@ class MatMul(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        if a.ndim == 0 or b.ndim == 0:
-            raise ValueError(f"matmul needs at least 1-D inputs, got shapes {a.shape} and {b.shape}")
-        if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
-            raise ValueError(
-                f"matmul shape mismatch: {tuple(a.shape)} @ {tuple(b.shape)} "
-                f"(the last axis of a, {a.shape[-1]}, must equal the second-to-last of b)"
-            )
+        check_matmul_shapes(a.shape, b.shape)
         ctx.save_for_backward(a, b)
         return a @ b
 

@@ -35,7 +35,8 @@ class Sum(Function):
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False):
         ctx.axes = normalize_axes(axis, a.ndim)
-        ctx.shape, ctx.keepdims = a.shape, keepdims
+        ctx.shape = a.shape
+        ctx.keepdims = keepdims
         return a.sum(axis=ctx.axes, keepdims=keepdims)
 
     @staticmethod
@@ -49,7 +50,8 @@ class Mean(Function):
     @staticmethod
     def forward(ctx, a, axis=None, keepdims=False):
         ctx.axes = normalize_axes(axis, a.ndim)
-        ctx.shape, ctx.keepdims = a.shape, keepdims
+        ctx.shape = a.shape
+        ctx.keepdims = keepdims
         ctx.n = 1
         for ax in ctx.axes:
             ctx.n *= a.shape[ax]
@@ -70,7 +72,8 @@ class Max(Function):
             raise ValueError("max() of an empty tensor")
         y = a.max(axis=axes, keepdims=True)
         ctx.save_for_backward(a, y)
-        ctx.axes, ctx.keepdims = axes, keepdims
+        ctx.axes = axes
+        ctx.keepdims = keepdims
         return y if keepdims else y.reshape(tuple(n for i, n in enumerate(a.shape) if i not in axes))
 
     @staticmethod
@@ -86,6 +89,9 @@ class Var(Function):
 
     ``ddof=0`` as NumPy (the biased variance layer norm uses); PyTorch's ``var`` defaults to
     ``correction=1``: pass ``ddof=1`` for that.
+    Centred as in ``LayerNorm``: first subtract one element a₀ of each reduced slice, then the mean of
+    what is left, a − ā = (a − a₀) − mean(a − a₀); a constant slice has variance exactly 0 (the mean of
+    identical float32 values need not round back to the value, and the residue would be squared and kept).
     """
 
     @staticmethod
@@ -94,9 +100,14 @@ class Var(Function):
         n = 1
         for ax in axes:
             n *= a.shape[ax]
-        centered = a - a.mean(axis=axes, keepdims=True)
+        first_on_axes = tuple(slice(0, 1) if i in axes else slice(None) for i in range(a.ndim))
+        first = a[first_on_axes]  # a₀: size 1 along the reduced axes
+        centered = a - first  # exactly 0 on a constant slice
+        centered -= centered.mean(axis=axes, keepdims=True)  # a − ā
         ctx.save_for_backward(centered)
-        ctx.axes, ctx.keepdims, ctx.denom = axes, keepdims, n - ddof
+        ctx.axes = axes
+        ctx.keepdims = keepdims
+        ctx.denom = n - ddof
         return (centered * centered).sum(axis=axes, keepdims=keepdims) / (n - ddof)
 
     @staticmethod
@@ -106,7 +117,10 @@ class Var(Function):
 
 
 class LogSumExp(Function):
-    """y = log Σ eᵃ, computed as m + log Σ e^{a−m} with m = max a (no overflow);  ∂y/∂a = softmax(a)."""
+    """y = log Σ eᵃ, computed as m + log Σ e^{a−m} with m = max a (no overflow);  ∂y/∂a = softmax(a).
+
+    A slice that is all −∞ gives −∞ (m is replaced by 0 there, so no −∞ − (−∞) = NaN).
+    """
 
     @staticmethod
     def forward(ctx, a, axis=-1, keepdims=False):
@@ -115,7 +129,8 @@ class LogSumExp(Function):
         m = xp.where(xp.isfinite(m), m, 0)
         y = m + xp.log(xp.exp(a - m).sum(axis=axes, keepdims=True))
         ctx.save_for_backward(a, y)
-        ctx.axes, ctx.keepdims = axes, keepdims
+        ctx.axes = axes
+        ctx.keepdims = keepdims
         return y if keepdims else y.reshape(tuple(n for i, n in enumerate(a.shape) if i not in axes))
 
     @staticmethod

@@ -17,7 +17,9 @@ class Reshape(Function):
         try:
             return a.reshape(shape)
         except ValueError:
-            raise ValueError(f"cannot reshape a tensor of shape {tuple(a.shape)} ({a.size} elements) into {shape}") from None
+            raise ValueError(
+                f"cannot reshape a tensor of shape {tuple(a.shape)} ({a.size} elements) into {shape}"
+            ) from None
 
     @staticmethod
     def backward(ctx, g):
@@ -90,12 +92,33 @@ class Stack(Function):
         return tuple(xp.take(g, i, axis=ctx.axis) for i in range(ctx.n))
 
 
-def _unwrap_index(index):
+def unwrap_index(index):
+    """An index as NumPy understands it: Tensors inside it (alone or in a tuple) become their arrays."""
     from .tensor import Tensor
 
     if isinstance(index, tuple):
         return tuple(i.data if isinstance(i, Tensor) else i for i in index)
     return index.data if isinstance(index, Tensor) else index
+
+
+def check_index_range(op, what, indices, size, where, ignore_index=None):
+    """Raise a clear IndexError unless every entry of ``indices`` lies in [0, size) (or is ``ignore_index``).
+
+    One rule for every op that reads positions along an axis (gather, embedding, the losses' targets):
+    NumPy would quietly wrap a negative index to the end of the axis (−1 → size − 1): so a label of −1
+    or a token id of −5 would pick a wrong row and train on it. PyTorch refuses both; so does minift.
+    The message names the op, the first bad value and the range:
+        "gather: index -1 is out of range for dim 1 of size 3: expected [0, 3)"
+    (Python-style negative indexing stays where it belongs: ``x[-1]`` and ``x[[-1, 0]]`` count from the end.)
+    """
+    valid = (indices >= 0) & (indices < size)
+    if ignore_index is not None:
+        valid |= indices == ignore_index
+    if bool(valid.all()):
+        return
+    bad = int(indices[~valid].reshape(-1)[0])  # the first offender, in reading order
+    or_ignored = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
+    raise IndexError(f"{op}: {what} {bad} is out of range for {where}: expected [0, {size}){or_ignored}")
 
 
 def _bool_to_int(index):
@@ -120,11 +143,14 @@ class GetItem(Function):
     @staticmethod
     def forward(ctx, a, index):
         index = _bool_to_int(index)
-        ctx.shape, ctx.dtype, ctx.index = a.shape, a.dtype, index
+        ctx.shape = a.shape
+        ctx.index = index
         try:
             return a[index]
         except IndexError as e:
-            raise IndexError(f"index {index!r} is invalid for a tensor of shape {tuple(a.shape)}: {e}") from None
+            raise IndexError(
+                f"index {index!r} is invalid for a tensor of shape {tuple(a.shape)}: {e}"
+            ) from None
 
     @staticmethod
     def backward(ctx, g):
@@ -144,6 +170,7 @@ def _is_basic(index):
 class TakeAlongAxis(Function):
     """y[..., j, ...] = a[..., idx[..., j, ...], ...] along ``axis`` (PyTorch's ``gather``).
 
+    Every index must lie in [0, n), n = a.shape[axis] (``check_index_range``: no NumPy-style wrapping).
     Backward: scatter-add ``g`` into a zero array at the same positions.
     """
 
@@ -151,10 +178,14 @@ class TakeAlongAxis(Function):
     def forward(ctx, a, indices, axis):
         axis = axis % a.ndim
         if indices.ndim != a.ndim:
-            raise ValueError(f"indices must have as many dimensions as the input ({a.ndim}), got {indices.ndim}")
-        if indices.size and (int(indices.min()) < -a.shape[axis] or int(indices.max()) >= a.shape[axis]):
-            raise IndexError(f"gather index out of range for axis {axis} of size {a.shape[axis]}")
-        ctx.shape, ctx.indices, ctx.axis = a.shape, indices, axis
+            raise ValueError(
+                f"gather: index must have as many dimensions as the input ({a.ndim}), got {indices.ndim}"
+            )
+        size = a.shape[axis]
+        check_index_range("gather", "index", indices, size, where=f"dim {axis} of size {size}")
+        ctx.shape = a.shape
+        ctx.indices = indices
+        ctx.axis = axis
         return xp.take_along_axis(a, indices, axis=axis)
 
     @staticmethod
@@ -164,7 +195,7 @@ class TakeAlongAxis(Function):
         full = []
         for d in range(idx.ndim):
             if d == ctx.axis:
-                full.append(idx % ctx.shape[d])
+                full.append(idx)
             else:
                 shape = [1] * idx.ndim
                 shape[d] = idx.shape[d]
@@ -183,9 +214,13 @@ class MaskedFill(Function):
         try:
             b = xp.broadcast_shapes(a.shape, mask.shape)
         except ValueError:
-            raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to {tuple(a.shape)}") from None
+            raise ValueError(
+                f"mask of shape {tuple(mask.shape)} does not broadcast to {tuple(a.shape)}"
+            ) from None
         if b != a.shape:
-            raise ValueError(f"mask of shape {tuple(mask.shape)} would change the shape {tuple(a.shape)} to {b}")
+            raise ValueError(
+                f"mask of shape {tuple(mask.shape)} would change the shape {tuple(a.shape)} to {b}"
+            )
         ctx.save_for_backward(mask)
         return xp.where(mask, xp.asarray(value, dtype=a.dtype), a)
 

@@ -1,24 +1,28 @@
 """``Tensor``: an array plus what autograd needs — ``grad``, ``requires_grad`` and the node that made it.
 
-Operators and methods are thin: each one calls a ``Function`` from the ops modules, which is where
-the forward and the hand-written backward live.
+Where each op lives (one entry point per op):
+  * A named op (``exp``, ``sum``, ``reshape``, ``softmax``, ``matmul``, …) lives in ``minift.functional``
+    (``F``): ``F.exp(x)`` checks its arguments and calls the op's ``Function``. The Tensor method of the
+    same name is a shorthand that delegates to it: ``x.exp()`` is ``F.exp(x)``; ``a @ b`` is ``F.matmul``.
+  * Arithmetic operators with no F name (``+ − * / **``, unary ``−``, indexing ``x[i]``) and the few
+    methods with no F twin (``expand``, ``unsqueeze``, ``squeeze``) call their ``Function`` right here.
+The forward and the hand-written backward of every op live in the ``ops_*`` modules.
 """
 from __future__ import annotations
 
-import numpy as np  # host-side only: dtypes, converting Python data, printing (arrays go through backend.asarray)
+# NumPy host-side only: dtypes, converting Python data, printing (arrays go through backend.asarray)
+import numpy as np
 
 from .. import backend
 from ..backend import get_default_dtype, xp
-from . import ops_elementwise as E
-from . import ops_linalg as L
-from . import ops_reduce as R
-from . import ops_shape as S
-from .engine import backward as _backward
-from .function import Function
+from . import ops_elementwise as elementwise
+from . import ops_shape as shape_ops
+from .engine import backward as run_backward
 from .grad_mode import is_grad_enabled
 
+
 def _to_array(data, dtype=None):
-    """Any array-like → backend array. Python floats/lists become the default float dtype; arrays keep theirs."""
+    """Any array-like → backend array. Python floats get the default float dtype; arrays keep theirs."""
     if isinstance(data, Tensor):
         data = data.data
     if dtype is not None:
@@ -29,6 +33,25 @@ def _to_array(data, dtype=None):
     if arr.dtype.kind == "f" or arr.dtype == object:
         arr = arr.astype(get_default_dtype())
     return backend.asarray(arr)
+
+
+def as_tensor(x, like=None):
+    """``x`` as a Tensor: a Tensor as it is; anything else as a constant (no gradient).
+
+    With ``like`` (a float Tensor), scalars and arrays take its dtype: ``x * 2.5`` and ``x + np.ones(3)``
+    keep float32 rather than being promoted to float64. Without it, ``mf.tensor``'s rules apply.
+    """
+    if isinstance(x, Tensor):
+        return x
+    if like is None:
+        return Tensor(x)
+    dtype = like.dtype if like.dtype.kind == "f" else None
+    return Tensor._wrap(_to_array(x, dtype))
+
+
+def _shape_arg(shape):
+    """``f(2, 3)`` and ``f((2, 3))`` both mean the shape (2, 3)."""
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
 
 
 class Tensor:
@@ -46,16 +69,22 @@ class Tensor:
             raise TypeError(f"only floating-point tensors can require gradients, got dtype {self.data.dtype}")
         self.requires_grad = bool(requires_grad)
         self.grad = None
-        self._node = None
+        self._node = None  # the Node (Function, ctx, parents) that made this tensor; None for a leaf
         self._hooks = []
-        self._freed = False
+        self._freed = False  # True once backward has freed the node that made it
         self._retain_grad = False
 
     @classmethod
     def _wrap(cls, array, requires_grad=False):
+        """A Tensor around an existing backend array, without copying or converting it."""
         t = cls.__new__(cls)
-        t.data, t.requires_grad, t.grad = array, requires_grad, None
-        t._node, t._hooks, t._freed, t._retain_grad = None, [], False, False
+        t.data = array
+        t.requires_grad = requires_grad
+        t.grad = None
+        t._node = None
+        t._hooks = []
+        t._freed = False
+        t._retain_grad = False
         return t
 
     # ------------------------------------------------------------------ properties
@@ -94,7 +123,7 @@ class Tensor:
     # ------------------------------------------------------------------ autograd
     def backward(self, grad=None, retain_graph=False):
         """Fill ``.grad`` of every leaf this tensor depends on with ∂self/∂leaf (times ``grad``)."""
-        _backward(self, grad, retain_graph=retain_graph)
+        run_backward(self, grad, retain_graph=retain_graph)
 
     def register_hook(self, fn):
         """Call ``fn(grad_tensor)`` when this tensor's gradient is computed; a returned value replaces it."""
@@ -135,21 +164,22 @@ class Tensor:
         return self.numpy().tolist()
 
     def to(self, device=None, dtype=None):
-        """A copy on ``"cpu"`` / ``"cuda"`` and/or with another dtype (stays in the graph for dtype casts)."""
+        """A copy on ``"cpu"`` / ``"cuda"`` and/or with another dtype (stays in the graph for dtype casts).
+
+        As in PyTorch, a dtype may come first: ``x.to(np.float64)`` is ``x.to(dtype=np.float64)``.
+        """
+        if dtype is None and is_dtype(device):
+            dtype = device
+            device = None
         out = self
         if dtype is not None and np.dtype(dtype) != self.dtype:
-            out = Cast.apply(out, np.dtype(dtype))
-        if device is not None:
-            if device not in ("cpu", "cuda"):
-                raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-            if device == "cuda":
-                cupy = backend._import_cupy()
-                data = cupy.asarray(out.data)
-            else:
-                data = backend.to_numpy(out.data)
-            moved = Tensor._wrap(data, requires_grad=out.requires_grad)
-            return moved
-        return out
+            out = elementwise.Cast.apply(out, np.dtype(dtype))
+        if device is None:
+            return out
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        data = backend._import_cupy().asarray(out.data) if device == "cuda" else backend.to_numpy(out.data)
+        return Tensor._wrap(data, requires_grad=out.requires_grad)
 
     def float(self):
         return self.to(dtype=np.float32)
@@ -160,248 +190,230 @@ class Tensor:
     def astype(self, dtype):
         return self.to(dtype=dtype)
 
-    # ------------------------------------------------------------------ operators
-    def _other(self, x):
-        """Scalars and arrays join the graph as constants with this tensor's dtype (no float64 promotion)."""
-        if isinstance(x, Tensor):
-            return x
-        dt = self.dtype if self.dtype.kind == "f" else None
-        return Tensor._wrap(_to_array(x, dt))
-
+    # ------------------------------------------------------------------ arithmetic operators
+    # Scalars and arrays join the graph as constants with this tensor's dtype (``as_tensor(o, like=self)``).
     def __add__(self, o):
-        return E.Add.apply(self, self._other(o))
+        return elementwise.Add.apply(self, as_tensor(o, like=self))
 
     def __radd__(self, o):
-        return E.Add.apply(self._other(o), self)
+        return elementwise.Add.apply(as_tensor(o, like=self), self)
 
     def __sub__(self, o):
-        return E.Sub.apply(self, self._other(o))
+        return elementwise.Sub.apply(self, as_tensor(o, like=self))
 
     def __rsub__(self, o):
-        return E.Sub.apply(self._other(o), self)
+        return elementwise.Sub.apply(as_tensor(o, like=self), self)
 
     def __mul__(self, o):
-        return E.Mul.apply(self, self._other(o))
+        return elementwise.Mul.apply(self, as_tensor(o, like=self))
 
     def __rmul__(self, o):
-        return E.Mul.apply(self._other(o), self)
+        return elementwise.Mul.apply(as_tensor(o, like=self), self)
 
     def __truediv__(self, o):
-        return E.Div.apply(self, self._other(o))
+        return elementwise.Div.apply(self, as_tensor(o, like=self))
 
     def __rtruediv__(self, o):
-        return E.Div.apply(self._other(o), self)
+        return elementwise.Div.apply(as_tensor(o, like=self), self)
 
     def __pow__(self, o):
-        return E.Pow.apply(self, self._other(o))
+        return elementwise.Pow.apply(self, as_tensor(o, like=self))
 
     def __rpow__(self, o):
-        return E.Pow.apply(self._other(o), self)
+        return elementwise.Pow.apply(as_tensor(o, like=self), self)
 
     def __neg__(self):
-        return E.Neg.apply(self)
+        return elementwise.Neg.apply(self)
 
     def __matmul__(self, o):
-        return L.MatMul.apply(self, self._other(o))
+        return F.matmul(self, o)
 
     def __rmatmul__(self, o):
-        return L.MatMul.apply(self._other(o), self)
+        return F.matmul(o, self)
 
     # comparisons give plain (non-differentiable) boolean tensors
-    def _cmp(self, o, op):
+    def _compare(self, o, op):
         other = o.data if isinstance(o, Tensor) else o
         return Tensor._wrap(op(self.data, other))
 
     def __lt__(self, o):
-        return self._cmp(o, lambda a, b: a < b)
+        return self._compare(o, lambda a, b: a < b)
 
     def __le__(self, o):
-        return self._cmp(o, lambda a, b: a <= b)
+        return self._compare(o, lambda a, b: a <= b)
 
     def __gt__(self, o):
-        return self._cmp(o, lambda a, b: a > b)
+        return self._compare(o, lambda a, b: a > b)
 
     def __ge__(self, o):
-        return self._cmp(o, lambda a, b: a >= b)
+        return self._compare(o, lambda a, b: a >= b)
 
     def eq(self, o):
-        return self._cmp(o, lambda a, b: a == b)
+        return self._compare(o, lambda a, b: a == b)
 
     def __getitem__(self, index):
-        return S.GetItem.apply(self, S._unwrap_index(index))
+        return shape_ops.GetItem.apply(self, shape_ops.unwrap_index(index))
 
     def __setitem__(self, index, value):
         if self.requires_grad and is_grad_enabled():
-            raise RuntimeError("in-place assignment into a tensor that requires grad; wrap it in mf.no_grad()")
-        self.data[S._unwrap_index(index)] = value.data if isinstance(value, Tensor) else value
+            raise RuntimeError(
+                "in-place assignment into a tensor that requires grad; wrap it in mf.no_grad()"
+            )
+        self.data[shape_ops.unwrap_index(index)] = value.data if isinstance(value, Tensor) else value
 
     __hash__ = object.__hash__
 
-    # ------------------------------------------------------------------ elementwise
+    # ------------------------------------------------------------------ elementwise (F is their home)
     def exp(self):
-        return E.Exp.apply(self)
+        return F.exp(self)
 
     def log(self):
-        return E.Log.apply(self)
+        return F.log(self)
 
     def sqrt(self):
-        return E.Sqrt.apply(self)
+        return F.sqrt(self)
 
     def tanh(self):
-        return E.Tanh.apply(self)
+        return F.tanh(self)
 
     def sigmoid(self):
-        return E.Sigmoid.apply(self)
+        return F.sigmoid(self)
 
     def relu(self):
-        return E.Relu.apply(self)
+        return F.relu(self)
 
     def abs(self):
-        return E.Abs.apply(self)
+        return F.abs(self)
 
     def clip(self, min=None, max=None):  # noqa: A002 - PyTorch's names
-        if min is None and max is None:
-            raise ValueError("clip needs at least one of min and max")
-        return E.Clip.apply(self, min, max)
+        return F.clip(self, min, max)
 
     clamp = clip
 
     def maximum(self, o):
-        return E.Maximum.apply(self, self._other(o))
+        return F.maximum(self, o)
 
     def minimum(self, o):
-        return E.Minimum.apply(self, self._other(o))
+        return F.minimum(self, o)
 
-    # ------------------------------------------------------------------ reductions
+    # ------------------------------------------------------------------ reductions (F is their home)
     def sum(self, axis=None, keepdims=False):
-        return R.Sum.apply(self, axis=axis, keepdims=keepdims)
+        return F.sum(self, axis, keepdims)
 
     def mean(self, axis=None, keepdims=False):
-        return R.Mean.apply(self, axis=axis, keepdims=keepdims)
+        return F.mean(self, axis, keepdims)
 
     def max(self, axis=None, keepdims=False):
-        return R.Max.apply(self, axis=axis, keepdims=keepdims)
+        return F.max(self, axis, keepdims)
 
     def var(self, axis=None, keepdims=False, ddof=0):
-        return R.Var.apply(self, axis=axis, keepdims=keepdims, ddof=ddof)
+        return F.var(self, axis, keepdims, ddof)
 
     def logsumexp(self, axis=-1, keepdims=False):
-        return R.LogSumExp.apply(self, axis=axis, keepdims=keepdims)
+        return F.logsumexp(self, axis, keepdims)
 
     def argmax(self, axis=None):
+        """Indices of the largest entries (not differentiable: an integer tensor)."""
         return Tensor._wrap(self.data.argmax(axis=axis))
 
     # ------------------------------------------------------------------ shape
     def reshape(self, *shape):
-        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        return S.Reshape.apply(self, shape)
+        return F.reshape(self, _shape_arg(shape))
 
     view = reshape
 
     def flatten(self):
-        return self.reshape(-1)
+        return F.reshape(self, (-1,))
 
     def transpose(self, *axes):
-        axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
-        return S.Transpose.apply(self, axes or None)
+        return F.transpose(self, *axes)
 
     def permute(self, *axes):
-        return self.transpose(*axes)
+        return F.transpose(self, *axes)
 
     def swapaxes(self, a, b):
-        axes = list(range(self.ndim))
-        axes[a], axes[b] = axes[b], axes[a]
-        return S.Transpose.apply(self, tuple(axes))
+        return F.swapaxes(self, a, b)
 
     @property
     def T(self):  # noqa: N802 - NumPy's name
-        return S.Transpose.apply(self, None)
+        return F.transpose(self)
 
     def broadcast_to(self, *shape):
-        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        return S.BroadcastTo.apply(self, shape)
+        return F.broadcast_to(self, _shape_arg(shape))
 
     def expand(self, *shape):
         """PyTorch's expand: like broadcast_to, where -1 keeps an axis's size."""
-        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        lead = len(shape) - self.ndim
+        shape = _shape_arg(shape)
+        lead = len(shape) - self.ndim  # new leading axes
         full = tuple(self.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
-        return S.BroadcastTo.apply(self, full)
+        return shape_ops.BroadcastTo.apply(self, full)
 
     def unsqueeze(self, axis):
         shape = list(self.shape)
         shape.insert(axis % (self.ndim + 1), 1)
-        return self.reshape(tuple(shape))
+        return F.reshape(self, tuple(shape))
 
     def squeeze(self, axis):
         if self.shape[axis] != 1:
             raise ValueError(f"cannot squeeze axis {axis} of size {self.shape[axis]}")
         shape = list(self.shape)
         shape.pop(axis)
-        return self.reshape(tuple(shape))
+        return F.reshape(self, tuple(shape))
 
     def masked_fill(self, mask, value):
-        mask = mask.data if isinstance(mask, Tensor) else mask
-        return S.MaskedFill.apply(self, mask, value)
+        return F.masked_fill(self, mask, value)
 
     def tril(self, k=0):
-        return S.Tril.apply(self, k)
+        return F.tril(self, k)
 
     def split(self, split_size_or_sections, axis=0):
-        from .. import functional as F
-
         return F.split(self, split_size_or_sections, axis)
 
     def gather(self, dim, index):
-        from .. import functional as F
-
         return F.gather(self, dim, index)
 
+    # ------------------------------------------------------------------ fused (F is their home)
     def softmax(self, axis=-1):
-        from .. import functional as F
-
         return F.softmax(self, axis)
 
     def log_softmax(self, axis=-1):
-        from .. import functional as F
-
         return F.log_softmax(self, axis)
 
 
-class Cast(Function):
-    """y = x in another dtype; the gradient is cast back to the input's dtype."""
-
-    @staticmethod
-    def forward(ctx, x, dtype):
-        ctx.dtype = x.dtype
-        return x.astype(dtype)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g.astype(ctx.dtype), None
+def is_dtype(x):
+    """Whether ``x`` names a dtype (np.float64, "float32", …) rather than a device."""
+    if x is None or x in ("cpu", "cuda"):
+        return False
+    try:
+        np.dtype(x)
+    except TypeError:
+        return False
+    return True
 
 
 def tensor(data, requires_grad=False, dtype=None):
-    """Make a leaf tensor. Floats default to ``mf.get_default_dtype()`` (float32); NumPy arrays keep their dtype."""
+    """A leaf tensor. Python floats get ``mf.get_default_dtype()`` (float32); arrays keep their dtype."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
 
 def zeros(*shape, dtype=None, requires_grad=False):
-    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    return Tensor._wrap(xp.zeros(shape, dtype=dtype or get_default_dtype()), requires_grad)
+    return Tensor._wrap(xp.zeros(_shape_arg(shape), dtype=dtype or get_default_dtype()), requires_grad)
 
 
 def ones(*shape, dtype=None, requires_grad=False):
-    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    return Tensor._wrap(xp.ones(shape, dtype=dtype or get_default_dtype()), requires_grad)
+    return Tensor._wrap(xp.ones(_shape_arg(shape), dtype=dtype or get_default_dtype()), requires_grad)
 
 
 def randn(*shape, dtype=None, requires_grad=False):
     """Standard normal samples from minift's seeded generator."""
-    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    data = backend.rng().standard_normal(shape).astype(dtype or get_default_dtype())
+    data = backend.rng().standard_normal(_shape_arg(shape)).astype(dtype or get_default_dtype())
     return Tensor._wrap(backend.asarray(data), requires_grad)
 
 
 def arange(*args, dtype=None):
     return Tensor._wrap(xp.arange(*args, dtype=dtype))
+
+
+# functional builds on Tensor and Tensor's named methods delegate to functional: importing it last lets
+# either module be imported first (the methods look ``F`` up only when called).
+from .. import functional as F  # noqa: E402

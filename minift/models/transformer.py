@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from .. import functional as F
 from ..autograd.tensor import Tensor
 from ..backend import xp
@@ -22,59 +20,85 @@ from ..nn.attention import KVCache, MultiHeadAttention
 from .config import TransformerConfig
 
 
-def _norm(c: TransformerConfig):
-    return RMSNorm(c.hidden_size, eps=c.layer_norm_eps) if c.rms_norm else LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+def _norm(config: TransformerConfig):
+    """The family's normalization layer: RMSNorm (llama) or LayerNorm (bert, gpt2)."""
+    if config.rms_norm:
+        return RMSNorm(config.hidden_size, eps=config.layer_norm_eps)
+    return LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
 
 class MLP(Module):
-    def __init__(self, c: TransformerConfig):
+    """The position-wise feed-forward network, (B, T, C) → (B, T, C) through a wider (B, T, I) middle.
+
+    GELU (bert, gpt2):   down(gelu(up(x)))
+    SwiGLU (llama):      down(silu(gate(x)) ⊙ up(x))   — a learned gate on each hidden unit
+    with up, gate: C → I and down: I → C (I = ``intermediate_size``).
+    """
+
+    def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.swiglu, self.approximate = c.swiglu, c.gelu_approximate
-        self.up_proj = Linear(c.hidden_size, c.intermediate_size, bias=c.bias)
-        if c.swiglu:
-            self.gate_proj = Linear(c.hidden_size, c.intermediate_size, bias=c.bias)
-        self.down_proj = Linear(c.intermediate_size, c.hidden_size, bias=c.bias)
+        self.swiglu = config.swiglu
+        self.approximate = config.gelu_approximate
+        self.up_proj = Linear(config.hidden_size, config.intermediate_size, bias=config.bias)
+        if config.swiglu:
+            self.gate_proj = Linear(config.hidden_size, config.intermediate_size, bias=config.bias)
+        self.down_proj = Linear(config.intermediate_size, config.hidden_size, bias=config.bias)
 
     def forward(self, x):
         if self.swiglu:
-            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # (B, T, I) -> (B, T, C)
         return self.down_proj(F.gelu(self.up_proj(x), self.approximate))
 
 
 class Block(Module):
-    def __init__(self, c: TransformerConfig, layer_idx: int):
+    """One transformer layer, (B, T, C) → (B, T, C): attention, then the MLP, each in a residual branch.
+
+    pre-norm (gpt2, llama):  h = x + Attn(Norm(x));   out = h + MLP(Norm(h))
+    post-LN (bert):          h = LN(x + Attn(x));     out = LN(h + MLP(h))
+    """
+
+    def __init__(self, config: TransformerConfig, layer_idx: int):
         super().__init__()
-        self.pre_norm = c.pre_norm
-        self.attn = MultiHeadAttention(c, layer_idx)
-        self.attn_norm = _norm(c)
-        self.mlp = MLP(c)
-        self.mlp_norm = _norm(c)
-        self.dropout = Dropout(c.hidden_dropout_prob)
+        self.pre_norm = config.pre_norm
+        self.attn = MultiHeadAttention(config, layer_idx)
+        self.attn_norm = _norm(config)
+        self.mlp = MLP(config)
+        self.mlp_norm = _norm(config)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, x, key_padding_mask=None, position_ids=None, cache=None, keep_attention=False):
-        kw = dict(key_padding_mask=key_padding_mask, position_ids=position_ids, cache=cache, keep_attention=keep_attention)
+        def attend(h):
+            return self.attn(h, key_padding_mask=key_padding_mask, position_ids=position_ids, cache=cache,
+                             keep_attention=keep_attention)
+
         if self.pre_norm:
-            x = x + self.dropout(self.attn(self.attn_norm(x), **kw))
+            x = x + self.dropout(attend(self.attn_norm(x)))  # (B, T, C)
             return x + self.dropout(self.mlp(self.mlp_norm(x)))
-        x = self.attn_norm(x + self.dropout(self.attn(x, **kw)))
+        x = self.attn_norm(x + self.dropout(attend(x)))
         return self.mlp_norm(x + self.dropout(self.mlp(x)))
 
 
 class Embeddings(Module):
-    def __init__(self, c: TransformerConfig):
+    """Token ids (B, T) → vectors (B, T, C): token embedding, plus what the family adds.
+
+    bert:   LN(tokens + learned positions + token types)      gpt2:  tokens + learned positions
+    llama:  tokens only (positions enter attention as RoPE rotations)
+    """
+
+    def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.tokens = Embedding(c.vocab_size, c.hidden_size)
-        self.learned_positions = not c.rope
+        self.tokens = Embedding(config.vocab_size, config.hidden_size)
+        self.learned_positions = not config.rope
         if self.learned_positions:
-            self.positions = Embedding(c.max_position_embeddings, c.hidden_size)
-        if c.family == "bert":
-            self.token_types = Embedding(c.type_vocab_size, c.hidden_size)
-            self.norm = LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
-        self.dropout = Dropout(c.hidden_dropout_prob)
-        self.max_positions = c.max_position_embeddings
+            self.positions = Embedding(config.max_position_embeddings, config.hidden_size)
+        if config.family == "bert":
+            self.token_types = Embedding(config.type_vocab_size, config.hidden_size)
+            self.norm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = Dropout(config.hidden_dropout_prob)
+        self.max_positions = config.max_position_embeddings
 
     def forward(self, input_ids, position_ids, token_type_ids=None):
-        h = self.tokens(input_ids)
+        h = self.tokens(input_ids)  # (B, T, C)
         if self.learned_positions:
             if int(position_ids.max()) >= self.max_positions:
                 raise ValueError(
@@ -82,8 +106,8 @@ class Embeddings(Module):
                 )
             h = h + self.positions(position_ids)
         if "token_types" in self._modules:
-            tt = xp.zeros_like(input_ids) if token_type_ids is None else xp.asarray(token_type_ids)
-            h = self.norm(h + self.token_types(tt))
+            types = xp.zeros_like(input_ids) if token_type_ids is None else xp.asarray(token_type_ids)
+            h = self.norm(h + self.token_types(types))
         return self.dropout(h)
 
 
@@ -103,15 +127,59 @@ class ModelOutput:
         return getattr(self, key)
 
 
-def _ids(x, name):
-    a = x.data if isinstance(x, Tensor) else xp.asarray(x)
-    if a.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integers, got dtype {a.dtype}")
-    if a.ndim == 1:
-        a = a[None, :]  # a single sequence (T,) -> (1, T)
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be (batch, seq_len), got shape {tuple(a.shape)}")
-    return a
+def _id_matrix(x, name):
+    """Integer ids (a Tensor, array or list) as a (batch, seq_len) array; one sequence (T,) becomes (1, T)."""
+    ids = x.data if isinstance(x, Tensor) else xp.asarray(x)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, got dtype {ids.dtype}")
+    if ids.ndim == 1:
+        ids = ids[None, :]  # a single sequence (T,) -> (1, T)
+    if ids.ndim != 2:
+        raise ValueError(f"{name} must be (batch, seq_len), got shape {tuple(ids.shape)}")
+    return ids
+
+
+def _input_ids(input_ids):
+    """``input_ids`` as (B, T), refusing an empty batch and empty sequences.
+
+    Each id's range, [0, vocab_size), is checked where ids are used: by the token embedding.
+    """
+    ids = _id_matrix(input_ids, "input_ids")
+    batch, seq_len = ids.shape
+    if batch == 0:
+        raise ValueError(
+            f"input_ids of shape {(batch, seq_len)} is an empty batch: give at least one sequence"
+        )
+    if seq_len == 0:
+        raise ValueError(
+            f"input_ids of shape {(batch, seq_len)} holds no tokens: each sequence needs at least one"
+        )
+    return ids
+
+
+def _padding_mask(attention_mask, batch, seq_len, past):
+    """``attention_mask`` (B, past + T) of 1 = real token / 0 = padding, as booleans; None stays None."""
+    if attention_mask is None:
+        return None
+    mask = _id_matrix(attention_mask, "attention_mask").astype(bool)
+    if mask.shape != (batch, past + seq_len):
+        raise ValueError(
+            f"attention_mask must be (batch, past + seq_len) = {(batch, past + seq_len)}, "
+            f"got {tuple(mask.shape)}"
+        )
+    return mask
+
+
+def _default_position_ids(mask, batch, seq_len, past):
+    """Positions (B, T) of the new tokens: past, past + 1, …
+
+    With a padding mask, a token's position is the number of real tokens before it, so that left
+    padding does not shift a prompt's positions (a padded prompt is then embedded as the unpadded one).
+    """
+    if mask is None:
+        return xp.broadcast_to(xp.arange(past, past + seq_len), (batch, seq_len))
+    real_before = xp.cumsum(mask, axis=1) - 1  # (B, past + T): index among the real tokens
+    return xp.maximum(real_before, 0)[:, past:]  # (B, T); padding gets position 0
 
 
 class TransformerModel(Module):
@@ -128,47 +196,44 @@ class TransformerModel(Module):
             self.pooler = Linear(config.hidden_size, config.hidden_size)
         init_weights(self, config.initializer_range)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, past_key_values=None,
-                use_cache=False, output_hidden_states=False, output_attentions=False):
-        ids = _ids(input_ids, "input_ids")
-        b, t = ids.shape
-        if int(ids.min()) < 0 or int(ids.max()) >= self.config.vocab_size:
-            bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
-            raise IndexError(f"token id {bad} is out of range for a vocabulary of {self.config.vocab_size}")
-        cache = past_key_values if past_key_values is not None else (KVCache(len(self.layers)) if use_cache else None)
-        past = len(cache) if cache is not None else 0
-        mask = None
-        if attention_mask is not None:
-            mask = _ids(attention_mask, "attention_mask").astype(bool)  # (B, past + T): 1 = real token, 0 = padding
-            if mask.shape != (b, past + t):
-                raise ValueError(f"attention_mask must be (batch, past + seq_len) = {(b, past + t)}, got {tuple(mask.shape)}")
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+                past_key_values=None, use_cache=False, output_hidden_states=False, output_attentions=False):
+        ids = _input_ids(input_ids)  # (B, T)
+        batch, seq_len = ids.shape
+        cache = past_key_values
+        if cache is None and use_cache:
+            cache = KVCache(len(self.layers))
+        past = len(cache) if cache is not None else 0  # positions already in the cache
+        mask = _padding_mask(attention_mask, batch, seq_len, past)  # (B, past + T) or None
         if position_ids is None:
-            if mask is not None:  # count only real tokens, so left padding does not shift positions
-                position_ids = xp.maximum(xp.cumsum(mask, axis=1) - 1, 0)[:, past:]
-            else:
-                position_ids = xp.broadcast_to(xp.arange(past, past + t), (b, t))
-        position_ids = xp.asarray(position_ids)
-        h = self.embed(ids, position_ids, token_type_ids)
-        hidden, attns = [h], []
+            position_ids = _default_position_ids(mask, batch, seq_len, past)
+        position_ids = xp.asarray(position_ids)  # (B, T)
+
+        h = self.embed(ids, position_ids, token_type_ids)  # (B, T, C)
+        hidden = [h]
+        attentions = []
         for layer in self.layers:
-            h = layer(h, key_padding_mask=mask, position_ids=position_ids, cache=cache, keep_attention=output_attentions)
+            h = layer(h, key_padding_mask=mask, position_ids=position_ids, cache=cache,
+                      keep_attention=output_attentions)  # (B, T, C)
             hidden.append(h)
             if output_attentions:
-                attns.append(layer.attn.last_attention)
+                attentions.append(layer.attn.last_attention)  # (B, H, T, past + T)
         if self.config.pre_norm:
             h = self.norm(h)
-        pooled = F.tanh(self.pooler(h[:, 0])) if self.config.family == "bert" else None
+        pooled = F.tanh(self.pooler(h[:, 0])) if self.config.family == "bert" else None  # (B, C): [CLS]
         return ModelOutput(
-            last_hidden_state=h, pooler_output=pooled, past_key_values=cache,
+            last_hidden_state=h,
+            pooler_output=pooled,
+            past_key_values=cache,
             hidden_states=tuple(hidden) if output_hidden_states else None,
-            attentions=tuple(attns) if output_attentions else None,
+            attentions=tuple(attentions) if output_attentions else None,
         )
 
 
 def shifted_lm_loss(logits, labels, ignore_index=-100):
-    """Next-token loss: position t predicts token t+1; labels equal to ``ignore_index`` are skipped (HF's rule)."""
+    """Next-token loss, as Hugging Face's: position t predicts token t+1, skipping ``ignore_index`` labels."""
     b, t, v = logits.shape
-    labels = _ids(labels, "labels")
+    labels = _id_matrix(labels, "labels")
     pred = logits[:, :-1].reshape(b * (t - 1), v)  # (B, T-1, V) -> (B·(T-1), V)
     return F.cross_entropy(pred, labels[:, 1:].reshape(-1), ignore_index=ignore_index)
 
@@ -179,7 +244,9 @@ class TransformerForCausalLM(Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
         if config.family == "bert":
-            raise ValueError("a causal LM needs the gpt2 or llama family; use TransformerForMaskedLM for bert")
+            raise ValueError(
+                "a causal LM needs the gpt2 or llama family; use TransformerForMaskedLM for bert"
+            )
         self.config = config
         self.model = TransformerModel(config)
         self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
@@ -219,7 +286,8 @@ class TransformerForMaskedLM(Module):
         out.logits = self.mlm_decoder(h)  # (B, T, V)
         if labels is not None:
             b, t, v = out.logits.shape
-            out.loss = F.cross_entropy(out.logits.reshape(b * t, v), _ids(labels, "labels").reshape(-1))
+            labels = _id_matrix(labels, "labels").reshape(-1)  # (B·T,)
+            out.loss = F.cross_entropy(out.logits.reshape(b * t, v), labels)
         return out
 
 
@@ -239,6 +307,3 @@ def init_weights(module, std=0.02):
             if isinstance(m, Linear) and m.bias is not None:
                 m.bias.data = xp.zeros_like(m.bias.data)
 
-
-def count_parameters(model) -> int:
-    return int(sum(np.prod(p.shape) for p in model.parameters()))

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import numpy as np
+import numpy as np  # host-side only: dtype names and the shapes of checkpoint arrays
 
 from .. import backend
-from ..autograd.tensor import Tensor
+from ..autograd.tensor import Tensor, is_dtype
 
 
 class Parameter(Tensor):
@@ -37,7 +37,9 @@ class Module:
     # ------------------------------------------------------------------ registration
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
-            raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() before assigning {name!r}")
+            raise RuntimeError(
+                f"{type(self).__name__}.__init__ must call super().__init__() before assigning {name!r}"
+            )
         for store in (self._parameters, self._modules, self._buffers):
             store.pop(name, None)
         if isinstance(value, Parameter):
@@ -131,7 +133,7 @@ class Module:
                 yield (f"{mname}.{bname}" if mname else bname), b
 
     def num_parameters(self, trainable_only=False):
-        """Number of scalar parameters (shared ones counted once); ``trainable_only`` counts requires_grad ones."""
+        """Number of scalar parameters (shared ones counted once); ``trainable_only``: requires_grad ones."""
         return sum(p.size for p in self.parameters() if p.requires_grad or not trainable_only)
 
     # ------------------------------------------------------------------ modes and grads
@@ -159,7 +161,14 @@ class Module:
         return self
 
     def to(self, device=None, dtype=None):
-        """Move/cast every parameter and buffer in place (the Parameter objects stay the same)."""
+        """Move and/or cast every parameter and float buffer in place (the Parameter objects stay the same).
+
+        As in PyTorch, ``model.to(np.float64)`` (a dtype first) casts, ``model.to("cuda")`` moves.
+        A layer takes inputs of its parameters' dtype only, so cast a model and its inputs together.
+        """
+        if dtype is None and is_dtype(device):
+            dtype = device
+            device = None
         for p in self.parameters():
             p.data = _move(p.data, device, dtype)
             if p.grad is not None:
@@ -169,9 +178,17 @@ class Module:
                 m._buffers[k] = _move(b, device, dtype if b.dtype.kind == "f" else None)
         return self
 
+    def double(self):
+        """Cast every floating-point parameter and buffer to float64 (``model.to(np.float64)``)."""
+        return self.to(dtype=np.float64)
+
+    def float(self):
+        """Cast every floating-point parameter and buffer to float32 (``model.to(np.float32)``)."""
+        return self.to(dtype=np.float32)
+
     # ------------------------------------------------------------------ state
     def state_dict(self):
-        """Ordered {dotted name: array} of every parameter and persistent buffer (arrays are the live data)."""
+        """Ordered {dotted name: array} of every parameter and persistent buffer (the live arrays)."""
         out = OrderedDict()
         for mname, m in self.named_modules():
             for pname, p in m._parameters.items():
@@ -195,18 +212,22 @@ class Module:
             if k in own:
                 shape = tuple(getattr(v, "shape", np.shape(v)))
                 if shape != tuple(own[k].shape):
-                    problems.append(f"  {k}: checkpoint has shape {shape}, the model expects {tuple(own[k].shape)}")
+                    expected = tuple(own[k].shape)
+                    problems.append(f"  {k}: checkpoint has shape {shape}, the model expects {expected}")
         if strict and (missing or unexpected):
             if missing:
                 problems.append("  missing keys (in the model, not in the state dict): " + ", ".join(missing))
             if unexpected:
-                problems.append("  unexpected keys (in the state dict, not in the model): " + ", ".join(unexpected))
+                problems.append(
+                    "  unexpected keys (in the state dict, not in the model): " + ", ".join(unexpected)
+                )
         if problems:
             raise KeyError(f"load_state_dict into {type(self).__name__} failed:\n" + "\n".join(problems))
         for k, v in state_dict.items():
             if k in own:
                 arr = v.data if isinstance(v, Tensor) else v
-                own[k][...] = backend.asarray(backend.to_numpy(arr) if backend.is_cupy() else arr, dtype=own[k].dtype)
+                host_or_device = backend.to_numpy(arr) if backend.is_cupy() else arr
+                own[k][...] = backend.asarray(host_or_device, dtype=own[k].dtype)
         return missing, unexpected
 
     # ------------------------------------------------------------------ printing

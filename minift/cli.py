@@ -1,11 +1,130 @@
-"""The ``minift`` command."""
+"""The ``minift`` command.
+
+Every error a user can cause — a bad flag, a missing file, a corrupt cache, a config typo — ends in one
+line on stderr naming what was wrong and what to do, and a non-zero exit status (2 for a bad command line,
+1 for everything else). ``--debug`` shows the Python traceback instead.
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 from pathlib import Path
 
 
+class CommandLineError(Exception):
+    """A problem with what the user asked for; printed as one line, exit status 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``minift: …; see minift CMD --help``) instead of usage + error."""
+
+    def error(self, message):
+        raise CommandLineError(f"{message} (see `{self.prog} --help`)")
+
+
+# ----------------------------------------------------------------------------- flag types
+def positive_int(text: str) -> int:
+    """An integer ≥ 1 (``--batch-size 0`` is caught here, before any work)."""
+    value = _parse(text, int, "an integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _parse(text, int, "an integer")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _parse(text, float, "a number")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def probability(text: str) -> float:
+    value = _parse(text, float, "a number")
+    if not 0.0 <= value <= 1.0:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _parse(text, kind, what):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+# ----------------------------------------------------------------------------- the parser
+def build_parser() -> ArgumentParser:
+    from dataclasses import fields
+
+    from .pretrain import PretrainConfig
+
+    parser = ArgumentParser(prog="minift", description="minift: fine-tuning from scratch")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    _add_parser = sub.add_parser
+
+    def add_parser(name, **kw):  # every subcommand accepts --debug too, before or after its arguments
+        command = _add_parser(name, **kw)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        return command
+
+    sub.add_parser = add_parser
+
+    a = sub.add_parser("assignments", help="coursework: list tasks, build the student tree, check the markers")
+    a.add_argument("action", choices=["list", "build", "check"])
+    a.add_argument("--out", help="with build: the directory to write the student tree to")
+    a.add_argument("--root", default=".", help="the project tree (default: the current directory)")
+
+    d = sub.add_parser("demo", help="train a small model end to end and write a loss curve")
+    d.add_argument("--out", default="out/demo", help="where to write the loss curve and log")
+    d.add_argument("--steps", type=positive_int, default=1500)
+
+    z = sub.add_parser("zoo", help="the pinned pretrained models and datasets")
+    z.add_argument("action", choices=["list"])
+
+    dl = sub.add_parser("download", help="fetch a zoo artifact (or all) into $MINIFT_HOME")
+    dl.add_argument("name", help="an artifact name from `minift zoo list`, or all")
+    dl.add_argument("--from", dest="source", help="a directory holding the pinned archive (no network)")
+    dl.add_argument("--verify", action="store_true",
+                    help="re-check every cached file against the sha256 recorded when it was extracted")
+    dl.add_argument("--force", action="store_true", help="fetch and extract again even when cached")
+
+    g = sub.add_parser("generate", help="continue a prompt (or answer it, with --chat) with a model")
+    g.add_argument("model", help="smollm2, or a checkpoint directory such as checkpoints/tiny-gpt")
+    g.add_argument("prompt")
+    g.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    g.add_argument("--max-new-tokens", type=positive_int, default=48)
+    g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    g.add_argument("--temperature", type=positive_float, default=1.0)
+    g.add_argument("--top-k", type=non_negative_int, default=None)
+    g.add_argument("--top-p", type=probability, default=None)
+    g.add_argument("--seed", type=int, default=0)
+
+    pt = sub.add_parser("pretrain", help="pretrain a tiny model from scratch on the zoo's text")
+    pt.add_argument("--config", help="a JSON file of PretrainConfig options (flags override it)")
+    pt.add_argument("--overwrite", action="store_true",
+                    help="allow --out to be a checkpoint shipped under checkpoints/ (it is replaced)")
+    for f in fields(PretrainConfig):
+        pt.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, type=_flag_type(f.type))
+    return parser
+
+
+def _flag_type(annotation):
+    """The argparse type of a PretrainConfig field (annotations are strings under ``from __future__``)."""
+    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "str")
+    return {"int": int, "float": float}.get(name, str)
+
+
+# ----------------------------------------------------------------------------- the commands
 def _assignments(args) -> int:
     from .assignments.build import all_regions, build_student_tree
     from .assignments.check import check
@@ -20,8 +139,7 @@ def _assignments(args) -> int:
         return 0
     if args.action == "build":
         if not args.out:
-            print("minift assignments build: --out DIR is required", file=sys.stderr)
-            return 2
+            raise CommandLineError("assignments build needs --out DIR (where to write the student tree)")
         stripped = build_student_tree(root, Path(args.out))
         print(f"wrote the student tree to {args.out}: {len(stripped)} solution regions stripped "
               f"({len({r.task for r in stripped})} tasks)")
@@ -29,75 +147,61 @@ def _assignments(args) -> int:
     return 0 if check(root) else 1
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="minift", description="minift: fine-tuning from scratch")
-    sub = parser.add_subparsers(dest="command", required=True)
-    a = sub.add_parser("assignments", help="coursework: list tasks, build the student tree, check the markers")
-    a.add_argument("action", choices=["list", "build", "check"])
-    a.add_argument("--out", help="with build: the directory to write the student tree to")
-    a.add_argument("--root", default=".", help="the project tree (default: the current directory)")
-    d = sub.add_parser("demo", help="train a small model end to end and write a loss curve")
-    d.add_argument("--out", default="out/demo", help="where to write the loss curve and log")
-    d.add_argument("--steps", type=int, default=1500)
-    z = sub.add_parser("zoo", help="the pinned pretrained models and datasets")
-    z.add_argument("action", choices=["list"])
-    dl = sub.add_parser("download", help="fetch a zoo artifact (or all) into $MINIFT_HOME")
-    dl.add_argument("name", help="an artifact name from `minift zoo list`, or all")
-    dl.add_argument("--from", dest="source", help="a directory holding the pinned archive (no network)")
-    g = sub.add_parser("generate", help="continue a prompt (or answer it, with --chat) with a model")
-    g.add_argument("model", help="smollm2, or a checkpoint directory such as checkpoints/tiny-gpt")
-    g.add_argument("prompt")
-    g.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
-    g.add_argument("--max-new-tokens", type=int, default=48)
-    g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=None)
-    g.add_argument("--top-p", type=float, default=None)
-    g.add_argument("--seed", type=int, default=0)
-    pt = sub.add_parser("pretrain", help="pretrain a tiny model from scratch on the zoo's text")
-    pt.add_argument("--config", help="a JSON file of PretrainConfig options (flags override it)")
-    from dataclasses import fields as _fields
+def _generate(args) -> int:
+    from . import models, tokenization
+    from .backend import seed
+    from .models.generation import generate_text
 
-    from .pretrain import PretrainConfig
+    seed(args.seed)
+    model, tok = models.from_pretrained(args.model), tokenization.from_pretrained(args.model)
+    print(generate_text(model, tok, args.prompt, max_new_tokens=args.max_new_tokens, chat=args.chat,
+                        do_sample=args.sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p))
+    return 0
 
-    for f in _fields(PretrainConfig):
-        pt.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                        type=(float if f.type in ("float", float) else int if f.type in ("int", int) else str))
-    args = parser.parse_args(argv)
+
+def _pretrain(args, argv) -> int:
+    from dataclasses import fields
+
+    from .pretrain import PretrainConfig, pretrain
+
+    flags = {f.name: getattr(args, f.name) for f in fields(PretrainConfig)}
+    if args.config:
+        cfg = PretrainConfig.from_file(args.config, **flags)
+    else:
+        cfg = PretrainConfig(**{k: v for k, v in flags.items() if v is not None})
+    words = sys.argv[2:] if argv is None else argv[1:]
+    command = "minift pretrain " + " ".join(w for w in words if w != "--debug")
+    pretrain(cfg, command=command.strip(), overwrite=args.overwrite)
+    return 0
+
+
+def _zoo(args) -> int:
+    from . import zoo
+
+    if args.command == "zoo":
+        for name, pin, cached, desc in zoo.list_artifacts():
+            print(f"{name:8} {pin:28} {'cached' if cached else 'not cached':10} {desc}")
+        return 0
+    names = list(zoo.ARTIFACTS) if args.name == "all" else [args.name]
+    for name in names:
+        path = zoo.fetch(name, source=args.source, force=args.force)
+        if args.verify:
+            problems = zoo.verify(name)
+            if problems:
+                raise zoo.ZooError(f"{name}: {'; '.join(problems)}; re-run `minift download {name} --force`")
+            print(f"{name}: {path} (every file matches its recorded sha256)")
+        else:
+            print(f"{name}: {path}")
+    return 0
+
+
+def run(args, argv=None) -> int:
     if args.command == "generate":
-        from . import models, tokenization
-        from .backend import seed
-        from .models.generation import generate_text
-
-        seed(args.seed)
-        model, tok = models.from_pretrained(args.model), tokenization.from_pretrained(args.model)
-        print(generate_text(model, tok, args.prompt, max_new_tokens=args.max_new_tokens, chat=args.chat,
-                            do_sample=args.sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p))
-        return 0
+        return _generate(args)
     if args.command == "pretrain":
-        from .pretrain import pretrain
-
-        opts = {f.name: getattr(args, f.name) for f in _fields(PretrainConfig)}
-        cfg = PretrainConfig.from_file(args.config, **opts) if args.config else PretrainConfig(
-            **{k: v for k, v in opts.items() if v is not None})
-        command = "minift pretrain " + " ".join(sys.argv[2:] if argv is None else argv[1:])
-        pretrain(cfg, command=command.strip())
-        return 0
+        return _pretrain(args, argv)
     if args.command in ("zoo", "download"):
-        from . import zoo
-
-        if args.command == "zoo":
-            for name, pin, cached, desc in zoo.list_artifacts():
-                print(f"{name:8} {pin:28} {'cached' if cached else 'not cached':10} {desc}")
-            return 0
-        names = list(zoo.ARTIFACTS) if args.name == "all" else [args.name]
-        try:
-            for n in names:
-                print(f"{n}: {zoo.fetch(n, source=args.source)}")
-        except zoo.ZooError as e:
-            print(f"minift download: {e}", file=sys.stderr)
-            return 1
-        return 0
+        return _zoo(args)
     if args.command == "assignments":
         return _assignments(args)
     if args.command == "demo":
@@ -105,7 +209,44 @@ def main(argv=None) -> int:
 
         run_demo(out_dir=args.out, steps=args.steps)
         return 0
-    return 2
+    raise CommandLineError(f"unknown command {args.command!r}")
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (KeyError's quotes removed)."""
+    if isinstance(error, KeyError) and error.args:  # KeyError's str() adds quotes around the message
+        text = str(error.args[0])
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())  # messages that span lines become one
+
+
+# The errors a user can cause; anything else is a bug in minift and says so.
+USER_ERRORS = (ValueError, TypeError, KeyError, IndexError, OSError, RuntimeError, json.JSONDecodeError)
+
+
+def main(argv=None) -> int:
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        return run(args, argv)
+    except CommandLineError as e:  # a usage error has no traceback worth showing, even with --debug
+        print(f"minift: {one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("minift: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        print(f"minift: {one_line(e)}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - a bug: still one line, with the way to see more
+        if debug:
+            raise
+        print(f"minift: internal error {type(e).__name__}: {one_line(e)} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -58,14 +58,52 @@ class PretrainConfig:
     eval_batches: int = 20
     seed: int = 0
 
+    def __post_init__(self):
+        """Check every option before any work: a typo'd type or a zero batch fails here, not after an hour."""
+        kinds = {f.name: f.type for f in fields(self)}
+        for name, kind in kinds.items():
+            value = getattr(self, name)
+            if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"pretraining option {name} must be an integer, got {value!r}")
+            if kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                    or not math.isfinite(value)):
+                raise ValueError(f"pretraining option {name} must be a finite number, got {value!r}")
+            if kind in ("str", "str | None") and value is not None and not isinstance(value, str):
+                raise ValueError(f"pretraining option {name} must be a string, got {value!r}")
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "seq_len",
+                     "batch_size", "steps", "eval_every", "eval_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"pretraining option {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"pretraining option {name} must be >= 0, got {getattr(self, name)}")
+        if not self.learning_rate > 0 or self.weight_decay < 0:
+            raise ValueError(f"learning_rate must be > 0 and weight_decay >= 0, got {self.learning_rate}, "
+                             f"{self.weight_decay}")
+        if not 0 < self.mask_prob < 1:
+            raise ValueError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
+        if self.family not in ("gpt2", "llama", "bert"):
+            raise ValueError(f"family must be gpt2, llama or bert, got {self.family!r}")
+
     @classmethod
     def from_file(cls, path, **overrides):
-        d = json.loads(Path(path).read_text())
+        """Options from a JSON file (flags in ``overrides`` win); every error names the file."""
+        try:
+            d = json.loads(Path(path).read_text())
+        except OSError as e:
+            raise ValueError(f"{path}: cannot read the config file ({e.strerror or e})") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: expected a JSON object of pretraining options, got {type(d).__name__}")
         unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
-            raise ValueError(f"{path}: unknown pretraining options {unknown}")
+            raise ValueError(f"{path}: unknown pretraining options {unknown}; known: {sorted(f.name for f in fields(cls))}")
         d.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**d)
+        try:
+            return cls(**d)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
 
 
 # ----------------------------------------------------------------------------- where results go

@@ -65,7 +65,7 @@ def test_perplexity_of_a_uniform_model_is_the_vocabulary_size():
     assert perplexity(m, [(ids, None, ids)]) == pytest.approx(50.0)
 
 
-def test_cli_reads_a_config_file_and_flags_override_it(tmp_path):
+def test_cli_reads_a_config_file_and_flags_override_it(tmp_path, capsys):
     from minift.cli import main
 
     cfg = {"family": "llama", "vocab_size": 400, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
@@ -79,8 +79,41 @@ def test_cli_reads_a_config_file_and_flags_override_it(tmp_path):
     assert json.loads((out / "config.json").read_text())["family"] == "llama"
     assert "--config" in (out / "README.md").read_text()  # the card records the command as given
     (tmp_path / "bad.json").write_text(json.dumps({"familly": "gpt2"}))
-    with pytest.raises(ValueError, match="unknown pretraining options"):
-        main(["pretrain", "--config", str(tmp_path / "bad.json")])
+    capsys.readouterr()  # the successful run's progress output
+    assert main(["pretrain", "--config", str(tmp_path / "bad.json")]) == 1  # one line, no traceback
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.json: unknown pretraining options ['familly']" in err[0]
+
+
+@pytest.mark.parametrize("content, words", [
+    ('{"batch_size": 0}', ["batch_size must be >= 1, got 0"]),
+    ('{"batch_size": "32"}', ["batch_size must be an integer, got '32'"]),
+    ('{"learning_rate": "fast"}', ["learning_rate must be a finite number"]),
+    ('{"steps": 10,}', ["not valid JSON at line 1"]),
+    ('[1, 2]', ["expected a JSON object"]),
+])
+def test_bad_config_files_are_caught_before_work_and_name_the_file(tmp_path, capsys, content, words):
+    from minift.cli import main
+
+    (tmp_path / "c.json").write_text(content)
+    assert main(["pretrain", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "c.json") in err[0]
+    for w in words:
+        assert w in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_numeric_flags_are_caught_before_work(tmp_path, capsys):
+    from minift.cli import main
+
+    assert main(["pretrain", "--batch-size", "0", "--out", str(tmp_path / "o")]) == 1
+    assert "batch_size must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["pretrain", "--steps", "ten", "--out", str(tmp_path / "o")]) == 2
+    assert "--steps" in capsys.readouterr().err
+    assert main(["pretrain", "--config", str(tmp_path / "missing.json")]) == 1
+    assert "cannot read the config file" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 # ----------------------------------------------------------------------------- output directories

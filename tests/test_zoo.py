@@ -165,3 +165,20 @@ def test_a_cache_of_another_version_is_replaced_by_the_pinned_one(home, fake, mo
     assert not zoo.is_cached("fake")
     zoo.fetch("fake", source=fake[0], quiet=True)
     assert zoo.is_cached("fake") and zoo.verify("fake") == []
+
+
+def test_the_download_command_verifies_and_forces(home, fake, capsys):
+    from minift.cli import main
+
+    src = str(fake[0])
+    assert main(["download", "fake", "--from", src, "--verify"]) == 0
+    assert "every file matches its recorded sha256" in capsys.readouterr().out
+    _flip_a_byte(home / "fake" / "corpus.txt")
+    zoo._verified.clear()  # a new process would re-hash
+    assert main(["download", "fake", "--from", src, "--verify"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "corpus.txt" in err[0] and "minift download fake --force" in err[0]
+    assert main(["download", "fake", "--from", src, "--force", "--verify"]) == 0
+    assert zoo.verify("fake") == []
+    assert main(["download", "nothing-by-this-name"]) == 1
+    assert "unknown artifact 'nothing-by-this-name'" in capsys.readouterr().err

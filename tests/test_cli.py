@@ -1,0 +1,80 @@
+"""The command line: every user error is one line on stderr naming the problem, and a non-zero exit status."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minift.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_GPT, TINY_BERT = str(ROOT / "checkpoints" / "tiny-gpt"), str(ROOT / "checkpoints" / "tiny-bert")
+
+
+def run_cli(capsys, *argv):
+    rc = main(list(argv))
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def assert_one_line_error(rc, err, *words):
+    assert rc != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("minift: ") and "Traceback" not in err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["generate"], ["required", "model, prompt"]),
+    (["nonsense"], ["invalid choice", "nonsense"]),
+    (["generate", TINY_GPT, "hi", "--max-new-tokens", "0"], ["--max-new-tokens", ">= 1", "'0'"]),
+    (["generate", TINY_GPT, "hi", "--top-p", "2"], ["--top-p", "[0, 1]"]),
+    (["generate", TINY_GPT, "hi", "--top-p", "nan"], ["--top-p", "[0, 1]"]),
+    (["generate", TINY_GPT, "hi", "--temperature", "nan"], ["--temperature", "> 0"]),
+    (["generate", TINY_GPT, "hi", "--temperature", "hot"], ["--temperature", "a number", "'hot'"]),
+    (["generate", TINY_GPT, "hi", "--top-k", "-1"], ["--top-k", ">= 0"]),
+    (["demo", "--steps", "0"], ["--steps", ">= 1"]),
+    (["demo", "--steps", "many"], ["--steps", "an integer", "'many'"]),
+    (["assignments", "build"], ["--out"]),
+])
+def test_bad_command_lines_are_one_line_with_status_2(capsys, argv, words):
+    rc, _, err = run_cli(capsys, *argv)
+    assert rc == 2
+    assert_one_line_error(rc, err, *words)
+
+
+def test_errors_from_the_library_are_one_line_with_status_1(capsys, tmp_path):
+    rc, _, err = run_cli(capsys, "generate", str(tmp_path / "nowhere"), "hi")
+    assert rc == 1
+    assert_one_line_error(rc, err, "nowhere", "neither a zoo model")
+    rc, _, err = run_cli(capsys, "generate", TINY_BERT, "hi")  # a masked LM cannot generate
+    assert_one_line_error(rc, err, "masked language model", "checkpoints/tiny-gpt")
+    rc, _, err = run_cli(capsys, "generate", TINY_GPT, "  ")
+    assert_one_line_error(rc, err, "prompt is empty")
+
+
+def test_debug_shows_the_traceback(capsys, tmp_path):
+    with pytest.raises(ValueError, match="neither a zoo model"):
+        main(["generate", str(tmp_path / "nowhere"), "hi", "--debug"])
+    with pytest.raises(ValueError, match="neither a zoo model"):
+        main(["--debug", "generate", str(tmp_path / "nowhere"), "hi"])
+
+
+def test_a_bug_is_still_one_line_and_says_how_to_see_more(capsys, monkeypatch):
+    import minift.cli as cli
+
+    def broken(args):
+        raise AttributeError("'NoneType' object has no attribute 'shape'")
+
+    monkeypatch.setattr(cli, "_generate", broken)
+    rc, _, err = run_cli(capsys, "generate", TINY_GPT, "hi")
+    assert_one_line_error(rc, err, "internal error AttributeError", "--debug")
+
+
+def test_the_installed_command_prints_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "minift.cli", "generate", str(tmp_path / "x"), "hi"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert_one_line_error(proc.returncode, proc.stderr, "neither a zoo model")

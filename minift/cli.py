@@ -47,6 +47,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    value = _parse(text, float, "a number")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
 def probability(text: str) -> float:
     value = _parse(text, float, "a number")
     if not 0.0 <= value <= 1.0:  # NaN fails this too
@@ -84,9 +91,33 @@ def build_parser() -> ArgumentParser:
     a.add_argument("--out", help="with build: the directory to write the student tree to")
     a.add_argument("--root", default=".", help="the project tree (default: the current directory)")
 
-    d = sub.add_parser("demo", help="train a small model end to end and write a loss curve")
-    d.add_argument("--out", default="out/demo", help="where to write the loss curve and log")
-    d.add_argument("--steps", type=positive_int, default=1500)
+    d = sub.add_parser("demo", help="fine-tune MiniLM on movie-review sentiment: frozen probe vs full fine-tuning")
+    d.add_argument("--out", default="out/demo", help="where to write the results, curves and logs")
+    d.add_argument("--steps", type=positive_int, default=None,
+                   help="optimizer steps of each run (default 200; with --engine 1500)")
+    d.add_argument("--engine", action="store_true",
+                   help="the engine demo instead: an MLP on two spirals, gradient-checked layer by layer")
+
+    ft = sub.add_parser("finetune", help="fine-tune a pretrained model on a task and evaluate it on the test split")
+    ft.add_argument("model", help="minilm, smollm2, or a checkpoint directory such as checkpoints/tiny-bert")
+    ft.add_argument("task", help="sentiment, sentiment-tweets, sentiment-amazon, sentiment-nyt, ner or qa")
+    ft.add_argument("--method", default="full", help="probe, full, discriminative, llrd or unfreeze")
+    ft.add_argument("--max-steps", type=positive_int, default=300)
+    ft.add_argument("--batch-size", type=positive_int, default=32)
+    ft.add_argument("--max-length", type=positive_int, default=64, help="tokens per example (longer ones are cut)")
+    ft.add_argument("--learning-rate", type=positive_float, default=None,
+                    help="default 1e-3 for probe (the head alone), 5e-5 otherwise")
+    ft.add_argument("--head-learning-rate", type=positive_float, default=None,
+                    help="discriminative: the head's rate (default 20 × --learning-rate)")
+    ft.add_argument("--llrd-decay", type=probability, default=0.9, help="llrd: lr × decay^(L − depth)")
+    ft.add_argument("--weight-decay", type=non_negative_float, default=0.01)
+    ft.add_argument("--warmup-ratio", type=probability, default=0.1)
+    ft.add_argument("--eval-steps", type=positive_int, default=100, help="evaluate on validation every N steps")
+    ft.add_argument("--train-limit", type=positive_int, default=None, help="use only the first N training rows")
+    ft.add_argument("--eval-limit", type=positive_int, default=None,
+                    help="use only the first N validation and test rows")
+    ft.add_argument("--seed", type=non_negative_int, default=0)
+    ft.add_argument("--out", default=None, help="output directory (default runs/TASK-METHOD)")
 
     z = sub.add_parser("zoo", help="the pinned pretrained models and datasets")
     z.add_argument("action", choices=["list"])
@@ -175,6 +206,17 @@ def _pretrain(args, argv) -> int:
     return 0
 
 
+def _finetune(args) -> int:
+    from .finetune import FinetuneConfig, results_table, run_finetune
+
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "debug")}
+    cfg = FinetuneConfig(**options)
+    results = run_finetune(cfg)
+    print(results_table([results]))
+    print(f"results: {Path(cfg.out) / 'results.json'}")
+    return 0
+
+
 def _zoo(args) -> int:
     from . import zoo
 
@@ -204,10 +246,17 @@ def run(args, argv=None) -> int:
         return _zoo(args)
     if args.command == "assignments":
         return _assignments(args)
+    if args.command == "finetune":
+        return _finetune(args)
     if args.command == "demo":
-        from .demo import run_demo
+        if args.engine:
+            from .demo import run_demo
 
-        run_demo(out_dir=args.out, steps=args.steps)
+            run_demo(out_dir=args.out, steps=args.steps or 1500)
+            return 0
+        from .finetune import run_finetune_demo
+
+        run_finetune_demo(out=args.out, steps=args.steps or 200)
         return 0
     raise CommandLineError(f"unknown command {args.command!r}")
 

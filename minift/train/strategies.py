@@ -47,7 +47,8 @@ def layer_parameter_names(model) -> list:
     return [(min(d, n_layers), label, names) for d, (label, names) in sorted(groups.items()) if names]
 
 
-def _split_decay(model, name, names, lr, weight_decay):
+def decay_groups(model, name, names, lr, weight_decay):
+    """The trainable parameters among ``names`` as up to two groups: decayed, and not (biases, norms)."""
     from .trainer import decay_parameter_names
 
     decay = decay_parameter_names(model)
@@ -68,9 +69,16 @@ def freeze_backbone(model):
     return model
 
 
+def trainable_param_groups(model, lr, weight_decay=0.0):
+    """Every parameter that requires a gradient, at one learning rate (after ``freeze_backbone``: the probe)."""
+    return decay_groups(model, "trainable", [n for n, p in model.named_parameters() if p.requires_grad], lr,
+                        weight_decay)
+
+
 def full_param_groups(model, lr, weight_decay=0.0):
+    """Full fine-tuning: everything trains, at one learning rate."""
     model.requires_grad_(True)
-    return _split_decay(model, "all", [n for n, _ in model.named_parameters()], lr, weight_decay)
+    return decay_groups(model, "all", [n for n, _ in model.named_parameters()], lr, weight_decay)
 
 
 def discriminative_param_groups(model, lr, head_lr, weight_decay=0.0):
@@ -78,7 +86,7 @@ def discriminative_param_groups(model, lr, head_lr, weight_decay=0.0):
     groups = layer_parameter_names(model)
     body = [n for _, label, names in groups if label != "head" for n in names]
     head = [n for _, label, names in groups if label == "head" for n in names]
-    return _split_decay(model, "body", body, lr, weight_decay) + _split_decay(model, "head", head, head_lr,
+    return decay_groups(model, "body", body, lr, weight_decay) + decay_groups(model, "head", head, head_lr,
                                                                              weight_decay)
 
 
@@ -93,7 +101,7 @@ def llrd_param_groups(model, lr, decay=0.9, weight_decay=0.0):
         # BEGIN SOLUTION
         group_lr = lr * decay ** (n_layers - depth)
         # END SOLUTION
-        out.extend(_split_decay(model, label, names, group_lr, weight_decay))
+        out.extend(decay_groups(model, label, names, group_lr, weight_decay))
     return out
 
 

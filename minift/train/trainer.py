@@ -29,27 +29,13 @@ from tqdm import tqdm
 
 from .. import backend
 from ..autograd import no_grad
+from ..metrics import EvalPrediction
 from ..nn import LayerNorm, RMSNorm
 from ..optim import AdamW, clip_grad_norm_, get_scheduler
 from .callbacks import TrainerControl, TrainerState, is_better
 from .checkpointing import load_checkpoint, save_checkpoint
 
 LABEL_KEYS = ("labels", "start_positions", "end_positions")
-
-
-class EvalPrediction(tuple):
-    """``(predictions, label_ids)`` with Hugging Face's field names: what ``compute_metrics`` receives."""
-
-    def __new__(cls, predictions, label_ids):
-        return super().__new__(cls, (predictions, label_ids))
-
-    @property
-    def predictions(self):
-        return self[0]
-
-    @property
-    def label_ids(self):
-        return self[1]
 
 
 def count_targets(inputs, shifts_labels=False):

@@ -1,0 +1,268 @@
+"""``minift finetune MODEL TASK --method …``: fine-tune a pretrained model on a task, evaluate on its test split.
+
+    minift finetune minilm sentiment --method full --max-steps 300 --batch-size 32 --max-length 64 \\
+        --learning-rate 5e-5 --seed 0 --out runs/sentiment-full
+
+1. data: ``load_dataset(TASK)`` (fixed train / validation / test splits), tokenized for the model;
+2. model: the pretrained backbone with a fresh head (``AutoModelFor…``);
+3. method — which parameters train, at which learning rate:
+   probe (backbone frozen, head only), full, discriminative (head at ``head_learning_rate``), llrd
+   (lr·decay^(L − depth)), unfreeze (ULMFiT: one more layer group from the top every 1/(groups) of the run,
+   slanted-triangular learning rates);
+4. the ``Trainer`` (AdamW, warmup, clipping, evaluations on validation, the best checkpoint kept);
+5. the test split: metrics in ``OUT/results.json`` with ``train_seconds`` (optimization only), steps and
+   parameter counts, the curves as PNG and the fine-tuned model in ``OUT/model``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import backend
+
+SENTIMENT_TASKS = ("sentiment", "sentiment-tweets", "sentiment-amazon", "sentiment-nyt")
+TASKS = SENTIMENT_TASKS + ("ner", "qa")
+METHODS = ("probe", "full", "discriminative", "llrd", "unfreeze")
+PRIMARY_METRIC = {"ner": "f1", "qa": "f1"}  # every sentiment task: accuracy
+
+
+@dataclass
+class FinetuneConfig:
+    model: str = "minilm"
+    task: str = "sentiment"
+    method: str = "full"
+    max_steps: int = 300
+    batch_size: int = 32
+    max_length: int = 64
+    learning_rate: float | None = None  # default: 1e-3 for probe (a head alone), 5e-5 otherwise
+    head_learning_rate: float | None = None  # discriminative: default 20 × learning_rate
+    llrd_decay: float = 0.9
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    eval_steps: int = 100
+    eval_batch_size: int = 64
+    doc_stride: int = 32  # qa: overlap of the windows of a long context
+    train_limit: int | None = None  # use only the first N training rows (quick runs)
+    eval_limit: int | None = None  # and the first N validation / test rows
+    seed: int = 0
+    out: str | None = None  # default: runs/<task>-<method>
+    save_model: bool = True
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; minift finetune knows {list(TASKS)}")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; expected one of {list(METHODS)}")
+        for name in ("max_steps", "batch_size", "max_length", "eval_steps", "eval_batch_size", "doc_stride"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("train_limit", "eval_limit"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be None or an integer >= 1, got {value!r}")
+        if self.learning_rate is None:
+            self.learning_rate = 1e-3 if self.method == "probe" else 5e-5
+        if self.head_learning_rate is None:
+            self.head_learning_rate = 20 * self.learning_rate
+        for name in ("learning_rate", "head_learning_rate"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if not 0 < self.llrd_decay <= 1:
+            raise ValueError(f"llrd_decay must be in (0, 1], got {self.llrd_decay!r}")
+        if self.task == "qa" and self.doc_stride >= self.max_length:
+            raise ValueError(f"doc_stride ({self.doc_stride}) must be smaller than max_length ({self.max_length})")
+        if self.out is None:
+            self.out = str(Path("runs") / f"{self.task}-{self.method}")
+
+
+# ----------------------------------------------------------------------------- data
+def _limit(ds, n):
+    return ds if n is None or n >= len(ds) else ds.select(range(n))
+
+
+def prepare_data(cfg: FinetuneConfig, tokenizer):
+    """(train, validation, test, extra): tokenized splits; ``extra`` holds what evaluation needs."""
+    from .data import load_dataset
+    from .data.alignment import tokenize_and_align_labels
+    from .data.qa import prepare_train_features, prepare_validation_features
+
+    raw = load_dataset(cfg.task)
+    train = _limit(raw["train"], cfg.train_limit)
+    validation = _limit(raw["validation"], cfg.eval_limit)
+    test = _limit(raw["test"], cfg.eval_limit)
+    if cfg.task in SENTIMENT_TASKS:
+        def encode(batch):
+            return tokenizer(batch["text"], truncation=True, max_length=cfg.max_length)
+
+        names = raw["train"].features["label"].names
+        splits = [s.map(encode, batched=True, remove_columns=["text"]) for s in (train, validation, test)]
+        return (*splits, {"label_names": names})
+    if cfg.task == "ner":
+        names = raw["train"].features["ner_tags"].feature.names
+        options = dict(tokenizer=tokenizer, max_length=cfg.max_length, label_names=names)
+        splits = [s.map(lambda b: tokenize_and_align_labels(b, **options), batched=True,
+                        remove_columns=s.column_names) for s in (train, validation, test)]
+        return (*splits, {"label_names": names})
+    options = dict(tokenizer=tokenizer, max_length=cfg.max_length, doc_stride=cfg.doc_stride)
+    train_features = train.map(lambda b: prepare_train_features(b, **options), batched=True,
+                               remove_columns=train.column_names)
+    validation_features = validation.map(lambda b: prepare_train_features(b, **options), batched=True,
+                                         remove_columns=validation.column_names)
+    test_features = test.map(lambda b: prepare_validation_features(b, **options), batched=True,
+                             remove_columns=test.column_names)
+    return train_features, validation_features, test_features, {"test_examples": test}
+
+
+# ----------------------------------------------------------------------------- model and method
+def build_model(cfg: FinetuneConfig, num_labels):
+    from .models.auto import (
+        AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoModelForTokenClassification,
+    )
+
+    if cfg.task == "qa":
+        return AutoModelForQuestionAnswering.from_pretrained(cfg.model)
+    if cfg.task == "ner":
+        return AutoModelForTokenClassification.from_pretrained(cfg.model, num_labels=num_labels)
+    return AutoModelForSequenceClassification.from_pretrained(cfg.model, num_labels=num_labels)
+
+
+def apply_method(cfg: FinetuneConfig, model, total_steps):
+    """(optimizer, scheduler or None, callbacks, lr_scheduler_type) for the method."""
+    from .optim import AdamW
+    from .train import (
+        GradualUnfreezingCallback, discriminative_param_groups, freeze_backbone, full_param_groups, layer_groups,
+        llrd_param_groups, trainable_param_groups,
+    )
+
+    lr, wd = cfg.learning_rate, cfg.weight_decay
+    if cfg.method == "probe":
+        freeze_backbone(model)
+        return AdamW(trainable_param_groups(model, lr, wd), lr=lr), [], "linear"
+    if cfg.method == "full":
+        return AdamW(full_param_groups(model, lr, wd), lr=lr), [], "linear"
+    if cfg.method == "discriminative":
+        return AdamW(discriminative_param_groups(model, lr, cfg.head_learning_rate, wd), lr=lr), [], "linear"
+    if cfg.method == "llrd":
+        return AdamW(llrd_param_groups(model, lr, cfg.llrd_decay, wd), lr=lr), [], "linear"
+    stages = layer_groups(model)
+    callback = GradualUnfreezingCallback(stages, steps_per_stage=max(1, total_steps // len(stages)))
+    return AdamW(full_param_groups(model, lr, wd), lr=lr), [callback], "stlr"
+
+
+# ----------------------------------------------------------------------------- the run
+def run_finetune(cfg: FinetuneConfig, quiet=False):
+    """Train, evaluate on test, write ``OUT/results.json``; returns the results dict."""
+    from . import tokenization
+    from .data.collators import DataCollatorForTokenClassification, DataCollatorWithPadding
+    from .metrics import classification_metrics, token_classification_metrics
+    from .train import Trainer, TrainingArguments
+    from .train.trainer import check_output_dir
+
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
+    out = Path(cfg.out)
+    check_output_dir(out)  # before the data and the model are loaded, not after training
+    backend.seed(cfg.seed)
+    tokenizer = tokenization.from_pretrained(cfg.model)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token  # decoders ship without a pad token; masks hide it
+    train, validation, test, extra = prepare_data(cfg, tokenizer)
+    label_names = extra.get("label_names")
+    model = build_model(cfg, len(label_names) if label_names else None)
+    total_parameters = model.num_parameters()
+    optimizer, callbacks, schedule = apply_method(cfg, model, cfg.max_steps)
+    trainable = sum(int(p.data.size) for g in optimizer.param_groups for p in g["params"])
+    if cfg.task == "ner":
+        collator = DataCollatorForTokenClassification(tokenizer)
+        compute_metrics, metric = token_classification_metrics(label_names), "f1"
+    else:
+        collator = DataCollatorWithPadding(tokenizer)
+        compute_metrics, metric = (classification_metrics, "accuracy") if cfg.task != "qa" else (None, "loss")
+    args = TrainingArguments(
+        output_dir=str(out), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size, learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio, lr_scheduler_type=schedule,
+        eval_strategy="steps", eval_steps=cfg.eval_steps, logging_steps=max(1, min(10, cfg.eval_steps)),
+        save_strategy="no", load_best_model_at_end=True, metric_for_best_model=metric, seed=cfg.seed,
+        disable_tqdm=quiet)
+    trainer = Trainer(model, args, train_dataset=train, eval_dataset=validation, data_collator=collator,
+                      compute_metrics=compute_metrics, callbacks=callbacks, optimizers=(optimizer, None))
+    say(f"fine-tuning {cfg.model} on {cfg.task} ({cfg.method}): {len(train):,} training rows, "
+        f"{trainable:,} of {total_parameters:,} parameters trainable")
+    state = trainer.train()
+    test_metrics = evaluate_test(cfg, trainer, test, extra)
+    results = {
+        "model": cfg.model, "task": cfg.task, "method": cfg.method, "test": test_metrics,
+        "primary_metric": PRIMARY_METRIC.get(cfg.task, "accuracy"),
+        "train_seconds": round(state.train_seconds, 2), "train_steps": state.global_step,
+        "trainable_parameters": trainable, "total_parameters": total_parameters,
+        "best_validation": {"step": state.best_step, metric: state.best_metric},
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {backend.get_backend()}",
+        "args": asdict(cfg),
+    }
+    if cfg.save_model:
+        from .models import save_pretrained
+
+        save_pretrained(model.eval(), out / "model", tokenizer=tokenizer)
+    tmp = out / ".results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1))
+    os.replace(tmp, out / "results.json")
+    return results
+
+
+def evaluate_test(cfg, trainer, test, extra) -> dict:
+    """Test metrics without the ``test_`` prefix: accuracy/F1 (classification), entity P/R/F1 (ner),
+    exact match / F1 (qa, after mapping the best span of each window back to the text)."""
+    if cfg.task != "qa":
+        metrics = trainer.evaluate(test, metric_key_prefix="test")
+        return {k[len("test_"):]: v for k, v in metrics.items()}
+    from .data.qa import postprocess_qa_predictions
+    from .metrics import squad_scores
+
+    (start_logits, end_logits), _, _ = trainer.predict(test)
+    examples = extra["test_examples"]
+    predictions = postprocess_qa_predictions(examples, test, start_logits, end_logits)
+    references = {row["id"]: row["answers"]["text"] for row in examples}
+    return squad_scores(predictions, references)
+
+
+def results_table(rows) -> str:
+    """A plain-text table of results dicts: method, the primary test metric, trainable parameters, seconds."""
+    lines = [f"{'method':16} {'test metric':>20} {'trainable':>14} {'total':>14} {'train s':>9}"]
+    for r in rows:
+        key = r["primary_metric"]
+        value = r["test"][key]
+        shown = f"{key} {value:.4f}" if r["task"] != "qa" else f"{key} {value:.2f}"  # SQuAD scores are ×100
+        lines.append(f"{r['method']:16} {shown:>20} {r['trainable_parameters']:>14,} {r['total_parameters']:>14,} "
+                     f"{r['train_seconds']:>9.1f}")
+    return "\n".join(lines)
+
+
+def run_finetune_demo(out="out/demo", steps=200, quiet=False):
+    """``make demo``: MiniLM on movie-review sentiment, a frozen-encoder probe against full fine-tuning.
+
+    The same data, batches and schedule for both; only what trains differs (the 770 parameters of the
+    head, or all 22.7 million). Prints the comparison and writes each run's curves and results under
+    ``out/probe`` and ``out/full``, and the table to ``out/results.md``.
+    """
+    say = (lambda *a: None) if quiet else print
+    fast = os.environ.get("MINIFT_FAST") == "1"
+    limits = dict(train_limit=256, eval_limit=128) if fast else {}
+    rows = []
+    for method in ("probe", "full"):
+        say(f"\n== {method}: {'the head alone, on a frozen MiniLM' if method == 'probe' else 'every parameter'}")
+        cfg = FinetuneConfig(model="minilm", task="sentiment", method=method, max_steps=steps, batch_size=32,
+                             max_length=64, eval_steps=max(1, steps // 2), seed=0, save_model=False,
+                             out=str(Path(out) / method), **limits)
+        rows.append(run_finetune(cfg, quiet=quiet))
+    table = results_table(rows)
+    say("\nMiniLM on movie-review sentiment (test split, "
+        f"{rows[0]['args']['max_steps']} steps of 32 examples each):\n{table}")
+    Path(out, "results.md").write_text("```\n" + table + "\n```\n")
+    return rows

@@ -76,12 +76,13 @@ def reduction(kind="any"):
     def draw_inputs(draw):
         shape = draw(shapes(min_dims=1))
         a = draw(distinct_arrays(shape)) if kind == "distinct" else draw(float_arrays(shape))
-        axis = draw(st.one_of(st.none(), st.integers(-len(shape), len(shape) - 1),
-                              st.lists(st.integers(0, len(shape) - 1), min_size=1, max_size=len(shape), unique=True).map(tuple)))
+        some_axes = st.lists(st.integers(0, len(shape) - 1), min_size=1, max_size=len(shape), unique=True)
+        axis = draw(st.one_of(st.none(), st.integers(-len(shape), len(shape) - 1), some_axes.map(tuple)))
         kw = {"axis": axis, "keepdims": draw(st.booleans())}
         if kind == "var":
             kw["ddof"] = draw(st.sampled_from([0, 1]))
-            n = np.prod([shape[i] for i in ((range(len(shape))) if axis is None else ([axis] if isinstance(axis, int) else axis))])
+            reduced = range(len(shape)) if axis is None else [axis] if isinstance(axis, int) else axis
+            n = np.prod([shape[i] for i in reduced])
             from hypothesis import assume
 
             assume(n - kw["ddof"] > 0)
@@ -146,24 +147,31 @@ def np_linear(x, w, b):
 
 
 # ------------------------------------------------------------------ elementwise
-spec("F.exp", lambda a: F.exp(a), np.exp, unary(), aliases=("Tensor.exp",), task="ops.elementwise_backward")
-spec("F.log", lambda a: F.log(a), np.log, unary("positive"), aliases=("Tensor.log",), task="ops.elementwise_backward")
+ELEMENTWISE_TASK = "ops.elementwise_backward"
+spec("F.exp", lambda a: F.exp(a), np.exp, unary(), aliases=("Tensor.exp",), task=ELEMENTWISE_TASK)
+spec("F.log", lambda a: F.log(a), np.log, unary("positive"), aliases=("Tensor.log",), task=ELEMENTWISE_TASK)
 spec("F.sqrt", lambda a: F.sqrt(a), np.sqrt, unary("positive"), aliases=("Tensor.sqrt",))
-spec("F.tanh", lambda a: F.tanh(a), np.tanh, unary(), aliases=("Tensor.tanh",), task="ops.elementwise_backward")
-spec("F.sigmoid", lambda a: F.sigmoid(a), lambda a: 1 / (1 + np.exp(-a)), unary(), aliases=("Tensor.sigmoid",), task="ops.elementwise_backward")
-spec("F.relu", lambda a: F.relu(a), lambda a: np.where(a > 0, a, 0.0), unary("kink0"), aliases=("Tensor.relu",))
+spec("F.tanh", lambda a: F.tanh(a), np.tanh, unary(), aliases=("Tensor.tanh",), task=ELEMENTWISE_TASK)
+spec("F.sigmoid", lambda a: F.sigmoid(a), lambda a: 1 / (1 + np.exp(-a)), unary(),
+     aliases=("Tensor.sigmoid",), task=ELEMENTWISE_TASK)
+spec("F.relu", lambda a: F.relu(a), lambda a: np.where(a > 0, a, 0.0), unary("kink0"),
+     aliases=("Tensor.relu",))
 spec("F.abs", lambda a: F.abs(a), np.abs, unary("kink0"), aliases=("Tensor.abs",))
 spec("F.gelu", lambda a: F.gelu(a), np_gelu, unary(), atol=1e-9)
 spec("F.gelu[tanh]", lambda a: F.gelu(a, approximate="tanh"), lambda a: np_gelu(a, "tanh"), unary())
 spec("F.silu", lambda a: F.silu(a), lambda a: a / (1 + np.exp(-a)), unary())
 spec("F.logsigmoid", lambda a: F.logsigmoid(a), lambda a: -np.log1p(np.exp(-a)), unary())
 spec("F.clip", lambda a: F.clip(a, -1.0, 1.5), lambda a: np.minimum(np.maximum(a, -1.0), 1.5),
-     lambda d: ([away_from(d(float_arrays(shapes())), (-1.0, 1.5))], {}), aliases=("F.clamp", "Tensor.clip", "Tensor.clamp"))
+     lambda d: ([away_from(d(float_arrays(shapes())), (-1.0, 1.5))], {}),
+     aliases=("F.clamp", "Tensor.clip", "Tensor.clamp"))
 spec("Tensor.__neg__", lambda a: -a, np.negative, unary())
-spec("Tensor.__add__", lambda a, b: a + b, np.add, binary(), aliases=("Tensor.__radd__",), task="autograd.unbroadcast")
+spec("Tensor.__add__", lambda a, b: a + b, np.add, binary(), aliases=("Tensor.__radd__",),
+     task="autograd.unbroadcast")
 spec("Tensor.__sub__", lambda a, b: a - b, np.subtract, binary(), aliases=("Tensor.__rsub__",))
-spec("Tensor.__mul__", lambda a, b: a * b, np.multiply, binary(), aliases=("Tensor.__rmul__",), task="ops.elementwise_backward")
-spec("Tensor.__truediv__", lambda a, b: a / b, np.divide, binary("positive_b"), aliases=("Tensor.__rtruediv__",), task="ops.elementwise_backward")
+spec("Tensor.__mul__", lambda a, b: a * b, np.multiply, binary(), aliases=("Tensor.__rmul__",),
+     task=ELEMENTWISE_TASK)
+spec("Tensor.__truediv__", lambda a, b: a / b, np.divide, binary("positive_b"),
+     aliases=("Tensor.__rtruediv__",), task=ELEMENTWISE_TASK)
 spec("Tensor.__pow__", lambda a, b: a**b, np.power, binary("positive_both"), aliases=("Tensor.__rpow__",))
 spec("Tensor.__pow__[scalar]", lambda a: a**3, lambda a: a**3, unary())
 spec("F.maximum", lambda a, b: F.maximum(a, b), np.maximum, binary("distinct"), aliases=("Tensor.maximum",))
@@ -174,19 +182,21 @@ def _where_inputs(draw):
     sa, sb = draw(broadcastable_pair())
     shape = np.broadcast_shapes(sa, sb)
     cond = draw(st.lists(st.booleans(), min_size=int(np.prod(shape)), max_size=int(np.prod(shape))))
-    return [draw(float_arrays(sa)), draw(float_arrays(sb))], {"cond": np.array(cond, dtype=bool).reshape(shape)}
+    cond = np.array(cond, dtype=bool).reshape(shape)
+    return [draw(float_arrays(sa)), draw(float_arrays(sb))], {"cond": cond}
 
 
-spec("F.where", lambda a, b, cond: F.where(cond, a, b), lambda a, b, cond: np.where(cond, a, b), _where_inputs,
-     aliases=("mf.where",))
+spec("F.where", lambda a, b, cond: F.where(cond, a, b), lambda a, b, cond: np.where(cond, a, b),
+     _where_inputs, aliases=("mf.where",))
 
 # ------------------------------------------------------------------ reductions
-spec("Tensor.sum", lambda a, **k: a.sum(**k), lambda a, axis, keepdims: np.sum(a, axis=axis, keepdims=keepdims),
-     reduction(), aliases=("F.sum",))
-spec("Tensor.mean", lambda a, **k: a.mean(**k), lambda a, axis, keepdims: np.mean(a, axis=axis, keepdims=keepdims),
-     reduction(), aliases=("F.mean",))
-spec("Tensor.max", lambda a, **k: a.max(**k), lambda a, axis, keepdims: np.max(a, axis=axis, keepdims=keepdims),
-     reduction("distinct"), aliases=("F.max",))
+spec("Tensor.sum", lambda a, **k: a.sum(**k),
+     lambda a, axis, keepdims: np.sum(a, axis=axis, keepdims=keepdims), reduction(), aliases=("F.sum",))
+spec("Tensor.mean", lambda a, **k: a.mean(**k),
+     lambda a, axis, keepdims: np.mean(a, axis=axis, keepdims=keepdims), reduction(), aliases=("F.mean",))
+spec("Tensor.max", lambda a, **k: a.max(**k),
+     lambda a, axis, keepdims: np.max(a, axis=axis, keepdims=keepdims), reduction("distinct"),
+     aliases=("F.max",))
 spec("Tensor.var", lambda a, **k: a.var(**k),
      lambda a, axis, keepdims, ddof: np.var(a, axis=axis, keepdims=keepdims, ddof=ddof), reduction("var"),
      aliases=("F.var",))
@@ -194,10 +204,12 @@ spec("Tensor.var", lambda a, **k: a.var(**k),
 
 def _lse_inputs(draw):
     shape = draw(shapes(min_dims=1))
-    return [draw(float_arrays(shape))], {"axis": draw(st.integers(-len(shape), len(shape) - 1)), "keepdims": draw(st.booleans())}
+    axis = draw(st.integers(-len(shape), len(shape) - 1))
+    return [draw(float_arrays(shape))], {"axis": axis, "keepdims": draw(st.booleans())}
 
 
-spec("F.logsumexp", lambda a, **k: F.logsumexp(a, **k), np_logsumexp, _lse_inputs, aliases=("Tensor.logsumexp",))
+spec("F.logsumexp", lambda a, **k: F.logsumexp(a, **k), np_logsumexp, _lse_inputs,
+     aliases=("Tensor.logsumexp",))
 
 # ------------------------------------------------------------------ linear algebra
 
@@ -211,8 +223,8 @@ def _matmul_inputs(draw):
     return [draw(float_arrays(sa)), draw(float_arrays(sb))], {}
 
 
-spec("Tensor.__matmul__", lambda a, b: a @ b, np.matmul, _matmul_inputs, aliases=("F.matmul", "Tensor.__rmatmul__"),
-     task="ops.matmul_backward")
+spec("Tensor.__matmul__", lambda a, b: a @ b, np.matmul, _matmul_inputs,
+     aliases=("F.matmul", "Tensor.__rmatmul__"), task="ops.matmul_backward")
 
 
 def _linear_inputs(draw):
@@ -235,8 +247,8 @@ def _reshape_inputs(draw):
     return [draw(float_arrays(shape))], {"shape": target}
 
 
-spec("Tensor.reshape", lambda a, shape: a.reshape(shape), lambda a, shape: np.reshape(a, shape), _reshape_inputs,
-     aliases=("F.reshape", "Tensor.view"))
+spec("Tensor.reshape", lambda a, shape: a.reshape(shape), lambda a, shape: np.reshape(a, shape),
+     _reshape_inputs, aliases=("F.reshape", "Tensor.view"))
 spec("Tensor.flatten", lambda a: a.flatten(), lambda a: a.reshape(-1), unary())
 
 
@@ -245,14 +257,16 @@ def _perm_inputs(draw):
     return [draw(float_arrays(shape))], {"axes": tuple(draw(st.permutations(range(len(shape)))))}
 
 
-spec("Tensor.transpose", lambda a, axes: a.transpose(*axes), lambda a, axes: np.transpose(a, axes), _perm_inputs,
-     aliases=("F.transpose", "Tensor.permute"))
+spec("Tensor.transpose", lambda a, axes: a.transpose(*axes), lambda a, axes: np.transpose(a, axes),
+     _perm_inputs, aliases=("F.transpose", "Tensor.permute"))
 spec("Tensor.T", lambda a: a.T, lambda a: a.T, unary())
 
 
 def _swap_inputs(draw):
     shape = draw(shapes(min_dims=2))
-    return [draw(float_arrays(shape))], {"ax": (draw(st.integers(0, len(shape) - 1)), draw(st.integers(-len(shape), -1)))}
+    first = draw(st.integers(0, len(shape) - 1))
+    second = draw(st.integers(-len(shape), -1))
+    return [draw(float_arrays(shape))], {"ax": (first, second)}
 
 
 spec("Tensor.swapaxes", lambda a, ax: a.swapaxes(*ax), lambda a, ax: np.swapaxes(a, *ax), _swap_inputs,
@@ -264,8 +278,8 @@ def _broadcast_inputs(draw):
     return [draw(float_arrays(sa))], {"shape": np.broadcast_shapes(sa, sb)}
 
 
-spec("Tensor.broadcast_to", lambda a, shape: a.broadcast_to(shape), lambda a, shape: np.broadcast_to(a, shape),
-     _broadcast_inputs, aliases=("F.broadcast_to",))
+spec("Tensor.broadcast_to", lambda a, shape: a.broadcast_to(shape),
+     lambda a, shape: np.broadcast_to(a, shape), _broadcast_inputs, aliases=("F.broadcast_to",))
 
 
 def _expand_inputs(draw):
@@ -274,9 +288,11 @@ def _expand_inputs(draw):
     return [draw(float_arrays(shape))], {"shape": (2,) + target}
 
 
-spec("Tensor.expand", lambda a, shape: a.expand(*shape),
-     lambda a, shape: np.broadcast_to(a, tuple(a.shape[i - 1] if n == -1 else n for i, n in enumerate(shape))),
-     _expand_inputs)
+def _np_expand(a, shape):
+    return np.broadcast_to(a, tuple(a.shape[i - 1] if n == -1 else n for i, n in enumerate(shape)))
+
+
+spec("Tensor.expand", lambda a, shape: a.expand(*shape), _np_expand, _expand_inputs)
 
 
 def _unsqueeze_inputs(draw):
@@ -284,7 +300,8 @@ def _unsqueeze_inputs(draw):
     return [draw(float_arrays(shape))], {"axis": draw(st.integers(-len(shape) - 1, len(shape)))}
 
 
-spec("Tensor.unsqueeze", lambda a, axis: a.unsqueeze(axis), lambda a, axis: np.expand_dims(a, axis), _unsqueeze_inputs)
+spec("Tensor.unsqueeze", lambda a, axis: a.unsqueeze(axis), lambda a, axis: np.expand_dims(a, axis),
+     _unsqueeze_inputs)
 
 
 def _squeeze_inputs(draw):
@@ -313,8 +330,8 @@ def _many_inputs(same_shape):
     return draw_inputs
 
 
-spec("mf.concatenate", lambda *ts, axis: mf.concatenate(ts, axis=axis), lambda *a, axis: np.concatenate(a, axis=axis),
-     _many_inputs(False), aliases=("F.concatenate", "F.cat"))
+spec("mf.concatenate", lambda *ts, axis: mf.concatenate(ts, axis=axis),
+     lambda *a, axis: np.concatenate(a, axis=axis), _many_inputs(False), aliases=("F.concatenate", "F.cat"))
 spec("mf.stack", lambda *ts, axis: mf.stack(ts, axis=axis), lambda *a, axis: np.stack(a, axis=axis),
      _many_inputs(True), aliases=("F.stack",))
 
@@ -325,10 +342,19 @@ def _split_inputs(draw):
     return [draw(float_arrays(shape))], {"axis": axis, "size": draw(st.integers(1, 3))}
 
 
-spec("mf.split", lambda a, axis, size: mf.concatenate([p * (i + 1) for i, p in enumerate(mf.split(a, size, axis))], axis),
-     lambda a, axis, size: np.concatenate(
-         [p * (i + 1) for i, p in enumerate(np.split(a, range(size, a.shape[axis], size), axis=axis))], axis=axis),
-     _split_inputs, aliases=("F.split", "Tensor.split"), notes="pieces are weighted so each one's gradient differs")
+def _weighted_split(a, axis, size):
+    """Split, scale piece i by i + 1, join again: each piece's gradient differs, so a mix-up shows."""
+    pieces = mf.split(a, size, axis)
+    return mf.concatenate([p * (i + 1) for i, p in enumerate(pieces)], axis)
+
+
+def _np_weighted_split(a, axis, size):
+    pieces = np.split(a, range(size, a.shape[axis], size), axis=axis)
+    return np.concatenate([p * (i + 1) for i, p in enumerate(pieces)], axis=axis)
+
+
+spec("mf.split", _weighted_split, _np_weighted_split, _split_inputs, aliases=("F.split", "Tensor.split"),
+     notes="pieces are weighted so each one's gradient differs")
 
 
 def _getitem_inputs(draw):
@@ -354,7 +380,8 @@ def _gather_inputs(draw):
     dim = draw(st.integers(0, len(shape) - 1))
     ishape = list(shape)
     ishape[dim] = draw(st.integers(1, 4))
-    idx = np.array(draw(st.lists(st.integers(0, shape[dim] - 1), min_size=int(np.prod(ishape)), max_size=int(np.prod(ishape)))))
+    count = int(np.prod(ishape))
+    idx = np.array(draw(st.lists(st.integers(0, shape[dim] - 1), min_size=count, max_size=count)))  # [0, n)
     return [draw(float_arrays(shape))], {"dim": dim, "index": idx.reshape(ishape)}
 
 
@@ -414,18 +441,31 @@ def _ce3d_inputs(draw):
     return [draw(float_arrays((n, c, d)))], {"target": t}
 
 
-spec("F.cross_entropy[N,C,d]", lambda z, target: F.cross_entropy(z, target),
-     lambda z, target: np_cross_entropy(np.moveaxis(z, 1, -1).reshape(-1, z.shape[1]), target.reshape(-1)), _ce3d_inputs)
+def _np_cross_entropy_class_axis_1(z, target):
+    class_last = np.moveaxis(z, 1, -1).reshape(-1, z.shape[1])  # (N, C, d) -> (N·d, C)
+    return np_cross_entropy(class_last, target.reshape(-1))
+
+
+spec("F.cross_entropy[N,C,d]", lambda z, target: F.cross_entropy(z, target), _np_cross_entropy_class_axis_1,
+     _ce3d_inputs)
 
 
 def _nll_inputs(draw):
     n, c = draw(st.integers(1, 5)), draw(st.integers(2, 5))
     t = np.array(draw(st.lists(st.integers(0, c - 1), min_size=n, max_size=n)))
-    return [draw(float_arrays((n, c)))], {"target": t}
+    if n > 1 and draw(st.booleans()):
+        t[draw(st.integers(0, n - 1))] = -100  # ignored
+    reduction = draw(st.sampled_from(["mean", "sum", "none"]))
+    return [draw(float_arrays((n, c)))], {"target": t, "reduction": reduction}
 
 
-spec("F.nll_loss", lambda z, target: F.nll_loss(z, target), lambda z, target: -z[np.arange(len(target)), target].mean(),
-     _nll_inputs)
+def np_nll_loss(log_probs, target, reduction):
+    losses = np.array([0.0 if t == -100 else -row[t] for row, t in zip(log_probs, target)])
+    kept = max(int(np.sum(target != -100)), 1)
+    return {"none": losses, "sum": losses.sum(), "mean": losses.sum() / kept}[reduction]
+
+
+spec("F.nll_loss", lambda z, **k: F.nll_loss(z, **k), np_nll_loss, _nll_inputs)
 
 
 def _pair_same(draw, y_kind="any"):
@@ -438,8 +478,13 @@ def _np_reduce(x, reduction):
     return {"mean": np.mean, "sum": np.sum, "none": lambda v: v}[reduction](x)
 
 
-spec("F.binary_cross_entropy_with_logits", lambda x, y, reduction: F.binary_cross_entropy_with_logits(x, y, reduction),
-     lambda x, y, reduction: _np_reduce(-(y * np.log(1 / (1 + np.exp(-x))) + (1 - y) * np.log(1 - 1 / (1 + np.exp(-x)))), reduction),
+def np_bce_with_logits(x, y, reduction):
+    p = 1 / (1 + np.exp(-x))  # the textbook formula: fine for the moderate logits drawn here
+    return _np_reduce(-(y * np.log(p) + (1 - y) * np.log(1 - p)), reduction)
+
+
+spec("F.binary_cross_entropy_with_logits",
+     lambda x, y, reduction: F.binary_cross_entropy_with_logits(x, y, reduction), np_bce_with_logits,
      lambda d: _pair_same(d, "prob"), atol=1e-9)
 spec("F.mse_loss", lambda x, y, reduction: F.mse_loss(x, y, reduction),
      lambda x, y, reduction: _np_reduce((x - y) ** 2, reduction), _pair_same)
@@ -453,11 +498,16 @@ def _norm_inputs(draw):
     return [x, draw(float_arrays(ns)), draw(float_arrays(ns))], {"k": k}
 
 
+def np_rms_norm(x, k, w, eps):
+    mean_square = (x**2).mean(axis=tuple(range(x.ndim - k, x.ndim)), keepdims=True)
+    return x / np.sqrt(mean_square + eps) * w
+
+
 spec("F.layer_norm", lambda x, w, b, k: F.layer_norm(x, w.shape, w, b, eps=1e-5),
-     lambda x, w, b, k: np_layer_norm(x, k, w, b, 1e-5), _norm_inputs, atol=1e-8, task="fused.layer_norm_backward")
+     lambda x, w, b, k: np_layer_norm(x, k, w, b, 1e-5), _norm_inputs, atol=1e-8,
+     task="fused.layer_norm_backward")
 spec("F.rms_norm", lambda x, w, b, k: F.rms_norm(x, w.shape, w, eps=1e-6) + b,
-     lambda x, w, b, k: x / np.sqrt((x**2).mean(axis=tuple(range(x.ndim - k, x.ndim)), keepdims=True) + 1e-6) * w + b,
-     _norm_inputs, atol=1e-8)
+     lambda x, w, b, k: np_rms_norm(x, k, w, 1e-6) + b, _norm_inputs, atol=1e-8)
 
 
 def _dropout_call(a, p):
@@ -465,14 +515,19 @@ def _dropout_call(a, p):
     return F.dropout(a, p)
 
 
-spec("F.dropout", _dropout_call, None, lambda d: ([d(float_arrays(shapes()))], {"p": d(st.sampled_from([0.2, 0.5]))}),
+def _dropout_inputs(draw):
+    return [draw(float_arrays(shapes()))], {"p": draw(st.sampled_from([0.2, 0.5]))}
+
+
+spec("F.dropout", _dropout_call, None, _dropout_inputs,
      notes="forward checked by test_dropout_* (a random mask has no NumPy twin)")
 
 
 def _embedding_inputs(draw):
     v, dim = draw(st.integers(1, 6)), draw(st.integers(1, 4))
     ids_shape = draw(shapes(min_dims=1, max_dims=2))
-    ids = np.array(draw(st.lists(st.integers(0, v - 1), min_size=int(np.prod(ids_shape)), max_size=int(np.prod(ids_shape)))))
+    count = int(np.prod(ids_shape))
+    ids = np.array(draw(st.lists(st.integers(0, v - 1), min_size=count, max_size=count)))  # [0, V)
     return [draw(float_arrays((v, dim)))], {"ids": ids.reshape(ids_shape)}
 
 
@@ -498,14 +553,19 @@ def np_attention(q, k, v, mask=None, causal=False):
 
 def _attn_inputs(draw):
     b, h = draw(st.integers(1, 2)), draw(st.integers(1, 2))
-    tq, tk, d, dv = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    tq = draw(st.integers(1, 4))
+    tk = draw(st.integers(1, 4))
+    d = draw(st.integers(1, 4))
+    dv = draw(st.integers(1, 3))
     causal = draw(st.booleans())
     if causal:
         tk = max(tk, tq)
     mask = np.array(draw(st.lists(st.booleans(), min_size=b * tk, max_size=b * tk))).reshape(b, 1, 1, tk)
     mask[..., 0] = True  # every query keeps at least the first key (causal always allows it)
-    return [draw(float_arrays((b, h, tq, d))), draw(float_arrays((b, h, tk, d))), draw(float_arrays((b, h, tk, dv)))], \
-        {"mask": mask, "causal": causal}
+    q = draw(float_arrays((b, h, tq, d)))
+    k = draw(float_arrays((b, h, tk, d)))
+    v = draw(float_arrays((b, h, tk, dv)))
+    return [q, k, v], {"mask": mask, "causal": causal}
 
 
 spec("F.scaled_dot_product_attention",
@@ -530,7 +590,9 @@ spec("F.apply_rotary", lambda x, cos, sin: F.apply_rotary(x, cos, sin), _np_rope
 
 
 def _repeat_inputs(draw):
-    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    batch = draw(st.integers(1, 2))
+    kv_heads, seq_len, head_dim = (draw(st.integers(1, 3)) for _ in range(3))
+    shape = (batch, kv_heads, seq_len, head_dim)
     return [draw(float_arrays(shape))], {"n": draw(st.integers(1, 3))}
 
 

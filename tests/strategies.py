@@ -1,4 +1,4 @@
-"""Shared hypothesis strategies: shapes, broadcastable pairs, float64 arrays (sometimes non-contiguous), tensors."""
+"""Shared hypothesis strategies: shapes, broadcastable pairs, float64 arrays (some strided), tensors."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,9 +14,9 @@ def shapes(min_dims=0, max_dims=3, min_side=1, max_side=4):
 
 def broadcastable_pair(min_dims=0, max_dims=3, max_side=4):
     """Two shapes that broadcast together, e.g. ((3, 1, 4), (2, 4))."""
-    return hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=min_dims, max_dims=max_dims, max_side=max_side).map(
-        lambda r: r.input_shapes
-    )
+    pairs = hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=min_dims, max_dims=max_dims,
+                                              max_side=max_side)
+    return pairs.map(lambda r: r.input_shapes)
 
 
 @st.composite

@@ -47,7 +47,7 @@ def _ops_taking_indices():
 @pytest.mark.parametrize("bad", [-1, -2, N_CLASSES, N_CLASSES + 4])
 @pytest.mark.parametrize("name, call", _ops_taking_indices(), ids=lambda v: v if isinstance(v, str) else "")
 def test_an_index_outside_0_to_n_is_an_index_error_naming_the_value_and_the_range(name, call, bad):
-    # NumPy would wrap -1 to the last class; PyTorch raises, and so does minift, with the same words everywhere
+    # NumPy would wrap -1 to the last class; PyTorch raises, and so does minift, in the same words everywhere
     with pytest.raises(IndexError, match=rf"(?<![\d-]){bad}\b.*\[0, {N_CLASSES}\)"):
         call(bad)
 
@@ -131,7 +131,8 @@ def test_layer_norm_matches_an_exact_formula(dtype, tolerance, data):
     out = F.layer_norm(mf.tensor(x), width, mf.tensor(weight), mf.tensor(bias), eps=1e-5)
     assert out.dtype == dtype
     expected = _layer_norm_exact(x, weight, bias, 1e-5)
-    np.testing.assert_allclose(out.numpy(), expected, rtol=tolerance, atol=tolerance * (1 + np.abs(weight).max()))
+    atol = tolerance * (1 + np.abs(weight).max())
+    np.testing.assert_allclose(out.numpy(), expected, rtol=tolerance, atol=atol)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -163,7 +164,9 @@ def _tiny_model():
                                               num_attention_heads=2))
 
 
-@pytest.mark.parametrize("shape, words", [((1, 0), "no tokens"), ((0, 3), "empty batch"), ((0, 0), "empty batch")])
+@pytest.mark.parametrize("shape, words", [
+    ((1, 0), "no tokens"), ((0, 3), "empty batch"), ((0, 0), "empty batch"),
+])
 def test_empty_input_ids_are_a_clear_error(shape, words):
     with pytest.raises(ValueError, match=rf"input_ids of shape {re.escape(str(shape))}.*{words}"):
         _tiny_model()(np.zeros(shape, dtype=np.int64))
@@ -186,7 +189,9 @@ def test_matmul_names_batch_dims_that_do_not_broadcast():
 
 
 @pytest.mark.parametrize("make_layer, op", [
-    (lambda: nn.Linear(4, 2), "linear"), (lambda: nn.LayerNorm(4), "layer_norm"), (lambda: nn.RMSNorm(4), "rms_norm"),
+    (lambda: nn.Linear(4, 2), "linear"),
+    (lambda: nn.LayerNorm(4), "layer_norm"),
+    (lambda: nn.RMSNorm(4), "rms_norm"),
 ])
 def test_a_float64_input_to_a_float32_layer_says_how_to_fix_it(make_layer, op):
     # PyTorch refuses too ("mat1 and mat2 must have the same dtype"); promoting would make the model float64

@@ -39,9 +39,8 @@ class Model(nn.Module):
 def test_parameter_names_follow_attribute_paths_and_tied_weights_count_once():
     m = Model()
     names = [n for n, _ in m.named_parameters()]
-    assert names == ["emb.weight", "blocks.0.proj.weight", "blocks.0.proj.bias", "blocks.0.norm.weight",
-                     "blocks.0.norm.bias", "blocks.1.proj.weight", "blocks.1.proj.bias", "blocks.1.norm.weight",
-                     "blocks.1.norm.bias"]
+    block_names = ["proj.weight", "proj.bias", "norm.weight", "norm.bias"]
+    assert names == ["emb.weight"] + [f"blocks.{i}.{n}" for i in (0, 1) for n in block_names]
     assert m.num_parameters() == 10 * 4 + 2 * (4 * 3 + 3 + 3 + 3)
     assert [n for n, _ in m.named_modules()][:4] == ["", "emb", "blocks", "blocks.0"]
     assert "blocks.0.scale" in m.state_dict()
@@ -140,7 +139,8 @@ def test_norm_modules_match_the_functional_forms():
     x = mf.tensor(np.random.default_rng(0).standard_normal((2, 5)).astype(np.float32))
     ln, rms = nn.LayerNorm(5), nn.RMSNorm(5, eps=1e-6)
     xn = x.numpy()
-    np.testing.assert_allclose(ln(x).numpy(), (xn - xn.mean(1, keepdims=True)) / np.sqrt(xn.var(1, keepdims=True) + 1e-5), atol=1e-5)
+    expected = (xn - xn.mean(1, keepdims=True)) / np.sqrt(xn.var(1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(ln(x).numpy(), expected, atol=1e-5)
     np.testing.assert_allclose(rms(x).numpy(), xn / np.sqrt((xn**2).mean(1, keepdims=True) + 1e-6), atol=1e-5)
 
 
@@ -148,7 +148,8 @@ def test_containers():
     seq = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
     assert len(seq) == 2 and isinstance(seq[0], nn.Linear)
     ml = nn.ModuleList([nn.Linear(1, 1)]).append(nn.Linear(1, 1))
-    assert len(ml) == 2 and [n for n, _ in ml.named_parameters()] == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    assert len(ml) == 2
+    assert [n for n, _ in ml.named_parameters()] == ["0.weight", "0.bias", "1.weight", "1.bias"]
     md = nn.ModuleDict({"a": nn.Linear(1, 2)})
     assert "a" in md and list(md.keys()) == ["a"]
     with pytest.raises(TypeError, match="holds Modules"):

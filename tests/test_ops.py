@@ -1,4 +1,4 @@
-"""Every op in the registry: forward equals NumPy, backward equals central differences, float32 stays float32."""
+"""Every op in the registry: forward equals NumPy, backward equals central differences, float32 stays so."""
 import inspect
 
 import numpy as np
@@ -59,7 +59,8 @@ def test_float32_stays_float32(spec, data):
     np.testing.assert_allclose(out.numpy(), np.asarray(spec.ref(*arrays, **kw)), rtol=1e-4, atol=1e-4)
     out.sum().backward()
     for t in ts:
-        assert t.grad is not None and t.grad.dtype == np.float32, f"{spec.name}: gradient dtype {getattr(t.grad, 'dtype', None)}"
+        grad_dtype = getattr(t.grad, "dtype", None)
+        assert t.grad is not None and grad_dtype == np.float32, f"{spec.name}: gradient dtype {grad_dtype}"
 
 
 def _exported_ops():
@@ -73,8 +74,8 @@ def _exported_ops():
         if name in NOT_OPS or (name.startswith("_") and not name.startswith("__")):
             continue
         if name.startswith("__") and name not in {
-            "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__rtruediv__",
-            "__pow__", "__rpow__", "__neg__", "__matmul__", "__rmatmul__", "__getitem__",
+            "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
+            "__rtruediv__", "__pow__", "__rpow__", "__neg__", "__matmul__", "__rmatmul__", "__getitem__",
         }:
             continue
         if callable(obj) or isinstance(obj, property) and name == "T":

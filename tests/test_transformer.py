@@ -39,22 +39,25 @@ def test_whole_model_gradcheck(family):
     mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
     labels = np.where(mask == 1, ids, -100)
     params = dict(m.named_parameters())
-    for name in ["model.layers.0.attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight", "model.layers.0.attn_norm.weight",
-                 "model.embed.tokens.weight"]:
+    for name in ["model.layers.0.attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight",
+                 "model.layers.0.attn_norm.weight", "model.embed.tokens.weight"]:
         for p in m.parameters():
             p.requires_grad = False
         p = params[name]
         p.requires_grad = True
-        assert mf.gradcheck(lambda _p: m(ids, attention_mask=mask, labels=labels).loss, (p,), max_full=64), name
+        def loss(_p):
+            return m(ids, attention_mask=mask, labels=labels).loss
+
+        assert mf.gradcheck(loss, (p,), max_full=64), name
 
 
 @pytest.mark.task("attention.backward")
 @pytest.mark.parametrize("rope, kv_heads", [(False, 4), (True, 2), (True, 1)])
 def test_attention_module_gradcheck_wrt_input(rope, kv_heads):
     mf.set_default_dtype("float64")
-    c = TransformerConfig(family="llama" if rope else "gpt2", vocab_size=5, hidden_size=8, num_attention_heads=4,
-                          num_key_value_heads=kv_heads)
-    attn = MultiHeadAttention(c)
+    config = TransformerConfig(family="llama" if rope else "gpt2", vocab_size=5, hidden_size=8,
+                               num_attention_heads=4, num_key_value_heads=kv_heads)
+    attn = MultiHeadAttention(config)
     x = mf.tensor(np.random.default_rng(0).standard_normal((2, 3, 8)), requires_grad=True)
     pad = np.array([[True, True, True], [True, True, False]])
     assert mf.gradcheck(lambda x: attn(x, key_padding_mask=pad), (x,))
@@ -193,7 +196,8 @@ def test_hf_name_map_is_one_to_one(family):
     if family == "bert":
         assert "encoder.layer.1.attention.self.query.weight" in theirs and "pooler.dense.bias" in theirs
     else:
-        assert "layers.1.self_attn.k_proj.weight" in theirs and "layers.0.post_attention_layernorm.weight" in theirs
+        assert "layers.1.self_attn.k_proj.weight" in theirs
+        assert "layers.0.post_attention_layernorm.weight" in theirs
 
 
 def test_gpt2_hf_layout_round_trips():

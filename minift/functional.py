@@ -248,11 +248,6 @@ def _class_targets(op, target):
     return t
 
 
-def _check_class_range(op, t, num_classes, ignore_index):
-    """Every target in [0, C) or equal to ``ignore_index`` (the one negative value allowed)."""
-    check_index_range(op, "target", t, num_classes, where=f"{num_classes} classes", ignore_index=ignore_index)
-
-
 def cross_entropy(logits, target, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
     """Cross-entropy of ``logits`` against integer class ``target``, as PyTorch's ``F.cross_entropy``.
 
@@ -285,8 +280,7 @@ def cross_entropy(logits, target, ignore_index=-100, label_smoothing=0.0, reduct
             f"cross_entropy: logits of shape {(n, num_classes)} need target of shape ({n},), "
             f"got {tuple(t.shape)}"
         )
-    _check_class_range("cross_entropy", t, num_classes, ignore_index)
-    loss = fused.CrossEntropy.apply(
+    loss = fused.CrossEntropy.apply(  # checks every target is in [0, C) or ignore_index
         logits, t, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction
     )
     return loss.reshape(()) if squeeze and reduction == "none" else loss
@@ -311,7 +305,8 @@ def nll_loss(log_probs, target, ignore_index=-100, reduction="mean"):
         )
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    _check_class_range("nll_loss", t, num_classes, ignore_index)
+    check_index_range("nll_loss", "target", t, num_classes, where=f"{num_classes} classes",
+                      ignore_index=ignore_index)
     valid = t != ignore_index
     picked = gather(log_probs, 1, xp.where(valid, t, 0)[:, None])[:, 0]  # (N,): log p of each target
     loss = -picked * Tensor._wrap(valid.astype(log_probs.dtype))  # ignored rows count 0

@@ -76,12 +76,14 @@ class CrossEntropy(Function):
     With p = softmax(z), label smoothing ε and C classes, each row's loss is
         ℓ = −(1 − ε) log p_t − (ε/C) Σ_c log p_c
     Rows whose target is ``ignore_index`` contribute 0; ``mean`` divides by the number of the others.
+    Every other target must lie in [0, C) (``check_index_range``: no NumPy-style wrapping).
     Gradient of a row:   ∂ℓ/∂z = p − (1 − ε)·onehot(t) − ε/C.
     """
 
     @staticmethod
     def forward(ctx, z, t, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
         n, c = z.shape
+        check_index_range("cross_entropy", "target", t, c, where=f"{c} classes", ignore_index=ignore_index)
         valid = t != ignore_index
         safe_t = xp.where(valid, t, 0)
         shifted = z - z.max(axis=1, keepdims=True)  # (N, C): the largest logit of each row is 0

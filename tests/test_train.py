@@ -391,3 +391,37 @@ def test_labels_out_of_range_name_the_label(tmp_path):
     with pytest.raises(IndexError, match="target 7 is out of range for 2 classes"):
         trainer.train()
     assert math.isfinite(model.classifier.weight.numpy().sum())
+
+
+def test_a_saved_head_loads_back_with_its_labels(tmp_path):
+    f64()
+    model = TransformerForSequenceClassification(config(), id2label={0: "neg", 1: "neutral", 2: "pos"}).eval()
+    assert model.num_labels == 3 and model.config.num_labels == 3
+    mf.models.save_pretrained(model, tmp_path / "clf")
+    again = mf.models.AutoModelForSequenceClassification.from_pretrained(tmp_path / "clf").eval()
+    assert type(again) is TransformerForSequenceClassification and again.config.id2label[2] == "pos"
+    ids = np.array([[1, 2, 3, 4]])
+    np.testing.assert_array_equal(again(ids).logits.numpy(), model(ids).logits.numpy())
+    tagger = mf.models.AutoModelForTokenClassification.from_pretrained(tmp_path / "clf", num_labels=5)
+    assert type(tagger) is TransformerForTokenClassification and tagger.num_labels == 5  # a new head
+    with pytest.raises(ValueError, match=r"id2label must name the classes 0..1"):
+        TransformerForSequenceClassification(config(), num_labels=2, id2label={0: "a", 2: "b"})
+
+
+def test_causal_lm_fine_tuning_counts_targets_after_the_shift(tmp_path):
+    f64()
+    model = mf.models.TransformerForCausalLM(config("gpt2"))
+    rows = [{"input_ids": [1, 2, 3, 4, 5], "labels": [1, 2, 3, 4, 5]},
+            {"input_ids": [6, 7, 8], "labels": [-100, 7, 8]}]
+    trainer = Trainer(model, args(tmp_path, max_steps=1, per_device_train_batch_size=1,
+                                  gradient_accumulation_steps=2, max_grad_norm=0.0),
+                      train_dataset=rows, data_collator=pad_collator)
+    trainer.train()
+    losses = []
+    model.eval()
+    f64()
+    fresh = mf.models.TransformerForCausalLM(config("gpt2"))
+    for r in rows:
+        losses.append(fresh(**pad_collator([r])).loss.item())
+    # row 0 has 4 shifted targets, row 1 has 2: the logged loss is their target-weighted mean
+    assert trainer.state.log_history[0]["loss"] == pytest.approx((4 * losses[0] + 2 * losses[1]) / 6, abs=1e-12)

@@ -38,6 +38,8 @@ class TransformerConfig:
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | None = None
+    num_labels: int = 2  # task heads (classification); HF keeps it in the config too
+    id2label: dict | None = None  # {class index: name}, e.g. {0: "negative", 1: "positive"}
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -107,7 +109,10 @@ class TransformerConfig:
         unknown = sorted(set(d) - known - {"format", "architecture"})
         if unknown:
             raise ValueError(f"unknown TransformerConfig fields {unknown}; known fields are {sorted(known)}")
-        return cls(**{k: v for k, v in d.items() if k in known})
+        values = {k: v for k, v in d.items() if k in known}
+        if values.get("id2label"):  # JSON keys are strings; class indices are ints
+            values["id2label"] = {int(k): v for k, v in values["id2label"].items()}
+        return cls(**values)
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps({"format": "minift", **self.to_dict()}, indent=1))

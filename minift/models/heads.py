@@ -18,7 +18,7 @@ The head is called ``classifier`` (``qa_outputs`` for QA) in every family. Huggi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .. import functional as F
 from ..autograd.tensor import Tensor
@@ -33,6 +33,20 @@ class QuestionAnsweringOutput(ModelOutput):
 
     start_logits: Tensor | None = None
     end_logits: Tensor | None = None
+
+
+def head_config(config, num_labels, id2label, minimum):
+    """A copy of ``config`` carrying the head's ``num_labels`` (and ``id2label``), saved with the model."""
+    if id2label is not None:
+        id2label = {int(k): str(v) for k, v in dict(id2label).items()}
+        if num_labels is None:
+            num_labels = len(id2label)
+    num_labels = config.num_labels if num_labels is None else num_labels
+    if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < minimum:
+        raise ValueError(f"num_labels must be an integer >= {minimum}, got {num_labels!r}")
+    if id2label is not None and sorted(id2label) != list(range(num_labels)):
+        raise ValueError(f"id2label must name the classes 0..{num_labels - 1}, got keys {sorted(id2label)}")
+    return replace(config, num_labels=num_labels, id2label=id2label if id2label is not None else config.id2label)
 
 
 def _int_array(x):
@@ -61,10 +75,11 @@ def last_token_index(attention_mask, input_ids, pad_token_id=None):
 class TransformerForSequenceClassification(Module):
     """Backbone + dropout + ``classifier`` Linear(C, num_labels) on the pooled or last-token state."""
 
-    def __init__(self, config, num_labels=2, backbone: TransformerModel | None = None, classifier_dropout=None):
+    def __init__(self, config, num_labels=None, backbone: TransformerModel | None = None, classifier_dropout=None,
+                 id2label=None):
         super().__init__()
-        if not isinstance(num_labels, int) or num_labels < 1:
-            raise ValueError(f"num_labels must be an integer >= 1, got {num_labels!r}")
+        config = head_config(config, num_labels, id2label, minimum=1)
+        num_labels = config.num_labels
         self.config = config
         self.num_labels = num_labels
         self.model = backbone if backbone is not None else TransformerModel(config)
@@ -105,10 +120,11 @@ def sequence_classification_loss(logits, labels, num_labels):
 class TransformerForTokenClassification(Module):
     """Backbone + dropout + ``classifier`` Linear(C, num_labels) on every token; labels −100 are skipped."""
 
-    def __init__(self, config, num_labels=2, backbone: TransformerModel | None = None, classifier_dropout=None):
+    def __init__(self, config, num_labels=None, backbone: TransformerModel | None = None, classifier_dropout=None,
+                 id2label=None):
         super().__init__()
-        if not isinstance(num_labels, int) or num_labels < 2:
-            raise ValueError(f"num_labels must be an integer >= 2 for token classification, got {num_labels!r}")
+        config = head_config(config, num_labels, id2label, minimum=2)
+        num_labels = config.num_labels
         self.config = config
         self.num_labels = num_labels
         self.model = backbone if backbone is not None else TransformerModel(config)

@@ -16,6 +16,9 @@ from .checkpoint import CheckpointError, load_state, tidy_leftovers
 from .config import TransformerConfig
 from .names import backbone_name_to, unpermute_rope_rows
 from .quant import dequantize
+from .heads import (
+    TransformerForQuestionAnswering, TransformerForSequenceClassification, TransformerForTokenClassification,
+)
 from .transformer import TransformerForCausalLM, TransformerForMaskedLM, TransformerModel
 
 
@@ -157,7 +160,10 @@ def load_gguf(path) -> TransformerForCausalLM:
 
 
 # ----------------------------------------------------------------------------- minift checkpoints
-ARCHITECTURES = {c.__name__: c for c in (TransformerModel, TransformerForCausalLM, TransformerForMaskedLM)}
+ARCHITECTURES = {c.__name__: c for c in (
+    TransformerModel, TransformerForCausalLM, TransformerForMaskedLM,
+    TransformerForSequenceClassification, TransformerForTokenClassification, TransformerForQuestionAnswering,
+)}
 
 
 def load_minift(directory):

@@ -241,6 +241,8 @@ def shifted_lm_loss(logits, labels, ignore_index=-100):
 class TransformerForCausalLM(Module):
     """Backbone + language-model head (tied to the token embeddings when ``tie_word_embeddings``)."""
 
+    shifts_labels = True  # position t is scored against labels[t + 1]: the Trainer counts targets from 1 on
+
     def __init__(self, config: TransformerConfig):
         super().__init__()
         if config.family == "bert":

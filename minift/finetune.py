@@ -121,16 +121,17 @@ def prepare_data(cfg: FinetuneConfig, tokenizer):
 
 
 # ----------------------------------------------------------------------------- model and method
-def build_model(cfg: FinetuneConfig, num_labels):
+def build_model(cfg: FinetuneConfig, label_names):
     from .models.auto import (
         AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoModelForTokenClassification,
     )
 
     if cfg.task == "qa":
         return AutoModelForQuestionAnswering.from_pretrained(cfg.model)
+    id2label = dict(enumerate(label_names))
     if cfg.task == "ner":
-        return AutoModelForTokenClassification.from_pretrained(cfg.model, num_labels=num_labels)
-    return AutoModelForSequenceClassification.from_pretrained(cfg.model, num_labels=num_labels)
+        return AutoModelForTokenClassification.from_pretrained(cfg.model, id2label=id2label)
+    return AutoModelForSequenceClassification.from_pretrained(cfg.model, id2label=id2label)
 
 
 def apply_method(cfg: FinetuneConfig, model, total_steps):
@@ -174,7 +175,7 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
         tokenizer.pad_token = tokenizer.eos_token  # decoders ship without a pad token; masks hide it
     train, validation, test, extra = prepare_data(cfg, tokenizer)
     label_names = extra.get("label_names")
-    model = build_model(cfg, len(label_names) if label_names else None)
+    model = build_model(cfg, label_names)
     total_parameters = model.num_parameters()
     optimizer, callbacks, schedule = apply_method(cfg, model, cfg.max_steps)
     trainable = sum(int(p.data.size) for g in optimizer.param_groups for p in g["params"])

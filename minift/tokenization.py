@@ -4,7 +4,10 @@
     tok = mf.tokenization.from_pretrained("smollm2")   # byte-level BPE rebuilt from the GGUF vocabulary + merges
     batch = tok(["a sentence", "another, longer one"], padding=True)   # {"input_ids", "attention_mask", ...}
 
-Calls return a dict of int64 arrays, as Hugging Face tokenizers do with ``return_tensors="np"``.
+Calls return a dict of int64 arrays, as Hugging Face tokenizers do with ``return_tensors="np"`` — a
+:class:`BatchEncoding`, whose ``word_ids(i)`` and ``sequence_ids(i)`` map tokens back to words and texts
+(NER label alignment, QA answer spans). Pre-tokenized words (``is_split_into_words=True``) and QA windows
+over a long context (``truncation="only_second"``, ``stride``, ``return_overflowing_tokens``) are supported.
 ``train_tokenizer`` trains a new BPE or WordPiece vocabulary for our own small models.
 """
 from __future__ import annotations
@@ -62,73 +65,167 @@ class Tokenizer:
 
     @property
     def all_special_ids(self):
-        return sorted({self.token_to_id(t) for t in (self.pad_token, self.eos_token, self.bos_token, self.unk_token, self.mask_token)
-                       if t is not None and self.token_to_id(t) is not None})
+        tokens = (self.pad_token, self.eos_token, self.bos_token, self.unk_token, self.mask_token)
+        ids = {self.token_to_id(t) for t in tokens if t is not None}
+        return sorted(i for i in ids if i is not None)
 
     # ------------------------------------------------------------------ encoding
     def encode(self, text, add_special_tokens=True):
         return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
 
-    def __call__(self, text, text_pair=None, padding=False, truncation=False, max_length=None, add_special_tokens=True,
-                 padding_side=None, return_offsets_mapping=False):
-        """Encode one text or a batch; returns {"input_ids", "attention_mask", "token_type_ids"} as int64 arrays.
+    def __call__(self, text, text_pair=None, padding=False, truncation=False, max_length=None, stride=0,
+                 add_special_tokens=True, padding_side=None, return_offsets_mapping=False,
+                 return_overflowing_tokens=False, is_split_into_words=False):
+        """Encode one text or a batch; returns a :class:`BatchEncoding` (a dict) of int64 arrays.
+
+        Keys: "input_ids", "attention_mask", "token_type_ids", and on request "offset_mapping" (character
+        spans, (0, 0) on special tokens) and "overflow_to_sample_mapping". ``enc.word_ids(i)`` and
+        ``enc.sequence_ids(i)`` say, for each token of row i, which word and which text (0 or 1) it came from.
 
         ``padding``: False, True / "longest", or "max_length"; ``padding_side`` "right" (default) or "left"
         (what generation needs). Without padding, sequences of different lengths come back as lists.
+
+        ``truncation``: True cuts each sequence to ``max_length`` from the right, keeping the closing special
+        token; "only_second" cuts only ``text_pair`` (the context of a question-context pair).
+        ``return_overflowing_tokens=True`` keeps what was cut as further rows ("windows"), each overlapping
+        the previous by ``stride`` tokens and carrying the first text again; "overflow_to_sample_mapping"
+        gives the input example of each row (the doc-stride of extractive QA).
+
+        ``is_split_into_words=True``: each example is a list of words (NER data). The words are encoded as
+        the text ``" ".join(words)`` is — same ids — and ``word_ids`` gives each token's word index;
+        offsets point into that joined text.
         """
-        texts = [text] if isinstance(text, str) else list(text)
+        texts = self._as_batch(text, is_split_into_words, "text")
         if not texts:
             raise ValueError("tokenizer called with an empty batch")
-        if text_pair is not None:
-            pairs = [text_pair] if isinstance(text_pair, str) else list(text_pair)
-            encs = self.backend.encode_batch(list(zip(texts, pairs)), add_special_tokens=add_special_tokens)
-        else:
-            encs = self.backend.encode_batch(texts, add_special_tokens=add_special_tokens)
+        pairs = None if text_pair is None else self._as_batch(text_pair, is_split_into_words, "text_pair")
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"text has {len(texts)} examples but text_pair has {len(pairs)}")
+        if truncation not in (False, True, "longest_first", "only_second", "do_not_truncate"):
+            raise ValueError("truncation must be False, True / 'longest_first' or 'only_second', "
+                             f"got {truncation!r}")
+        truncation = {"do_not_truncate": False, "longest_first": True}.get(truncation, truncation)
         limit = max_length or self.model_max_length
-        if truncation and limit is None:
+        if (truncation or return_overflowing_tokens) and limit is None:
             raise ValueError("truncation=True needs max_length (or a tokenizer model_max_length)")
+        if truncation == "only_second" and pairs is None:
+            raise ValueError("truncation='only_second' truncates text_pair, but no text_pair was given")
+        if truncation == "only_second" or return_overflowing_tokens:
+            rows = self._encode_windows(texts, pairs, limit, stride, add_special_tokens, is_split_into_words,
+                                        truncation, return_overflowing_tokens)
+        else:
+            inputs = texts if pairs is None else list(zip(texts, pairs))
+            encodings = self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens,
+                                                  is_pretokenized=is_split_into_words)
+            rows = [_Row.of(e, i, texts[i], pairs[i] if pairs else None, is_split_into_words)
+                    for i, e in enumerate(encodings)]
+            if truncation:
+                rows = [r.truncated(limit) for r in rows]
+        return self._pad(rows, padding, max_length, padding_side or self.padding_side, return_offsets_mapping,
+                         return_overflowing_tokens)
+
+    @staticmethod
+    def _as_batch(text, is_split_into_words, name):
+        """A list of examples: strings, or (pre-tokenized) lists of words given a leading space after the
+        first, so that a byte-level BPE sees "Ġword" exactly as in running text."""
+        if not is_split_into_words:
+            return [text] if isinstance(text, str) else list(text)
+        if isinstance(text, str):
+            raise ValueError(f"is_split_into_words=True needs {name} as a list of words (or a batch of such "
+                             f"lists), got the string {text[:40]!r}")
+        batch = [text] if text and all(isinstance(w, str) for w in text) else list(text)
+        for i, words in enumerate(batch):
+            if isinstance(words, str) or not all(isinstance(w, str) for w in words):
+                raise ValueError(f"is_split_into_words=True: example {i} of {name} must be a list of "
+                                 f"strings, got {str(words)[:60]}")
+        return [[w if j == 0 else " " + w for j, w in enumerate(words)] for words in batch]
+
+    def _encode_windows(self, texts, pairs, limit, stride, add_special_tokens, is_split_into_words,
+                        truncation, return_overflowing_tokens):
+        """Truncate the last text of each example to fit ``limit`` (special tokens included); with
+        ``return_overflowing_tokens`` every cut-off part becomes a further window overlapping by ``stride``.
+
+        The backend truncates (its pairs get correct sequence ids), but it aborts the whole process when the
+        stride does not fit, so the room left for the truncated text is checked here first.
+        """
+        if not truncation:
+            raise ValueError("return_overflowing_tokens=True needs truncation=True ('only_second' for pairs)")
+        if pairs is not None and truncation != "only_second":
+            raise ValueError("return_overflowing_tokens with text_pair needs truncation='only_second' (the "
+                             f"windows slide over text_pair), got truncation={truncation!r}")
+        stride = stride if return_overflowing_tokens else 0
+        n_special = self.backend.num_special_tokens_to_add(pairs is not None) if add_special_tokens else 0
+        kept = [0] * len(texts)  # tokens of the text that is never cut
+        if pairs is not None:
+            firsts = self.backend.encode_batch(texts, add_special_tokens=False,
+                                               is_pretokenized=is_split_into_words)
+            kept = [len(e.ids) for e in firsts]
+        for i, n_kept in enumerate(kept):
+            room = limit - n_kept - n_special
+            if room < 1:
+                raise ValueError(f"example {i}: its first text has {n_kept} tokens and {n_special} special "
+                                 f"tokens are added: nothing of the truncated text fits max_length={limit}")
+            if not 0 <= stride < room:
+                raise ValueError(f"example {i}: stride must be in [0, {room}) — the {room} tokens of the "
+                                 f"truncated text that fit in max_length={limit} — got stride={stride}")
+        inputs = texts if pairs is None else list(zip(texts, pairs))
+        strategy = "only_second" if pairs is not None else "longest_first"
+        self.backend.enable_truncation(limit, stride=stride, strategy=strategy)
+        try:
+            encodings = self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens,
+                                                  is_pretokenized=is_split_into_words)
+        finally:
+            self.backend.no_truncation()
         rows = []
-        for e in encs:
-            ids, types, offs = list(e.ids), list(e.type_ids), list(e.offsets)
-            if truncation and len(ids) > limit:
-                keep_last = add_special_tokens and self.backend.post_processor is not None and len(ids) > 1
-                ids = ids[: limit - 1] + ids[-1:] if keep_last else ids[:limit]  # keep the closing [SEP]
-                types = types[: limit - 1] + types[-1:] if keep_last else types[:limit]
-                offs = offs[: limit - 1] + offs[-1:] if keep_last else offs[:limit]
-            rows.append((ids, types, offs))
-        side = padding_side or self.padding_side
+        for i, encoding in enumerate(encodings):
+            windows = [encoding] + (list(encoding.overflowing) if return_overflowing_tokens else [])
+            pair, n_first = (pairs[i], kept[i]) if pairs else (None, None)
+            rows += [_Row.of(w, i, texts[i], pair, is_split_into_words, n_first) for w in windows]
+        return rows
+
+    def _pad(self, rows, padding, max_length, side, return_offsets_mapping, return_overflowing_tokens):
         if padding == "max_length":
             if max_length is None:
                 raise ValueError("padding='max_length' needs max_length")
             width = max_length
         elif padding in (True, "longest"):
-            width = max(len(r[0]) for r in rows)
-        elif padding is False:
+            width = max(len(r.ids) for r in rows)
+        elif padding in (False, "do_not_pad"):
             width = None
         else:
             raise ValueError(f"padding must be False, True, 'longest' or 'max_length', got {padding!r}")
-        if width is None and len({len(r[0]) for r in rows}) > 1:
-            out = {"input_ids": [r[0] for r in rows], "attention_mask": [[1] * len(r[0]) for r in rows],
-                   "token_type_ids": [r[1] for r in rows]}
+        out = {}
+        if width is None and len({len(r.ids) for r in rows}) > 1:  # ragged: lists, not arrays
+            out = {"input_ids": [r.ids for r in rows], "attention_mask": [[1] * len(r.ids) for r in rows],
+                   "token_type_ids": [r.type_ids for r in rows]}
             if return_offsets_mapping:
-                out["offset_mapping"] = [r[2] for r in rows]
-            return out
-        width = width or len(rows[0][0])
-        pad_id = self.pad_token_id if self.pad_token_id is not None else 0
-        n = len(rows)
-        ids = np.full((n, width), pad_id, dtype=np.int64)
-        mask = np.zeros((n, width), dtype=np.int64)
-        types = np.zeros((n, width), dtype=np.int64)
-        offsets = np.zeros((n, width, 2), dtype=np.int64)
-        for i, (r_ids, r_types, r_offs) in enumerate(rows):
-            L = min(len(r_ids), width)
-            sl = slice(width - L, width) if side == "left" else slice(0, L)
-            ids[i, sl], mask[i, sl], types[i, sl] = r_ids[:L], 1, r_types[:L]
-            offsets[i, sl] = np.asarray(r_offs[:L], dtype=np.int64).reshape(L, 2)
-        out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        if return_offsets_mapping:
-            out["offset_mapping"] = offsets
-        return out  # a single text comes back as a batch of one, as with return_tensors="np"
+                out["offset_mapping"] = [r.offsets for r in rows]
+            word_ids, sequence_ids = [r.word_ids for r in rows], [r.sequence_ids for r in rows]
+        else:
+            width = width or len(rows[0].ids)
+            pad_id = self.pad_token_id if self.pad_token_id is not None else 0
+            n = len(rows)
+            ids = np.full((n, width), pad_id, dtype=np.int64)
+            mask = np.zeros((n, width), dtype=np.int64)
+            types = np.zeros((n, width), dtype=np.int64)
+            offsets = np.zeros((n, width, 2), dtype=np.int64)
+            word_ids, sequence_ids = [], []
+            for i, r in enumerate(rows):
+                L = min(len(r.ids), width)
+                n_pad = width - L
+                sl = slice(n_pad, width) if side == "left" else slice(0, L)
+                ids[i, sl], mask[i, sl], types[i, sl] = r.ids[:L], 1, r.type_ids[:L]
+                offsets[i, sl] = np.asarray(r.offsets[:L], dtype=np.int64).reshape(L, 2)
+                pads = [None] * n_pad
+                word_ids.append(pads + r.word_ids[:L] if side == "left" else r.word_ids[:L] + pads)
+                seq_ids = r.sequence_ids[:L]
+                sequence_ids.append(pads + seq_ids if side == "left" else seq_ids + pads)
+            out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            if return_offsets_mapping:
+                out["offset_mapping"] = offsets
+        if return_overflowing_tokens:
+            out["overflow_to_sample_mapping"] = np.array([r.sample for r in rows], dtype=np.int64)
+        return BatchEncoding(out, word_ids, sequence_ids)  # a single text comes back as a batch of one
 
     # ------------------------------------------------------------------ decoding
     def decode(self, ids, skip_special_tokens=False):
@@ -183,6 +280,59 @@ class Tokenizer:
         if "pad_token" not in kw and backend.token_to_id("[PAD]") is not None:  # a BERT tokenizer.json alone
             kw.update(pad_token="[PAD]", unk_token="[UNK]", mask_token="[MASK]", bos_token="[CLS]", eos_token="[SEP]")
         return cls(backend, **kw)
+
+
+class BatchEncoding(dict):
+    """What a tokenizer call returns: a dict of arrays (or lists), plus per-row token → word / text maps.
+
+    ``word_ids(i)``: for each token of row i, the index of the word it came from (None on special and pad
+    tokens); tokens of one word share its index, so the first token of each word is where its NER label goes.
+    ``sequence_ids(i)``: 0 for tokens of the text, 1 for tokens of text_pair, None on special and pad tokens.
+    """
+
+    def __init__(self, data, word_ids, sequence_ids):
+        super().__init__(data)
+        self._word_ids, self._sequence_ids = word_ids, sequence_ids
+
+    def word_ids(self, batch_index=0):
+        return list(self._word_ids[batch_index])
+
+    def sequence_ids(self, batch_index=0):
+        return list(self._sequence_ids[batch_index])
+
+
+class _Row:
+    """One encoded row before padding: ids, type ids, offsets, word ids, sequence ids, its input example."""
+
+    def __init__(self, ids, type_ids, offsets, word_ids, sequence_ids, sample):
+        self.ids, self.type_ids, self.offsets = ids, type_ids, offsets
+        self.word_ids, self.sequence_ids, self.sample = word_ids, sequence_ids, sample
+
+    @classmethod
+    def of(cls, encoding, sample, text, pair, pretokenized, n_first=None):
+        """``n_first``: the number of tokens of the first text of a pair, given for the windows of
+        ``return_overflowing_tokens``: without a post-processor the library leaves the sequence ids of
+        overflowing windows empty, so they are rebuilt — specials None, then n_first 0s, then 1s."""
+        word_ids, sequence_ids = list(encoding.word_ids), list(encoding.sequence_ids)
+        if n_first is not None:
+            position = np.cumsum([not special for special in encoding.special_tokens_mask]) - 1
+            sequence_ids = [None if special else int(p >= n_first)
+                            for special, p in zip(encoding.special_tokens_mask, position)]
+        offsets = list(encoding.offsets)
+        if pretokenized:  # offsets are within each word: move them into the words joined by spaces
+            starts = [np.cumsum([0] + [len(w) for w in words]).tolist() for words in (text, pair or [])]
+            offsets = [(a + starts[s][w], b + starts[s][w]) if w is not None else (a, b)
+                       for (a, b), w, s in zip(offsets, word_ids, sequence_ids)]
+        return cls(list(encoding.ids), list(encoding.type_ids), offsets, word_ids, sequence_ids, sample)
+
+    def truncated(self, limit):
+        """The first ``limit`` tokens; a closing special token ([SEP]) is kept as the last one."""
+        if len(self.ids) <= limit:
+            return self
+        keep_last = self.sequence_ids[-1] is None and limit > 1  # the post-processor's closing token
+        cut = (lambda xs: xs[: limit - 1] + xs[-1:]) if keep_last else (lambda xs: xs[:limit])
+        return _Row(cut(self.ids), cut(self.type_ids), cut(self.offsets), cut(self.word_ids),
+                    cut(self.sequence_ids), self.sample)
 
 
 # ----------------------------------------------------------------------------- SmolLM2 from GGUF

@@ -81,3 +81,104 @@ def test_errors(bpe):
         bpe.apply_chat_template([{"role": "user", "content": "hi"}])
     with pytest.raises(FileNotFoundError):
         Tokenizer.load("/nonexistent")
+
+
+# ----------------------------------------------------------------------------- words, windows, token maps
+words_strategy = st.lists(st.text("abcdefghijklmnopqrstuvwxyzAB'!,#@0123", min_size=1, max_size=8), min_size=1,
+                          max_size=12)
+
+
+@given(words=words_strategy)
+def test_pre_tokenized_words_encode_as_the_joined_text(bpe, wordpiece, words):
+    joined = " ".join(words)
+    for tok in (bpe, wordpiece):
+        enc = tok(words, is_split_into_words=True, return_offsets_mapping=True)
+        assert enc["input_ids"][0].tolist() == tok.encode(joined)
+        word_ids = enc.word_ids(0)
+        assert [w for w in word_ids if w is not None] == sorted(w for w in word_ids if w is not None)
+        assert {w for w in word_ids if w is not None} == set(range(len(words)))  # every word has a token
+        for w, (a, b) in zip(word_ids, enc["offset_mapping"][0].tolist()):
+            if w is not None:  # offsets point into the joined text, inside the token's own word
+                assert joined[a:b].strip() in words[w] and b <= len(joined)
+
+
+def test_word_ids_and_sequence_ids_follow_padding_and_truncation(wordpiece):
+    batch = [["great", "movie"], ["a", "dull", "lifeless", "film"]]
+    right = wordpiece(batch, is_split_into_words=True, padding=True)
+    left = wordpiece(batch, is_split_into_words=True, padding=True, padding_side="left")
+    n = right["input_ids"].shape[1]
+    assert right.word_ids(0)[0] is None and right.word_ids(0)[1] == 0 and right.word_ids(0)[-1] is None
+    assert left.word_ids(0)[: n - len(wordpiece.encode("great movie"))] == [None] * (n - len(wordpiece.encode("great movie")))
+    assert len(left.word_ids(0)) == len(right.sequence_ids(1)) == n
+    cut = wordpiece(batch[1], is_split_into_words=True, truncation=True, max_length=4)
+    assert cut.word_ids(0)[-1] is None and len(cut.word_ids(0)) == 4  # [SEP] kept, with no word
+    pair = wordpiece("great movie", text_pair="dull film")
+    seq = pair.sequence_ids(0)
+    assert seq[0] is None and seq[1] == 0 and seq[-2] == 1 and seq.count(None) == 3
+    with pytest.raises(ValueError, match="list of words"):
+        wordpiece("great movie", is_split_into_words=True)
+
+
+@given(n_words=st.integers(1, 40), max_length=st.integers(10, 24), stride=st.integers(0, 3))
+def test_windows_cover_the_context_and_overlap_by_stride(wordpiece, bpe, n_words, max_length, stride):
+    context = " ".join((CORPUS[0] + " " + CORPUS[1]).split() * 3)
+    context = " ".join(context.split()[:n_words])
+    questions = ["the movie?", "a film?"]  # words of the corpus: a few tokens each
+    for tok in (wordpiece, bpe):
+        enc = tok(questions, [context, "a"], truncation="only_second", max_length=max_length,
+                  stride=stride, return_overflowing_tokens=True, return_offsets_mapping=True)
+        sample = enc["overflow_to_sample_mapping"].tolist()
+        assert sample == sorted(sample) and sample[-1] == 1 and sample.count(1) == 1
+        windows = []
+        for i, s in enumerate(sample):
+            ids = list(enc["input_ids"][i])
+            assert len(ids) <= max_length
+            seq = enc.sequence_ids(i)
+            question = [t for t, q in zip(ids, seq) if q == 0]
+            assert question == tok.encode(questions[s], add_special_tokens=False)
+            if s == 0:
+                windows.append([tuple(o) for o, q in zip(list(enc["offset_mapping"][i]), seq) if q == 1])
+        full = tok(context, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"][0]
+        full = [tuple(o) for o in full.tolist()]
+        for a, b in zip(windows, windows[1:]):
+            assert a[len(a) - stride :] == b[:stride] if stride else True  # neighbours share `stride` tokens
+        joined = windows[0] + [o for a, b in zip(windows, windows[1:]) for o in b[stride:]]
+        assert joined == full  # together the windows are the context, in order, nothing lost
+
+
+def test_window_errors(wordpiece):
+    with pytest.raises(ValueError, match=r"stride must be in \[0, "):
+        wordpiece(["who?"], ["a long context"], truncation="only_second", max_length=9, stride=5,
+                  return_overflowing_tokens=True)
+    with pytest.raises(ValueError, match="nothing of the truncated text fits"):
+        wordpiece(["the movie was great and the acting was superb"], ["a"], truncation="only_second",
+                  max_length=6)
+    with pytest.raises(ValueError, match="no text_pair was given"):
+        wordpiece(["a"], truncation="only_second", max_length=6)
+    with pytest.raises(ValueError, match="needs truncation"):
+        wordpiece(["a"], return_overflowing_tokens=True, max_length=6)
+    with pytest.raises(ValueError, match="truncation must be"):
+        wordpiece(["a"], truncation="only_first", max_length=6)
+    with pytest.raises(ValueError, match="text has 2 examples but text_pair has 1"):
+        wordpiece(["a", "b"], ["c"])
+    single = wordpiece("a b c d e f", truncation=True, max_length=4, stride=1, return_overflowing_tokens=True)
+    rows = [wordpiece.convert_ids_to_tokens(r) for r in single["input_ids"]]
+    assert all(r[0] == "[CLS]" and r[-1] == "[SEP]" and len(r) <= 4 for r in rows) and len(rows) > 1
+
+
+@pytest.mark.zoo
+def test_real_tokenizers_take_words_and_make_windows():
+    from minift.tokenization import from_pretrained
+
+    words = ["@paulwalk", "It", "'s", "the", "Empire", "State", "Building", "=", "ESB", "12"]
+    for name in ("minilm", "smollm2"):
+        tok = from_pretrained(name)
+        enc = tok(words, is_split_into_words=True)
+        assert enc["input_ids"][0].tolist() == tok.encode(" ".join(words))
+        assert {w for w in enc.word_ids(0) if w is not None} == set(range(len(words)))
+        windows = tok(["Which facility?"], [" ".join(words * 4)], truncation="only_second", max_length=24,
+                      stride=4, return_overflowing_tokens=True)
+        assert len(windows["input_ids"]) > 1 and all(len(r) <= 24 for r in windows["input_ids"])
+    smol = from_pretrained("smollm2")  # no special tokens: truncation is a plain cut
+    assert smol(" ".join(words), truncation=True, max_length=5)["input_ids"][0].tolist() == smol.encode(
+        " ".join(words))[:5]

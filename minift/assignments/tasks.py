@@ -18,4 +18,6 @@ TASKS = {
     "train.count_targets": "how many targets a micro-batch's mean loss averages over (minift/train/trainer.py)",
     "train.accumulation_weight": "weight micro-batch losses so accumulation equals one big batch (minift/train/trainer.py)",
     "train.llrd": "the learning rate of each depth under layer-wise decay (minift/train/strategies.py)",
+    "data.align_labels": "NER labels on subword tokens, -100 on specials and continuation pieces (minift/data/alignment.py)",
+    "qa.best_span": "the best valid answer span from start and end logits (minift/data/qa.py)",
 }

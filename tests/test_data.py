@@ -120,6 +120,12 @@ def test_map_row_by_row_adds_columns_and_keeps_features():
     assert isinstance(ds.features["label"], ClassLabel)  # untouched columns keep their ClassLabel
     same = small().map(lambda row: None)
     assert same.to_dict() == small().to_dict()
+    whole_row = small().map(lambda row: {**row, "n": 1})  # returned unchanged: the ClassLabel stays
+    assert isinstance(whole_row.features["label"], ClassLabel)
+    flipped = small().map(lambda row: {"label": 1 - row["label"]})  # changed: the names may no longer fit
+    assert flipped.features["label"] == Value("int64")
+    kept = small().map(lambda row: {"label": 1 - row["label"]}, features={"label": small().features["label"]})
+    assert isinstance(kept.features["label"], ClassLabel)
     upper = small().map(lambda row, suffix: {"text": row["text"] + suffix}, fn_kwargs={"suffix": "!"})
     assert upper["text"][0] == "good!" and upper.column_names == ["text", "label"]
     scalars = small().map(lambda row: {"v": np.int64(3), "arr": np.arange(2)})

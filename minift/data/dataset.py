@@ -318,7 +318,7 @@ class Dataset:
         lists or arrays — possibly with a different number of rows (one question over a long context
         becomes several windows); then the input columns must be removed with ``remove_columns``, since
         they would no longer line up. ``remove_columns`` are dropped after the function has seen them.
-        Columns the function returns lose a declared feature unless ``features`` declares it again.
+        Columns the function changes lose a declared feature unless ``features`` declares it again.
         """
         fn_kwargs = fn_kwargs or {}
         removed = [] if remove_columns is None else (
@@ -366,7 +366,8 @@ class Dataset:
         columns = {k: kept_inputs[k] if k in kept_inputs else outputs[k]
                    for k in self._data if k in kept_inputs or k in outputs}
         columns.update({k: v for k, v in outputs.items() if k not in columns})
-        declared = {k: f for k, f in self._features.items() if k not in outputs}
+        declared = {k: f for k, f in self._features.items()  # a changed column's ClassLabel may not fit
+                    if k not in outputs or outputs[k] == self._data[k]}
         declared.update(features or {})
         return self._with(columns, declared, num_rows=n_out)
 

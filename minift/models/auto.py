@@ -73,25 +73,24 @@ class AutoModelForQuestionAnswering(_AutoHead):
     head_class = TransformerForQuestionAnswering
 
 
+def _load_language_model(name_or_path, model_class, what):
+    from .loaders import from_pretrained
+
+    model = from_pretrained(name_or_path)
+    if not isinstance(model, model_class):
+        raise TypeError(f"{name_or_path!r} holds a {type(model).__name__}, not {what}")
+    return model.train()
+
+
 class AutoModelForCausalLM:
     @staticmethod
     def from_pretrained(name_or_path):
-        from .loaders import from_pretrained
-
-        model = from_pretrained(name_or_path)
-        if not isinstance(model, TransformerForCausalLM):
-            raise TypeError(f"{name_or_path!r} holds a {type(model).__name__}, not a causal language model "
-                            "(gpt2 or llama family with an LM head)")
-        return model.train()
+        return _load_language_model(name_or_path, TransformerForCausalLM,
+                                    "a causal language model (gpt2 or llama family with an LM head)")
 
 
 class AutoModelForMaskedLM:
     @staticmethod
     def from_pretrained(name_or_path):
-        from .loaders import from_pretrained
-
-        model = from_pretrained(name_or_path)
-        if not isinstance(model, TransformerForMaskedLM):
-            raise TypeError(f"{name_or_path!r} holds a {type(model).__name__}, not a masked language model "
-                            "(bert family with an MLM head); MiniLM ships without one")
-        return model.train()
+        return _load_language_model(name_or_path, TransformerForMaskedLM,
+                                    "a masked language model (bert family with an MLM head); MiniLM ships without one")

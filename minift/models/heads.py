@@ -72,21 +72,37 @@ def last_token_index(attention_mask, input_ids, pad_token_id=None):
     return xp.max(xp.where(real, positions, -1), axis=1).clip(0, None)  # (B,); an all-padding row reads 0
 
 
-class TransformerForSequenceClassification(Module):
-    """Backbone + dropout + ``classifier`` Linear(C, num_labels) on the pooled or last-token state."""
+class ClassifierHead(Module):
+    """What the two classification heads share: backbone, dropout, and a Linear(C, num_labels) ``classifier``
+    initialized N(0, 0.02²); ``num_labels`` / ``id2label`` live in the head's copy of the config."""
+
+    min_labels = 2
 
     def __init__(self, config, num_labels=None, backbone: TransformerModel | None = None, classifier_dropout=None,
                  id2label=None):
         super().__init__()
-        config = head_config(config, num_labels, id2label, minimum=1)
-        num_labels = config.num_labels
+        config = head_config(config, num_labels, id2label, minimum=self.min_labels)
         self.config = config
-        self.num_labels = num_labels
+        self.num_labels = config.num_labels
         self.model = backbone if backbone is not None else TransformerModel(config)
         drop = config.hidden_dropout_prob if classifier_dropout is None else classifier_dropout
         self.dropout = Dropout(drop)
-        self.classifier = Linear(config.hidden_size, num_labels, bias=config.family == "bert")
+        self.classifier = Linear(config.hidden_size, self.num_labels, bias=self.classifier_bias(config))
         init_weights(self.classifier, config.initializer_range)
+
+    @staticmethod
+    def classifier_bias(config) -> bool:
+        return True
+
+
+class TransformerForSequenceClassification(ClassifierHead):
+    """Backbone + dropout + ``classifier`` Linear(C, num_labels) on the pooled or last-token state."""
+
+    min_labels = 1  # one label: regression
+
+    @staticmethod
+    def classifier_bias(config) -> bool:
+        return config.family == "bert"  # HF's decoder heads (``score``) have no bias
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, **kw):
         out = self.model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kw)
@@ -117,21 +133,8 @@ def sequence_classification_loss(logits, labels, num_labels):
     return F.binary_cross_entropy_with_logits(logits, y.astype(logits.dtype))
 
 
-class TransformerForTokenClassification(Module):
+class TransformerForTokenClassification(ClassifierHead):
     """Backbone + dropout + ``classifier`` Linear(C, num_labels) on every token; labels −100 are skipped."""
-
-    def __init__(self, config, num_labels=None, backbone: TransformerModel | None = None, classifier_dropout=None,
-                 id2label=None):
-        super().__init__()
-        config = head_config(config, num_labels, id2label, minimum=2)
-        num_labels = config.num_labels
-        self.config = config
-        self.num_labels = num_labels
-        self.model = backbone if backbone is not None else TransformerModel(config)
-        drop = config.hidden_dropout_prob if classifier_dropout is None else classifier_dropout
-        self.dropout = Dropout(drop)
-        self.classifier = Linear(config.hidden_size, num_labels, bias=True)
-        init_weights(self.classifier, config.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, **kw):
         out = self.model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kw)

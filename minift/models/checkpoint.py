@@ -185,26 +185,39 @@ def _tidy(d: Path, done: list):
             remove(p, "previous copy left by an interrupted save of an older minift")
 
 
-def save_pretrained(model, path, tokenizer=None, extra_files: dict | None = None):
+def save_pretrained(model, path, tokenizer=None, extra_files: dict | None = None, format: str = "minift"):
     """Write ``model`` (and its tokenizer) into directory ``path``, created if missing.
 
     Files written: config.json, model.safetensors, the tokenizer's files (tokenizer.json,
     tokenizer_config.json) and ``extra_files`` ({file name: text}, e.g. a model card). Any other file in
     ``path`` is left alone — including a tokenizer from an earlier save when this one has none. Each file
     is replaced atomically; see the module docstring for what a crash can and cannot leave behind.
+
+    ``format="minift"`` (default): minift's own names and config fields. ``format="hf"``: Hugging Face's
+    layout — config.json with ``model_type`` and ``architectures``, HF tensor names — which
+    ``transformers``' Auto classes load directly; see ``minift.models.hf`` for what maps to what.
     """
+    if format not in ("minift", "hf"):
+        raise ValueError(f"format must be 'minift' or 'hf', got {format!r}")
     path = Path(path)
     for name in extra_files or {}:
         if Path(name).name != name or name.startswith("."):
             raise ValueError(f"extra file name {name!r}: expected a plain file name such as 'README.md'")
-    tidy_leftovers(path)
-    state, aliases = unique_state(model)
-    config = {"format": "minift", "architecture": type(model).__name__, **model.config.to_dict()}
-    with atomic_files(path) as tmp:
+    if format == "hf":
+        from .hf import hf_checkpoint, write_hf_tokenizer_config
+
+        state, config, metadata = hf_checkpoint(model)
+    else:
+        state, aliases = unique_state(model)
+        config = {"format": "minift", "architecture": type(model).__name__, **model.config.to_dict()}
         metadata = {"format": "minift", "tied": json.dumps(aliases)}
+    tidy_leftovers(path)
+    with atomic_files(path) as tmp:
         save_file(state, str(tmp / "model.safetensors"), metadata=metadata)
         if tokenizer is not None:
             tokenizer.save(tmp)
+            if format == "hf":
+                write_hf_tokenizer_config(tmp)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
         (tmp / "config.json").write_text(json.dumps(config, indent=1))

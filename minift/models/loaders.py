@@ -177,11 +177,14 @@ def load_minift(directory):
 
 
 def from_pretrained(name_or_path):
-    """``"minilm"`` / ``"smollm2"`` (zoo, fetched on first use), or a directory: a minift checkpoint or a HF BERT.
+    """``"minilm"`` / ``"smollm2"`` (zoo, fetched on first use), a ``.gguf`` file, or a directory: a minift
+    checkpoint or a Hugging Face one (bert, gpt2 or llama with any head of ``minift.models.hf``; safetensors
+    only, never a pickled ``pytorch_model.bin``).
 
     The model comes back in eval mode, as in Hugging Face; call ``.train()`` before fine-tuning.
     """
     from .. import zoo
+    from .hf import is_hf_config, load_hf, read_json
 
     if name_or_path == "minilm":
         return load_bert(zoo.path("minilm"))
@@ -193,9 +196,10 @@ def from_pretrained(name_or_path):
         return load_gguf(p)
     if not (p / "config.json").exists():
         raise CheckpointError(f"{name_or_path!r} is neither a zoo model (minilm, smollm2) nor a directory with config.json")
-    cfg = json.loads((p / "config.json").read_text())
+    cfg = read_json(p / "config.json")  # names the file when it is not JSON
     if cfg.get("format") == "minift":
         return load_minift(p)
-    if cfg.get("model_type") == "bert":
-        return load_bert(p)
-    raise CheckpointError(f"{p / 'config.json'}: not a minift checkpoint and not a BERT config")
+    if is_hf_config(cfg):  # model_type, architectures: by transformers or save_pretrained(format="hf")
+        return load_hf(p)
+    raise CheckpointError(f"{p / 'config.json'}: neither a minift checkpoint (format: minift) nor a "
+                          "Hugging Face config (model_type, architectures)")

@@ -399,8 +399,6 @@ def test_transformers_autotokenizer_reads_the_saved_tokenizer(tmp_path, transfor
     assert theirs(texts, padding=True)["input_ids"] == ours["input_ids"].tolist()
 
 
-@pytest.mark.xfail(strict=True, reason="auto._saved_head reads only minift's 'architecture' field, so an HF "
-                                       "directory's trained head is replaced by a fresh one (needs auto.py)")
 def test_auto_model_keeps_the_trained_head_of_an_hf_directory(tmp_path):
     model = _model("bert", "TransformerForSequenceClassification")
     save_pretrained(model, tmp_path, format="hf")

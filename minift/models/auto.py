@@ -11,7 +11,6 @@ The model comes back in train mode, ready to fine-tune (``from_pretrained`` alon
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .heads import (
@@ -29,12 +28,15 @@ def load_backbone(name_or_path) -> TransformerModel:
 
 
 def _saved_head(name_or_path, architecture):
-    """(config dict) when ``name_or_path`` is a minift checkpoint of ``architecture``, else None."""
+    """(config dict) when ``name_or_path`` is a checkpoint (minift's or Hugging Face's) of ``architecture``."""
+    from . import hf
+
     path = Path(str(name_or_path))
     if not (path / "config.json").is_file():
         return None
-    config = json.loads((path / "config.json").read_text())
-    return config if config.get("architecture") == architecture else None
+    config = hf.read_json(path / "config.json")
+    saved = config.get("architecture") or (hf.minift_class_of(config) if hf.is_hf_config(config) else None)
+    return config if saved == architecture else None
 
 
 class _AutoHead:

@@ -8,7 +8,8 @@
    of ``seq_len`` tokens, and every position predicts the next one.
    Masked LM (BERT's recipe): each document is ``[CLS] text [SEP]``; 15 % of its tokens are chosen, of which
    80 % become ``[MASK]``, 10 % a random token and 10 % stay; only the chosen positions are predicted.
-4. AdamW, linear warmup + cosine decay, clipping at 1.0; a progress bar, a JSONL log, a loss-curve PNG.
+4. minift's ``Trainer`` — the one training loop of the code base: AdamW (no decay on biases and norms),
+   linear warmup + cosine decay, clipping at 1.0, a progress bar, a JSONL log; a loss-curve PNG.
 5. Validation perplexity exp(mean NLL) on held-out documents (for masked LM: over the masked positions, with
    a fixed masking, sometimes called MLM perplexity).
 
@@ -29,13 +30,12 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from . import backend
 from . import functional as F
 from .autograd import no_grad
 from .models import TransformerConfig, TransformerForCausalLM, TransformerForMaskedLM, save_pretrained
-from .optim import AdamW, clip_grad_norm_, get_cosine_schedule_with_warmup
+from .train import Trainer, TrainerCallback, TrainingArguments
 
 
 @dataclass
@@ -151,11 +151,6 @@ def causal_stream(tok, texts):
     return np.asarray(ids, dtype=np.int64)
 
 
-def causal_batch(stream, batch_size, seq_len, rng):
-    starts = rng.integers(0, len(stream) - seq_len, batch_size)
-    return np.stack([stream[s: s + seq_len] for s in starts])  # (B, T)
-
-
 def mlm_rows(tok, texts, seq_len):
     """Each document as ``[CLS] … [SEP]``, truncated and right-padded to ``seq_len``: (ids, attention_mask)."""
     enc = tok(texts, padding="max_length", truncation=True, max_length=seq_len)
@@ -262,6 +257,68 @@ document with seed {cfg.seed}. No labels were used.
 """
 
 
+class CausalWindows:
+    """``n`` windows of ``seq_len`` tokens at seeded random offsets of the token stream, as dataset rows.
+
+    Every position of a window predicts the next token (``labels`` = ``input_ids``; the model shifts them).
+    Random offsets rather than a fixed tiling, so that no boundary between documents is always in the
+    same place of a window.
+    """
+
+    def __init__(self, stream, seq_len, n, seed):
+        self.stream, self.seq_len = stream, seq_len
+        self.starts = np.random.default_rng(seed).integers(0, len(stream) - seq_len, n)
+
+    def __len__(self):
+        return len(self.starts)
+
+    def __getitem__(self, i):
+        window = self.stream[self.starts[i]: self.starts[i] + self.seq_len]  # (T,)
+        return {"input_ids": window, "labels": window}
+
+
+class MaskedLMDocuments:
+    """Each document as ``[CLS] … [SEP]`` padded to ``seq_len``: the rows masked-LM batches are drawn from."""
+
+    def __init__(self, ids, attention_mask):
+        self.ids, self.attention_mask = ids, attention_mask
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "attention_mask": self.attention_mask[i]}
+
+
+class MaskingCollator:
+    """Stacks documents and masks them afresh for every batch (``mask_tokens``: BERT's 80/10/10), so each
+    epoch sees a different masking of the same text — RoBERTa's *dynamic* masking."""
+
+    def __init__(self, tok, prob, seed):
+        self.tok, self.prob = tok, prob
+        self.rng = np.random.default_rng([seed, 1])
+
+    def __call__(self, rows):
+        ids = np.stack([r["input_ids"] for r in rows])  # (B, T)
+        attention_mask = np.stack([r["attention_mask"] for r in rows])  # (B, T)
+        inputs, labels = mask_tokens(ids, attention_mask, self.tok, self.prob, self.rng)
+        return {"input_ids": inputs, "attention_mask": attention_mask, "labels": labels}
+
+
+class PerplexityCallback(TrainerCallback):
+    """Every ``every`` steps (and at the last), validation perplexity into the step's log record."""
+
+    def __init__(self, batches, every, curve):
+        self.batches, self.every, self.curve = batches, every, curve
+
+    def on_log(self, args, state, control, logs=None, model=None, **kw):
+        step = logs.get("step")
+        if "loss" in logs and (step % self.every == 0 or step == state.max_steps):
+            logs["val_perplexity"] = perplexity(model, self.batches)
+            self.curve.append((step, logs["val_perplexity"]))
+            model.train()
+
+
 def pretrain(cfg: PretrainConfig, quiet=False, command=None, overwrite=False):
     """Run pretraining as configured; writes the checkpoint to ``cfg.out`` and logs to ``cfg.log_dir``.
 
@@ -279,7 +336,6 @@ def pretrain(cfg: PretrainConfig, quiet=False, command=None, overwrite=False):
     cfg = replace(cfg, out=str(out_dir), log_dir=str(log_dir))  # the card and the command show the real paths
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
     backend.seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     train_texts, val_texts = pretraining_corpus(seed=cfg.seed)
     causal = cfg.family != "bert"
     tok = train_tokenizer(train_texts, "bpe" if causal else "wordpiece", cfg.vocab_size)
@@ -297,38 +353,24 @@ def pretrain(cfg: PretrainConfig, quiet=False, command=None, overwrite=False):
         tr_ids, tr_attn = mlm_rows(tok, train_texts, cfg.seq_len)
     val_batches = validation_batches(cfg, tok, val_texts)
 
-    opt = AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.steps)
+    if causal:
+        train_rows = CausalWindows(train_stream, cfg.seq_len, cfg.steps * cfg.batch_size, cfg.seed)
+        collator = None
+    else:
+        train_rows = MaskedLMDocuments(tr_ids, tr_attn)
+        collator = MaskingCollator(tok, cfg.mask_prob, cfg.seed)
+    args = TrainingArguments(
+        output_dir=str(log_dir), max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
+        lr_scheduler_type="cosine", max_grad_norm=1.0, logging_steps=1, save_strategy="no", seed=cfg.seed,
+        disable_tqdm=quiet, plot=False)
     ppl0 = perplexity(model, val_batches)
-    history, val_curve = [], [(0, ppl0)]
-    log = open(log_dir / "log.jsonl", "w")
+    val_curve = [(0, ppl0)]
+    watch = PerplexityCallback(val_batches, cfg.eval_every, val_curve)
+    trainer = Trainer(model, args, train_dataset=train_rows, data_collator=collator, callbacks=[watch])
     t0 = time.time()
-    bar = tqdm(range(1, cfg.steps + 1), desc=f"pretrain {cfg.family}", disable=quiet, ncols=90, mininterval=1.0)
-    for step in bar:
-        if causal:
-            ids = causal_batch(train_stream, cfg.batch_size, cfg.seq_len, rng)
-            out = model(ids, labels=ids)
-        else:
-            rows = rng.integers(0, len(tr_ids), cfg.batch_size)
-            x, y = mask_tokens(tr_ids[rows], tr_attn[rows], tok, cfg.mask_prob, rng)
-            out = model(x, attention_mask=tr_attn[rows], labels=y)
-        loss = out.loss
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"step {step}: the loss is {loss.item()}; lower the learning rate")
-        opt.zero_grad()
-        loss.backward()
-        norm = clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        history.append(loss.item())
-        rec = {"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0], "grad_norm": norm,
-               "seconds": round(time.time() - t0, 2)}
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            rec["val_perplexity"] = perplexity(model, val_batches)
-            val_curve.append((step, rec["val_perplexity"]))
-            bar.set_postfix(loss=f"{loss.item():.3f}", val_ppl=f"{rec['val_perplexity']:.1f}", refresh=False)
-        log.write(json.dumps(rec) + "\n")
-    log.close()
+    state = trainer.train()
+    history = [r["loss"] for r in state.log_history if "loss" in r]
     seconds = time.time() - t0
     import platform
 

@@ -306,10 +306,10 @@ class Trainer:
         return strategy == "epoch" and epoch_ended
 
     def _log(self, record, file):
+        self._call("on_log", logs=record)  # first: a callback may add to the record (pretraining's perplexity)
         self.state.log_history.append(record)
         file.write(json.dumps(record) + "\n")
         file.flush()
-        self._call("on_log", logs=record)
 
     def _track_best(self, metrics):
         key = self.args.metric_for_best_model

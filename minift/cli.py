@@ -94,7 +94,7 @@ def build_parser() -> ArgumentParser:
     d = sub.add_parser("demo", help="fine-tune MiniLM on movie-review sentiment: frozen probe vs full fine-tuning")
     d.add_argument("--out", default="out/demo", help="where to write the results, curves and logs")
     d.add_argument("--steps", type=positive_int, default=None,
-                   help="optimizer steps of each run (default 200; with --engine 1500)")
+                   help="optimizer steps of each run (default 120; with --engine 1500)")
     d.add_argument("--engine", action="store_true",
                    help="the engine demo instead: an MLP on two spirals, gradient-checked layer by layer")
 
@@ -110,6 +110,9 @@ def build_parser() -> ArgumentParser:
     ft.add_argument("--head-learning-rate", type=positive_float, default=None,
                     help="discriminative: the head's rate (default 20 × --learning-rate)")
     ft.add_argument("--llrd-decay", type=probability, default=0.9, help="llrd: lr × decay^(L − depth)")
+    ft.add_argument("--pooling", choices=["pooler", "last", "mean"], default=None,
+                    help="what a sequence classifier reads: default mean for probe, HF's head otherwise "
+                         "(the pooler for bert, the last real token for decoders)")
     ft.add_argument("--weight-decay", type=non_negative_float, default=0.01)
     ft.add_argument("--warmup-ratio", type=probability, default=0.1)
     ft.add_argument("--eval-steps", type=positive_int, default=100, help="evaluate on validation every N steps")
@@ -256,7 +259,7 @@ def run(args, argv=None) -> int:
             return 0
         from .finetune import run_finetune_demo
 
-        run_finetune_demo(out=args.out, steps=args.steps or 200)
+        run_finetune_demo(out=args.out, steps=args.steps or 120)
         return 0
     raise CommandLineError(f"unknown command {args.command!r}")
 

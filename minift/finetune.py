@@ -41,6 +41,7 @@ class FinetuneConfig:
     max_length: int = 64
     learning_rate: float | None = None  # default: 1e-3 for probe (a head alone), 5e-5 otherwise
     head_learning_rate: float | None = None  # discriminative: default 20 × learning_rate
+    pooling: str | None = None  # sequence classification: "mean" for probe, the HF head's otherwise
     llrd_decay: float = 0.9
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
@@ -78,6 +79,10 @@ class FinetuneConfig:
             raise ValueError(f"llrd_decay must be in (0, 1], got {self.llrd_decay!r}")
         if self.task == "qa" and self.doc_stride >= self.max_length:
             raise ValueError(f"doc_stride ({self.doc_stride}) must be smaller than max_length ({self.max_length})")
+        if self.pooling is None and self.method == "probe":
+            self.pooling = "mean"  # frozen features: the token mean is what the encoder was trained to give
+        if self.pooling not in (None, "pooler", "last", "mean"):
+            raise ValueError(f"pooling must be pooler, last or mean, got {self.pooling!r}")
         if self.out is None:
             self.out = str(Path("runs") / f"{self.task}-{self.method}")
 
@@ -131,7 +136,7 @@ def build_model(cfg: FinetuneConfig, label_names):
     id2label = dict(enumerate(label_names))
     if cfg.task == "ner":
         return AutoModelForTokenClassification.from_pretrained(cfg.model, id2label=id2label)
-    return AutoModelForSequenceClassification.from_pretrained(cfg.model, id2label=id2label)
+    return AutoModelForSequenceClassification.from_pretrained(cfg.model, id2label=id2label, pooling=cfg.pooling)
 
 
 def apply_method(cfg: FinetuneConfig, model, total_steps):
@@ -245,7 +250,7 @@ def results_table(rows) -> str:
     return "\n".join(lines)
 
 
-def run_finetune_demo(out="out/demo", steps=200, quiet=False):
+def run_finetune_demo(out="out/demo", steps=120, quiet=False):
     """``make demo``: MiniLM on movie-review sentiment, a frozen-encoder probe against full fine-tuning.
 
     The same data, batches and schedule for both; only what trains differs (the 770 parameters of the

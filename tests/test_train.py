@@ -425,3 +425,25 @@ def test_causal_lm_fine_tuning_counts_targets_after_the_shift(tmp_path):
         losses.append(fresh(**pad_collator([r])).loss.item())
     # row 0 has 4 shifted targets, row 1 has 2: the logged loss is their target-weighted mean
     assert trainer.state.log_history[0]["loss"] == pytest.approx((4 * losses[0] + 2 * losses[1]) / 6, abs=1e-12)
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_mean_pooling_reads_the_mean_of_the_real_tokens(family, tmp_path):
+    f64()
+    model = TransformerForSequenceClassification(config(family), num_labels=2, pooling="mean").eval()
+    ids = np.array([[4, 9, 2, 7, 0, 0]])
+    mask = np.array([[1, 1, 1, 1, 0, 0]])
+    h = model.model(ids, attention_mask=mask).last_hidden_state.numpy()[0, :4].mean(0)
+    expected = h @ model.classifier.weight.numpy().T + (model.classifier.bias.numpy() if family == "bert" else 0)
+    np.testing.assert_allclose(model(ids, attention_mask=mask).logits.numpy()[0], expected, atol=1e-12)
+    np.testing.assert_allclose(model(ids[:, :4]).logits.numpy(), model(ids, attention_mask=mask).logits.numpy(),
+                               atol=1e-10)  # padding changes nothing
+    mf.models.save_pretrained(model, tmp_path / "m")  # minift's format keeps the choice
+    back = mf.models.from_pretrained(tmp_path / "m").eval()
+    assert back.config.classifier_pooling == "mean"
+    np.testing.assert_allclose(back(ids, attention_mask=mask).logits.numpy(),
+                               model(ids, attention_mask=mask).logits.numpy(), atol=1e-12)
+    with pytest.raises(mf.models.CheckpointError, match="pooling='mean'.*format='minift'"):
+        mf.models.save_pretrained(model, tmp_path / "hf", format="hf")
+    with pytest.raises(ValueError, match="classifier_pooling must be"):
+        TransformerForSequenceClassification(config(family), pooling="max")

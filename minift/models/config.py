@@ -40,8 +40,11 @@ class TransformerConfig:
     eos_token_id: int | None = None
     num_labels: int = 2  # task heads (classification); HF keeps it in the config too
     id2label: dict | None = None  # {class index: name}, e.g. {0: "negative", 1: "positive"}
+    classifier_pooling: str | None = None  # sequence classification: None (HF's: pooler / last token) or "mean"
 
     def __post_init__(self):
+        if self.classifier_pooling not in (None, "pooler", "last", "mean"):
+            raise ValueError(f"classifier_pooling must be None, 'pooler', 'last' or 'mean', got {self.classifier_pooling!r}")
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
         if self.num_key_value_heads is None:

@@ -5,7 +5,10 @@
 * ``TransformerForSequenceClassification``: one label per sequence. The bert family reads the pooler
   (tanh(W·h_[CLS] + b)), as HF's ``BertForSequenceClassification``; a decoder reads the hidden state of the
   **last real token** (the only one that has seen the whole text under a causal mask), found from the
-  attention mask so that extra padding — left or right — never changes the prediction.
+  attention mask so that extra padding — left or right — never changes the prediction. ``pooling="mean"``
+  reads the mean of the real tokens' states instead: what sentence-transformers trained MiniLM to produce,
+  and a far better frozen feature than its pooler (a probe on it: ≈0.76 test accuracy on movie reviews
+  against ≈0.67 on the pooler). HF has no such head, so such a model does not export to HF's format.
   ``num_labels == 1`` is regression (MSE); integer labels are single-label classification (cross-entropy);
   float labels of shape (B, num_labels) are multi-label (binary cross-entropy per label) — HF's
   ``problem_type`` rule.
@@ -79,9 +82,11 @@ class ClassifierHead(Module):
     min_labels = 2
 
     def __init__(self, config, num_labels=None, backbone: TransformerModel | None = None, classifier_dropout=None,
-                 id2label=None):
+                 id2label=None, pooling=None):
         super().__init__()
         config = head_config(config, num_labels, id2label, minimum=self.min_labels)
+        if pooling is not None:
+            config = replace(config, classifier_pooling=pooling)
         self.config = config
         self.num_labels = config.num_labels
         self.model = backbone if backbone is not None else TransformerModel(config)
@@ -106,16 +111,29 @@ class TransformerForSequenceClassification(ClassifierHead):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, **kw):
         out = self.model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kw)
-        if self.config.family == "bert":
-            features = out.pooler_output  # (B, C)
-        else:
-            h = out.last_hidden_state  # (B, T, C)
-            last = last_token_index(attention_mask, input_ids, self.config.pad_token_id)  # (B,)
-            features = h[xp.arange(h.shape[0]), last]  # (B, C): each row's last real token
+        features = self.pool(out, input_ids, attention_mask)  # (B, C)
         out.logits = self.classifier(self.dropout(features))  # (B, num_labels)
         if labels is not None:
             out.loss = sequence_classification_loss(out.logits, labels, self.num_labels)
         return out
+
+
+    def pool(self, out, input_ids, attention_mask):
+        """(B, C): the pooler (bert), the last real token (decoders), or the mean over real tokens."""
+        pooling = self.config.classifier_pooling or ("pooler" if self.config.family == "bert" else "last")
+        h = out.last_hidden_state  # (B, T, C)
+        if pooling == "pooler":
+            if out.pooler_output is None:
+                raise ValueError(f"pooling='pooler' needs a bert-family backbone; {self.config.family} has no pooler")
+            return out.pooler_output
+        if pooling == "mean":
+            b, t, _ = h.shape
+            mask = xp.ones((b, t), dtype=h.dtype) if attention_mask is None else \
+                _int_array(attention_mask).reshape(b, t).astype(h.dtype)
+            weights = mask / mask.sum(axis=1, keepdims=True)  # (B, T): 1/n on the n real tokens
+            return (h * weights[:, :, None]).sum(axis=1)  # (B, T, C) -> (B, C)
+        last = last_token_index(attention_mask, input_ids, self.config.pad_token_id)  # (B,)
+        return h[xp.arange(h.shape[0]), last]  # each row's last real token
 
 
 def sequence_classification_loss(logits, labels, num_labels):

@@ -498,6 +498,12 @@ def load_hf(directory):
 
 def hf_checkpoint(model) -> tuple[dict, dict, dict]:
     """(tensors, config.json dict, safetensors metadata) of ``model`` in Hugging Face's layout."""
+    if getattr(model.config, "classifier_pooling", None) not in (None, "pooler" if model.config.family == "bert"
+                                                                  else "last"):
+        raise CheckpointError(f"this classifier reads pooling={model.config.classifier_pooling!r}; Hugging Face's "
+                              f"{model.config.family} heads read the "
+                              f"{'pooler' if model.config.family == 'bert' else 'last token'} only, so it would "
+                              "load there with other outputs: save it with format='minift'")
     state = to_hf_state(model)
     dtypes = {str(v.dtype) for v in state.values()}
     config = to_hf_config(model, dtype=dtypes.pop() if len(dtypes) == 1 else "float32")

@@ -264,7 +264,7 @@ def run_finetune_demo(out="out/demo", steps=120, quiet=False):
     for method in ("probe", "full"):
         say(f"\n== {method}: {'the head alone, on a frozen MiniLM' if method == 'probe' else 'every parameter'}")
         cfg = FinetuneConfig(model="minilm", task="sentiment", method=method, max_steps=steps, batch_size=32,
-                             max_length=64, eval_steps=max(1, steps // 2), seed=0, save_model=False,
+                             max_length=64, eval_steps=steps, seed=0, save_model=False,
                              out=str(Path(out) / method), **limits)
         rows.append(run_finetune(cfg, quiet=quiet))
     table = results_table(rows)

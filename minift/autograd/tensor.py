@@ -10,8 +10,7 @@ The forward and the hand-written backward of every op live in the ``ops_*`` modu
 """
 from __future__ import annotations
 
-# NumPy host-side only: dtypes, converting Python data, printing (arrays go through backend.asarray)
-import numpy as np
+import numpy as np  # host-side only: dtypes, Python data, printing (arrays go through backend.asarray)
 
 from .. import backend
 from ..backend import get_default_dtype, xp

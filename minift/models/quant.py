@@ -12,7 +12,7 @@ high 4 bits. ``quantize_*`` do the reverse, so the lessons can measure the error
 """
 from __future__ import annotations
 
-import numpy as np
+import numpy as np  # host-side: file bytes decoded at load time, before backend.asarray moves the weights
 
 BLOCK = 32
 BYTES_PER_BLOCK = {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20}

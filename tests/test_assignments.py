@@ -69,7 +69,7 @@ def test_build_student_tree_strips_and_still_imports(tmp_path):
     stripped = build_student_tree(ROOT, out)
     assert {r.task for r in stripped} == set(TASKS)
     text = (out / "minift/optim/adamw.py").read_text()
-    assert 'raise NotImplementedError("TASK optim.adamw_step' in text and "p.data *= 1 - lr * wd" not in text
+    assert 'raise NotImplementedError("TASK optim.adamw_step' in text and "param *= 1 - lr * weight_decay" not in text
     code = "import minift, minift.optim, minift.functional; print(minift.__file__)"
     res = subprocess.run([sys.executable, "-c", code], cwd=out, env={"PYTHONPATH": str(out), "PATH": ""},
                          capture_output=True, text=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from ..backend import erf, xp
+from ..backend import erf, map_blocks, xp
 from .function import Function
 
 
@@ -262,35 +262,72 @@ class Gelu(Function):
     "tanh":          ½a(1 + tanh u), u = √(2/π)(a + 0.044715a³),
                      ∂/∂a = ½(1 + tanh u) + ½a(1 − tanh²u)·√(2/π)(1 + 3·0.044715a²)
     The forward saves Φ(a) (or tanh u) so the backward does not recompute the expensive part.
+
+    Speed: each formula is a chain of elementwise steps, run by ``map_blocks`` on cache-sized blocks on the
+    worker threads, in place where it can (one pass over main memory instead of one per step); in float32
+    the erf is the fast rational one of ``backend.erf`` (error ≤ 5e-7). The steps are the formulas above.
     """
 
     @staticmethod
     def forward(ctx, a, approximate="none"):
         ctx.approximate = approximate
-        if approximate == "tanh":
-            # u = √(2/π)·a·(1 + 0.044715a²), built in one buffer (in-place ops: fewer passes over memory)
-            t = xp.asarray(a * a)  # asarray: a 0-d input would otherwise give a NumPy scalar, not a buffer
-            t *= 0.044715 * _SQRT_2_OVER_PI
-            t += _SQRT_2_OVER_PI
-            t *= a
-            xp.tanh(t, out=t)
-            ctx.save_for_backward(a, t)
-            y = t + 1
-            y *= a
-            y *= 0.5
-            return y
-        cdf = 0.5 * (1 + erf(a * (1 / math.sqrt(2.0)))).astype(a.dtype, copy=False)
-        ctx.save_for_backward(a, cdf)
-        return a * cdf
+        a = xp.ascontiguousarray(a).reshape(a.shape)  # (reshape: a 0-d input stays 0-d)
+        saved, y = xp.empty_like(a), xp.empty_like(a)  # saved: Φ(a) (exact) or tanh u (tanh)
+        map_blocks(_gelu_tanh_forward if approximate == "tanh" else _gelu_erf_forward, [a], [saved, y])
+        ctx.save_for_backward(a, saved)
+        return y
 
     @staticmethod
     def backward(ctx, g):
-        a, s = ctx.saved_tensors
-        if ctx.approximate == "tanh":
-            d = 0.5 * (1 + s) + 0.5 * a * (1 - s * s) * _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * a * a)
-        else:
-            d = s + a * _INV_SQRT_2PI * xp.exp(-0.5 * a * a)
-        return (g * d.astype(g.dtype, copy=False),)
+        a, saved = ctx.saved_tensors
+        g = xp.ascontiguousarray(g, dtype=a.dtype).reshape(a.shape)
+        ga = xp.empty_like(a)
+        map_blocks(_gelu_tanh_backward if ctx.approximate == "tanh" else _gelu_erf_backward, [a, saved, g], [ga])
+        return (ga,)
+
+
+def _gelu_erf_forward(a, cdf, y):
+    """cdf = Φ(a) = ½(1 + erf(a/√2)),  y = a·Φ(a)."""
+    xp.multiply(a, 1 / math.sqrt(2.0), out=y)  # y as scratch for a/√2
+    erf(y, out=cdf)
+    cdf += 1
+    cdf *= 0.5
+    xp.multiply(a, cdf, out=y)
+
+
+def _gelu_erf_backward(a, cdf, g, ga):
+    """ga = g·(Φ(a) + a·φ(a)),  φ(a) = e^{−a²/2}/√(2π)."""
+    xp.multiply(a, a, out=ga)
+    ga *= -0.5
+    xp.exp(ga, out=ga)
+    ga *= _INV_SQRT_2PI
+    ga *= a
+    ga += cdf
+    ga *= g
+
+
+def _gelu_tanh_forward(a, t, y):
+    """t = tanh u, u = √(2/π)·a·(1 + 0.044715a²);  y = ½a(1 + t)."""
+    xp.multiply(a, a, out=t)
+    t *= 0.044715 * _SQRT_2_OVER_PI
+    t += _SQRT_2_OVER_PI
+    t *= a
+    xp.tanh(t, out=t)
+    xp.add(t, 1, out=y)
+    y *= a
+    y *= 0.5
+
+
+def _gelu_tanh_backward(a, t, g, ga):
+    """ga = g·(½(1 + t) + ½a(1 − t²)·√(2/π)(1 + 3·0.044715a²))."""
+    xp.multiply(a, a, out=ga)
+    ga *= 3 * 0.044715 * _SQRT_2_OVER_PI
+    ga += _SQRT_2_OVER_PI  # √(2/π)(1 + 3·0.044715a²)
+    ga *= a
+    ga *= 0.5
+    ga *= 1 - t * t  # ½a(1 − t²)·√(2/π)(…)
+    ga += 0.5 * (1 + t)
+    ga *= g
 
 
 class Silu(Function):

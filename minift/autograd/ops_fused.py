@@ -258,16 +258,21 @@ class Dropout(Function):
 
     @staticmethod
     def forward(ctx, x, p=0.5):
-        keep = rng().random(x.shape) >= p
-        scale = xp.asarray(1.0 / (1.0 - p), dtype=x.dtype)
-        mask = xp.asarray(keep).astype(x.dtype) * scale
-        ctx.save_for_backward(mask)
-        return x * mask
+        # float32 uniforms are enough to draw a Bernoulli(1 − p) and cost half of float64 ones; the mask
+        # is kept as booleans (1 byte per element, not 4) and the scale as one number
+        keep = rng().random(x.shape, dtype=xp.float32) >= p
+        ctx.scale = x.dtype.type(1.0 / (1.0 - p))
+        ctx.save_for_backward(keep)
+        y = x * keep
+        y *= ctx.scale
+        return y
 
     @staticmethod
     def backward(ctx, g):
-        (mask,) = ctx.saved_tensors
-        return (g * mask,)
+        (keep,) = ctx.saved_tensors
+        gx = g * keep
+        gx *= ctx.scale
+        return (gx,)
 
 
 class Embedding(Function):

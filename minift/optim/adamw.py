@@ -4,26 +4,49 @@ from __future__ import annotations
 import math
 
 from ..autograd.grad_mode import no_grad
-from ..backend import xp
+from ..backend import map_blocks, xp
 from .optimizer import Optimizer, check_number
 
 
-def adam_moments(state, g, beta1, beta2):
-    """Update the running moments in place:  m ← β₁m + (1 − β₁)g,  v ← β₂v + (1 − β₂)g²."""
+def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps):
+    """One Adam update of arrays, in place: the moments, then θ ← θ − η · m̂ / (√v̂ + ε).
+
+        m ← β₁m + (1 − β₁)g,   v ← β₂v + (1 − β₂)g²
+        m̂ = m / (1 − β₁ᵗ),    v̂ = v / (1 − β₂ᵗ)          (bias correction; t = ``step``, counted from 1)
+    """
+    exp_avg *= beta1
+    exp_avg += (1 - beta1) * grad
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * grad * grad
+    bias_correction1, bias_correction2 = 1 - beta1**step, 1 - beta2**step
+    denom = xp.sqrt(exp_avg_sq) / math.sqrt(bias_correction2) + eps  # √v̂ + ε
+    param -= (lr / bias_correction1) * exp_avg / denom
+
+
+def adam_state(state, p):
+    """The parameter's moments (zeros at the first step) with the step counter advanced: (m, v, t)."""
     if "exp_avg" not in state:
         state["step"] = 0
-        state["exp_avg"] = xp.zeros_like(g)
-        state["exp_avg_sq"] = xp.zeros_like(g)
+        state["exp_avg"] = xp.zeros_like(p.grad)
+        state["exp_avg_sq"] = xp.zeros_like(p.grad)
     state["step"] += 1
-    state["exp_avg"] = beta1 * state["exp_avg"] + (1 - beta1) * g
-    state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + (1 - beta2) * g * g
+    return state["exp_avg"], state["exp_avg_sq"], state["step"]
 
 
-def adam_direction(state, lr, beta1, beta2, eps):
-    """The Adam step  η · m̂ / (√v̂ + ε)  with m̂ = m/(1 − β₁ᵗ), v̂ = v/(1 − β₂ᵗ) (bias correction)."""
-    t = state["step"]
-    bc1, bc2 = 1 - beta1**t, 1 - beta2**t
-    return (lr / bc1) * state["exp_avg"] / (xp.sqrt(state["exp_avg_sq"]) / math.sqrt(bc2) + eps)
+def for_each_block(update, param, grad, *state):
+    """Run an in-place ``update(param, grad, *state)`` block by block on the worker threads.
+
+    Every term of an Adam update is elementwise, so it may run on any slice of the arrays at a time:
+    slices that fit in the cache make its half-dozen steps one trip to memory instead of one each, and
+    two threads take half the slices each (``backend.map_blocks``). A parameter that is not contiguous
+    in memory (rare: a view) is updated whole.
+    """
+    arrays = (param, *state)
+    if all(a.flags.c_contiguous for a in arrays):
+        grad = xp.ascontiguousarray(grad)
+        map_blocks(lambda g, p, *s: update(p, g, *s), [grad], list(arrays))
+    else:
+        update(param, grad, *state)
 
 
 class Adam(Optimizer):
@@ -52,9 +75,9 @@ class Adam(Optimizer):
     @no_grad()
     def step(self):
         for p, st, lr, b1, b2, eps, wd in self._groups():
-            g = p.grad + wd * p.data if wd else p.grad
-            adam_moments(st, g, b1, b2)
-            p.data -= adam_direction(st, lr, b1, b2, eps).astype(p.data.dtype, copy=False)
+            m, v, t = adam_state(st, p)
+            g = p.grad + wd * p.data if wd else p.grad  # coupled L2: the decay goes through the moments
+            for_each_block(lambda theta, g, m, v: adam_update(theta, g, m, v, t, lr, b1, b2, eps), p.data, g, m, v)
 
 
 class AdamW(Adam):
@@ -71,9 +94,14 @@ class AdamW(Adam):
     @no_grad()
     def step(self):
         for p, st, lr, b1, b2, eps, wd in self._groups():
-            # TASK optim.adamw_step: one AdamW update of a parameter
-            # BEGIN SOLUTION
-            p.data *= 1 - lr * wd  # decoupled decay first, as PyTorch
-            adam_moments(st, p.grad, b1, b2)
-            p.data -= adam_direction(st, lr, b1, b2, eps).astype(p.data.dtype, copy=False)
-            # END SOLUTION
+            m, v, t = adam_state(st, p)
+            for_each_block(lambda theta, g, m, v: adamw_update(theta, g, m, v, t, lr, b1, b2, eps, wd), p.data, p.grad, m, v)
+
+
+def adamw_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
+    """One AdamW update of arrays, in place (the formulas of ``AdamW``); ``step`` = t, counted from 1."""
+    # TASK optim.adamw_step: one AdamW update of a parameter
+    # BEGIN SOLUTION
+    param *= 1 - lr * weight_decay  # decoupled decay first, as PyTorch
+    adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps)
+    # END SOLUTION

@@ -1,6 +1,6 @@
 """A MiniLM fine-tuning step, minift vs PyTorch + Hugging Face transformers, on the same batch and threads.
 
-    python benchmarks/bench_finetune.py [--steps 8] [--threads 2] [--batch 32] [--max-length 64] [--profile]
+    python benchmarks/bench_finetune.py [--steps 8] [--threads 2] [--batch 32] [--max-length 64] [--rounds 3] [--profile]
 
 The step is the one every lesson and ``minift demo`` repeat: MiniLM-L6 (22.7M parameters) with a fresh
 2-way sequence-classification head, training mode (dropout 0.1), batch 32 movie reviews padded to at
@@ -18,10 +18,12 @@ import contextlib
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import available, run_rounds  # noqa: E402
 
 
 def rss_mb():
@@ -121,6 +123,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating runs of each; the median round is shown")
     ap.add_argument("--profile", action="store_true", help="also print minift's per-op profile of the step")
     ap.add_argument("--worker", choices=["minift", "torch"])
     ap.add_argument("--batch-file")
@@ -132,28 +135,18 @@ def main():
             res = run_torch(args.batch_file, args.steps, args.threads)
         print(json.dumps(res))
         return
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
-               MKL_NUM_THREADS=str(args.threads))
-    rows = {}
+    workers = ["minift"] + (["torch"] if available("torch", "transformers") else [])
+    if len(workers) == 1:
+        print("(PyTorch/transformers not installed: `pip install torch==2.13.0 transformers` for the comparison row)")
     with tempfile.TemporaryDirectory() as tmp:
         batch_file = os.path.join(tmp, "batch.npz")
         make_batch(batch_file, args.batch, args.max_length)
-        for fw in ("minift", "torch"):
-            if fw == "torch":
-                try:
-                    import torch  # noqa: F401
-                    import transformers  # noqa: F401
-                except ImportError:
-                    print("(PyTorch/transformers not installed: `pip install torch==2.13.0 transformers` for the comparison row)")
-                    continue
-            cmd = [sys.executable, __file__, "--worker", fw, "--batch-file", batch_file, "--steps", str(args.steps),
-                   "--threads", str(args.threads)] + (["--profile"] if args.profile else [])
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            if out.returncode:
-                sys.exit(f"the {fw} worker failed:\n{out.stderr}")
-            rows[fw] = json.loads(out.stdout.strip().splitlines()[-1])
+        rows = run_rounds(__file__, workers, ["--batch-file", batch_file, "--steps", str(args.steps), "--threads",
+                                              str(args.threads)], args.threads, args.rounds,
+                          last_extra=["--profile"] if args.profile else [])
     print(f"MiniLM-L6 full fine-tuning step: batch {args.batch}, ≤ {args.max_length} tokens, dropout on, "
-          f"AdamW + clip_grad_norm_; {args.threads} threads, median of {args.steps} steps")
+          f"AdamW + clip_grad_norm_; {args.threads} threads, median of {args.steps} steps, "
+          f"median of {args.rounds} alternating rounds")
     print(f"{'':16} {'ms/step':>9} {'peak RSS MB':>12} {'after load MB':>14}")
     names = {"minift": "minift", "torch": "PyTorch + HF"}
     for fw, r in rows.items():
@@ -162,6 +155,7 @@ def main():
         m, t = rows["minift"], rows["torch"]
         print(f"minift speed / PyTorch + HF: {t['ms_per_step'] / m['ms_per_step']:.2f}x (target ≥ 1.00x); "
               f"peak RSS ratio {m['peak_rss_mb'] / t['peak_rss_mb']:.2f} (target ≤ 1.20)")
+    print("each round, ms/step: " + "; ".join(f"{fw} " + ", ".join(f"{t:.0f}" for t in r["rounds"]) for fw, r in rows.items()))
     if args.profile:
         print("\nminift profile of one step (mean of 3):")
         print(rows["minift"]["profile"])

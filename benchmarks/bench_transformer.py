@@ -1,11 +1,16 @@
 """Forward + backward throughput and peak memory of a gpt2-family transformer: minift vs PyTorch (CPU eager).
 
-    python benchmarks/bench_transformer.py [--steps 10] [--threads 2]
+    python benchmarks/bench_transformer.py [--steps 10] [--threads 2] [--rounds 3] [--profile]
 
 The model: 4 layers, width 256, 8 heads, context T=128, batch B=8, vocabulary 4096, tied LM head, next-token
 cross-entropy. Each framework runs in its own subprocess (so peak RSS is its own), with the same number of
 BLAS/intra-op threads. PyTorch is optional: without it only minift's row is printed.
-Target: minift ≥ 0.7× PyTorch's tokens/s.
+
+Also printed: the machine's float32 GEMM rate (a 1024³ matrix product, best of 5, same threads) and the
+share of it minift's step reaches, counting the step's matrix-product FLOPs: 6 per weight per token for
+the Linear layers and the tied LM head (2 forward, 4 backward) plus 12·L·B·T²·C for attention's two
+products. ``--profile`` adds minift's per-op table (``mf.profile``).
+Targets (issue 8): minift ≥ 1.0× PyTorch's tokens/s and ≥ 50% of the GEMM rate.
 """
 from __future__ import annotations
 
@@ -13,9 +18,11 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import available, run_rounds  # noqa: E402
 
 SHAPE = dict(layers=4, width=256, heads=8, T=128, B=8, vocab=4096)
 
@@ -24,7 +31,28 @@ def rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def run_minift(steps):
+def step_flops():
+    """Matrix-product FLOPs of one forward + backward step (see the module docstring)."""
+    s = SHAPE
+    c, tokens = s["width"], s["B"] * s["T"]
+    linear_weights = s["layers"] * 12 * c * c + c * s["vocab"]  # q, k, v, o (4C²) + MLP (8C²) per layer; LM head
+    return 6 * tokens * linear_weights + 12 * s["layers"] * s["B"] * s["T"] ** 2 * c
+
+
+def gemm_rate():
+    """The machine's float32 GEMM rate in GFLOP/s: the best of five 1024×1024 @ 1024×1024 products."""
+    import numpy as np
+
+    a = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
+    best = float("inf")
+    for _ in range(6):
+        t0 = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - t0)
+    return 2 * 1024**3 / best / 1e9
+
+
+def run_minift(steps, profile=False):
     import numpy as np
 
     import minift as mf
@@ -46,7 +74,14 @@ def run_minift(steps):
     for _ in range(steps):
         step()
     dt = (time.perf_counter() - t0) / steps
-    return {"tokens_per_s": s["B"] * s["T"] / dt, "ms_per_step": 1000 * dt, "peak_rss_mb": rss_mb(), "model_rss_mb": base}
+    res = {"tokens_per_s": s["B"] * s["T"] / dt, "ms_per_step": 1000 * dt, "peak_rss_mb": rss_mb(), "model_rss_mb": base,
+           "gemm_gflops": gemm_rate()}
+    if profile:
+        with mf.profile() as prof:
+            for _ in range(3):
+                step()
+        res["profile"] = prof.table(per=3)
+    return res
 
 
 def run_torch(steps, threads):
@@ -108,33 +143,37 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating runs of each; the median round is shown")
+    ap.add_argument("--profile", action="store_true", help="also print minift's per-op profile of the step")
     ap.add_argument("--worker", choices=["minift", "torch"])
     args = ap.parse_args()
     if args.worker:
-        res = run_minift(args.steps) if args.worker == "minift" else run_torch(args.steps, args.threads)
+        res = run_minift(args.steps, args.profile) if args.worker == "minift" else run_torch(args.steps, args.threads)
         print(json.dumps(res))
         return
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
-               MKL_NUM_THREADS=str(args.threads))
-    rows = {}
-    for fw in ("minift", "torch"):
-        if fw == "torch":
-            try:
-                import torch  # noqa: F401
-            except ImportError:
-                print("(PyTorch not installed: `pip install torch==2.13.0` for the comparison row)")
-                continue
-        out = subprocess.run([sys.executable, __file__, "--worker", fw, "--steps", str(args.steps), "--threads", str(args.threads)],
-                             env=env, capture_output=True, text=True, check=True)
-        rows[fw] = json.loads(out.stdout.strip().splitlines()[-1])
+    workers = ["minift"] + (["torch"] if available("torch") else [])
+    if len(workers) == 1:
+        print("(PyTorch not installed: `pip install torch==2.13.0` for the comparison row)")
+    rows = run_rounds(__file__, workers, ["--steps", str(args.steps), "--threads", str(args.threads)], args.threads,
+                      args.rounds, last_extra=["--profile"] if args.profile else [])
     s = SHAPE
     print(f"gpt2 family: {s['layers']} layers, width {s['width']}, {s['heads']} heads, T={s['T']}, B={s['B']}, "
-          f"vocab {s['vocab']}; forward+backward, {args.threads} threads, {args.steps} timed steps")
+          f"vocab {s['vocab']}; forward+backward, {args.threads} threads, {args.steps} timed steps, "
+          f"median of {args.rounds} alternating rounds")
     print(f"{'':8} {'tokens/s':>10} {'ms/step':>9} {'peak RSS MB':>12} {'after build MB':>15}")
     for fw, r in rows.items():
         print(f"{fw:8} {r['tokens_per_s']:10.0f} {r['ms_per_step']:9.1f} {r['peak_rss_mb']:12.0f} {r['model_rss_mb']:15.0f}")
+    m = rows["minift"]
+    achieved = step_flops() / (m["ms_per_step"] / 1000) / 1e9
+    print(f"machine float32 GEMM rate: {m['gemm_gflops']:.0f} GFLOP/s; minift's step: {achieved:.0f} GFLOP/s of matrix "
+          f"products = {achieved / m['gemm_gflops']:.0%} of it (target ≥ 50%)")
     if "torch" in rows:
-        print(f"minift / PyTorch throughput: {rows['minift']['tokens_per_s'] / rows['torch']['tokens_per_s']:.2f}x (target ≥ 0.70x)")
+        print(f"minift / PyTorch throughput: {m['tokens_per_s'] / rows['torch']['tokens_per_s']:.2f}x (target ≥ 1.00x); "
+              f"peak RSS ratio {m['peak_rss_mb'] / rows['torch']['peak_rss_mb']:.2f} (target ≤ 1.20)")
+    print("each round, ms/step: " + "; ".join(f"{fw} " + ", ".join(f"{t:.0f}" for t in r["rounds"]) for fw, r in rows.items()))
+    if args.profile:
+        print("\nminift profile of one step (mean of 3):")
+        print(m["profile"])
 
 
 if __name__ == "__main__":

@@ -73,14 +73,18 @@ class Profile:
             self.seconds[(name, "region")] += elapsed - inner
 
     def __enter__(self):
-        for cls in _all_functions():
-            fwd, bwd = cls.__dict__.get("forward"), cls.__dict__.get("backward")
-            self._saved[cls] = (fwd, bwd)
-            name = cls.__name__
-            if fwd is not None:
-                cls.forward = staticmethod(self._wrap(name, "forward", fwd.__func__))
-            if bwd is not None:
-                cls.backward = staticmethod(self._wrap(name, "backward", bwd.__func__))
+        try:
+            for cls in _all_functions():
+                fwd, bwd = cls.__dict__.get("forward"), cls.__dict__.get("backward")
+                self._saved[cls] = (fwd, bwd)
+                name = cls.__name__
+                if fwd is not None:  # a staticmethod (the usual way) or a plain function defined in the class
+                    cls.forward = staticmethod(self._wrap(name, "forward", getattr(fwd, "__func__", fwd)))
+                if bwd is not None:
+                    cls.backward = staticmethod(self._wrap(name, "backward", getattr(bwd, "__func__", bwd)))
+        except BaseException:
+            self.__exit__()  # put back what was already swapped
+            raise
         self._start = time.perf_counter()
         return self
 
@@ -91,7 +95,7 @@ class Profile:
         return timed
 
     def __exit__(self, *exc):
-        self.wall = time.perf_counter() - self._start
+        self.wall = time.perf_counter() - self._start if self._start is not None else 0.0
         for cls, (fwd, bwd) in self._saved.items():
             if fwd is not None:
                 cls.forward = fwd

@@ -6,7 +6,9 @@ way and its backward from the formula derived once, by hand, in the docstring.
 """
 from __future__ import annotations
 
-from ..backend import rng, scatter_add_rows, xp
+import math
+
+from ..backend import parallel_rows, rng, scatter_add_rows, xp
 from .function import Function
 from .ops_elementwise import sigmoid_array
 from .ops_shape import check_index_range
@@ -86,14 +88,25 @@ class CrossEntropy(Function):
         check_index_range("cross_entropy", "target", t, c, where=f"{c} classes", ignore_index=ignore_index)
         valid = t != ignore_index
         safe_t = xp.where(valid, t, 0)
-        shifted = z - z.max(axis=1, keepdims=True)  # (N, C): the largest logit of each row is 0
-        p = xp.exp(shifted)  # (N, C), unnormalised for now
-        sums = p.sum(axis=1, keepdims=True)  # (N, 1)
-        lse = xp.log(sums)  # log Σ e^{shifted}
-        p /= sums  # softmax, in place: the backward needs p, so we keep p rather than log p
-        nll = lse[:, 0] - xp.take_along_axis(shifted, safe_t[:, None], axis=1)[:, 0]  # −log p_t, (N,)
+        p = xp.empty_like(z)  # (N, C): the shifted logits, then e^{shifted}, then the softmax, in place
+        nll = xp.empty(n, dtype=z.dtype)  # −log p_t = log Σ e^{shifted} − shifted_t
+        mean_logp = xp.empty(n, dtype=z.dtype) if label_smoothing else None  # (1/C) Σ_c log p_c
+
+        def rows(i):  # rows i of the batch (a block of rows stays in the cache through every step)
+            pi = p[i]
+            xp.subtract(z[i], z[i].max(axis=1, keepdims=True), out=pi)  # the largest logit of each row is 0
+            shifted_t = xp.take_along_axis(pi, safe_t[i][:, None], axis=1)[:, 0]
+            shifted_mean = pi.mean(axis=1) if label_smoothing else None
+            xp.exp(pi, out=pi)  # unnormalised for now
+            sums = pi.sum(axis=1, keepdims=True)  # (rows, 1)
+            lse = xp.log(sums[:, 0])  # log Σ e^{shifted}
+            pi /= sums  # softmax: the backward needs p, so we keep p rather than log p
+            nll[i] = lse - shifted_t
+            if label_smoothing:
+                mean_logp[i] = shifted_mean - lse
+
+        parallel_rows(rows, n, c)
         if label_smoothing:
-            mean_logp = shifted.mean(axis=1) - lse[:, 0]  # (1/C) Σ_c log p_c
             loss = (1 - label_smoothing) * nll - label_smoothing * mean_logp
         else:
             loss = nll
@@ -191,35 +204,55 @@ class LayerNorm(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, k=1, eps=1e-5):
         axes = tuple(range(x.ndim - k, x.ndim))
-        first = x[(Ellipsis,) + (slice(0, 1),) * k]  # (..., 1, …, 1): x₀, the first element of each row
-        xc = x - first  # exactly 0 on a constant row
-        xc -= xc.mean(axis=axes, keepdims=True)  # x − μ
-        rstd = 1.0 / xp.sqrt((xc * xc).mean(axis=axes, keepdims=True) + eps)  # 1/√(σ² + ε)
-        xhat = xc * rstd
-        ctx.save_for_backward(xhat, rstd, weight)
         ctx.axes = axes
-        y = xhat
-        if weight is not None:
-            y = y * weight
-        if bias is not None:
-            y = y + bias
-        return y
+        rows, width = x.size // max(1, math.prod(x.shape[x.ndim - k:])), math.prod(x.shape[x.ndim - k:])
+        x2 = x.reshape(rows, width)  # (…, normalized…) -> (rows, N): one row per normalized group
+        xhat, y = xp.empty(x2.shape, dtype=x.dtype), xp.empty(x2.shape, dtype=x.dtype)
+        rstd = xp.empty((rows, 1), dtype=x.dtype)
+        w = None if weight is None else weight.reshape(-1)
+        b = None if bias is None else bias.reshape(-1)
+
+        def block(i):  # rows i, on a worker thread: every step below stays in the cache
+            xc = x2[i] - x2[i, :1]  # x − x₀: exactly 0 on a constant row
+            xc -= xc.mean(axis=1, keepdims=True)  # x − μ
+            rstd[i] = 1.0 / xp.sqrt((xc * xc).mean(axis=1, keepdims=True) + eps)  # 1/√(σ² + ε)
+            xp.multiply(xc, rstd[i], out=xhat[i])
+            yi = y[i]
+            yi[...] = xhat[i]
+            if w is not None:
+                yi *= w
+            if b is not None:
+                yi += b
+
+        parallel_rows(block, rows, width)
+        ctx.save_for_backward(xhat, rstd, w)
+        ctx.shape = x.shape
+        return y.reshape(x.shape)
 
     @staticmethod
     def backward(ctx, g):
         xhat, rstd, w = ctx.saved_tensors
-        axes = ctx.axes
-        batch = tuple(range(xhat.ndim - len(axes)))
-        gw = (g * xhat).sum(axis=batch) if ctx.needs_input_grad[1] else None
-        gb = g.sum(axis=batch) if ctx.needs_input_grad[2] else None
-        # TASK fused.layer_norm_backward: closed-form gradient of layer norm w.r.t. its input
-        # BEGIN SOLUTION
-        gh = g * w if w is not None else g  # ĝ = ∂L/∂x̂
-        mean_gh = gh.mean(axis=axes, keepdims=True)  # mean(ĝ)
-        mean_gh_xhat = (gh * xhat).mean(axis=axes, keepdims=True)  # mean(ĝ ⊙ x̂)
-        gx = rstd * (gh - mean_gh - xhat * mean_gh_xhat)
-        # END SOLUTION
-        return gx, gw, gb
+        g2 = g.reshape(xhat.shape)  # (rows, N)
+        gw = (g2 * xhat).sum(axis=0).reshape(ctx.shape[len(ctx.shape) - len(ctx.axes):]) if ctx.needs_input_grad[1] else None
+        gb = g2.sum(axis=0).reshape(ctx.shape[len(ctx.shape) - len(ctx.axes):]) if ctx.needs_input_grad[2] else None
+        gx = xp.empty(xhat.shape, dtype=xhat.dtype)
+
+        def block(i):
+            gx[i] = layer_norm_input_grad(g2[i], xhat[i], rstd[i], w)
+
+        parallel_rows(block, xhat.shape[0], xhat.shape[1])
+        return gx.reshape(ctx.shape), gw, gb
+
+
+def layer_norm_input_grad(g, xhat, rstd, w):
+    """∂L/∂x of layer norm for rows of N normalized elements: g, x̂ (rows, N), 1/√(σ²+ε) (rows, 1), w (N,)."""
+    # TASK fused.layer_norm_backward: closed-form gradient of layer norm w.r.t. its input
+    # BEGIN SOLUTION
+    gh = g * w if w is not None else g  # ĝ = ∂L/∂x̂
+    mean_gh = gh.mean(axis=1, keepdims=True)  # mean(ĝ)
+    mean_gh_xhat = (gh * xhat).mean(axis=1, keepdims=True)  # mean(ĝ ⊙ x̂)
+    return rstd * (gh - mean_gh - xhat * mean_gh_xhat)
+    # END SOLUTION
 
 
 class RMSNorm(Function):
@@ -319,7 +352,9 @@ class Linear(Function):
         ctx.save_for_backward(x, weight)
         # one (M, in) @ (in, out) GEMM: NumPy would loop over the leading axes of a 3-D x instead
         y = (x.reshape(-1, x.shape[-1]) @ weight.T).reshape(*x.shape[:-1], weight.shape[0])
-        return y + bias if bias is not None else y
+        if bias is not None:
+            y += bias  # in place: y is a fresh array (no second (M, out) buffer)
+        return y
 
     @staticmethod
     def backward(ctx, g):

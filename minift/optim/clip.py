@@ -14,9 +14,11 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         ‖g‖ = (Σ_params Σ_i |g_i|^p)^{1/p}      (max |g_i| for p = inf)
         g ← g · min(1, max_norm / (‖g‖ + 1e-6))
 
-    Each parameter's sum is taken in its gradient's dtype (float32 usually), as PyTorch does; for p = 2
-    it is one BLAS dot product ``vdot(g, g)`` per parameter, several times faster than squaring into a
-    temporary array and summing it. The per-parameter sums are then added up in Python floats (float64).
+    Each parameter's sum is taken in its gradient's dtype (float32 usually); for p = 2 it is one BLAS
+    dot product ``vdot(g, g)`` per parameter, several times faster than squaring into a temporary array
+    and summing it. A sum that overflows that dtype (float32 past 3.4e38, float16 past 65504) is taken
+    again in float64, so a large but finite norm is never reported as inf. The per-parameter sums are
+    added up in Python floats (float64).
 
     A NaN or infinite gradient makes the norm non-finite. As in PyTorch, ``error_if_nonfinite=True``
     raises then (naming the first parameter at fault); with the default ``False`` the gradients are
@@ -34,10 +36,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if norm_type == math.inf:
         largest = [float(xp.abs(g).max()) for g in grads if g.size]
         total = math.nan if any(math.isnan(m) for m in largest) else max(largest, default=0.0)
-    elif norm_type == 2:  # Σ g_i² of each gradient as one dot product (BLAS, in the gradient's dtype, as PyTorch)
-        total = math.sqrt(sum(float(xp.vdot(g.reshape(-1), g.reshape(-1))) for g in grads))
     else:
-        total = float(sum(float((xp.abs(g) ** norm_type).sum()) for g in grads) ** (1.0 / norm_type))
+        total = sum(_power_sum(g, norm_type) for g in grads) ** (1.0 / norm_type)
     if not math.isfinite(total):
         if error_if_nonfinite:
             bad = next(i for i, p in enumerate(params) if p.grad is not None and not bool(xp.isfinite(p.grad).all()))
@@ -52,4 +52,13 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         for p in params:
             if p.grad is not None:
                 p.grad *= p.grad.dtype.type(coef)
+    return total
+
+
+def _power_sum(g, p):
+    """Σ |g_i|^p as a Python float: fast in g's dtype, again in float64 if that overflowed."""
+    flat = g.reshape(-1)
+    total = float(xp.vdot(flat, flat)) if p == 2 else float((xp.abs(flat) ** p).sum())
+    if math.isinf(total) and bool(xp.isfinite(flat).all()):  # overflow, not an infinite gradient
+        total = float((xp.abs(flat.astype(xp.float64)) ** p).sum())
     return total

@@ -102,5 +102,5 @@ class Optimizer:
         self.state = {}
         for i, s in sd["state"].items():
             p = by_index[int(i)]
-            self.state[id(p)] = {k: (xp.asarray(v).copy() if hasattr(v, "shape") and getattr(v, "ndim", 0) else v)
+            self.state[id(p)] = {k: (xp.asarray(v).copy() if hasattr(v, "shape") else v)
                                  for k, v in s.items()}

@@ -1,0 +1,52 @@
+"""What the benchmark scripts share: running each framework's worker in a subprocess, interleaved rounds.
+
+A shared 2-core machine's speed drifts by ±15% over a minute. Running minift and PyTorch one after the
+other, several rounds in alternation, and keeping each one's median round makes the ratio between them
+far steadier than one run of each.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+
+def thread_env(threads):
+    """The environment of a worker: the same number of BLAS / OpenMP / minift threads for everyone."""
+    n = str(threads)
+    return dict(os.environ, OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n, MINIFT_NUM_THREADS=n)
+
+
+def available(*modules):
+    """Whether every module imports (PyTorch rows are optional)."""
+    try:
+        for m in modules:
+            __import__(m)
+    except ImportError:
+        return False
+    return True
+
+
+def run_rounds(script, workers, args, threads, rounds, key="ms_per_step", last_extra=()):
+    """{worker: its median round (by ``key``)} after ``rounds`` alternating runs of ``script --worker W args``.
+
+    ``last_extra`` is added to the arguments of each worker's last round (e.g. ``--profile``).
+    A worker that fails stops the benchmark with its stderr.
+    """
+    results = {w: [] for w in workers}
+    for r in range(rounds):
+        for w in workers:
+            cmd = [sys.executable, script, "--worker", w, *args, *(last_extra if r == rounds - 1 else ())]
+            out = subprocess.run(cmd, env=thread_env(threads), capture_output=True, text=True)
+            if out.returncode:
+                sys.exit(f"the {w} worker failed:\n{out.stderr}")
+            results[w].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    rows = {}
+    for w, runs in results.items():
+        ordered = sorted(runs, key=lambda res: res[key])
+        row = dict(ordered[len(ordered) // 2])
+        row["rounds"] = [res[key] for res in runs]
+        row.update({k: v for k, v in runs[-1].items() if k == "profile"})
+        rows[w] = row
+    return rows

@@ -265,8 +265,9 @@ def set_num_threads(n: int) -> None:
 def parallel_for(body, n: int, grain: int = 1) -> None:
     """Call ``body(slice)`` on consecutive pieces of ``range(n)`` of ``grain`` items, on the worker threads.
 
-    Each thread takes one contiguous run of pieces. Run inside a worker (nested), or with one thread, or
-    with a single piece, it loops in the calling thread instead. ``body`` must only write its own slice.
+    The calling thread works too. Each thread takes the next piece not yet taken until none is left, so
+    a thread that got quick pieces takes more. Run inside a worker (nested), or with one thread, or with a
+    single piece, it loops in the calling thread. ``body`` must only write its own slice.
     """
     pieces = [slice(i, min(i + grain, n)) for i in range(0, n, grain)]
     workers = min(get_num_threads(), len(pieces))
@@ -277,31 +278,43 @@ def parallel_for(body, n: int, grain: int = 1) -> None:
     if _threads["pool"] is None:
         from concurrent.futures import ThreadPoolExecutor
 
-        _threads["pool"] = ThreadPoolExecutor(get_num_threads(), thread_name_prefix="minift")
+        _threads["pool"] = ThreadPoolExecutor(get_num_threads() - 1 or 1, thread_name_prefix="minift")
+    queue = iter(pieces)
+    lock = threading.Lock()
 
-    def run(share):
+    def run():
         _local.inside = True
         try:
-            for piece in share:
+            while True:
+                with lock:
+                    piece = next(queue, None)
+                if piece is None:
+                    return
                 body(piece)
         finally:
             _local.inside = False
 
-    per = -(-len(pieces) // workers)  # ceil: pieces per worker
     # While our workers run, OpenBLAS must not start threads of its own inside each of them: two workers
     # each asking it for two threads on a two-core machine made a matrix product 4× slower.
     blas_threads = _openblas[1]() if _openblas is not None else None
     if blas_threads not in (None, 1):
         _openblas[0](1)
+    futures, error = [], None
     try:
-        futures = [_threads["pool"].submit(run, pieces[i:i + per]) for i in range(0, len(pieces), per)]
+        futures = [_threads["pool"].submit(run) for _ in range(workers - 1)]
+        try:
+            run()  # the calling thread is one of the workers
+        except BaseException as e:  # noqa: BLE001 - re-raised below, once every worker has stopped
+            error = e
         for f in futures:
             f.exception()  # wait for every worker, even after one failed: none may still be writing
     finally:
         if blas_threads not in (None, 1):
             _openblas[0](blas_threads)
+    if error is not None:
+        raise error
     for f in futures:
-        f.result()  # then re-raise the first worker's exception here
+        f.result()  # re-raise a worker's exception here
 
 
 def parallel_rows(body, rows: int, width: int) -> None:

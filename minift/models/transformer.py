@@ -234,8 +234,12 @@ def shifted_lm_loss(logits, labels, ignore_index=-100):
     """Next-token loss, as Hugging Face's: position t predicts token t+1, skipping ``ignore_index`` labels."""
     b, t, v = logits.shape
     labels = _id_matrix(labels, "labels")
-    pred = logits[:, :-1].reshape(b * (t - 1), v)  # (B, T-1, V) -> (B·(T-1), V)
-    return F.cross_entropy(pred, labels[:, 1:].reshape(-1), ignore_index=ignore_index)
+    # Shift the labels left rather than cut the logits: the last position gets ``ignore_index`` (there
+    # is no token after it), so the loss is the same, and the (B, T, V) logits are used as they are —
+    # no copy of the biggest array of the step forward, no zero-filled gradient for its cut-off row back.
+    next_tokens = xp.full((b, t), ignore_index, dtype=labels.dtype)  # (B, T)
+    next_tokens[:, :-1] = labels[:, 1:]
+    return F.cross_entropy(logits.reshape(b * t, v), next_tokens.reshape(-1), ignore_index=ignore_index)
 
 
 class TransformerForCausalLM(Module):

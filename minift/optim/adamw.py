@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 from ..autograd.grad_mode import no_grad
-from ..backend import map_blocks, xp
+from ..backend import is_cupy, parallel_for, xp
 from .optimizer import Optimizer, check_number
 
 
@@ -34,19 +35,33 @@ def adam_state(state, p):
 
 
 def for_each_block(update, param, grad, *state):
-    """Run an in-place ``update(param, grad, *state)`` block by block on the worker threads.
+    """Run an in-place ``update(param, grad, *state)`` block by block on the worker threads (one parameter)."""
+    update_in_blocks([(update, param, grad, *state)])
+
+
+def update_in_blocks(jobs, block=1 << 17):
+    """Run every job's in-place ``update(param, grad, *state)``, block by block, on the worker threads.
 
     Every term of an Adam update is elementwise, so it may run on any slice of the arrays at a time:
-    slices that fit in the cache make its half-dozen steps one trip to memory instead of one each, and
-    two threads take half the slices each (``backend.map_blocks``). A parameter that is not contiguous
-    in memory (rare: a view) is updated whole.
+    slices that fit in the cache make its dozen steps one trip to memory instead of one each. The blocks
+    of *all* parameters go into one list that the threads share (``backend.parallel_for``): one hand-off
+    per optimizer step, and a big embedding matrix and a hundred small biases keep both threads busy
+    alike. A parameter that is not contiguous in memory (rare: a view), or any on the GPU, is updated whole.
     """
-    arrays = (param, *state)
-    if all(a.flags.c_contiguous for a in arrays):
-        grad = xp.ascontiguousarray(grad)
-        map_blocks(lambda g, p, *s: update(p, g, *s), [grad], list(arrays))
-    else:
-        update(param, grad, *state)
+    pieces = []  # (update, [param, grad, *state] flattened, slice of the elements)
+    for update, param, grad, *state in jobs:
+        arrays = (param, *state)
+        if is_cupy() or not all(a.flags.c_contiguous for a in arrays):
+            update(param, grad, *state)
+            continue
+        flat = [a.reshape(-1) for a in (param, xp.ascontiguousarray(grad), *state)]  # views, written in place
+        pieces += [(update, flat, slice(i, i + block)) for i in range(0, param.size, block)]
+
+    def run(which):  # which: a slice of the list of pieces
+        for update, flat, elements in pieces[which]:
+            update(*(a[elements] for a in flat))
+
+    parallel_for(run, len(pieces))
 
 
 class Adam(Optimizer):
@@ -74,10 +89,12 @@ class Adam(Optimizer):
 
     @no_grad()
     def step(self):
+        jobs = []
         for p, st, lr, b1, b2, eps, wd in self._groups():
             m, v, t = adam_state(st, p)
             g = p.grad + wd * p.data if wd else p.grad  # coupled L2: the decay goes through the moments
-            for_each_block(lambda theta, g, m, v: adam_update(theta, g, m, v, t, lr, b1, b2, eps), p.data, g, m, v)
+            jobs.append((partial(adam_update, step=t, lr=lr, beta1=b1, beta2=b2, eps=eps), p.data, g, m, v))
+        update_in_blocks(jobs)
 
 
 class AdamW(Adam):
@@ -93,9 +110,12 @@ class AdamW(Adam):
 
     @no_grad()
     def step(self):
+        jobs = []
         for p, st, lr, b1, b2, eps, wd in self._groups():
             m, v, t = adam_state(st, p)
-            for_each_block(lambda theta, g, m, v: adamw_update(theta, g, m, v, t, lr, b1, b2, eps, wd), p.data, p.grad, m, v)
+            update = partial(adamw_update, step=t, lr=lr, beta1=b1, beta2=b2, eps=eps, weight_decay=wd)
+            jobs.append((update, p.data, p.grad, m, v))
+        update_in_blocks(jobs)  # every parameter's adamw_update(θ, g, m, v), in blocks, on the worker threads
 
 
 def adamw_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):

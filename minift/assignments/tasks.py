@@ -20,4 +20,6 @@ TASKS = {
     "train.llrd": "the learning rate of each depth under layer-wise decay (minift/train/strategies.py)",
     "data.align_labels": "NER labels on subword tokens, -100 on specials and continuation pieces (minift/data/alignment.py)",
     "qa.best_span": "the best valid answer span from start and end logits (minift/data/qa.py)",
+    "peft.lora_forward": "a frozen Linear plus the scaled low-rank update s·B(A(x)) (minift/peft/lora.py)",
+    "peft.lora_merge": "the weight update s·BA that merging folds into W (minift/peft/lora.py)",
 }

@@ -106,6 +106,15 @@ class Module:
         for _, m in self.named_modules():
             yield m
 
+    def get_submodule(self, target):
+        """The submodule at dotted name ``target`` (``""`` is this module), as PyTorch's."""
+        module = self
+        for part in target.split(".") if target else ():
+            if part not in module._modules or module._modules[part] is None:
+                raise AttributeError(f"{type(module).__name__} has no submodule {part!r} (looking for {target!r})")
+            module = module._modules[part]
+        return module
+
     def named_children(self):
         yield from ((k, m) for k, m in self._modules.items() if m is not None)
 

@@ -114,7 +114,8 @@ class Trainer:
         subclass or wrapper written as ``forward(self, *args, **kwargs)`` still drops the text columns."""
         if not hasattr(self, "_accepted"):
             self._accepted = set()
-            for cls in type(self.model).__mro__:
+            model = self.model.get_base_model() if hasattr(type(self.model), "get_base_model") else self.model
+            for cls in type(model).__mro__:  # (a PeftModel passes everything on: ask the model inside it)
                 if "forward" in vars(cls):
                     params = inspect.signature(vars(cls)["forward"]).parameters.values()
                     named = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)} - {"self"}

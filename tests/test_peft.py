@@ -1,0 +1,282 @@
+"""LoRA (minift.peft): the layer's math against closed forms and finite differences, PEFT's matching rules,
+freezing, merging, several adapters, and training through the Trainer."""
+import math
+
+import numpy as np
+import pytest
+
+import minift as mf
+from minift.models import TransformerConfig, TransformerForSequenceClassification
+from minift.peft import LoraConfig, LoraLinear, PeftModel, get_peft_model, lora_scaling, name_matches
+
+IDS = np.array([[2, 5, 7, 9, 11, 3], [2, 8, 4, 3, 0, 0]])
+MASK = (IDS != 0).astype(np.int64)
+
+
+def tiny_classifier(seed=0, family="bert", num_labels=3):
+    mf.seed(seed)
+    cfg = TransformerConfig(family=family, vocab_size=32, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                            max_position_embeddings=16)
+    return TransformerForSequenceClassification(cfg, num_labels=num_labels).eval()
+
+
+def logits(model):
+    return model(input_ids=IDS, attention_mask=MASK).logits.data.copy()
+
+
+def randomize_lora(pm, seed=1, scale=0.3):
+    """Give every LoRA B a random value (it starts at 0), so that the adapters change the outputs."""
+    rs = np.random.default_rng(seed)
+    for _, layer in pm.lora_layers():
+        for name in layer.lora_B.keys():
+            w = layer.lora_B[name].weight
+            w.data[...] = rs.standard_normal(w.shape) * scale
+
+
+# ============================================================================ the layer
+@pytest.mark.task("peft.lora_forward")
+def test_lora_layer_output_is_base_plus_scaled_low_rank_product():
+    mf.seed(0)
+    base = mf.nn.Linear(6, 5)
+    layer = LoraLinear(base)
+    layer.update_layer("default", r=3, lora_alpha=6)
+    rs = np.random.default_rng(0)
+    layer.lora_B["default"].weight.data[...] = rs.standard_normal((5, 3))
+    x = rs.standard_normal((4, 6)).astype(np.float32)
+    A, B = layer.lora_A["default"].weight.data, layer.lora_B["default"].weight.data
+    W, b = base.weight.data, base.bias.data
+    expected = x @ W.T + b + 2.0 * (x @ A.T) @ B.T  # s = 6 / 3
+    np.testing.assert_allclose(layer(mf.tensor(x)).data, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.task("peft.lora_forward")
+def test_lora_gradients_match_closed_forms_and_finite_differences():
+    mf.set_default_dtype("float64")
+    try:
+        mf.seed(0)
+        layer = LoraLinear(mf.nn.Linear(4, 3))
+        layer.update_layer("default", r=2, lora_alpha=4)
+        rs = np.random.default_rng(1)
+        A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+        B.data[...] = rs.standard_normal(B.shape)
+        x = mf.tensor(rs.standard_normal((5, 4)), requires_grad=True)
+        g = rs.standard_normal((5, 3))
+        (layer(x) * mf.tensor(g)).sum().backward()
+        s = 2.0
+        H = x.data @ A.data.T  # (M, r)
+        np.testing.assert_allclose(B.grad, s * g.T @ H, rtol=1e-10)  # ∂L/∂B = s Gᵀ H
+        np.testing.assert_allclose(A.grad, s * (g @ B.data).T @ x.data, rtol=1e-10)  # ∂L/∂A = s (G B)ᵀ X
+        W = layer.base_layer.weight.data
+        np.testing.assert_allclose(x.grad, g @ W + s * (g @ B.data) @ A.data, rtol=1e-10)
+        assert layer.base_layer.weight.grad is None and layer.base_layer.bias.grad is None  # frozen: none computed
+
+        def lora_fn(xx, a, bb):  # the tensors gradcheck perturbs, put in the layer's place
+            layer.lora_A["default"].weight = a
+            layer.lora_B["default"].weight = bb
+            return layer(xx)
+
+        assert mf.gradcheck(lora_fn, (x, A, B))
+    finally:
+        mf.set_default_dtype("float32")
+
+
+def test_base_layer_gets_no_weight_gradient_when_frozen():
+    pm = get_peft_model(tiny_classifier().train(), LoraConfig(r=2, target_modules=["q_proj"]))
+    pm(input_ids=IDS, attention_mask=MASK, labels=np.array([0, 1])).loss.backward()
+    for name, p in pm.named_parameters():
+        assert (p.grad is not None) == p.requires_grad, name
+    assert all(".lora_" in n for n, p in pm.named_parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("use_rslora", [False, True])
+def test_scaling_is_alpha_over_r_or_over_sqrt_r(use_rslora):
+    assert lora_scaling(16, 32, use_rslora) == (32 / 4 if use_rslora else 2.0)
+    layer = LoraLinear(mf.nn.Linear(8, 8))
+    layer.update_layer("default", r=16, lora_alpha=32, use_rslora=use_rslora)
+    assert layer.scaling["default"] == pytest.approx(32 / math.sqrt(16) if use_rslora else 32 / 16)
+
+
+def test_initializations():
+    mf.seed(0)
+    layer = LoraLinear(mf.nn.Linear(400, 300))
+    layer.update_layer("kaiming", r=8, lora_alpha=8)
+    layer.update_layer("gauss", r=8, lora_alpha=8, init_lora_weights="gaussian")
+    layer.update_layer("random", r=8, lora_alpha=8, init_lora_weights=False)
+    a = layer.lora_A["kaiming"].weight.data
+    assert np.abs(a).max() <= 1 / math.sqrt(400) and np.abs(a).max() > 0.9 / math.sqrt(400)  # U(±1/√in)
+    assert layer.lora_A["gauss"].weight.data.std() == pytest.approx(1 / 8, rel=0.05)  # N(0, 1/r²)
+    assert not layer.lora_B["kaiming"].weight.data.any() and not layer.lora_B["gauss"].weight.data.any()
+    assert layer.lora_B["random"].weight.data.any()
+    assert all(layer.lora_A[n].weight.dtype == np.float32 for n in ("kaiming", "gauss", "random"))
+
+
+# ============================================================================ the model
+def test_fresh_adapter_leaves_the_outputs_unchanged_and_counts_match_the_formula():
+    model = tiny_classifier()
+    before = logits(model)
+    pm = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["classifier"]))
+    np.testing.assert_array_equal(logits(pm), before)  # B = 0
+    trainable, total = pm.get_nb_trainable_parameters()
+    lora = 2 * 2 * 4 * (16 + 16)  # 2 layers × (q, v) × r·(in + out)
+    head = 16 * 3 + 3
+    assert trainable == lora + head
+    assert total == sum(p.size for p in model.parameters())  # the model now holds the adapters and the head's copy
+    assert total == sum(p.size for p in tiny_classifier().parameters()) + lora + head
+
+
+def test_print_trainable_parameters_format(capsys):
+    pm = get_peft_model(tiny_classifier(), LoraConfig(r=2, target_modules=["q_proj"]))
+    pm.print_trainable_parameters()
+    trainable, total = pm.get_nb_trainable_parameters()
+    assert capsys.readouterr().out.strip() == (f"trainable params: {trainable:,d} || all params: {total:,d} || "
+                                               f"trainable%: {100 * trainable / total:.4f}")
+
+
+def test_target_matching_follows_peft_rules():
+    assert name_matches("model.layers.0.attn.q_proj", ["q_proj"]) == "q_proj"
+    assert name_matches("model.layers.0.attn.q_proj", ["attn.q_proj"]) == "attn.q_proj"
+    assert name_matches("model.layers.0.attn.q_proj", ["proj"]) is None  # a suffix must start at a dot
+    assert name_matches("model.layers.0.attn.q_proj", r".*\.[qv]_proj") is not None  # regex: whole name
+    assert name_matches("model.layers.0.attn.q_proj", r"q_proj") is None
+    pm = get_peft_model(tiny_classifier(), LoraConfig(r=2, target_modules=r".*\.(q|v)_proj",
+                                                      exclude_modules=["layers.1.attn.v_proj"], layers_to_transform=[1]))
+    adapted = [n for n, _ in pm.lora_layers()]
+    assert adapted == ["model.layers.1.attn.q_proj"]
+    report = pm.targeting_report()
+    assert "layer 0 is not in layers_to_transform" in report and "excluded by exclude_modules" in report
+
+
+def test_no_match_and_bad_options_are_clear_errors():
+    with pytest.raises(ValueError, match=r"matches no Linear layer.*q_proj"):
+        get_peft_model(tiny_classifier(), LoraConfig(target_modules=["query"]))
+    with pytest.raises(ValueError, match="modules_to_save names 'head'"):
+        get_peft_model(tiny_classifier(), LoraConfig(modules_to_save=["head"]))
+    for bad in (dict(r=0), dict(r=2.5), dict(lora_alpha=-1), dict(lora_dropout=1.0), dict(bias="some"),
+                dict(init_lora_weights="uniform"), dict(target_modules=[1, 2])):
+        with pytest.raises(ValueError):
+            LoraConfig(**bad)
+    with pytest.raises(NotImplementedError, match="DoRA"):
+        LoraConfig(use_dora=True)
+
+
+def test_bias_modes():
+    pm = get_peft_model(tiny_classifier(), LoraConfig(r=2, target_modules=["q_proj"], bias="lora_only"))
+    trains = {n for n, p in pm.named_parameters() if p.requires_grad}
+    assert {n for n in trains if n.endswith("bias")} == {f"base_model.model.layers.{i}.attn.q_proj.base_layer.bias"
+                                                         for i in (0, 1)}
+    pm = get_peft_model(tiny_classifier(), LoraConfig(r=2, target_modules=["q_proj"], bias="all"))
+    biases = [p for n, p in pm.named_parameters() if n.endswith(".bias")]
+    assert biases and all(p.requires_grad for p in biases)
+
+
+def test_merge_equals_unmerged_and_unmerge_restores_the_weights():
+    model = tiny_classifier()
+    pm = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"]))
+    randomize_lora(pm)
+    W0 = {n: l.base_layer.weight.data.copy() for n, l in pm.lora_layers()}
+    unmerged = logits(pm)
+    assert not np.allclose(unmerged, logits(tiny_classifier()))  # the adapters do something
+    pm.merge_adapter()
+    np.testing.assert_allclose(logits(pm), unmerged, rtol=1e-5, atol=1e-5)
+    for n, l in pm.lora_layers():
+        np.testing.assert_allclose(l.base_layer.weight.data - W0[n], l.delta_weight("default"), rtol=1e-5, atol=1e-6)
+    pm.unmerge_adapter()
+    for n, l in pm.lora_layers():
+        np.testing.assert_allclose(l.base_layer.weight.data, W0[n], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(logits(pm), unmerged, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.task("peft.lora_merge")
+def test_delta_weight_is_scaled_b_times_a():
+    layer = LoraLinear(mf.nn.Linear(5, 4))
+    layer.update_layer("default", r=2, lora_alpha=3)
+    B = np.arange(8, dtype=np.float32).reshape(4, 2)
+    layer.lora_B["default"].weight.data[...] = B
+    A = layer.lora_A["default"].weight.data
+    np.testing.assert_allclose(layer.delta_weight("default"), 1.5 * B @ A, rtol=1e-6)
+    x = np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32)
+    before = layer(mf.tensor(x)).data
+    layer.merge()
+    np.testing.assert_allclose(layer(mf.tensor(x)).data, before, rtol=1e-5, atol=1e-5)
+
+
+def test_merge_and_unload_gives_a_plain_model_with_the_same_outputs():
+    pm = get_peft_model(tiny_classifier(), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                      modules_to_save=["classifier"]))
+    randomize_lora(pm)
+    pm.base_model.classifier.modules_to_save["default"].weight.data[...] += 0.5
+    expected = logits(pm)
+    plain = pm.merge_and_unload()
+    assert isinstance(plain, TransformerForSequenceClassification)
+    assert not any(isinstance(m, LoraLinear) for m in plain.modules())
+    assert type(plain.classifier).__name__ == "Linear"
+    np.testing.assert_allclose(logits(plain), expected, rtol=1e-5, atol=1e-5)
+    assert [n for n, _ in plain.named_parameters()] == [n for n, _ in tiny_classifier().named_parameters()]
+
+
+def test_safe_merge_refuses_non_finite_weights_and_changes_nothing():
+    pm = get_peft_model(tiny_classifier(), LoraConfig(r=2, target_modules=["q_proj"]))
+    name, layer = pm.lora_layers()[0]
+    layer.lora_B["default"].weight.data[0, 0] = np.nan
+    before = layer.base_layer.weight.data.copy()
+    with pytest.raises(ValueError, match="non-finite"):
+        layer.merge(safe_merge=True)
+    np.testing.assert_array_equal(layer.base_layer.weight.data, before)
+    assert layer.merged_adapters == []
+
+
+def test_disable_adapter_gives_the_base_model_back():
+    base_out = logits(tiny_classifier())
+    pm = get_peft_model(tiny_classifier(), LoraConfig(r=2, target_modules=["q_proj", "v_proj"],
+                                                      modules_to_save=["classifier"]))
+    randomize_lora(pm)
+    pm.base_model.classifier.modules_to_save["default"].bias.data[...] += 1.0
+    adapted = logits(pm)
+    with pm.disable_adapter():
+        np.testing.assert_allclose(logits(pm), base_out, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(logits(pm), adapted)
+
+
+def test_several_adapters_and_set_adapter():
+    pm = get_peft_model(tiny_classifier(), LoraConfig(r=2, target_modules=["q_proj"]), adapter_name="first")
+    pm.add_adapter("second", LoraConfig(r=3, target_modules=["q_proj", "v_proj"]))
+    randomize_lora(pm, seed=5)
+    pm.set_adapter("first")
+    out_first = logits(pm)
+    assert {n for n, p in pm.named_parameters() if p.requires_grad} == {
+        f"base_model.model.layers.{i}.attn.q_proj.lora_{ab}.first.weight" for i in (0, 1) for ab in "AB"}
+    pm.set_adapter("second")
+    out_second = logits(pm)
+    assert not np.allclose(out_first, out_second)
+    pm.set_adapter("first")
+    np.testing.assert_array_equal(logits(pm), out_first)
+    with pytest.raises(ValueError, match="no adapter named 'third'"):
+        pm.set_adapter("third")
+    with pytest.raises(ValueError, match="already an adapter named 'first'"):
+        pm.add_adapter("first", LoraConfig())
+
+
+def test_trainer_trains_only_the_adapter_and_the_saved_head(tmp_path):
+    model = tiny_classifier(num_labels=2).train()
+    frozen = {n: p.data.copy() for n, p in model.named_parameters()}
+    pm = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                          modules_to_save=["classifier"]))
+    rows = [{"input_ids": list(IDS[i % 2][:6 - 2 * (i % 2)]), "label": i % 2, "text": "x"} for i in range(16)]
+    data = mf.data.Dataset.from_list(rows)
+    args = mf.train.TrainingArguments(output_dir=str(tmp_path), max_steps=6, per_device_train_batch_size=4,
+                                      learning_rate=1e-2, logging_steps=100, save_strategy="no", disable_tqdm=True,
+                                      plot=False)
+
+    class Pad:  # a stand-in tokenizer: the collator only asks for the pad id
+        pad_token_id = 0
+
+    trainer = mf.train.Trainer(pm, args, train_dataset=data, data_collator=mf.data.DataCollatorWithPadding(Pad()))
+    trainer.train()
+    for name, p in pm.named_parameters():
+        inner = name[len("base_model."):]
+        if inner in frozen:  # every original parameter is frozen and unchanged
+            np.testing.assert_array_equal(p.data, frozen[inner], err_msg=name)
+    moved = [n for n, p in pm.named_parameters() if ".lora_B." in n and np.abs(p.data).max() > 0]
+    assert moved, "LoRA B never moved away from 0"
+    state_ids = set(trainer.optimizer.state)
+    assert state_ids == {id(p) for p in pm.parameters() if p.requires_grad}  # optimizer state: trainable only

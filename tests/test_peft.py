@@ -16,7 +16,7 @@ MASK = (IDS != 0).astype(np.int64)
 def tiny_classifier(seed=0, family="bert", num_labels=3):
     mf.seed(seed)
     cfg = TransformerConfig(family=family, vocab_size=32, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                            max_position_embeddings=16)
+                            max_position_embeddings=16, pad_token_id=0)
     return TransformerForSequenceClassification(cfg, num_labels=num_labels).eval()
 
 
@@ -280,3 +280,107 @@ def test_trainer_trains_only_the_adapter_and_the_saved_head(tmp_path):
     assert moved, "LoRA B never moved away from 0"
     state_ids = set(trainer.optimizer.state)
     assert state_ids == {id(p) for p in pm.parameters() if p.requires_grad}  # optimizer state: trainable only
+
+
+# ============================================================================ PEFT's files
+def _adapted(family="bert", seed=0, **options):
+    model = tiny_classifier(family=family, num_labels=2)
+    cfg = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], modules_to_save=["classifier"]) | options
+    pm = get_peft_model(model, LoraConfig(**cfg))
+    randomize_lora(pm, seed=seed)
+    pm.base_model.classifier.modules_to_save["default"].weight.data[...] += 0.2  # (llama's head has no bias)
+    return pm
+
+
+def test_adapter_files_have_peft_keys_and_hf_module_names(tmp_path):
+    import json
+
+    from safetensors.numpy import load_file
+
+    pm = _adapted()
+    pm.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["r"] == 4 and config["lora_alpha"] == 8
+    assert config["task_type"] == "SEQ_CLS" and config["modules_to_save"] == ["classifier"]
+    layers = [f"bert.encoder.layer.{i}.attention.self.{p}" for i in (0, 1) for p in ("query", "value")]
+    assert config["target_modules"] == layers
+    tensors = load_file(tmp_path / "adapter_model.safetensors")
+    expected = {f"base_model.model.{m}.lora_{ab}.weight" for m in layers for ab in "AB"} | {
+        "base_model.model.classifier.weight", "base_model.model.classifier.bias"}
+    assert set(tensors) == expected
+    q = pm.base_model.model.layers[0].attn.q_proj
+    np.testing.assert_array_equal(tensors[f"base_model.model.{layers[0]}.lora_B.weight"], q.lora_B["default"].weight.data)
+    assert tensors[f"base_model.model.{layers[0]}.lora_A.weight"].shape == (4, 16)  # (r, in)
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_save_and_load_round_trip(tmp_path, family):
+    pm = _adapted(family)
+    expected = logits(pm)
+    pm.save_pretrained(tmp_path / "lora")
+    fresh = tiny_classifier(family=family, num_labels=2)  # the same base (seed 0), no adapter
+    again = PeftModel.from_pretrained(fresh, tmp_path / "lora")
+    np.testing.assert_array_equal(logits(again), expected)
+    assert not any(p.requires_grad for p in again.parameters())  # inference unless is_trainable
+    trainable = PeftModel.from_pretrained(tiny_classifier(family=family, num_labels=2), tmp_path / "lora",
+                                          is_trainable=True)
+    assert trainable.get_nb_trainable_parameters()[0] == pm.get_nb_trainable_parameters()[0]
+
+
+def test_loading_a_wrong_adapter_is_a_clear_error(tmp_path):
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    from minift.models.checkpoint import CheckpointError
+
+    _adapted().save_pretrained(tmp_path / "ok")
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        PeftModel.from_pretrained(tiny_classifier(num_labels=2), tmp_path / "nothing")
+    mf.seed(0)
+    wider = TransformerForSequenceClassification(TransformerConfig(
+        family="bert", vocab_size=32, hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=16), num_labels=2)
+    with pytest.raises(CheckpointError, match=r"has shape \(4, 16\).*different model"):
+        PeftModel.from_pretrained(wider, tmp_path / "ok")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    config = json.loads((tmp_path / "ok" / "adapter_config.json").read_text())
+    (bad / "adapter_config.json").write_text(json.dumps(config | {"peft_type": "IA3"}))
+    (bad / "adapter_model.safetensors").write_bytes((tmp_path / "ok" / "adapter_model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="peft_type is 'IA3'"):
+        PeftModel.from_pretrained(tiny_classifier(num_labels=2), bad)
+    (bad / "adapter_config.json").write_text(json.dumps(config))
+    tensors = load_file(tmp_path / "ok" / "adapter_model.safetensors")
+    save_file(tensors | {"base_model.model.bert.pooler.dense.lora_A.weight": np.zeros((4, 16), np.float32)},
+              bad / "adapter_model.safetensors")
+    with pytest.raises(CheckpointError, match="no place for.*pooler"):
+        PeftModel.from_pretrained(tiny_classifier(num_labels=2), bad)
+    del tensors["base_model.model.classifier.weight"]
+    save_file(tensors, bad / "adapter_model.safetensors")
+    with pytest.raises(CheckpointError, match="missing tensors.*classifier.weight"):
+        PeftModel.from_pretrained(tiny_classifier(num_labels=2), bad)
+    with pytest.raises(ValueError, match="c_attn"):
+        _adapted("gpt2").save_pretrained(tmp_path / "gpt2")
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_hf_peft_reads_our_adapter_and_we_read_theirs(tmp_path, family):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    transformers.logging.set_verbosity_error()
+    base = tiny_classifier(family=family, num_labels=2)
+    mf.models.save_pretrained(base, tmp_path / "hf", format="hf")
+    pm = _adapted(family)
+    expected = logits(pm)
+    pm.save_pretrained(tmp_path / "ours")
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
+    hf_peft = peft.PeftModel.from_pretrained(hf, tmp_path / "ours").eval()
+    with torch.no_grad():
+        theirs = hf_peft(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK)).logits.numpy()
+    np.testing.assert_allclose(theirs, expected, rtol=1e-4, atol=1e-4)
+    hf_peft.save_pretrained(tmp_path / "theirs")  # PEFT's own file: its key order, its "classifier"/"score"
+    again = PeftModel.from_pretrained(tiny_classifier(family=family, num_labels=2), tmp_path / "theirs")
+    np.testing.assert_allclose(logits(again), expected, rtol=1e-4, atol=1e-4)

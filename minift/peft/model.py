@@ -249,6 +249,22 @@ class PeftModel(Module):
             _set_child(model, name, module.original_module)
         return model
 
+    # -------------------------------------------------------------- files
+    def save_pretrained(self, directory, adapter_name=None):
+        """Write the adapter in PEFT's format: ``adapter_config.json`` + ``adapter_model.safetensors``
+        (Hugging Face's module names; see ``minift.peft.hub``). Other files in ``directory`` are left alone."""
+        from .hub import save_adapter
+
+        return save_adapter(self, directory, adapter_name)
+
+    @classmethod
+    def from_pretrained(cls, model, directory, adapter_name="default", is_trainable=False):
+        """``model`` with the adapter saved in ``directory`` (by minift or by HF PEFT); frozen and in eval
+        mode unless ``is_trainable``."""
+        from .hub import load_adapter
+
+        return load_adapter(model, directory, adapter_name, is_trainable)
+
     # -------------------------------------------------------------- counting and reporting
     def get_nb_trainable_parameters(self):
         """(trainable, all) parameter counts, as PEFT counts them: 'all' is every parameter the model holds

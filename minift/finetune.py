@@ -27,7 +27,8 @@ from . import backend
 
 SENTIMENT_TASKS = ("sentiment", "sentiment-tweets", "sentiment-amazon", "sentiment-nyt")
 TASKS = SENTIMENT_TASKS + ("ner", "qa")
-METHODS = ("probe", "full", "discriminative", "llrd", "unfreeze")
+METHODS = ("probe", "full", "discriminative", "llrd", "unfreeze", "lora")
+HEADS = {"qa": "qa_outputs"}  # the head each task trains beside a LoRA adapter (default: classifier)
 PRIMARY_METRIC = {"ner": "f1", "qa": "f1"}  # every sentiment task: accuracy
 
 
@@ -43,6 +44,10 @@ class FinetuneConfig:
     head_learning_rate: float | None = None  # discriminative: default 20 × learning_rate
     pooling: str | None = None  # sequence classification: "mean" for probe, the HF head's otherwise
     llrd_decay: float = 0.9
+    lora_r: int = 8
+    lora_alpha: float = 16
+    lora_dropout: float = 0.1
+    target_modules: str | list = "q_proj,v_proj"  # lora: which Linear layers get an adapter
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     eval_steps: int = 100
@@ -68,7 +73,9 @@ class FinetuneConfig:
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be None or an integer >= 1, got {value!r}")
         if self.learning_rate is None:
-            self.learning_rate = 1e-3 if self.method == "probe" else 5e-5
+            self.learning_rate = {"probe": 1e-3, "lora": 5e-4}.get(self.method, 5e-5)
+        if isinstance(self.target_modules, str):
+            self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
         if self.head_learning_rate is None:
             self.head_learning_rate = 20 * self.learning_rate
         for name in ("learning_rate", "head_learning_rate"):
@@ -148,6 +155,8 @@ def apply_method(cfg: FinetuneConfig, model, total_steps):
     )
 
     lr, wd = cfg.learning_rate, cfg.weight_decay
+    if cfg.method == "lora":  # the model is a PeftModel by now: only the adapters and the head train
+        return AdamW(trainable_param_groups(model, lr, wd), lr=lr), [], "linear"
     if cfg.method == "probe":
         freeze_backbone(model)
         return AdamW(trainable_param_groups(model, lr, wd), lr=lr), [], "linear"
@@ -182,6 +191,12 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
     label_names = extra.get("label_names")
     model = build_model(cfg, label_names)
     total_parameters = model.num_parameters()
+    if cfg.method == "lora":
+        from .peft import LoraConfig, get_peft_model
+
+        head = HEADS.get(cfg.task, "classifier")
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                                 target_modules=cfg.target_modules, modules_to_save=[head]))
     optimizer, callbacks, schedule = apply_method(cfg, model, cfg.max_steps)
     trainable = sum(int(p.data.size) for g in optimizer.param_groups for p in g["params"])
     if cfg.task == "ner":
@@ -215,6 +230,9 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
     if cfg.save_model:
         from .models import save_pretrained
 
+        if cfg.method == "lora":  # the adapter in PEFT's format, then the merged model
+            model.save_pretrained(out / "adapter")
+            model = model.merge_and_unload()
         save_pretrained(model.eval(), out / "model", tokenizer=tokenizer)
     tmp = out / ".results.json.tmp"
     tmp.write_text(json.dumps(results, indent=1))

@@ -38,7 +38,7 @@ def test_finetune_writes_results_for_every_task_and_method(tmp_path, capsys, mod
 
 @pytest.mark.parametrize("argv, words", [
     (["finetune", "minilm", "sentimen"], ["unknown task 'sentimen'"]),
-    (["finetune", "minilm", "sentiment", "--method", "lora"], ["unknown method 'lora'"]),
+    (["finetune", "minilm", "sentiment", "--method", "lorra"], ["unknown method 'lorra'"]),
     (["finetune", "minilm", "sentiment", "--max-steps", "0"], ["--max-steps", ">= 1"]),
     (["finetune", "minilm", "sentiment", "--learning-rate", "nan"], ["--learning-rate"]),
     (["finetune", "minilm", "qa", "--max-length", "32", "--eval-limit", "4"], ["doc_stride (32)"]),
@@ -58,7 +58,30 @@ def test_an_unwritable_output_is_refused_before_loading_anything(tmp_path, capsy
     assert "cannot write to the output directory" in capsys.readouterr().err
 
 
+@pytest.mark.zoo
+def test_finetune_lora_saves_the_adapter_and_the_merged_model(tmp_path):
+    import numpy as np
+
+    import minift as mf
+    from minift.peft import PeftModel
+
+    out = tmp_path / "run"
+    assert main(["finetune", TINY_BERT, "sentiment", "--method", "lora", "--lora-r", "4", *QUICK, "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    layers, hidden, labels = 4, 128, 2
+    assert results["trainable_parameters"] == layers * 2 * 4 * (hidden + hidden) + hidden * labels + labels
+    config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert config["r"] == 4 and config["lora_alpha"] == 16 and config["modules_to_save"] == ["classifier"]
+    ids = np.array([[2, 40, 41, 42, 3]])
+    merged = mf.models.AutoModelForSequenceClassification.from_pretrained(out / "model").eval()
+    base = mf.models.AutoModelForSequenceClassification.from_pretrained(TINY_BERT, num_labels=2)
+    adapted = PeftModel.from_pretrained(base, out / "adapter")
+    np.testing.assert_allclose(merged(ids).logits.data, adapted(ids).logits.data, rtol=1e-5, atol=1e-5)
+
+
 def test_config_defaults_depend_on_the_method():
+    assert FinetuneConfig(method="lora").learning_rate == 5e-4
+    assert FinetuneConfig(method="lora", target_modules="q_proj, k_proj").target_modules == ["q_proj", "k_proj"]
     assert FinetuneConfig(method="probe").learning_rate == 1e-3
     assert FinetuneConfig(method="full").learning_rate == 5e-5
     assert FinetuneConfig(method="discriminative", learning_rate=1e-5).head_learning_rate == pytest.approx(2e-4)

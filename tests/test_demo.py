@@ -36,17 +36,19 @@ def test_plot_graph_draws_a_png(tmp_path):
     assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_the_fine_tuning_demo_compares_probe_and_full(tmp_path, monkeypatch, capsys):
+def test_the_fine_tuning_demo_compares_probe_lora_and_full(tmp_path, monkeypatch, capsys):
     # `make demo`, shrunk (MINIFT_FAST=1: 256 training rows, 128 evaluation rows; 4 steps)
     from minift.cli import main
 
     monkeypatch.setenv("MINIFT_FAST", "1")
     assert main(["demo", "--out", str(tmp_path), "--steps", "4"]) == 0
     table = capsys.readouterr().out
-    assert "probe" in table and "full" in table and "accuracy" in table
-    probe = json.loads((tmp_path / "probe" / "results.json").read_text())
-    full = json.loads((tmp_path / "full" / "results.json").read_text())
+    assert "probe" in table and "lora" in table and "full" in table and "accuracy" in table
+    probe, lora, full = (json.loads((tmp_path / m / "results.json").read_text()) for m in ("probe", "lora", "full"))
     assert probe["trainable_parameters"] == 384 * 2 + 2  # MiniLM's head: 384 × 2 weights + 2 biases
+    # LoRA: r = 8 on q and v of 6 layers, r·(in + out) each, and the head
+    assert lora["trainable_parameters"] == 6 * 2 * 8 * (384 + 384) + 384 * 2 + 2
     assert full["trainable_parameters"] == full["total_parameters"] == probe["total_parameters"]
-    assert probe["train_steps"] == full["train_steps"] == 4
-    assert (tmp_path / "results.md").read_text().count("\n") >= 4
+    assert probe["train_steps"] == lora["train_steps"] == full["train_steps"] == 4
+    assert (tmp_path / "lora" / "adapter" / "adapter_config.json").exists()
+    assert (tmp_path / "results.md").read_text().count("\n") >= 5

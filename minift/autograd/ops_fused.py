@@ -327,6 +327,8 @@ class Embedding(Function):
     @staticmethod
     def backward(ctx, g):
         (ids,) = ctx.saved_tensors
+        if not ctx.needs_input_grad[1]:  # a frozen table (probe, LoRA): no (V, D) gradient to build
+            return None, None
         d = ctx.shape[1]
         gw = xp.zeros(ctx.shape, dtype=g.dtype)
         scatter_add_rows(gw, ids.reshape(-1), g.reshape(-1, d))  # (B·T,) rows, (B·T, D) values

@@ -384,3 +384,29 @@ def test_hf_peft_reads_our_adapter_and_we_read_theirs(tmp_path, family):
     hf_peft.save_pretrained(tmp_path / "theirs")  # PEFT's own file: its key order, its "classifier"/"score"
     again = PeftModel.from_pretrained(tiny_classifier(family=family, num_labels=2), tmp_path / "theirs")
     np.testing.assert_allclose(logits(again), expected, rtol=1e-4, atol=1e-4)
+
+
+# ============================================================================ LoRA+
+def test_loraplus_gives_b_ratio_times_the_learning_rate_and_steps_accordingly():
+    from minift.peft import create_loraplus_optimizer
+
+    pm = get_peft_model(tiny_classifier(num_labels=2), LoraConfig(r=2, target_modules=["q_proj"],
+                                                                  modules_to_save=["classifier"]))
+    opt = create_loraplus_optimizer(pm, mf.optim.SGD, lr=0.01, loraplus_lr_ratio=16)
+    by_name = {g["name"]: g for g in opt.param_groups}
+    assert by_name["lora_B"]["lr"] == pytest.approx(0.16) and by_name["lora_A and other matrices"]["lr"] == 0.01
+    ids = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert ids == {id(p) for p in pm.parameters() if p.requires_grad}  # every trainable parameter, once
+    names = {id(p): n for n, p in pm.named_parameters()}
+    assert all(".lora_B." in names[id(p)] for p in by_name["lora_B"]["params"])
+    assert all(p.ndim == 1 for p in by_name["1-D (no decay)"]["params"]) and by_name["1-D (no decay)"]["weight_decay"] == 0
+    # plain SGD: each parameter moves by its group's lr × its gradient
+    for p in pm.parameters():
+        p.grad = np.ones(p.shape, dtype=p.dtype) if p.requires_grad else None
+    before = {id(p): p.data.copy() for p in pm.parameters()}
+    opt.step()
+    for g in opt.param_groups:
+        for p in g["params"]:
+            np.testing.assert_allclose(before[id(p)] - p.data, g["lr"], rtol=1e-5)
+    with pytest.raises(ValueError, match="loraplus_lr_ratio"):
+        create_loraplus_optimizer(pm, mf.optim.AdamW, lr=0.01, loraplus_lr_ratio=0.5)

@@ -155,8 +155,6 @@ def test_no_match_and_bad_options_are_clear_errors():
                 dict(init_lora_weights="uniform"), dict(target_modules=[1, 2])):
         with pytest.raises(ValueError):
             LoraConfig(**bad)
-    with pytest.raises(NotImplementedError, match="DoRA"):
-        LoraConfig(use_dora=True)
 
 
 def test_bias_modes():
@@ -410,3 +408,100 @@ def test_loraplus_gives_b_ratio_times_the_learning_rate_and_steps_accordingly():
             np.testing.assert_allclose(before[id(p)] - p.data, g["lr"], rtol=1e-5)
     with pytest.raises(ValueError, match="loraplus_lr_ratio"):
         create_loraplus_optimizer(pm, mf.optim.AdamW, lr=0.01, loraplus_lr_ratio=0.5)
+
+
+# ============================================================================ DoRA
+def _dora_layer(seed=0, dtype="float32", dropout=0.0):
+    mf.seed(seed)
+    layer = LoraLinear(mf.nn.Linear(6, 5))
+    layer.update_layer("default", r=2, lora_alpha=4, lora_dropout=dropout, use_dora=True)
+    rs = np.random.default_rng(seed)
+    layer.lora_B["default"].weight.data[...] = rs.standard_normal((5, 2))
+    layer.lora_magnitude_vector["default"].weight.data[...] *= 1 + 0.3 * rs.standard_normal(5)
+    return layer
+
+
+def test_dora_starts_as_the_base_layer_and_follows_its_formula():
+    mf.seed(0)
+    base = mf.nn.Linear(6, 5)
+    layer = LoraLinear(base)
+    layer.update_layer("default", r=2, lora_alpha=4, use_dora=True)
+    m = layer.lora_magnitude_vector["default"].weight.data
+    np.testing.assert_allclose(m, np.linalg.norm(base.weight.data, axis=1), rtol=1e-6)  # m = ‖W‖ rows: W' = W
+    x = np.random.default_rng(1).standard_normal((3, 6)).astype(np.float32)
+    np.testing.assert_allclose(layer(mf.tensor(x)).data, base(mf.tensor(x)).data, rtol=1e-5, atol=1e-6)
+    layer = _dora_layer()
+    W, b = layer.base_layer.weight.data, layer.base_layer.bias.data
+    A, B = layer.lora_A["default"].weight.data, layer.lora_B["default"].weight.data
+    m = layer.lora_magnitude_vector["default"].weight.data
+    adapted = W + 2.0 * B @ A
+    expected = x @ (m[:, None] * adapted / np.linalg.norm(adapted, axis=1)[:, None]).T + b
+    np.testing.assert_allclose(layer(mf.tensor(x)).data, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.task("peft.dora_norm")
+def test_dora_norm_is_over_the_input_axis():
+    from minift.peft.lora import dora_weight_norm
+
+    W = np.arange(12, dtype=np.float64).reshape(3, 4)
+    A, B = np.ones((2, 4)), np.full((3, 2), 0.5)
+    np.testing.assert_allclose(dora_weight_norm(W, A, B, 2.0), np.linalg.norm(W + 2.0 * B @ A, axis=1))
+
+
+def test_dora_gradients_treat_the_norm_as_a_constant():
+    mf.set_default_dtype("float64")
+    try:
+        layer = _dora_layer()
+        x = mf.randn(4, 6, requires_grad=True)
+        A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+        m = layer.lora_magnitude_vector["default"].weight
+        g = np.random.default_rng(3).standard_normal((4, 5))
+        (layer(x) * mf.tensor(g)).sum().backward()
+        W = layer.base_layer.weight.data
+        n = np.linalg.norm(W + 2.0 * B.data @ A.data, axis=1)
+        direction_out = x.data @ (W + 2.0 * B.data @ A.data).T  # (M, out)
+        np.testing.assert_allclose(m.grad, (g * direction_out / n).sum(axis=0), rtol=1e-10)  # ∂L/∂m
+
+        # the detached norm is a constant of the backward, so check the gradient of x and m, where it is exact
+        n_const = n.copy()
+
+        def dora_fixed_n(xx, mm):
+            scale = mm / n_const
+            return (xx @ mf.tensor((W + 2.0 * B.data @ A.data).T)) * scale + mf.tensor(layer.base_layer.bias.data)
+
+        np.testing.assert_allclose(dora_fixed_n(x, m).data, layer(x).data, rtol=1e-12)
+        assert mf.gradcheck(dora_fixed_n, (x, m))
+    finally:
+        mf.set_default_dtype("float32")
+
+
+def test_dora_merge_and_unmerge():
+    layer = _dora_layer().eval()
+    x = mf.tensor(np.random.default_rng(4).standard_normal((3, 6)).astype(np.float32))
+    W0, expected = layer.base_layer.weight.data.copy(), layer(x).data
+    layer.merge()
+    np.testing.assert_allclose(layer(x).data, expected, rtol=1e-5, atol=1e-5)
+    layer.unmerge()
+    np.testing.assert_allclose(layer.base_layer.weight.data, W0, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.torch
+def test_hf_peft_reads_our_dora_adapter_and_we_read_theirs(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    transformers.logging.set_verbosity_error()
+    mf.models.save_pretrained(tiny_classifier(num_labels=2), tmp_path / "hf", format="hf")
+    pm = _adapted(use_dora=True)
+    for _, layer in pm.lora_layers():
+        layer.lora_magnitude_vector["default"].weight.data[...] *= 1.2
+    expected = logits(pm)
+    pm.save_pretrained(tmp_path / "ours")
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
+    hf_peft = peft.PeftModel.from_pretrained(hf, tmp_path / "ours").eval()
+    with torch.no_grad():
+        theirs = hf_peft(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK)).logits.numpy()
+    np.testing.assert_allclose(theirs, expected, rtol=1e-4, atol=1e-4)
+    hf_peft.save_pretrained(tmp_path / "theirs")
+    again = PeftModel.from_pretrained(tiny_classifier(num_labels=2), tmp_path / "theirs")
+    np.testing.assert_allclose(logits(again), expected, rtol=1e-4, atol=1e-4)

@@ -22,4 +22,5 @@ TASKS = {
     "qa.best_span": "the best valid answer span from start and end logits (minift/data/qa.py)",
     "peft.lora_forward": "a frozen Linear plus the scaled low-rank update s·B(A(x)) (minift/peft/lora.py)",
     "peft.lora_merge": "the weight update s·BA that merging folds into W (minift/peft/lora.py)",
+    "peft.dora_norm": "DoRA's row norms of the adapted weight W + s·BA (minift/peft/lora.py)",
 }

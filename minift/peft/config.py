@@ -73,8 +73,6 @@ class LoraConfig:
         if self.modules_to_save is not None and not (
                 isinstance(self.modules_to_save, list) and all(isinstance(v, str) for v in self.modules_to_save)):
             raise ValueError(f"modules_to_save must be a list of module names, got {self.modules_to_save!r}")
-        if self.use_dora:
-            raise NotImplementedError("use_dora=True: DoRA is not implemented in minift yet (issue 9, part 3)")
         if self.fan_in_fan_out:
             raise NotImplementedError("fan_in_fan_out=True is for GPT-2's Conv1D layers; minift's Linear "
                                       "weights are always (out, in), so leave it False")

@@ -5,7 +5,7 @@ A saved adapter is a directory with
   ``target_modules``, ``modules_to_save``, …). minift writes ``target_modules`` as the full Hugging Face
   names of the adapted modules, which PEFT matches exactly, so the file says precisely where the adapter goes;
 - ``adapter_model.safetensors``: ``base_model.model.<HF module>.lora_A.weight`` (r, in) and ``.lora_B.weight``
-  (out, r) per adapted module, ``base_model.model.<HF module>.weight`` (and ``.bias``) for each saved module
+  (out, r) per adapted module (and DoRA's ``.lora_magnitude_vector`` (out,)), ``base_model.model.<HF module>.weight`` (and ``.bias``) for each saved module
   (a head), the trained biases under ``bias="lora_only"`` / ``"all"``; header metadata ``{"format": "pt"}``.
 
 Module names are Hugging Face's for the family (``models/names.py``): minift's ``model.layers.0.attn.q_proj``
@@ -83,6 +83,8 @@ def save_adapter(pm: PeftModel, directory, adapter_name=None):
             targets.append(hf)
             tensors[f"{PREFIX}{hf}.lora_A.weight"] = module.lora_A[adapter_name].weight.data
             tensors[f"{PREFIX}{hf}.lora_B.weight"] = module.lora_B[adapter_name].weight.data
+            if adapter_name in module.lora_magnitude_vector:  # DoRA's m: no ".weight" in PEFT's key
+                tensors[f"{PREFIX}{hf}.lora_magnitude_vector"] = module.lora_magnitude_vector[adapter_name].weight.data
             if config.bias == "lora_only" and module.base_layer.bias is not None:
                 tensors[f"{PREFIX}{hf}.base_layer.bias"] = module.base_layer.bias.data
         elif isinstance(module, ModulesToSaveWrapper) and adapter_name in module.modules_to_save:
@@ -102,7 +104,7 @@ def save_adapter(pm: PeftModel, directory, adapter_name=None):
         "r": config.r, "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout,
         "target_modules": sorted(targets), "exclude_modules": None, "layers_to_transform": None,
         "layers_pattern": None, "modules_to_save": sorted(set(saved_modules)) or None, "bias": config.bias,
-        "init_lora_weights": config.init_lora_weights, "use_rslora": config.use_rslora, "use_dora": False,
+        "init_lora_weights": config.init_lora_weights, "use_rslora": config.use_rslora, "use_dora": config.use_dora,
         "fan_in_fan_out": False, "rank_pattern": {}, "alpha_pattern": {}, "inference_mode": True,
         "base_model_name_or_path": config.base_model_name_or_path, "revision": None,
     }
@@ -164,8 +166,6 @@ def load_adapter(model, directory, adapter_name="default", is_trainable=False) -
     if raw.get("peft_type") != "LORA":
         raise CheckpointError(f"{config_path}: peft_type is {raw.get('peft_type')!r}; minift reads LoRA adapters "
                               "(peft_type 'LORA')")
-    if raw.get("use_dora"):
-        raise CheckpointError(f"{config_path}: a DoRA adapter (use_dora: true); minift does not implement DoRA yet")
     if raw.get("fan_in_fan_out"):
         raise CheckpointError(f"{config_path}: fan_in_fan_out is true (GPT-2's Conv1D layers), which minift's "
                               "separate q/k/v projections cannot take")
@@ -194,6 +194,8 @@ def load_adapter(model, directory, adapter_name="default", is_trainable=False) -
         hf = names[n]
         wanted[f"{PREFIX}{hf}.lora_A.weight"] = f"{n}.lora_A.{adapter_name}.weight"
         wanted[f"{PREFIX}{hf}.lora_B.weight"] = f"{n}.lora_B.{adapter_name}.weight"
+        if config.use_dora:
+            wanted[f"{PREFIX}{hf}.lora_magnitude_vector"] = f"{n}.lora_magnitude_vector.{adapter_name}.weight"
     for n in config.modules_to_save or ():
         for leaf, _ in inner.get_submodule(n).modules_to_save[adapter_name].named_parameters():
             wanted[f"{PREFIX}{names[n]}.{leaf}"] = f"{n}.modules_to_save.{adapter_name}.{leaf}"

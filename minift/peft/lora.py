@@ -20,11 +20,22 @@ They come from composing two ``Linear`` ops (and the tests check them against fi
 Merging folds the update into the weight, W ← W + s·BA, so inference costs nothing extra; unmerging
 subtracts it again (exact up to float32 rounding). Names follow PEFT: ``base_layer``, ``lora_A.<adapter>``,
 ``lora_B.<adapter>``, ``lora_dropout.<adapter>``, ``scaling[<adapter>]``.
+
+DoRA (Liu et al., 2024; ``use_dora=True``) splits the adapted weight into a direction and a length per
+output row, and learns the length m (out,) separately:
+
+    W' = m ⊙ (W + s·BA) / n,     n = ‖W + s·BA‖ over each row (the input axis), **detached**
+
+so y = (m/n) ⊙ (W x + s·BAx) + b. m starts at n (so W' = W). n is treated as a constant in the backward,
+as in the paper and PEFT (it saves memory, and the gradient is nearly the same): ∂L/∂m = Σ_batch G ⊙ (W x
++ s·BAx)/n. With dropout on, PEFT computes W·dropout(x) for the rescaled part, so the identity holds on
+the dropped-out input: y = Wx + b + (m/n − 1) ⊙ W·drop(x) + (m/n) ⊙ s·BA·drop(x). Merging: W ← (m/n)(W + s·BA).
 """
 from __future__ import annotations
 
 import math
 
+from .. import functional as F
 from ..autograd.grad_mode import no_grad
 from ..backend import rng, xp
 from ..nn import Dropout, Linear, Module, ModuleDict
@@ -36,6 +47,26 @@ class Identity(Module):
 
     def forward(self, x):
         return x
+
+
+class Magnitude(Module):
+    """DoRA's learned length of each output row, ``weight`` (out,) — PEFT's ``lora_magnitude_vector.<adapter>``."""
+
+    def __init__(self, norms):
+        super().__init__()
+        self.weight = Parameter(norms)
+
+    def forward(self, x):  # pragma: no cover - a holder, read by LoraLinear
+        return self.weight
+
+
+def dora_weight_norm(weight, A, B, s):
+    """n = ‖W + s·BA‖ of each output row (W (out, in), A (r, in), B (out, r)): an array, outside the graph."""
+    # TASK peft.dora_norm: the row norms of the adapted weight, over the input axis
+    # BEGIN SOLUTION
+    adapted = weight + s * (B @ A)  # (out, in)
+    return xp.sqrt((adapted * adapted).sum(axis=1))  # (out,)
+    # END SOLUTION
 
 
 def lora_scaling(r, lora_alpha, use_rslora=False):
@@ -56,14 +87,17 @@ class LoraLinear(Module):
         self.lora_A = ModuleDict()
         self.lora_B = ModuleDict()
         self.lora_dropout = ModuleDict()
+        self.lora_magnitude_vector = ModuleDict()  # DoRA adapters only
         self.scaling = {}  # adapter name -> s
         self.r = {}
         self.active_adapters = []
         self.merged_adapters = []
+        self._dora_norms = {}  # n of each merged DoRA adapter (to unmerge exactly)
         self.disable_adapters = False  # True inside PeftModel.disable_adapter(): the base layer alone
 
-    def update_layer(self, adapter_name, r, lora_alpha, lora_dropout=0.0, init_lora_weights=True, use_rslora=False):
-        """Add adapter ``adapter_name``: A (r, in), B (out, r), its dropout and its scale."""
+    def update_layer(self, adapter_name, r, lora_alpha, lora_dropout=0.0, init_lora_weights=True, use_rslora=False,
+                     use_dora=False):
+        """Add adapter ``adapter_name``: A (r, in), B (out, r), its dropout and its scale (and DoRA's m)."""
         if not (isinstance(r, int) and r > 0):
             raise ValueError(f"LoRA rank r must be a positive integer, got {r!r}")
         dtype = self.base_layer.weight.dtype
@@ -79,6 +113,9 @@ class LoraLinear(Module):
             b.weight = Parameter(xp.zeros((self.out_features, r)))
         a.weight.data = a.weight.data.astype(dtype)
         b.weight.data = b.weight.data.astype(dtype)
+        if use_dora:  # m starts at n, so the layer starts as the pretrained one
+            norms = dora_weight_norm(self.base_layer.weight.data, a.weight.data, b.weight.data, self.scaling[adapter_name])
+            self.lora_magnitude_vector[adapter_name] = Magnitude(norms.astype(dtype))
         if adapter_name not in self.active_adapters:
             self.active_adapters.append(adapter_name)
 
@@ -94,11 +131,27 @@ class LoraLinear(Module):
                 continue
             A, B = self.lora_A[name], self.lora_B[name]
             dropout, s = self.lora_dropout[name], self.scaling[name]
+            if name in self.lora_magnitude_vector:
+                y = self._dora(y, x, name)
+                continue
             # TASK peft.lora_forward: add the scaled low-rank update to the frozen layer's output
             # BEGIN SOLUTION
             y = y + B(A(dropout(x))) * s  # (…, in) -> (…, r) -> (…, out)
             # END SOLUTION
         return y
+
+    def _dora(self, y, x, name):
+        """y + (m/n − 1) ⊙ W·drop(x) + (m/n) ⊙ s·B(A(drop(x))), n detached (see the module docstring)."""
+        A, B, s = self.lora_A[name], self.lora_B[name], self.scaling[name]
+        dropout, W, bias = self.lora_dropout[name], self.base_layer.weight, self.base_layer.bias
+        n = dora_weight_norm(W.data, A.weight.data, B.weight.data, s)  # (out,), a constant for the backward
+        scale = self.lora_magnitude_vector[name].weight / n  # m / n, (out,)
+        x_dropped = dropout(x)
+        if isinstance(dropout, Identity) or not self.training:
+            base_result = y - bias if bias is not None else y  # W x, already computed
+        else:
+            base_result = F.linear(x_dropped, W)  # W·drop(x), no bias
+        return y + (scale - 1) * base_result + scale * (B(A(x_dropped)) * s)
 
     def delta_weight(self, adapter_name):
         """The update this adapter adds to the weight, s·BA, shape (out, in) — an array, outside the graph."""
@@ -123,6 +176,12 @@ class LoraLinear(Module):
             if name not in self.lora_A:
                 raise KeyError(f"no adapter named {name!r} here; adapters: {list(self.lora_A.keys())}")
             delta = self.delta_weight(name).astype(weight.dtype)
+            if name in self.lora_magnitude_vector:  # DoRA: W ← (m/n)(W + s·BA); n kept to unmerge
+                n = dora_weight_norm(weight.data, self.lora_A[name].weight.data, self.lora_B[name].weight.data,
+                                     self.scaling[name])
+                self._dora_norms[name] = n
+                ratio = (self.lora_magnitude_vector[name].weight.data / n)[:, None]
+                delta = ratio * (weight.data + delta) - weight.data
             if safe_merge:
                 merged = weight.data + delta
                 if not bool(xp.isfinite(merged).all()):
@@ -138,7 +197,11 @@ class LoraLinear(Module):
         """W ← W − s·BA for every merged adapter, last merged first."""
         while self.merged_adapters:
             name = self.merged_adapters.pop()
-            self.base_layer.weight.data -= self.delta_weight(name).astype(self.base_layer.weight.dtype)
+            weight = self.base_layer.weight.data
+            if name in self.lora_magnitude_vector:  # W = W'/(m/n) − s·BA
+                ratio = (self.lora_magnitude_vector[name].weight.data / self._dora_norms.pop(name))[:, None]
+                weight[...] = weight / ratio
+            weight -= self.delta_weight(name).astype(weight.dtype)
 
     def extra_repr(self):
         ranks = ", ".join(f"{n}: r={self.r[n]}, s={self.scaling[n]:g}" for n in self.r)

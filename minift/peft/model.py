@@ -155,7 +155,7 @@ class PeftModel(Module):
             current = model.get_submodule(name)
             lora = current if isinstance(current, LoraLinear) else LoraLinear(linear)
             lora.update_layer(adapter_name, config.r, config.lora_alpha, config.lora_dropout,
-                              config.init_lora_weights, config.use_rslora)
+                              config.init_lora_weights, config.use_rslora, config.use_dora)
             if lora is not current:
                 _set_child(model, name, lora)
         for name, p in model.named_parameters():
@@ -184,6 +184,8 @@ class PeftModel(Module):
                 for name in module.lora_A.keys():
                     module.lora_A[name].requires_grad_(name == adapter_name)
                     module.lora_B[name].requires_grad_(name == adapter_name)
+                    if name in module.lora_magnitude_vector:
+                        module.lora_magnitude_vector[name].requires_grad_(name == adapter_name)
             elif isinstance(module, ModulesToSaveWrapper):
                 module.active_adapter = adapter_name
                 for name, twin in module.modules_to_save.items():

@@ -23,7 +23,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import available, run_rounds  # noqa: E402
+from common import available, run_rounds, torch_device, torch_sync  # noqa: E402
 
 
 def rss_mb():
@@ -62,7 +62,7 @@ def run_minift(batch_file, steps, profile):
 
     import minift as mf
 
-    b = dict(np.load(batch_file))
+    b = {k: mf.backend.asarray(v) for k, v in np.load(batch_file).items()}
     mf.seed(0)
     model = mf.models.AutoModelForSequenceClassification.from_pretrained("minilm", num_labels=2)
     model.train()
@@ -78,6 +78,7 @@ def run_minift(batch_file, steps, profile):
             mf.optim.clip_grad_norm_(model.parameters(), 1.0)
         with region("AdamW.step"):
             opt.step()
+        mf.backend.synchronize()  # on a GPU: wait for the kernels before reading the clock
 
     dt = timed(step, steps)
     res = {"ms_per_step": 1000 * dt, "peak_rss_mb": rss_mb(), "model_rss_mb": base}
@@ -98,10 +99,11 @@ def run_torch(batch_file, steps, threads):
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    b = {k: torch.from_numpy(v) for k, v in np.load(batch_file).items()}
+    device = torch_device()
+    b = {k: torch.from_numpy(v).to(device) for k, v in np.load(batch_file).items()}
     model_dir = os.path.dirname(mf.zoo.path("minilm", "model.safetensors"))
     transformers.logging.set_verbosity_error()
-    model = transformers.BertForSequenceClassification.from_pretrained(model_dir, num_labels=2)
+    model = transformers.BertForSequenceClassification.from_pretrained(model_dir, num_labels=2).to(device)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01)
     base = rss_mb()
@@ -112,6 +114,7 @@ def run_torch(batch_file, steps, threads):
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        torch_sync(device)
 
     dt = timed(step, steps)
     return {"ms_per_step": 1000 * dt, "peak_rss_mb": rss_mb(), "model_rss_mb": base}

@@ -20,6 +20,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import available, thread_env  # noqa: E402
+
 PROMPT = "What is the capital of France? Answer in one sentence, then name three famous sights there."
 
 
@@ -101,21 +104,17 @@ def main():
             res = run_torch(ids, args.new_tokens, args.threads, os.path.join(args.work_dir, "hf"))
         print(json.dumps(res))
         return
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
-               MKL_NUM_THREADS=str(args.threads))
+    env = thread_env(args.threads)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         ids = prompt_ids(args.batch)
         json.dump(ids, open(os.path.join(tmp, "ids.json"), "w"))
-        try:
-            import torch  # noqa: F401
-            import transformers  # noqa: F401
-
+        if available("torch", "transformers"):
             # written by a subprocess, so that the workers forked from here do not start with its memory
             save = "import minift as mf, sys; mf.models.save_pretrained(mf.models.from_pretrained('smollm2'), sys.argv[1], format='hf')"
             subprocess.run([sys.executable, "-c", save, os.path.join(tmp, "hf")], env=env, check=True)
             workers = ("minift", "torch")
-        except ImportError:
+        else:
             print("(PyTorch/transformers not installed: `pip install torch==2.13.0 transformers` for the comparison row)")
             workers = ("minift",)
         for fw in workers:

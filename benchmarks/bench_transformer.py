@@ -22,7 +22,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import available, run_rounds  # noqa: E402
+from common import available, run_rounds, torch_device, torch_sync  # noqa: E402
 
 SHAPE = dict(layers=4, width=256, heads=8, T=128, B=8, vocab=4096)
 
@@ -62,12 +62,13 @@ def run_minift(steps, profile=False):
     cfg = mf.models.TransformerConfig(family="gpt2", vocab_size=s["vocab"], hidden_size=s["width"],
                                       num_hidden_layers=s["layers"], num_attention_heads=s["heads"], max_position_embeddings=s["T"])
     model = mf.models.TransformerForCausalLM(cfg)
-    ids = np.random.default_rng(0).integers(0, s["vocab"], (s["B"], s["T"]))
+    ids = mf.backend.asarray(np.random.default_rng(0).integers(0, s["vocab"], (s["B"], s["T"])))
     base = rss_mb()
 
     def step():
         model.zero_grad()
         model(ids, labels=ids).loss.backward()
+        mf.backend.synchronize()  # on a GPU: wait for the kernels before reading the clock
 
     step()  # warm-up
     t0 = time.perf_counter()
@@ -117,19 +118,21 @@ def run_torch(steps, threads):
             self.ln = nn.LayerNorm(s["width"])
 
         def forward(self, ids):
-            x = self.tok(ids) + self.pos(torch.arange(ids.shape[1]))
+            x = self.tok(ids) + self.pos(torch.arange(ids.shape[1], device=ids.device))
             for blk in self.blocks:
                 x = blk(x)
             logits = self.ln(x) @ self.tok.weight.T
             return TF.cross_entropy(logits[:, :-1].reshape(-1, s["vocab"]), ids[:, 1:].reshape(-1))
 
-    model = LM()
-    ids = torch.randint(0, s["vocab"], (s["B"], s["T"]))
+    device = torch_device()
+    model = LM().to(device)
+    ids = torch.randint(0, s["vocab"], (s["B"], s["T"])).to(device)
     base = rss_mb()
 
     def step():
         model.zero_grad()
         model(ids).backward()
+        torch_sync(device)
 
     step()
     t0 = time.perf_counter()

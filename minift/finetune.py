@@ -27,7 +27,7 @@ from . import backend
 
 SENTIMENT_TASKS = ("sentiment", "sentiment-tweets", "sentiment-amazon", "sentiment-nyt")
 TASKS = SENTIMENT_TASKS + ("ner", "qa")
-METHODS = ("probe", "full", "discriminative", "llrd", "unfreeze", "lora", "dora")
+METHODS = ("probe", "full", "discriminative", "llrd", "unfreeze", "lora", "dora", "bitfit")
 HEADS = {"qa": "qa_outputs"}  # the head each task trains beside a LoRA adapter (default: classifier)
 PRIMARY_METRIC = {"ner": "f1", "qa": "f1"}  # every sentiment task: accuracy
 
@@ -73,7 +73,7 @@ class FinetuneConfig:
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be None or an integer >= 1, got {value!r}")
         if self.learning_rate is None:
-            self.learning_rate = {"probe": 1e-3, "lora": 5e-4, "dora": 5e-4}.get(self.method, 5e-5)
+            self.learning_rate = {"probe": 1e-3, "lora": 5e-4, "dora": 5e-4, "bitfit": 1e-3}.get(self.method, 5e-5)
         if isinstance(self.target_modules, str):
             self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
         if self.head_learning_rate is None:
@@ -150,13 +150,15 @@ def apply_method(cfg: FinetuneConfig, model, total_steps):
     """(optimizer, scheduler or None, callbacks, lr_scheduler_type) for the method."""
     from .optim import AdamW
     from .train import (
-        GradualUnfreezingCallback, discriminative_param_groups, freeze_backbone, full_param_groups, layer_groups,
+        GradualUnfreezingCallback, bitfit_param_groups, discriminative_param_groups, freeze_backbone, full_param_groups, layer_groups,
         llrd_param_groups, trainable_param_groups,
     )
 
     lr, wd = cfg.learning_rate, cfg.weight_decay
     if cfg.method in ("lora", "dora"):  # the model is a PeftModel by now: only the adapters and the head train
         return AdamW(trainable_param_groups(model, lr, wd), lr=lr), [], "linear"
+    if cfg.method == "bitfit":
+        return AdamW(bitfit_param_groups(model, lr, wd), lr=lr), [], "linear"
     if cfg.method == "probe":
         freeze_backbone(model)
         return AdamW(trainable_param_groups(model, lr, wd), lr=lr), [], "linear"

@@ -79,6 +79,26 @@ def test_finetune_lora_saves_the_adapter_and_the_merged_model(tmp_path):
     np.testing.assert_allclose(merged(ids).logits.data, adapted(ids).logits.data, rtol=1e-5, atol=1e-5)
 
 
+def test_bitfit_trains_the_biases_and_the_head_only():
+    import numpy as np
+
+    import minift as mf
+
+    mf.seed(0)
+    model = mf.models.TransformerForSequenceClassification(mf.models.TransformerConfig(
+        family="bert", vocab_size=32, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=16), num_labels=2)
+    groups = mf.train.bitfit_param_groups(model, 1e-3, 0.01)
+    chosen = {id(p) for g in groups for p in g["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in chosen}
+    assert names == {n for n, p in model.named_parameters() if n.endswith(".bias") or n.startswith("classifier.")}
+    assert all(p.requires_grad == (n in names) for n, p in model.named_parameters())
+    biases = sum(p.size for n, p in model.model.named_parameters() if n.endswith(".bias"))
+    assert sum(p.size for g in groups for p in g["params"]) == biases + 16 * 2 + 2
+    model(np.array([[1, 2, 3]]), labels=np.array([1])).loss.backward()
+    assert all((p.grad is not None) == p.requires_grad for p in model.parameters())
+
+
 def test_config_defaults_depend_on_the_method():
     assert FinetuneConfig(method="lora").learning_rate == 5e-4
     assert FinetuneConfig(method="lora", target_modules="q_proj, k_proj").target_modules == ["q_proj", "k_proj"]

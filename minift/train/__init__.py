@@ -5,13 +5,13 @@ from .callbacks import (
 )
 from .checkpointing import load_checkpoint, save_checkpoint
 from .strategies import (
-    discriminative_param_groups, freeze_backbone, full_param_groups, layer_groups, layer_parameter_names,
+    bitfit_param_groups, discriminative_param_groups, freeze_backbone, full_param_groups, layer_groups, layer_parameter_names,
     llrd_param_groups, trainable_param_groups,
 )
 from .trainer import EvalPrediction, Trainer, count_targets, decay_parameter_names
 
 __all__ = [
-    "EarlyStoppingCallback", "EvalPrediction", "GradualUnfreezingCallback", "Trainer", "TrainerCallback",
+    "EarlyStoppingCallback", "EvalPrediction", "bitfit_param_groups", "GradualUnfreezingCallback", "Trainer", "TrainerCallback",
     "TrainerControl", "TrainerState", "TrainingArguments", "count_targets", "decay_parameter_names",
     "discriminative_param_groups", "freeze_backbone", "full_param_groups", "layer_groups", "layer_parameter_names",
     "llrd_param_groups", "load_checkpoint", "save_checkpoint", "trainable_param_groups",

@@ -10,6 +10,8 @@ Each is a small function over a model with a backbone at ``model.model`` (a ``Tr
   lr·decay^(L − d) — embeddings at depth 0, layer i at depth i, the head (with the final norm and pooler)
   on top at depth L — so the layers nearest the input, which hold the most general features, move least.
 * **gradual unfreezing** (ULMFiT): see ``GradualUnfreezingCallback``; ``layer_groups`` gives its groups.
+* **BitFit** (Ben Zaken et al., 2022): only the bias terms of the backbone train (about 0.1% of its
+  parameters), with the head.
 
 Every function returns optimizer parameter groups (``[{"params": [...], "lr": ..., "weight_decay": ...,
 "name": ...}]``), each split into a decayed and a non-decayed part (biases and norm weights are never decayed).
@@ -61,6 +63,17 @@ def decay_groups(model, name, names, lr, weight_decay):
     if without:
         out.append({"params": without, "lr": lr, "weight_decay": 0.0, "name": name + " (no decay)"})
     return out
+
+
+def bitfit_param_groups(model, lr, weight_decay=0.0):
+    """BitFit: freeze the backbone but its biases; the head trains whole. One learning rate."""
+    body = backbone_of(model)
+    body.requires_grad_(False)
+    for name, p in body.named_parameters():
+        if name.endswith(".bias"):
+            p.requires_grad = True
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    return decay_groups(model, "bitfit", names, lr, weight_decay)
 
 
 def freeze_backbone(model):

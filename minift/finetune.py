@@ -27,7 +27,8 @@ from . import backend
 
 SENTIMENT_TASKS = ("sentiment", "sentiment-tweets", "sentiment-amazon", "sentiment-nyt")
 TASKS = SENTIMENT_TASKS + ("ner", "qa")
-METHODS = ("probe", "full", "discriminative", "llrd", "unfreeze", "lora", "dora", "bitfit")
+METHODS = ("probe", "full", "discriminative", "llrd", "unfreeze", "lora", "dora", "ia3", "bitfit")
+PEFT_METHODS = ("lora", "dora", "ia3")
 HEADS = {"qa": "qa_outputs"}  # the head each task trains beside a LoRA adapter (default: classifier)
 PRIMARY_METRIC = {"ner": "f1", "qa": "f1"}  # every sentiment task: accuracy
 
@@ -73,7 +74,8 @@ class FinetuneConfig:
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be None or an integer >= 1, got {value!r}")
         if self.learning_rate is None:
-            self.learning_rate = {"probe": 1e-3, "lora": 5e-4, "dora": 5e-4, "bitfit": 1e-3}.get(self.method, 5e-5)
+            self.learning_rate = {"probe": 1e-3, "lora": 5e-4, "dora": 5e-4, "ia3": 3e-3, "bitfit": 1e-3}.get(
+                self.method, 5e-5)
         if isinstance(self.target_modules, str):
             self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
         if self.head_learning_rate is None:
@@ -155,7 +157,7 @@ def apply_method(cfg: FinetuneConfig, model, total_steps):
     )
 
     lr, wd = cfg.learning_rate, cfg.weight_decay
-    if cfg.method in ("lora", "dora"):  # the model is a PeftModel by now: only the adapters and the head train
+    if cfg.method in PEFT_METHODS:  # the model is a PeftModel by now: only the adapters and the head train
         return AdamW(trainable_param_groups(model, lr, wd), lr=lr), [], "linear"
     if cfg.method == "bitfit":
         return AdamW(bitfit_param_groups(model, lr, wd), lr=lr), [], "linear"
@@ -193,13 +195,17 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
     label_names = extra.get("label_names")
     model = build_model(cfg, label_names)
     total_parameters = model.num_parameters()
-    if cfg.method in ("lora", "dora"):
-        from .peft import LoraConfig, get_peft_model
+    if cfg.method in PEFT_METHODS:
+        from .peft import IA3Config, LoraConfig, get_peft_model
 
         head = HEADS.get(cfg.task, "classifier")
-        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                                 target_modules=cfg.target_modules, modules_to_save=[head],
-                                                 use_dora=cfg.method == "dora"))
+        if cfg.method == "ia3":  # k, v and the FFN's down projection (its input scaled), PEFT's default
+            peft_config = IA3Config(modules_to_save=[head])
+        else:
+            peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                     target_modules=cfg.target_modules, modules_to_save=[head],
+                                     use_dora=cfg.method == "dora")
+        model = get_peft_model(model, peft_config)
     optimizer, callbacks, schedule = apply_method(cfg, model, cfg.max_steps)
     trainable = sum(int(p.data.size) for g in optimizer.param_groups for p in g["params"])
     if cfg.task == "ner":
@@ -230,7 +236,7 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {backend.get_backend()}",
         "args": asdict(cfg),
     }
-    if cfg.method in ("lora", "dora"):  # the adapter in PEFT's format (small: always); the merged model with save_model
+    if cfg.method in PEFT_METHODS:  # the adapter in PEFT's format (small: always); the merged model with save_model
         model.save_pretrained(out / "adapter")
         model = model.merge_and_unload()
     if cfg.save_model:

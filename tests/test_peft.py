@@ -344,9 +344,9 @@ def test_loading_a_wrong_adapter_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     config = json.loads((tmp_path / "ok" / "adapter_config.json").read_text())
-    (bad / "adapter_config.json").write_text(json.dumps(config | {"peft_type": "IA3"}))
+    (bad / "adapter_config.json").write_text(json.dumps(config | {"peft_type": "PREFIX_TUNING"}))
     (bad / "adapter_model.safetensors").write_bytes((tmp_path / "ok" / "adapter_model.safetensors").read_bytes())
-    with pytest.raises(CheckpointError, match="peft_type is 'IA3'"):
+    with pytest.raises(CheckpointError, match="peft_type is .PREFIX_TUNING.*LoRA and IA3"):
         PeftModel.from_pretrained(tiny_classifier(num_labels=2), bad)
     (bad / "adapter_config.json").write_text(json.dumps(config))
     tensors = load_file(tmp_path / "ok" / "adapter_model.safetensors")
@@ -504,4 +504,109 @@ def test_hf_peft_reads_our_dora_adapter_and_we_read_theirs(tmp_path):
     np.testing.assert_allclose(theirs, expected, rtol=1e-4, atol=1e-4)
     hf_peft.save_pretrained(tmp_path / "theirs")
     again = PeftModel.from_pretrained(tiny_classifier(num_labels=2), tmp_path / "theirs")
+    np.testing.assert_allclose(logits(again), expected, rtol=1e-4, atol=1e-4)
+
+
+# ============================================================================ IA3
+def _ia3(family="bert", seed=0):
+    from minift.peft import IA3Config
+
+    pm = get_peft_model(tiny_classifier(family=family, num_labels=2),
+                        IA3Config(target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"],
+                                  modules_to_save=["classifier"]))
+    rs = np.random.default_rng(seed)
+    for _, layer in pm.adapter_layers():
+        p = layer.ia3_l.default
+        p.data[...] = 1 + 0.5 * rs.standard_normal(p.shape)
+    return pm
+
+
+@pytest.mark.task("peft.ia3_forward")
+def test_ia3_scales_outputs_or_feedforward_inputs_and_starts_as_the_base():
+    from minift.peft import IA3Config, IA3Linear
+
+    before = logits(tiny_classifier(num_labels=2))
+    pm = get_peft_model(tiny_classifier(num_labels=2), IA3Config())
+    np.testing.assert_array_equal(logits(pm), before)  # vectors of ones
+    kinds = {n.split(".")[-1]: (m.is_feedforward, m.ia3_l.default.shape) for n, m in pm.adapter_layers()}
+    assert kinds == {"k_proj": (False, (16, 1)), "v_proj": (False, (16, 1)), "down_proj": (True, (1, 16 * 4))}
+    trainable, _ = pm.get_nb_trainable_parameters()
+    assert trainable == 2 * (16 + 16 + 64)  # per layer: out of k and v, in of down_proj
+    mf.seed(0)
+    out_layer, ff_layer = IA3Linear(mf.nn.Linear(4, 3), False), IA3Linear(mf.nn.Linear(4, 3), True)
+    for layer in (out_layer, ff_layer):
+        layer.update_layer("default")
+        layer.ia3_l.default.data[...] = np.arange(1, layer.ia3_l.default.size + 1).reshape(layer.ia3_l.default.shape)
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    W, b = out_layer.base_layer.weight.data, out_layer.base_layer.bias.data
+    np.testing.assert_allclose(out_layer(mf.tensor(x)).data, (x @ W.T + b) * np.array([1, 2, 3]), rtol=1e-6)
+    W, b = ff_layer.base_layer.weight.data, ff_layer.base_layer.bias.data
+    np.testing.assert_allclose(ff_layer(mf.tensor(x)).data, (x * np.array([1, 2, 3, 4])) @ W.T + b, rtol=1e-6)
+
+
+def test_ia3_gradients_and_merge():
+    from minift.peft import IA3Linear
+
+    mf.set_default_dtype("float64")
+    try:
+        for feedforward in (False, True):
+            mf.seed(1)
+            layer = IA3Linear(mf.nn.Linear(5, 3), feedforward)
+            layer.update_layer("default")
+            layer.ia3_l.default.data[...] += np.random.default_rng(2).standard_normal(layer.ia3_l.default.shape) * 0.3
+            x = mf.randn(4, 5, requires_grad=True)
+
+            def ia3_fn(xx, vec):
+                setattr(layer.ia3_l, "default", vec)
+                return layer(xx)
+
+            assert mf.gradcheck(ia3_fn, (x, layer.ia3_l.default))
+            expected = layer(x).data
+            layer.merge()
+            np.testing.assert_allclose(layer(x).data, expected, rtol=1e-12)
+            layer.unmerge()
+            layer.disable_adapters = False
+            np.testing.assert_allclose(layer(x).data, expected, rtol=1e-7)
+    finally:
+        mf.set_default_dtype("float32")
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_ia3_files_round_trip(tmp_path, family):
+    import json
+
+    from safetensors.numpy import load_file
+
+    pm = _ia3(family)
+    expected = logits(pm)
+    pm.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert config["peft_type"] == "IA3" and len(config["feedforward_modules"]) == 2
+    keys = load_file(tmp_path / "adapter_model.safetensors")
+    assert all(k.endswith(".ia3_l") or ".classifier." in k or k.endswith(("score.weight", "classifier.weight"))
+               for k in keys)
+    again = PeftModel.from_pretrained(tiny_classifier(family=family, num_labels=2), tmp_path)
+    np.testing.assert_array_equal(logits(again), expected)
+    merged = _ia3(family).merge_and_unload()
+    np.testing.assert_allclose(logits(merged), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_hf_peft_reads_our_ia3_adapter_and_we_read_theirs(tmp_path, family):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    transformers.logging.set_verbosity_error()
+    mf.models.save_pretrained(tiny_classifier(family=family, num_labels=2), tmp_path / "hf", format="hf")
+    pm = _ia3(family)
+    expected = logits(pm)
+    pm.save_pretrained(tmp_path / "ours")
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
+    hf_peft = peft.PeftModel.from_pretrained(hf, tmp_path / "ours").eval()
+    with torch.no_grad():
+        theirs = hf_peft(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK)).logits.numpy()
+    np.testing.assert_allclose(theirs, expected, rtol=1e-4, atol=1e-4)
+    hf_peft.save_pretrained(tmp_path / "theirs")
+    again = PeftModel.from_pretrained(tiny_classifier(family=family, num_labels=2), tmp_path / "theirs")
     np.testing.assert_allclose(logits(again), expected, rtol=1e-4, atol=1e-4)

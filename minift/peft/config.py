@@ -99,3 +99,46 @@ class LoraConfig:
     def save(self, path):
         with open(path, "w") as f:
             json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+
+
+@dataclass
+class IA3Config:
+    """IA3's options, PEFT's names: the layers that get a vector, and which of them scale their input."""
+    target_modules: list | str | None = None  # None: ["k_proj", "v_proj", "down_proj"] (PEFT's default, minift's names)
+    feedforward_modules: list | str | None = None  # None: ["down_proj"]
+    exclude_modules: list | str | None = None
+    modules_to_save: list | None = None
+    init_ia3_weights: bool = True
+    fan_in_fan_out: bool = False
+    task_type: str | None = None
+    base_model_name_or_path: str | None = None
+    inference_mode: bool = False
+    peft_type: str = field(default="IA3", init=False)
+    layers_to_transform = None  # (not an IA3 option: read by the shared targeting code)
+    layers_pattern = None
+
+    def __post_init__(self):
+        if self.target_modules is None:
+            self.target_modules = ["k_proj", "v_proj", "down_proj"]
+        if self.feedforward_modules is None:
+            self.feedforward_modules = ["down_proj"]
+        for name in ("target_modules", "feedforward_modules", "exclude_modules"):
+            value = getattr(self, name)
+            if isinstance(value, (set, tuple)):
+                setattr(self, name, sorted(value))
+                value = getattr(self, name)
+            if value is not None and not isinstance(value, str) and not (
+                    isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise ValueError(f"{name} must be a regular expression (str) or a list of module names, got {value!r}")
+        if isinstance(self.feedforward_modules, list) and isinstance(self.target_modules, list):
+            missing = [f for f in self.feedforward_modules if f not in self.target_modules]
+            if missing:
+                raise ValueError(f"feedforward_modules {missing} are not in target_modules {self.target_modules}: "
+                                 "a feed-forward layer must be a target too")
+        if self.task_type not in TASK_TYPES:
+            raise ValueError(f"task_type must be one of {TASK_TYPES}, got {self.task_type!r}")
+        if self.fan_in_fan_out:
+            raise NotImplementedError("fan_in_fan_out=True is for GPT-2's Conv1D layers; leave it False in minift")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -26,9 +26,10 @@ from .. import backend
 from ..models import hf as hf_names
 from ..models.checkpoint import CheckpointError, atomic_files, tidy_leftovers
 from ..nn import Linear
-from .config import LoraConfig
+from .config import IA3Config, LoraConfig
+from .ia3 import IA3Linear
 from .lora import LoraLinear
-from .model import ModulesToSaveWrapper, PeftModel, _inside_saved_module, _layer_index
+from .model import ADAPTER_LAYERS, ModulesToSaveWrapper, PeftModel, _layer_index
 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
 PREFIX = "base_model.model."
@@ -49,7 +50,7 @@ def hf_module_names(model) -> dict:
     inner = "" if type(model).__name__ == "TransformerModel" else "model."
     out = {}
     for name, module in model.named_modules():
-        if isinstance(module, (LoraLinear, ModulesToSaveWrapper)) or re.search(r"(^|\.)lora_", name):
+        if isinstance(module, (*ADAPTER_LAYERS, ModulesToSaveWrapper)) or re.search(r"(^|\.)(lora_|ia3_l)", name):
             continue
         clean = re.sub(r"\.(base_layer|original_module|modules_to_save\.[^.]+)(?=\.|$)", "", name)
         if clean in out or "weight" not in module._parameters:
@@ -70,15 +71,19 @@ def _inner_model(pm):
 # ----------------------------------------------------------------------------- saving
 def save_adapter(pm: PeftModel, directory, adapter_name=None):
     """Write the adapter ``adapter_name`` (the active one by default) of ``pm`` into ``directory`` (PEFT's files)."""
-    from safetensors.numpy import save_file
-
     adapter_name = adapter_name or pm.active_adapter
     config = pm.peft_config[adapter_name]
     model = _inner_model(pm)
     names = hf_module_names(model)
-    tensors, targets, saved_modules = {}, [], []
+    tensors, targets, saved_modules, feedforward = {}, [], [], []
     for name, module in model.named_modules():
-        if isinstance(module, LoraLinear) and adapter_name in module.lora_A:
+        if isinstance(module, IA3Linear) and adapter_name in module.adapters():
+            hf = names[name]
+            targets.append(hf)
+            if module.is_feedforward:
+                feedforward.append(hf)
+            tensors[f"{PREFIX}{hf}.ia3_l"] = getattr(module.ia3_l, adapter_name).data  # PEFT: no ".weight"
+        elif isinstance(module, LoraLinear) and adapter_name in module.lora_A:
             hf = names[name]
             targets.append(hf)
             tensors[f"{PREFIX}{hf}.lora_A.weight"] = module.lora_A[adapter_name].weight.data
@@ -92,6 +97,15 @@ def save_adapter(pm: PeftModel, directory, adapter_name=None):
             saved_modules.append(hf)
             for leaf, p in module.modules_to_save[adapter_name].named_parameters():
                 tensors[f"{PREFIX}{hf}.{leaf}"] = p.data
+    if isinstance(config, IA3Config):
+        written = {
+            "peft_type": "IA3", "task_type": config.task_type or _TASK.get(type(model).__name__),
+            "target_modules": sorted(targets), "feedforward_modules": sorted(feedforward), "exclude_modules": None,
+            "modules_to_save": sorted(set(saved_modules)) or None, "init_ia3_weights": config.init_ia3_weights,
+            "fan_in_fan_out": False, "inference_mode": True, "base_model_name_or_path": config.base_model_name_or_path,
+            "revision": None,
+        }
+        return _write(directory, tensors, written)
     if config.bias == "all":
         for name, module in model.named_modules():
             if isinstance(module, Linear) and module.bias is not None and not re.search(
@@ -108,12 +122,19 @@ def save_adapter(pm: PeftModel, directory, adapter_name=None):
         "fan_in_fan_out": False, "rank_pattern": {}, "alpha_pattern": {}, "inference_mode": True,
         "base_model_name_or_path": config.base_model_name_or_path, "revision": None,
     }
+    return _write(directory, tensors, written)
+
+
+def _write(directory, tensors, config: dict):
+    """The two files, written atomically (a crash leaves the previous ones); other files are left alone."""
+    from safetensors.numpy import save_file
+
     directory = Path(directory)
     tidy_leftovers(directory)
     with atomic_files(directory) as staging:
         save_file({k: np.ascontiguousarray(backend.to_numpy(v)) for k, v in tensors.items()},
                   str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
-        (staging / CONFIG_FILE).write_text(json.dumps(written, indent=2, sort_keys=True))
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
     return directory
 
 
@@ -163,9 +184,9 @@ def load_adapter(model, directory, adapter_name="default", is_trainable=False) -
         raw = json.loads(config_path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{config_path} is not valid JSON: {e}") from None
-    if raw.get("peft_type") != "LORA":
-        raise CheckpointError(f"{config_path}: peft_type is {raw.get('peft_type')!r}; minift reads LoRA adapters "
-                              "(peft_type 'LORA')")
+    if raw.get("peft_type") not in ("LORA", "IA3"):
+        raise CheckpointError(f"{config_path}: peft_type is {raw.get('peft_type')!r}; minift reads LoRA and IA3 "
+                              "adapters (peft_type 'LORA' or 'IA3')")
     if raw.get("fan_in_fan_out"):
         raise CheckpointError(f"{config_path}: fan_in_fan_out is true (GPT-2's Conv1D layers), which minift's "
                               "separate q/k/v projections cannot take")
@@ -180,17 +201,27 @@ def load_adapter(model, directory, adapter_name="default", is_trainable=False) -
     # PEFT's rule for modules_to_save: a module whose name ends with the entry (for SEQ_CLS its files list
     # both "classifier" and "score", whichever the model has)
     saved = {hf_to_minift[hf] for entry in raw.get("modules_to_save") or () for hf in hf_to_minift if hf.endswith(entry)}
-    ours = {k: v for k, v in raw.items() if k not in ("target_modules", "modules_to_save", "exclude_modules",
-                                                       "layers_to_transform", "layers_pattern")}
-    config = LoraConfig.from_dict({**ours, "target_modules": chosen, "modules_to_save": sorted(set(saved)) or None,
-                                   "inference_mode": not is_trainable}, file=config_path)
+    if raw["peft_type"] == "IA3":
+        ff = raw.get("feedforward_modules") or []
+        feedforward = [linear[hf] for hf in linear if linear[hf] in chosen and (
+            re.fullmatch(ff, hf) if isinstance(ff, str) else any(hf.endswith(f) for f in ff))]
+        config = IA3Config(target_modules=chosen, feedforward_modules=feedforward,
+                           modules_to_save=sorted(set(saved)) or None, init_ia3_weights=raw.get("init_ia3_weights", True),
+                           task_type=raw.get("task_type"), inference_mode=not is_trainable)
+    else:
+        ours = {k: v for k, v in raw.items() if k not in ("target_modules", "modules_to_save", "exclude_modules",
+                                                           "layers_to_transform", "layers_pattern")}
+        config = LoraConfig.from_dict({**ours, "target_modules": chosen, "modules_to_save": sorted(set(saved)) or None,
+                                       "inference_mode": not is_trainable}, file=config_path)
     pm = PeftModel(model, config, adapter_name)
 
     tensors = load_file(str(weights_path))
     inner = pm.base_model
     params = dict(inner.named_parameters())
     wanted = {}  # file key -> minift parameter name
-    for n in chosen:
+    for n in chosen if isinstance(config, IA3Config) else ():
+        wanted[f"{PREFIX}{names[n]}.ia3_l"] = f"{n}.ia3_l.{adapter_name}"
+    for n in chosen if isinstance(config, LoraConfig) else ():
         hf = names[n]
         wanted[f"{PREFIX}{hf}.lora_A.weight"] = f"{n}.lora_A.{adapter_name}.weight"
         wanted[f"{PREFIX}{hf}.lora_B.weight"] = f"{n}.lora_B.{adapter_name}.weight"
@@ -200,7 +231,7 @@ def load_adapter(model, directory, adapter_name="default", is_trainable=False) -
         for leaf, _ in inner.get_submodule(n).modules_to_save[adapter_name].named_parameters():
             wanted[f"{PREFIX}{names[n]}.{leaf}"] = f"{n}.modules_to_save.{adapter_name}.{leaf}"
     optional = {}
-    for n, hf in names.items():  # trained biases (bias="lora_only" / "all")
+    for n, hf in names.items() if isinstance(config, LoraConfig) else ():  # trained biases (bias="lora_only" / "all")
         for suffix in (".bias", ".base_layer.bias"):
             target = f"{n}{'.base_layer' if isinstance(inner.get_submodule(n), LoraLinear) else ''}.bias"
             if target in params:

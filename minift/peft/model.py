@@ -20,8 +20,11 @@ import re
 from contextlib import contextmanager
 
 from ..nn import Linear, Module, ModuleDict
-from .config import LoraConfig
+from .config import IA3Config, LoraConfig
+from .ia3 import IA3Linear
 from .lora import LoraLinear
+
+ADAPTER_LAYERS = (LoraLinear, IA3Linear)
 
 
 # ----------------------------------------------------------------------------- which modules
@@ -50,7 +53,7 @@ def targeting(model, config: LoraConfig) -> list:
     """[(module name, Linear, adapted?, why)] for every Linear of ``model``, in the model's order."""
     rows = []
     for name, module in model.named_modules():
-        if isinstance(module, LoraLinear):
+        if isinstance(module, ADAPTER_LAYERS):
             module = module.base_layer
         elif not isinstance(module, Linear) or name.endswith(".base_layer") or ".lora_" in name:
             continue
@@ -63,13 +66,21 @@ def targeting(model, config: LoraConfig) -> list:
         if config.exclude_modules is not None and (hit := name_matches(name, config.exclude_modules)):
             rows.append((name, module, False, f"excluded by exclude_modules ({hit!r})"))
             continue
-        if config.layers_to_transform is not None:
+        if getattr(config, "layers_to_transform", None) is not None:
             index = _layer_index(name, config.layers_pattern)
             if index not in config.layers_to_transform:
                 rows.append((name, module, False, f"layer {index} is not in layers_to_transform"))
                 continue
         rows.append((name, module, True, f"matches target {target!r}"))
     return rows
+
+
+def is_feedforward(name, config: IA3Config) -> bool:
+    """PEFT's rule: a regex over the whole name, or a list whose entries the name ends with."""
+    ff = config.feedforward_modules
+    if isinstance(ff, str):
+        return re.fullmatch(ff, name) is not None
+    return any(name.endswith(f) for f in ff or ())
 
 
 def _inside_saved_module(name, config):
@@ -120,8 +131,8 @@ class PeftModel(Module):
         super().__init__()
         if isinstance(model, PeftModel):
             raise TypeError("this model already has adapters; use .add_adapter(name, config) for another one")
-        if not isinstance(config, LoraConfig):
-            raise TypeError(f"config must be a LoraConfig, got {type(config).__name__}")
+        if not isinstance(config, (LoraConfig, IA3Config)):
+            raise TypeError(f"config must be a LoraConfig or an IA3Config, got {type(config).__name__}")
         self.base_model = model
         self.peft_config = {}
         self.active_adapter = adapter_name
@@ -153,12 +164,20 @@ class PeftModel(Module):
                              f"its Linear layers are called {linear} (see PeftModel.targeting_report())")
         for name, linear in chosen:
             current = model.get_submodule(name)
-            lora = current if isinstance(current, LoraLinear) else LoraLinear(linear)
-            lora.update_layer(adapter_name, config.r, config.lora_alpha, config.lora_dropout,
-                              config.init_lora_weights, config.use_rslora, config.use_dora)
-            if lora is not current:
-                _set_child(model, name, lora)
-        for name, p in model.named_parameters():
+            if isinstance(config, IA3Config):
+                if isinstance(current, LoraLinear):
+                    raise ValueError(f"{name} already has a LoRA adapter; IA3 and LoRA cannot share a layer here")
+                layer = current if isinstance(current, IA3Linear) else IA3Linear(linear, is_feedforward(name, config))
+                layer.update_layer(adapter_name, config.init_ia3_weights)
+            else:
+                if isinstance(current, IA3Linear):
+                    raise ValueError(f"{name} already has an IA3 adapter; IA3 and LoRA cannot share a layer here")
+                layer = current if isinstance(current, LoraLinear) else LoraLinear(linear)
+                layer.update_layer(adapter_name, config.r, config.lora_alpha, config.lora_dropout,
+                                   config.init_lora_weights, config.use_rslora, config.use_dora)
+            if layer is not current:
+                _set_child(model, name, layer)
+        for name, p in model.named_parameters() if isinstance(config, LoraConfig) else ():
             is_bias = name.endswith(".bias")
             if config.bias == "all" and is_bias:
                 p.requires_grad = True
@@ -186,6 +205,10 @@ class PeftModel(Module):
                     module.lora_B[name].requires_grad_(name == adapter_name)
                     if name in module.lora_magnitude_vector:
                         module.lora_magnitude_vector[name].requires_grad_(name == adapter_name)
+            elif isinstance(module, IA3Linear):
+                module.active_adapters = [adapter_name] if adapter_name in module.adapters() else []
+                for name, p in module.ia3_l._parameters.items():
+                    p.requires_grad = name == adapter_name
             elif isinstance(module, ModulesToSaveWrapper):
                 module.active_adapter = adapter_name
                 for name, twin in module.modules_to_save.items():
@@ -208,7 +231,7 @@ class PeftModel(Module):
     @contextmanager
     def disable_adapter(self):
         """Inside the block the model is the base model: no LoRA update, the original saved modules."""
-        wrapped = [m for m in self.base_model.modules() if isinstance(m, (LoraLinear, ModulesToSaveWrapper))]
+        wrapped = [m for m in self.base_model.modules() if isinstance(m, (*ADAPTER_LAYERS, ModulesToSaveWrapper))]
         for m in wrapped:
             m.disable_adapters = True
         try:
@@ -221,20 +244,25 @@ class PeftModel(Module):
         """[(name, LoraLinear)] in the model's order."""
         return [(n, m) for n, m in self.base_model.named_modules() if isinstance(m, LoraLinear)]
 
+    def adapter_layers(self):
+        """[(name, LoraLinear or IA3Linear)] in the model's order."""
+        return [(n, m) for n, m in self.base_model.named_modules() if isinstance(m, ADAPTER_LAYERS)]
+
     def merge_adapter(self, safe_merge=False):
-        """Fold the active adapter into the weights (W ← W + s·BA); the LoRA layers stay, inactive while merged."""
-        for _, layer in self.lora_layers():
+        """Fold the active adapter into the weights (LoRA: W ← W + s·BA; IA3: the scaling); the adapter layers
+        stay, inactive while merged."""
+        for _, layer in self.adapter_layers():
             layer.merge([self.active_adapter], safe_merge=safe_merge)
 
     def unmerge_adapter(self):
-        for _, layer in self.lora_layers():
+        for _, layer in self.adapter_layers():
             layer.unmerge()
 
     def merge_and_unload(self, safe_merge=False):
         """The plain model: each LoRA layer replaced by its base Linear with the active adapter merged in,
         each saved module by its trained copy. The PeftModel must not be used afterwards."""
         model = self.base_model
-        for name, layer in self.lora_layers():
+        for name, layer in self.adapter_layers():
             layer.merge([self.active_adapter], safe_merge=safe_merge)
             _set_child(model, name, layer.base_layer)
         for name, module in [(n, m) for n, m in model.named_modules() if isinstance(m, ModulesToSaveWrapper)]:
@@ -244,7 +272,7 @@ class PeftModel(Module):
     def unload(self):
         """The plain model without any adapter merged in (the LoRA layers removed, the original saved modules back)."""
         model = self.base_model
-        for name, layer in self.lora_layers():
+        for name, layer in self.adapter_layers():
             layer.unmerge()
             _set_child(model, name, layer.base_layer)
         for name, module in [(n, m) for n, m in model.named_modules() if isinstance(m, ModulesToSaveWrapper)]:
@@ -288,11 +316,16 @@ class PeftModel(Module):
             shape = f"({linear.out_features}, {linear.in_features})"
             lines.append(f"{name:{width}}  {shape:>16}  {'yes' if adapted else 'no':7}  {why}")
         n = sum(1 for r in rows if r[2])
-        lines.append(f"{n} of {len(rows)} Linear layers adapted with r={config.r}: "
-                     f"{sum(config.r * (m.in_features + m.out_features) for _, m, a, _ in rows if a):,} LoRA parameters")
+        if isinstance(config, IA3Config):
+            size = sum(m.in_features if is_feedforward(name, config) else m.out_features for name, m, a, _ in rows if a)
+            lines.append(f"{n} of {len(rows)} Linear layers adapted by IA3: {size:,} scaling parameters")
+        else:
+            lines.append(f"{n} of {len(rows)} Linear layers adapted with r={config.r}: "
+                         f"{sum(config.r * (m.in_features + m.out_features) for _, m, a, _ in rows if a):,} LoRA parameters")
         return "\n".join(lines)
 
 
-def get_peft_model(model, config: LoraConfig, adapter_name="default") -> PeftModel:
-    """Wrap ``model`` with a LoRA adapter named ``adapter_name`` (see the module docstring). Changes ``model``."""
+def get_peft_model(model, config, adapter_name="default") -> PeftModel:
+    """Wrap ``model`` with an adapter named ``adapter_name`` — ``LoraConfig`` or ``IA3Config`` (see the
+    module docstring). Changes ``model``."""
     return PeftModel(model, config, adapter_name)

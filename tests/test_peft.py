@@ -610,3 +610,46 @@ def test_hf_peft_reads_our_ia3_adapter_and_we_read_theirs(tmp_path, family):
     hf_peft.save_pretrained(tmp_path / "theirs")
     again = PeftModel.from_pretrained(tiny_classifier(family=family, num_labels=2), tmp_path / "theirs")
     np.testing.assert_allclose(logits(again), expected, rtol=1e-4, atol=1e-4)
+
+
+# ============================================================================ bottleneck adapters
+@pytest.mark.task("peft.adapter_block")
+def test_bottleneck_adapter_is_identity_at_first_and_follows_its_formula():
+    from minift.peft import AdapterConfig, Bottleneck, add_adapters
+
+    before = logits(tiny_classifier())
+    model = add_adapters(tiny_classifier(), AdapterConfig(reduction_factor=4, modules_to_save=["classifier"]))
+    np.testing.assert_allclose(logits(model), before, rtol=1e-6, atol=1e-6)  # up = 0: the identity
+    trains = {n for n, p in model.named_parameters() if p.requires_grad}
+    per_adapter = 2 * 16 * 4 + 4 + 16
+    adapters = sum(p.size for n, p in model.named_parameters() if ".adapter." in n)
+    assert adapters == 2 * 2 * per_adapter  # houlsby: 2 per layer, 2 layers
+    assert all(".adapter." in n or "norm" in n or n.startswith("classifier.") for n in trains)
+    mf.seed(0)
+    block = Bottleneck(6, 2, "relu")
+    rs = np.random.default_rng(0)
+    block.up.weight.data[...] = rs.standard_normal((6, 3))
+    h = rs.standard_normal((4, 6)).astype(np.float32)
+    Wd, bd, Wu, bu = block.down.weight.data, block.down.bias.data, block.up.weight.data, block.up.bias.data
+    np.testing.assert_allclose(block(mf.tensor(h)).data, h + np.maximum(h @ Wd.T + bd, 0) @ Wu.T + bu, rtol=1e-5, atol=1e-6)
+    pfeiffer = add_adapters(tiny_classifier(), AdapterConfig(placement="pfeiffer"))
+    assert sum(1 for n, _ in pfeiffer.named_modules() if n.endswith(".adapter")) == 2
+
+
+def test_bottleneck_adapter_gradients():
+    from minift.peft import Bottleneck
+
+    mf.set_default_dtype("float64")
+    try:
+        mf.seed(0)
+        block = Bottleneck(6, 2, "gelu")
+        block.up.weight.data[...] = np.random.default_rng(1).standard_normal((6, 3))
+        h = mf.randn(3, 6, requires_grad=True)
+
+        def fn(hh, wd, wu):
+            block.down.weight, block.up.weight = wd, wu
+            return block(hh)
+
+        assert mf.gradcheck(fn, (h, block.down.weight, block.up.weight))
+    finally:
+        mf.set_default_dtype("float32")

@@ -23,5 +23,6 @@ TASKS = {
     "peft.lora_forward": "a frozen Linear plus the scaled low-rank update s·B(A(x)) (minift/peft/lora.py)",
     "peft.lora_merge": "the weight update s·BA that merging folds into W (minift/peft/lora.py)",
     "peft.dora_norm": "DoRA's row norms of the adapted weight W + s·BA (minift/peft/lora.py)",
+    "peft.adapter_block": "a bottleneck adapter: h + up(act(down(h))) (minift/peft/adapters.py)",
     "peft.ia3_forward": "IA3: scale a layer's output, or a feed-forward layer's input, by a learned vector (minift/peft/ia3.py)",
 }

@@ -27,7 +27,7 @@ from . import backend
 
 SENTIMENT_TASKS = ("sentiment", "sentiment-tweets", "sentiment-amazon", "sentiment-nyt")
 TASKS = SENTIMENT_TASKS + ("ner", "qa")
-METHODS = ("probe", "full", "discriminative", "llrd", "unfreeze", "lora", "dora", "ia3", "adapter", "bitfit")
+METHODS = ("probe", "full", "discriminative", "llrd", "unfreeze", "lora", "dora", "ia3", "adapter", "prompt", "bitfit")
 PEFT_METHODS = ("lora", "dora", "ia3")
 HEADS = {"qa": "qa_outputs"}  # the head each task trains beside a LoRA adapter (default: classifier)
 PRIMARY_METRIC = {"ner": "f1", "qa": "f1"}  # every sentiment task: accuracy
@@ -75,7 +75,7 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be None or an integer >= 1, got {value!r}")
         if self.learning_rate is None:
             self.learning_rate = {"probe": 1e-3, "lora": 5e-4, "dora": 5e-4, "ia3": 3e-3, "adapter": 1e-3,
-                                  "bitfit": 1e-3}.get(
+                                  "prompt": 3e-2, "bitfit": 1e-3}.get(
                 self.method, 5e-5)
         if isinstance(self.target_modules, str):
             self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
@@ -158,7 +158,7 @@ def apply_method(cfg: FinetuneConfig, model, total_steps):
     )
 
     lr, wd = cfg.learning_rate, cfg.weight_decay
-    if cfg.method in PEFT_METHODS + ("adapter",):  # adapters in place by now: they and the head train
+    if cfg.method in PEFT_METHODS + ("adapter", "prompt"):  # adapters in place by now: they and the head train
         return AdamW(trainable_param_groups(model, lr, wd), lr=lr), [], "linear"
     if cfg.method == "bitfit":
         return AdamW(bitfit_param_groups(model, lr, wd), lr=lr), [], "linear"
@@ -211,6 +211,15 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
         from .peft import AdapterConfig, add_adapters
 
         model = add_adapters(model, AdapterConfig(modules_to_save=[HEADS.get(cfg.task, "classifier")]))
+    if cfg.method == "prompt":  # 20 virtual tokens, started from the embeddings of random vocabulary tokens
+        from .peft import PromptTuningConfig, get_peft_model
+
+        context = model.config.max_position_embeddings
+        if not model.config.rope and cfg.max_length + 20 > context:
+            raise ValueError(f"prompt tuning puts 20 virtual tokens before each input, and this model's context is "
+                             f"{context} tokens: use --max-length {context - 20} or less (got {cfg.max_length})")
+        model = get_peft_model(model, PromptTuningConfig(num_virtual_tokens=20, prompt_tuning_init="SAMPLE_VOCAB",
+                                                         modules_to_save=[HEADS.get(cfg.task, "classifier")]))
     optimizer, callbacks, schedule = apply_method(cfg, model, cfg.max_steps)
     trainable = sum(int(p.data.size) for g in optimizer.param_groups for p in g["params"])
     if cfg.task == "ner":
@@ -244,8 +253,8 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
     if cfg.method in PEFT_METHODS:  # the adapter in PEFT's format (small: always); the merged model with save_model
         model.save_pretrained(out / "adapter")
         model = model.merge_and_unload()
-    if cfg.save_model and cfg.method == "adapter":
-        say("(bottleneck adapters change the model's layers: the model is not saved; results.json is)")
+    if cfg.save_model and cfg.method in ("adapter", "prompt"):
+        say(f"({cfg.method} tuning changes how the model is called: the model is not saved; results.json is)")
     elif cfg.save_model:
         from .models import save_pretrained
 

@@ -653,3 +653,86 @@ def test_bottleneck_adapter_gradients():
         assert mf.gradcheck(fn, (h, block.down.weight, block.up.weight))
     finally:
         mf.set_default_dtype("float32")
+
+
+# ============================================================================ prompt tuning
+def test_prompt_tuning_prepends_learned_embeddings_and_only_they_train():
+    from minift.peft import PromptTuningConfig
+
+    mf.seed(0)
+    model = tiny_classifier(num_labels=2)
+    pt = get_peft_model(model, PromptTuningConfig(num_virtual_tokens=3, prompt_tuning_init="SAMPLE_VOCAB",
+                                                  modules_to_save=["classifier"]))
+    trainable, _ = pt.get_nb_trainable_parameters()
+    assert trainable == 3 * 16 + 16 * 2 + 2
+    # the same as feeding the embeddings by hand: [P; E(x)] with n more mask ones, positions over n + T
+    P = pt.prompt_embeddings.data
+    body = model.model
+    ids = IDS
+    placeholder = np.concatenate([np.zeros((2, 3), dtype=ids.dtype), ids], axis=1)
+    mask = np.concatenate([np.ones((2, 3), dtype=np.int64), MASK], axis=1)
+    tokens = body.embed.tokens
+    saved = tokens.weight.data.copy()
+    out = pt(input_ids=IDS, attention_mask=MASK, labels=np.array([0, 1]))
+    out.loss.backward()
+    assert pt.prompt_embeddings.grad is not None and np.abs(pt.prompt_embeddings.grad).max() > 0
+    assert all(p.grad is None for n, p in model.named_parameters() if not p.requires_grad)
+    # reference: the input embeddings built by hand, [P; E(x)], run through the backbone, pooled, classified
+    with mf.no_grad():
+        emb = tokens.weight.data[placeholder]
+        emb[:, :3] = P
+        hidden = _run_with_embeddings(model, emb, mask)
+        h_ref = model.classifier.modules_to_save["default"](_pool(model, hidden))
+    np.testing.assert_allclose(out.logits.data, h_ref.data, rtol=1e-5, atol=1e-5)
+    assert (tokens.weight.data == saved).all()  # the token table itself is untouched
+
+
+def _run_with_embeddings(model, emb, mask):
+    """The backbone on given input embeddings (positions 0..n+T-1, token types 0), by a temporary table."""
+    body = model.model
+    b, t, c = emb.shape
+    fake_ids = np.arange(b * t).reshape(b, t) % t
+    original = body.embed.tokens.weight.data.copy()
+    table = np.zeros((max(t, original.shape[0]), c), dtype=original.dtype)
+    out_rows = []
+    for i in range(b):  # one sequence at a time: its rows become the table's first t rows
+        table[:t] = emb[i]
+        body.embed.tokens.weight.data = table[: original.shape[0]] if t <= original.shape[0] else table
+        out_rows.append(body(fake_ids[i:i + 1], attention_mask=mask[i:i + 1]).last_hidden_state.data)
+    body.embed.tokens.weight.data = original
+    return mf.tensor(np.concatenate(out_rows))
+
+
+def _pool(model, hidden):
+    """The sequence classifier's features: the pooler on the first position (bert), as the head reads them."""
+    return mf.tensor(np.tanh(hidden.data[:, 0] @ model.model.pooler.weight.data.T + model.model.pooler.bias.data))
+
+
+def test_prompt_tuning_token_outputs_line_up_and_text_init(tmp_path):
+    from minift.peft import PromptTuningConfig
+
+    mf.seed(0)
+    cfg = TransformerConfig(family="bert", vocab_size=32, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                            max_position_embeddings=16)
+    model = mf.models.TransformerForTokenClassification(cfg, num_labels=3)
+    pt = get_peft_model(model, PromptTuningConfig(num_virtual_tokens=2, modules_to_save=["classifier"]))
+    labels = np.array([[-100, 1, 2, 0, 1, -100], [-100, 2, 1, -100, -100, -100]])
+    out = pt(input_ids=IDS, attention_mask=MASK, labels=labels)
+    assert out.logits.shape == (2, 6, 3)  # the virtual positions are dropped from per-token outputs
+    logp = out.logits.data - np.log(np.exp(out.logits.data).sum(-1, keepdims=True))
+    valid = labels != -100
+    expected = -logp[valid, labels[valid]].mean()  # virtual tokens carry no label
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+
+    class Tok:  # a stand-in tokenizer for TEXT init: ids of the words
+        def __call__(self, texts, add_special_tokens=True):
+            return {"input_ids": [[5, 6, 7]]}
+
+    text = get_peft_model(tiny_classifier(), PromptTuningConfig(num_virtual_tokens=5, prompt_tuning_init="TEXT",
+                                                                prompt_tuning_init_text="x", tokenizer=Tok()))
+    table = text.base_model.model.embed.tokens.weight.data
+    np.testing.assert_array_equal(text.prompt_embeddings.data, table[[5, 6, 7, 5, 6]])
+    with pytest.raises(ValueError, match="num_virtual_tokens"):
+        PromptTuningConfig(num_virtual_tokens=0)
+    with pytest.raises(ValueError, match="TEXT"):
+        PromptTuningConfig(prompt_tuning_init="TEXT")

@@ -325,7 +325,11 @@ class PeftModel(Module):
         return "\n".join(lines)
 
 
-def get_peft_model(model, config, adapter_name="default") -> PeftModel:
-    """Wrap ``model`` with an adapter named ``adapter_name`` — ``LoraConfig`` or ``IA3Config`` (see the
-    module docstring). Changes ``model``."""
+def get_peft_model(model, config, adapter_name="default"):
+    """Wrap ``model`` with an adapter named ``adapter_name`` — ``LoraConfig`` or ``IA3Config`` (a ``PeftModel``,
+    see the module docstring), or ``PromptTuningConfig`` (a ``PromptTuningModel``). Changes ``model``."""
+    from .prompt import PromptTuningConfig, PromptTuningModel
+
+    if isinstance(config, PromptTuningConfig):
+        return PromptTuningModel(model, config)
     return PeftModel(model, config, adapter_name)

@@ -251,7 +251,11 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
         "args": asdict(cfg),
     }
     if cfg.method in PEFT_METHODS:  # the adapter in PEFT's format (small: always); the merged model with save_model
-        model.save_pretrained(out / "adapter")
+        if model.config.family == "gpt2":
+            say("(GPT-2's q, k, v are one c_attn matrix in Hugging Face: no PEFT adapter file for this model; "
+                "the merged model is saved)")
+        else:
+            model.save_pretrained(out / "adapter")
         model = model.merge_and_unload()
     if cfg.save_model and cfg.method in ("adapter", "prompt"):
         say(f"({cfg.method} tuning changes how the model is called: the model is not saved; results.json is)")

@@ -736,3 +736,84 @@ def test_prompt_tuning_token_outputs_line_up_and_text_init(tmp_path):
         PromptTuningConfig(num_virtual_tokens=0)
     with pytest.raises(ValueError, match="TEXT"):
         PromptTuningConfig(prompt_tuning_init="TEXT")
+
+
+# ============================================================================ found by review: each failed before its fix
+def test_bias_all_saves_every_trained_bias_norms_included(tmp_path):
+    pm = get_peft_model(tiny_classifier(num_labels=2), LoraConfig(r=2, target_modules=["q_proj"], bias="all"))
+    for name, p in pm.named_parameters():
+        if name.endswith(".bias") and p.requires_grad:
+            p.data[...] += 0.1
+    expected = logits(pm)
+    pm.save_pretrained(tmp_path)
+    again = PeftModel.from_pretrained(tiny_classifier(num_labels=2), tmp_path)
+    np.testing.assert_allclose(logits(again), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_failed_calls_leave_the_model_as_it_was(tmp_path):
+    model = tiny_classifier(num_labels=2)
+    names = [n for n, _ in model.named_parameters()]
+    with pytest.raises(ValueError, match="matches no Linear"):
+        get_peft_model(model, LoraConfig(target_modules=["q_prj"], modules_to_save=["classifier"]))
+    assert [n for n, _ in model.named_parameters()] == names and all(p.requires_grad for p in model.parameters())
+    with pytest.raises(ValueError, match="left out.*exclude_modules"):
+        get_peft_model(model, LoraConfig(target_modules=["q_proj"], exclude_modules=["q_proj"]))
+    with pytest.raises(ValueError, match="layers_to_transform"):
+        get_peft_model(model, LoraConfig(target_modules=["q_proj"], layers_to_transform=[5]))
+    with pytest.raises(ValueError, match="not a valid regular expression"):
+        get_peft_model(model, LoraConfig(target_modules="("))
+    pm = _adapted()
+    pm.save_pretrained(tmp_path / "ok")
+    mf.seed(0)
+    wider = TransformerForSequenceClassification(TransformerConfig(
+        family="bert", vocab_size=32, hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=16), num_labels=2)
+    wider_names = [n for n, _ in wider.named_parameters()]
+    with pytest.raises(Exception, match="shape"):
+        PeftModel.from_pretrained(wider, tmp_path / "ok")
+    assert [n for n, _ in wider.named_parameters()] == wider_names and all(p.requires_grad for p in wider.parameters())
+    with pytest.raises(ValueError, match="already has adapters"):
+        get_peft_model(pm.base_model, LoraConfig())
+
+
+def test_safe_merge_is_all_or_nothing_and_set_adapter_unmerges_first():
+    pm = get_peft_model(tiny_classifier(), LoraConfig(r=2, target_modules=["q_proj"]))
+    randomize_lora(pm)
+    before = [layer.base_layer.weight.data.copy() for _, layer in pm.lora_layers()]
+    pm.lora_layers()[-1][1].lora_B["default"].weight.data[0, 0] = np.inf
+    with pytest.raises(ValueError, match="non-finite"):
+        pm.merge_adapter(safe_merge=True)
+    for (_, layer), w in zip(pm.lora_layers(), before):
+        np.testing.assert_array_equal(layer.base_layer.weight.data, w)
+        assert layer.merged_adapters == []
+    pm = get_peft_model(tiny_classifier(), LoraConfig(r=2, target_modules=["q_proj"]), adapter_name="a")
+    pm.add_adapter("b", LoraConfig(r=2, target_modules=["q_proj"]))
+    assert pm.active_adapter == "a"  # adding does not switch, as in PEFT
+    randomize_lora(pm)
+    pm.set_adapter("b")
+    only_b = logits(pm)
+    pm.set_adapter("a")
+    pm.merge_adapter()
+    with pytest.warns(UserWarning, match="unmerged first"):
+        pm.set_adapter("b")
+    np.testing.assert_allclose(logits(pm), only_b, rtol=1e-5, atol=1e-6)
+
+
+def test_unloaded_peft_model_refuses_to_save_and_bad_types_are_refused(tmp_path):
+    from minift.peft import AdapterConfig, IA3Config
+
+    pm = _adapted()
+    pm.merge_and_unload()
+    with pytest.raises(RuntimeError, match="merged and unloaded"):
+        pm.save_pretrained(tmp_path)
+    for bad in (dict(use_rslora="no"), dict(use_dora="yes"), dict(init_lora_weights=1)):
+        with pytest.raises(ValueError):
+            LoraConfig(**bad)
+    with pytest.raises(ValueError, match="modules_to_save"):
+        IA3Config(modules_to_save="classifier")
+    with pytest.raises(ValueError, match="modules_to_save"):
+        AdapterConfig(modules_to_save="classifier")
+    with pytest.raises(ValueError, match="init_ia3_weights"):
+        IA3Config(init_ia3_weights="x")
+    with pytest.raises(ValueError, match="no adapter named 'zzz'"):
+        _adapted().save_pretrained(tmp_path / "z", adapter_name="zzz")

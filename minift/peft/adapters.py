@@ -42,6 +42,11 @@ class AdapterConfig:
             raise ValueError(f"non_linearity must be 'relu' or 'gelu', got {self.non_linearity!r}")
         if isinstance(self.reduction_factor, bool) or not isinstance(self.reduction_factor, int) or self.reduction_factor < 1:
             raise ValueError(f"reduction_factor must be an integer >= 1, got {self.reduction_factor!r}")
+        if not isinstance(self.train_layer_norms, bool):
+            raise ValueError(f"train_layer_norms must be True or False, got {self.train_layer_norms!r}")
+        if self.modules_to_save is not None and not (
+                isinstance(self.modules_to_save, list) and all(isinstance(v, str) for v in self.modules_to_save)):
+            raise ValueError(f"modules_to_save must be a list of module names, got {self.modules_to_save!r}")
 
 
 class Bottleneck(Module):
@@ -82,8 +87,16 @@ def add_adapters(model, config: AdapterConfig):
     """Freeze ``model``, put a bottleneck adapter after each sublayer ``config.placement`` names, unfreeze
     the layer norms (``train_layer_norms``) and the ``modules_to_save``; returns ``model`` (changed in place)."""
     from ..nn import LayerNorm, RMSNorm
-    from .model import _set_child
+    from .model import ADAPTER_LAYERS, ModulesToSaveWrapper, _set_child
 
+    if any(isinstance(m, (LinearWithAdapter, *ADAPTER_LAYERS, ModulesToSaveWrapper)) for m in model.modules()):
+        raise ValueError("this model already has adapters: add bottleneck adapters to a freshly loaded model")
+    if not any(isinstance(m, Linear) and any(n == p or n.endswith("." + p) for p in PLACEMENTS[config.placement])
+               for n, m in model.named_modules()):
+        raise ValueError(f"no {PLACEMENTS[config.placement]} layer found: adapters go into minift's transformer blocks")
+    for name in config.modules_to_save or ():
+        if not any(n == name or n.endswith("." + name) for n, _ in model.named_modules()):
+            raise ValueError(f"modules_to_save names {name!r}, but the model has no module of that name")
     model.requires_grad_(False)
     placed = []
     for name, module in list(model.named_modules()):

@@ -51,7 +51,10 @@ class LoraConfig:
             raise ValueError(f"lora_dropout must be a probability in [0, 1), got {self.lora_dropout!r}")
         if self.bias not in BIAS_MODES:
             raise ValueError(f"bias must be one of {BIAS_MODES}, got {self.bias!r}")
-        if self.init_lora_weights not in (True, False, "gaussian"):
+        for name in ("use_rslora", "use_dora", "fan_in_fan_out", "inference_mode"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if not (isinstance(self.init_lora_weights, bool) or self.init_lora_weights == "gaussian"):
             raise ValueError(f"init_lora_weights must be True, False or 'gaussian', got {self.init_lora_weights!r}")
         if self.task_type not in TASK_TYPES:
             raise ValueError(f"task_type must be one of {TASK_TYPES}, got {self.task_type!r}")
@@ -104,7 +107,8 @@ class LoraConfig:
 @dataclass
 class IA3Config:
     """IA3's options, PEFT's names: the layers that get a vector, and which of them scale their input."""
-    target_modules: list | str | None = None  # None: ["k_proj", "v_proj", "down_proj"] (PEFT's default, minift's names)
+    target_modules: list | str | None = None  # None: ["k_proj", "v_proj", "down_proj"] (PEFT's llama default;
+    # for bert PEFT's default, "output.dense", also matches the attention output: set it yourself to reproduce that)
     feedforward_modules: list | str | None = None  # None: ["down_proj"]
     exclude_modules: list | str | None = None
     modules_to_save: list | None = None
@@ -137,6 +141,12 @@ class IA3Config:
                                  "a feed-forward layer must be a target too")
         if self.task_type not in TASK_TYPES:
             raise ValueError(f"task_type must be one of {TASK_TYPES}, got {self.task_type!r}")
+        for name in ("init_ia3_weights", "fan_in_fan_out", "inference_mode"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.modules_to_save is not None and not (
+                isinstance(self.modules_to_save, list) and all(isinstance(v, str) for v in self.modules_to_save)):
+            raise ValueError(f"modules_to_save must be a list of module names, got {self.modules_to_save!r}")
         if self.fan_in_fan_out:
             raise NotImplementedError("fan_in_fan_out=True is for GPT-2's Conv1D layers; leave it False in minift")
 

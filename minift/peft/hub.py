@@ -106,13 +106,15 @@ def save_adapter(pm: PeftModel, directory, adapter_name=None):
             "revision": None,
         }
         return _write(directory, tensors, written)
-    if config.bias == "all":
+    if config.bias == "all":  # every bias of the model trained: Linear and norm layers alike (PEFT saves them all)
         for name, module in model.named_modules():
-            if isinstance(module, Linear) and module.bias is not None and not re.search(
-                    r"(^|\.)(lora_[AB]|original_module|modules_to_save)(\.|$)", name):
-                clean = re.sub(r"\.base_layer$", "", name)
-                suffix = ".base_layer.bias" if name.endswith(".base_layer") else ".bias"
-                tensors.setdefault(f"{PREFIX}{names[clean]}{suffix}", module.bias.data)
+            bias = module._parameters.get("bias")
+            if bias is None or isinstance(module, ADAPTER_LAYERS) or re.search(
+                    r"(^|\.)(lora_[AB]|lora_magnitude_vector|original_module|modules_to_save)(\.|$)", name):
+                continue
+            clean = re.sub(r"\.base_layer$", "", name)
+            suffix = ".base_layer.bias" if name.endswith(".base_layer") else ".bias"
+            tensors.setdefault(f"{PREFIX}{names[clean]}{suffix}", bias.data)
     written = {
         "peft_type": "LORA", "task_type": config.task_type or _TASK.get(type(model).__name__),
         "r": config.r, "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout,
@@ -184,6 +186,8 @@ def load_adapter(model, directory, adapter_name="default", is_trainable=False) -
         raw = json.loads(config_path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{config_path} is not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{config_path} holds a JSON {type(raw).__name__}; expected an object of PEFT's options")
     if raw.get("peft_type") not in ("LORA", "IA3"):
         raise CheckpointError(f"{config_path}: peft_type is {raw.get('peft_type')!r}; minift reads LoRA and IA3 "
                               "adapters (peft_type 'LORA' or 'IA3')")
@@ -213,9 +217,27 @@ def load_adapter(model, directory, adapter_name="default", is_trainable=False) -
                                                            "layers_to_transform", "layers_pattern")}
         config = LoraConfig.from_dict({**ours, "target_modules": chosen, "modules_to_save": sorted(set(saved)) or None,
                                        "inference_mode": not is_trainable}, file=config_path)
+    try:
+        tensors = load_file(str(weights_path))
+    except Exception as e:  # safetensors' own errors do not name the file
+        raise CheckpointError(f"{weights_path} cannot be read as safetensors: {e}") from None
+    flags = {id(p): p.requires_grad for p in model.parameters()}
     pm = PeftModel(model, config, adapter_name)
+    try:
+        _fill(pm, tensors, names, chosen, config, adapter_name, weights_path)
+    except Exception:
+        pm.unload()  # the model as it came in: no adapter layers, its own trainable flags
+        for p in model.parameters():
+            p.requires_grad = flags.get(id(p), p.requires_grad)
+        raise
+    if not is_trainable:
+        pm.requires_grad_(False)
+        pm.eval()
+    return pm
 
-    tensors = load_file(str(weights_path))
+
+def _fill(pm, tensors, names, chosen, config, adapter_name, weights_path):
+    """Copy the file's tensors into the adapter's parameters, checking names and shapes first."""
     inner = pm.base_model
     params = dict(inner.named_parameters())
     wanted = {}  # file key -> minift parameter name
@@ -251,7 +273,3 @@ def load_adapter(model, directory, adapter_name="default", is_trainable=False) -
                                   f"{name} has shape {tuple(p.shape)}: the adapter was made for a different model "
                                   "(or another rank)")
         p.data[...] = backend.asarray(value.astype(p.dtype))
-    if not is_trainable:
-        pm.requires_grad_(False)
-        pm.eval()
-    return pm

@@ -67,6 +67,9 @@ class IA3Linear(Module):
         return y
         # END SOLUTION
 
+    def update_is_finite(self, adapter_name):
+        return bool(xp.isfinite(getattr(self.ia3_l, adapter_name).data).all())
+
     @no_grad()
     def merge(self, adapter_names=None, safe_merge=False):
         """Fold each vector into the weights: W·diag(l) (feed-forward) or diag(l)·W and l ⊙ b."""

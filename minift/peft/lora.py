@@ -162,6 +162,13 @@ class LoraLinear(Module):
         return (B @ A) * self.scaling[adapter_name]
         # END SOLUTION
 
+    def update_is_finite(self, adapter_name):
+        """Whether the adapter's parameters (and so its weight update) are all finite numbers."""
+        arrays = [self.lora_A[adapter_name].weight.data, self.lora_B[adapter_name].weight.data]
+        if adapter_name in self.lora_magnitude_vector:
+            arrays.append(self.lora_magnitude_vector[adapter_name].weight.data)
+        return all(bool(xp.isfinite(a).all()) for a in arrays)
+
     @no_grad()
     def merge(self, adapter_names=None, safe_merge=False):
         """W ← W + s·BA for each named (default: active) adapter not merged yet.

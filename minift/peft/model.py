@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 from contextlib import contextmanager
 
 from ..nn import Linear, Module, ModuleDict
@@ -83,6 +84,35 @@ def is_feedforward(name, config: IA3Config) -> bool:
     return any(name.endswith(f) for f in ff or ())
 
 
+def _check_targets(model, config):
+    """Raise ValueError (naming the cause) unless ``config`` adapts at least one Linear layer, its saved modules
+    exist, and no chosen layer already holds another kind of adapter."""
+    if isinstance(config.target_modules, str):
+        try:
+            re.compile(config.target_modules)
+        except re.error as e:
+            raise ValueError(f"target_modules {config.target_modules!r} is not a valid regular expression: {e}") from None
+    rows = targeting(model, config)
+    chosen = [(n, m) for n, m, adapted, _ in rows if adapted]
+    if not chosen:
+        matched = [why for _, _, adapted, why in rows if not adapted and why != "no target_modules entry matches"]
+        if matched:
+            raise ValueError(f"target_modules={config.target_modules!r} matches layers, but every one of them is "
+                             f"left out ({matched[0]}, …): check exclude_modules / layers_to_transform")
+        linear = sorted({n.rpartition(".")[2] for n, _, _, _ in rows})
+        raise ValueError(f"target_modules={config.target_modules!r} matches no Linear layer of the model; "
+                         f"its Linear layers are called {linear} (see PeftModel.targeting_report())")
+    kind = IA3Linear if isinstance(config, IA3Config) else LoraLinear
+    for name, _ in chosen:
+        current = model.get_submodule(name)
+        if isinstance(current, ADAPTER_LAYERS) and not isinstance(current, kind):
+            raise ValueError(f"{name} already has a {type(current).__name__} adapter; LoRA and IA3 cannot share a layer")
+    for entry in config.modules_to_save or ():
+        if not any(n == entry or n.endswith("." + entry) for n, _ in model.named_modules()):
+            raise ValueError(f"modules_to_save names {entry!r}, but the model has no module of that name; "
+                             f"its top-level modules: {[n for n, _ in model.named_children()]}")
+
+
 def _inside_saved_module(name, config):
     return any(name == m or name.startswith(m + ".") or name.endswith("." + m) or f".{m}." in f".{name}."
                for m in config.modules_to_save or ())
@@ -133,15 +163,21 @@ class PeftModel(Module):
             raise TypeError("this model already has adapters; use .add_adapter(name, config) for another one")
         if not isinstance(config, (LoraConfig, IA3Config)):
             raise TypeError(f"config must be a LoraConfig or an IA3Config, got {type(config).__name__}")
+        if any(isinstance(m, (*ADAPTER_LAYERS, ModulesToSaveWrapper)) for m in model.modules()):
+            raise ValueError("this model already has adapters (from an earlier get_peft_model): add another with "
+                             "that PeftModel's add_adapter(name, config), or start from a freshly loaded model")
+        _check_targets(model, config)  # before anything changes: a bad config leaves the model as it was
         self.base_model = model
         self.peft_config = {}
         self.active_adapter = adapter_name
+        self._unloaded = False
         model.requires_grad_(False)
         self._inject(config, adapter_name)
 
     # -------------------------------------------------------------- building
     def _inject(self, config: LoraConfig, adapter_name):
         model = self.base_model
+        _check_targets(model, config)
         for name in config.modules_to_save or ():
             found = [n for n, m in model.named_modules()
                      if (n == name or n.endswith("." + name)) and not isinstance(m, ModulesToSaveWrapper)
@@ -158,10 +194,6 @@ class PeftModel(Module):
             for n in found:
                 _set_child(model, n, ModulesToSaveWrapper(model.get_submodule(n), adapter_name))
         chosen = [(name, module) for name, module, adapted, _ in targeting(model, config) if adapted]
-        if not chosen:
-            linear = sorted({n.rpartition(".")[2] for n, m in model.named_modules() if isinstance(m, Linear)})
-            raise ValueError(f"target_modules={config.target_modules!r} matches no Linear layer of the model; "
-                             f"its Linear layers are called {linear} (see PeftModel.targeting_report())")
         for name, linear in chosen:
             current = model.get_submodule(name)
             if isinstance(config, IA3Config):
@@ -178,24 +210,28 @@ class PeftModel(Module):
             if layer is not current:
                 _set_child(model, name, layer)
         for name, p in model.named_parameters() if isinstance(config, LoraConfig) else ():
-            is_bias = name.endswith(".bias")
+            is_bias = name.endswith(".bias") and ".original_module." not in f".{name}"
             if config.bias == "all" and is_bias:
                 p.requires_grad = True
             elif config.bias == "lora_only" and is_bias and name.endswith(".base_layer.bias"):
                 p.requires_grad = True
         self.peft_config[adapter_name] = config
-        self.set_adapter(adapter_name)
+        self.set_adapter(self.active_adapter if len(self.peft_config) > 1 else adapter_name)
 
     def add_adapter(self, adapter_name, config: LoraConfig):
-        """A second (third, …) adapter beside the first; ``set_adapter`` chooses which one runs."""
+        """A second (third, …) adapter beside the first, frozen; ``set_adapter(name)`` makes it the one that
+        runs and trains (as in PEFT, adding does not switch)."""
         if adapter_name in self.peft_config:
             raise ValueError(f"there is already an adapter named {adapter_name!r}")
+        self._check_usable()
         self._inject(config, adapter_name)
 
     def set_adapter(self, adapter_name):
         """Make ``adapter_name`` the one that runs and trains; the others are kept, frozen."""
-        if adapter_name not in self.peft_config:
-            raise ValueError(f"no adapter named {adapter_name!r}; adapters: {list(self.peft_config)}")
+        self._check_adapter(adapter_name)
+        if any(layer.merged_adapters for _, layer in self.adapter_layers()):
+            warnings.warn("set_adapter on a merged model: the merged adapter is unmerged first", stacklevel=2)
+            self.unmerge_adapter()
         self.active_adapter = adapter_name
         for module in self.base_model.modules():
             if isinstance(module, LoraLinear):
@@ -213,6 +249,15 @@ class PeftModel(Module):
                 module.active_adapter = adapter_name
                 for name, twin in module.modules_to_save.items():
                     twin.requires_grad_(name == adapter_name)
+
+    def _check_adapter(self, adapter_name):
+        if adapter_name not in self.peft_config:
+            raise ValueError(f"no adapter named {adapter_name!r}; adapters: {list(self.peft_config)}")
+
+    def _check_usable(self):
+        if self.__dict__.get("_unloaded"):
+            raise RuntimeError("this PeftModel was merged and unloaded: use the model merge_and_unload()/unload() "
+                               "returned, or build a new PeftModel")
 
     # -------------------------------------------------------------- using
     def forward(self, *args, **kwargs):
@@ -251,8 +296,23 @@ class PeftModel(Module):
     def merge_adapter(self, safe_merge=False):
         """Fold the active adapter into the weights (LoRA: W ← W + s·BA; IA3: the scaling); the adapter layers
         stay, inactive while merged."""
-        for _, layer in self.adapter_layers():
-            layer.merge([self.active_adapter], safe_merge=safe_merge)
+        self._check_usable()
+        if safe_merge:  # look at every layer first, so that a broken adapter leaves every weight untouched
+            for name, layer in self.adapter_layers():
+                if self.active_adapter in layer.merged_adapters:
+                    continue
+                if not layer.update_is_finite(self.active_adapter):
+                    raise ValueError(f"merging adapter {self.active_adapter!r} gives non-finite weights in {name}: "
+                                     "the adapter is broken (NaN/inf in its parameters); nothing was merged")
+        done = []
+        try:
+            for _, layer in self.adapter_layers():
+                layer.merge([self.active_adapter], safe_merge=safe_merge)
+                done.append(layer)
+        except ValueError:
+            for layer in done:  # all or nothing: the layers merged before the broken one are unmerged again
+                layer.unmerge()
+            raise
 
     def unmerge_adapter(self):
         for _, layer in self.adapter_layers():
@@ -262,11 +322,12 @@ class PeftModel(Module):
         """The plain model: each LoRA layer replaced by its base Linear with the active adapter merged in,
         each saved module by its trained copy. The PeftModel must not be used afterwards."""
         model = self.base_model
+        self.merge_adapter(safe_merge=safe_merge)  # every layer first (all or nothing), then the swap
         for name, layer in self.adapter_layers():
-            layer.merge([self.active_adapter], safe_merge=safe_merge)
             _set_child(model, name, layer.base_layer)
         for name, module in [(n, m) for n, m in model.named_modules() if isinstance(m, ModulesToSaveWrapper)]:
             _set_child(model, name, module.modules_to_save[self.active_adapter])
+        self._unloaded = True
         return model
 
     def unload(self):
@@ -277,6 +338,7 @@ class PeftModel(Module):
             _set_child(model, name, layer.base_layer)
         for name, module in [(n, m) for n, m in model.named_modules() if isinstance(m, ModulesToSaveWrapper)]:
             _set_child(model, name, module.original_module)
+        self._unloaded = True
         return model
 
     # -------------------------------------------------------------- files
@@ -285,6 +347,8 @@ class PeftModel(Module):
         (Hugging Face's module names; see ``minift.peft.hub``). Other files in ``directory`` are left alone."""
         from .hub import save_adapter
 
+        self._check_usable()
+        self._check_adapter(adapter_name or self.active_adapter)
         return save_adapter(self, directory, adapter_name)
 
     @classmethod
@@ -293,6 +357,8 @@ class PeftModel(Module):
         mode unless ``is_trainable``."""
         from .hub import load_adapter
 
+        if isinstance(model, PeftModel):
+            raise TypeError("PeftModel.from_pretrained takes the base model (without adapters), got a PeftModel")
         return load_adapter(model, directory, adapter_name, is_trainable)
 
     # -------------------------------------------------------------- counting and reporting
@@ -308,6 +374,7 @@ class PeftModel(Module):
 
     def targeting_report(self, adapter_name=None) -> str:
         """Every Linear of the model, one line each: adapted or not, and why (for ``adapter_name``: the active one)."""
+        self._check_adapter(adapter_name or self.active_adapter)
         config = self.peft_config[adapter_name or self.active_adapter]
         rows = targeting(self.base_model, config)
         width = max(len(n) for n, *_ in rows)

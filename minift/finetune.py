@@ -200,11 +200,15 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
         from .peft import IA3Config, LoraConfig, get_peft_model
 
         head = HEADS.get(cfg.task, "classifier")
+        saved = [head]
+        if cfg.task in SENTIMENT_TASKS and model.config.family == "bert" and (model.config.classifier_pooling or
+                                                                             "pooler") == "pooler":
+            saved.append("pooler")  # BERT's classifier reads the pooler: it learns with the head, as in full fine-tuning
         if cfg.method == "ia3":  # k, v and the FFN's down projection (its input scaled), PEFT's default
-            peft_config = IA3Config(modules_to_save=[head])
+            peft_config = IA3Config(modules_to_save=saved)
         else:
             peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                     target_modules=cfg.target_modules, modules_to_save=[head],
+                                     target_modules=cfg.target_modules, modules_to_save=saved,
                                      use_dora=cfg.method == "dora")
         model = get_peft_model(model, peft_config)
     if cfg.method == "adapter":
@@ -301,7 +305,8 @@ def run_finetune_demo(out="out/demo", steps=120, quiet=False):
     """``make demo``: MiniLM on movie-review sentiment: a frozen-encoder probe, LoRA, and full fine-tuning.
 
     The same data, batches and schedule for all three; only what trains differs (the 770 parameters of
-    the head; LoRA's rank-8 adapters on q and v plus the head, 74 thousand; or all 22.7 million). Prints
+    the head; LoRA's rank-8 adapters on q and v plus the pooler and the head, 222 thousand; or all 22.7
+    million). Prints
     the comparison and writes each run's curves and results under ``out/probe``, ``out/lora`` (with the
     adapter in PEFT's format, ``out/lora/adapter``) and ``out/full``, and the table to ``out/results.md``.
     """
@@ -309,7 +314,7 @@ def run_finetune_demo(out="out/demo", steps=120, quiet=False):
     fast = os.environ.get("MINIFT_FAST") == "1"
     limits = dict(train_limit=256, eval_limit=128) if fast else {}
     rows = []
-    what = {"probe": "the head alone, on a frozen MiniLM", "lora": "rank-8 LoRA adapters on q and v, and the head",
+    what = {"probe": "the head alone, on a frozen MiniLM", "lora": "rank-8 LoRA adapters on q and v, the pooler and the head",
             "full": "every parameter"}
     for method in ("probe", "lora", "full"):
         say(f"\n== {method}: {what[method]}")

@@ -46,8 +46,8 @@ def test_the_fine_tuning_demo_compares_probe_lora_and_full(tmp_path, monkeypatch
     assert "probe" in table and "lora" in table and "full" in table and "accuracy" in table
     probe, lora, full = (json.loads((tmp_path / m / "results.json").read_text()) for m in ("probe", "lora", "full"))
     assert probe["trainable_parameters"] == 384 * 2 + 2  # MiniLM's head: 384 × 2 weights + 2 biases
-    # LoRA: r = 8 on q and v of 6 layers, r·(in + out) each, and the head
-    assert lora["trainable_parameters"] == 6 * 2 * 8 * (384 + 384) + 384 * 2 + 2
+    # LoRA: r = 8 on q and v of 6 layers, r·(in + out) each, the pooler and the classifier
+    assert lora["trainable_parameters"] == 6 * 2 * 8 * (384 + 384) + (384 * 384 + 384) + 384 * 2 + 2
     assert full["trainable_parameters"] == full["total_parameters"] == probe["total_parameters"]
     assert probe["train_steps"] == lora["train_steps"] == full["train_steps"] == 4
     assert (tmp_path / "lora" / "adapter" / "adapter_config.json").exists()

@@ -69,9 +69,11 @@ def test_finetune_lora_saves_the_adapter_and_the_merged_model(tmp_path):
     assert main(["finetune", TINY_BERT, "sentiment", "--method", "lora", "--lora-r", "4", *QUICK, "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     layers, hidden, labels = 4, 128, 2
-    assert results["trainable_parameters"] == layers * 2 * 4 * (hidden + hidden) + hidden * labels + labels
+    pooler = hidden * hidden + hidden  # BERT's classifier reads the pooler: it trains beside the head
+    assert results["trainable_parameters"] == layers * 2 * 4 * (hidden + hidden) + pooler + hidden * labels + labels
     config = json.loads((out / "adapter" / "adapter_config.json").read_text())
-    assert config["r"] == 4 and config["lora_alpha"] == 16 and config["modules_to_save"] == ["classifier"]
+    assert config["r"] == 4 and config["lora_alpha"] == 16
+    assert config["modules_to_save"] == ["bert.pooler.dense", "classifier"]
     ids = np.array([[2, 40, 41, 42, 3]])
     merged = mf.models.AutoModelForSequenceClassification.from_pretrained(out / "model").eval()
     base = mf.models.AutoModelForSequenceClassification.from_pretrained(TINY_BERT, num_labels=2)

@@ -363,15 +363,18 @@ def test_loading_a_wrong_adapter_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("family", ["bert", "llama"])
-def test_hf_peft_reads_our_adapter_and_we_read_theirs(tmp_path, family):
+@pytest.mark.parametrize("family, saved", [("bert", ["classifier"]), ("llama", ["classifier"]),
+                                           ("bert", ["classifier", "pooler"])])
+def test_hf_peft_reads_our_adapter_and_we_read_theirs(tmp_path, family, saved):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     peft = pytest.importorskip("peft")
     transformers.logging.set_verbosity_error()
     base = tiny_classifier(family=family, num_labels=2)
     mf.models.save_pretrained(base, tmp_path / "hf", format="hf")
-    pm = _adapted(family)
+    pm = _adapted(family, modules_to_save=saved)
+    if "pooler" in saved:  # a trained pooler, as minift finetune --method lora leaves it
+        pm.base_model.model.pooler.modules_to_save["default"].bias.data[...] += 0.3
     expected = logits(pm)
     pm.save_pretrained(tmp_path / "ours")
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").eval()

@@ -135,10 +135,10 @@ def main():
         m, t = rows["minift"], rows["torch"]
         common = next((i for i, (a, b) in enumerate(zip(m["tokens"], t["tokens"])) if a != b), len(t["tokens"]))
         eos = m["eos"]
-        answer = m["tokens"].index(eos) + 1 if eos in m["tokens"] else len(m["tokens"])
+        answer = m["tokens"].index(eos) if eos in m["tokens"] else len(m["tokens"])  # the answer's tokens, before its EOS
         print(f"minift decode speed / PyTorch + HF: {m['decode_tok_s'] / t['decode_tok_s']:.2f}x (target ≥ 1.00x)")
         print(f"the same greedy tokens up to the end of the answer: {min(common, answer)}/{answer} "
-              "(after its end-of-sequence token HF's min_new_tokens forbids that token, so the texts part)")
+              "(where minift ends the answer, HF's min_new_tokens forbids the end-of-sequence token, so the texts part)")
 
 
 if __name__ == "__main__":

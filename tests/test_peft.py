@@ -362,19 +362,14 @@ def test_loading_a_wrong_adapter_is_a_clear_error(tmp_path):
         _adapted("gpt2").save_pretrained(tmp_path / "gpt2")
 
 
-@pytest.mark.torch
-@pytest.mark.parametrize("family, saved", [("bert", ["classifier"]), ("llama", ["classifier"]),
-                                           ("bert", ["classifier", "pooler"])])
-def test_hf_peft_reads_our_adapter_and_we_read_theirs(tmp_path, family, saved):
+def _both_ways_with_hf_peft(tmp_path, family, pm):
+    """HF PEFT loads pm's adapter onto the HF twin of the base model with pm's outputs; minift loads the file HF
+    PEFT writes back (its key order, its "classifier"/"score") with the same outputs."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     peft = pytest.importorskip("peft")
     transformers.logging.set_verbosity_error()
-    base = tiny_classifier(family=family, num_labels=2)
-    mf.models.save_pretrained(base, tmp_path / "hf", format="hf")
-    pm = _adapted(family, modules_to_save=saved)
-    if "pooler" in saved:  # a trained pooler, as minift finetune --method lora leaves it
-        pm.base_model.model.pooler.modules_to_save["default"].bias.data[...] += 0.3
+    mf.models.save_pretrained(tiny_classifier(family=family, num_labels=2), tmp_path / "hf", format="hf")
     expected = logits(pm)
     pm.save_pretrained(tmp_path / "ours")
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
@@ -382,9 +377,19 @@ def test_hf_peft_reads_our_adapter_and_we_read_theirs(tmp_path, family, saved):
     with torch.no_grad():
         theirs = hf_peft(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK)).logits.numpy()
     np.testing.assert_allclose(theirs, expected, rtol=1e-4, atol=1e-4)
-    hf_peft.save_pretrained(tmp_path / "theirs")  # PEFT's own file: its key order, its "classifier"/"score"
+    hf_peft.save_pretrained(tmp_path / "theirs")
     again = PeftModel.from_pretrained(tiny_classifier(family=family, num_labels=2), tmp_path / "theirs")
     np.testing.assert_allclose(logits(again), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("family, saved", [("bert", ["classifier"]), ("llama", ["classifier"]),
+                                           ("bert", ["classifier", "pooler"])])
+def test_hf_peft_reads_our_adapter_and_we_read_theirs(tmp_path, family, saved):
+    pm = _adapted(family, modules_to_save=saved)
+    if "pooler" in saved:  # a trained pooler, as minift finetune --method lora leaves it
+        pm.base_model.model.pooler.modules_to_save["default"].bias.data[...] += 0.3
+    _both_ways_with_hf_peft(tmp_path, family, pm)
 
 
 # ============================================================================ LoRA+
@@ -490,24 +495,10 @@ def test_dora_merge_and_unmerge():
 
 @pytest.mark.torch
 def test_hf_peft_reads_our_dora_adapter_and_we_read_theirs(tmp_path):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    peft = pytest.importorskip("peft")
-    transformers.logging.set_verbosity_error()
-    mf.models.save_pretrained(tiny_classifier(num_labels=2), tmp_path / "hf", format="hf")
     pm = _adapted(use_dora=True)
     for _, layer in pm.lora_layers():
         layer.lora_magnitude_vector["default"].weight.data[...] *= 1.2
-    expected = logits(pm)
-    pm.save_pretrained(tmp_path / "ours")
-    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
-    hf_peft = peft.PeftModel.from_pretrained(hf, tmp_path / "ours").eval()
-    with torch.no_grad():
-        theirs = hf_peft(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK)).logits.numpy()
-    np.testing.assert_allclose(theirs, expected, rtol=1e-4, atol=1e-4)
-    hf_peft.save_pretrained(tmp_path / "theirs")
-    again = PeftModel.from_pretrained(tiny_classifier(num_labels=2), tmp_path / "theirs")
-    np.testing.assert_allclose(logits(again), expected, rtol=1e-4, atol=1e-4)
+    _both_ways_with_hf_peft(tmp_path, "bert", pm)
 
 
 # ============================================================================ IA3
@@ -568,7 +559,6 @@ def test_ia3_gradients_and_merge():
             layer.merge()
             np.testing.assert_allclose(layer(x).data, expected, rtol=1e-12)
             layer.unmerge()
-            layer.disable_adapters = False
             np.testing.assert_allclose(layer(x).data, expected, rtol=1e-7)
     finally:
         mf.set_default_dtype("float32")
@@ -597,22 +587,7 @@ def test_ia3_files_round_trip(tmp_path, family):
 @pytest.mark.torch
 @pytest.mark.parametrize("family", ["bert", "llama"])
 def test_hf_peft_reads_our_ia3_adapter_and_we_read_theirs(tmp_path, family):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    peft = pytest.importorskip("peft")
-    transformers.logging.set_verbosity_error()
-    mf.models.save_pretrained(tiny_classifier(family=family, num_labels=2), tmp_path / "hf", format="hf")
-    pm = _ia3(family)
-    expected = logits(pm)
-    pm.save_pretrained(tmp_path / "ours")
-    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
-    hf_peft = peft.PeftModel.from_pretrained(hf, tmp_path / "ours").eval()
-    with torch.no_grad():
-        theirs = hf_peft(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK)).logits.numpy()
-    np.testing.assert_allclose(theirs, expected, rtol=1e-4, atol=1e-4)
-    hf_peft.save_pretrained(tmp_path / "theirs")
-    again = PeftModel.from_pretrained(tiny_classifier(family=family, num_labels=2), tmp_path / "theirs")
-    np.testing.assert_allclose(logits(again), expected, rtol=1e-4, atol=1e-4)
+    _both_ways_with_hf_peft(tmp_path, family, _ia3(family))
 
 
 # ============================================================================ bottleneck adapters

@@ -17,17 +17,11 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import available, run_rounds, torch_device, torch_sync  # noqa: E402
-
-
-def rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+from common import available, rss_mb, run_rounds, timed, torch_device, torch_sync  # noqa: E402
 
 
 def make_batch(path, batch, max_length):
@@ -42,19 +36,6 @@ def make_batch(path, batch, max_length):
     np.savez(path, input_ids=np.asarray(enc["input_ids"], dtype=np.int64),
              attention_mask=np.asarray(enc["attention_mask"], dtype=np.int64),
              labels=np.asarray(data["label"], dtype=np.int64))
-
-
-def timed(step, steps):
-    """Per-step wall times of ``steps`` steps after two warm-up steps; the median is reported."""
-    step()
-    step()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
 
 
 def run_minift(batch_file, steps, profile):

@@ -14,20 +14,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import available, thread_env  # noqa: E402
+from common import available, rss_mb, thread_env  # noqa: E402
 
 PROMPT = "What is the capital of France? Answer in one sentence, then name three famous sights there."
 
 
-def rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def time_generation(gen, batch, new_tokens):
+    """Prefill = the time to make 1 token; decode tokens/s from the rest of a ``new_tokens`` run. (results, ids)"""
+    gen(2)  # warm-up
+    t0 = time.perf_counter()
+    gen(1)
+    prefill = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = gen(new_tokens)
+    total = time.perf_counter() - t0
+    return {"prefill_ms": 1000 * prefill, "decode_tok_s": batch * (new_tokens - 1) / (total - prefill),
+            "peak_rss_mb": rss_mb()}, out
 
 
 def prompt_ids(batch):
@@ -52,15 +60,8 @@ def run_minift(ids, new_tokens):
         # eos_token_id=-1 names no real token: every sequence runs the full n steps, as min_new_tokens in HF
         return mf.models.generation.generate(model, ids, max_new_tokens=n, eos_token_id=-1)
 
-    gen(2)  # warm-up
-    t0 = time.perf_counter()
-    gen(1)
-    prefill = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out = gen(new_tokens)
-    total = time.perf_counter() - t0
-    return {"prefill_ms": 1000 * prefill, "decode_tok_s": ids.shape[0] * (new_tokens - 1) / (total - prefill),
-            "tokens": mf.backend.to_numpy(out)[0, ids.shape[1]:].tolist(), "peak_rss_mb": rss_mb(), "eos": eos}
+    res, out = time_generation(gen, ids.shape[0], new_tokens)
+    return res | {"tokens": mf.backend.to_numpy(out)[0, ids.shape[1]:].tolist(), "eos": eos}
 
 
 def run_torch(ids, new_tokens, threads, hf_dir):
@@ -77,15 +78,8 @@ def run_torch(ids, new_tokens, threads, hf_dir):
             return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
                                   do_sample=False, use_cache=True, pad_token_id=0)
 
-    gen(2)
-    t0 = time.perf_counter()
-    gen(1)
-    prefill = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out = gen(new_tokens)
-    total = time.perf_counter() - t0
-    return {"prefill_ms": 1000 * prefill, "decode_tok_s": ids.shape[0] * (new_tokens - 1) / (total - prefill),
-            "tokens": out[0, ids.shape[1]:].tolist(), "peak_rss_mb": rss_mb()}
+    res, out = time_generation(gen, ids.shape[0], new_tokens)
+    return res | {"tokens": out[0, ids.shape[1]:].tolist()}
 
 
 def main():

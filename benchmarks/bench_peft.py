@@ -16,19 +16,13 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import available, run_rounds  # noqa: E402
+from common import available, rss_mb, run_rounds, timed  # noqa: E402
 
 LORA = dict(r=8, lora_alpha=16, lora_dropout=0.1)
-
-
-def rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def make_batch(path, model_name):
@@ -46,17 +40,6 @@ def make_batch(path, model_name):
     labels = np.asarray(data["label"], dtype=np.int64) if model_name == "minilm" else np.where(
         np.asarray(enc["attention_mask"]) == 1, ids, -100)
     np.savez(path, input_ids=ids, attention_mask=np.asarray(enc["attention_mask"], dtype=np.int64), labels=labels)
-
-
-def timed(step, steps):
-    step()
-    step()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
 
 
 def run_minift(model_name, method, batch_file, steps):

@@ -17,18 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import available, run_rounds, torch_device, torch_sync  # noqa: E402
+from common import available, rss_mb, run_rounds, torch_device, torch_sync  # noqa: E402
 
 SHAPE = dict(layers=4, width=256, heads=8, T=128, B=8, vocab=4096)
-
-
-def rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def step_flops():

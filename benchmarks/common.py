@@ -9,8 +9,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import resource
 import subprocess
 import sys
+import time
 
 
 def thread_env(threads):
@@ -62,3 +64,20 @@ def torch_sync(device):
         import torch
 
         torch.cuda.synchronize()
+
+
+def rss_mb():
+    """This process's peak resident memory so far, in MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(step, steps):
+    """The median wall time of ``steps`` calls of ``step`` after two warm-up calls, in seconds."""
+    step()
+    step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]

@@ -23,6 +23,7 @@ from .. import functional as F
 from ..backend import xp
 from ..nn import Linear, Module
 from ..nn.module import Parameter
+from .config import check_flags, check_module_lists
 
 PLACEMENTS = {"houlsby": ("attn.o_proj", "mlp.down_proj"), "pfeiffer": ("mlp.down_proj",)}
 
@@ -42,11 +43,8 @@ class AdapterConfig:
             raise ValueError(f"non_linearity must be 'relu' or 'gelu', got {self.non_linearity!r}")
         if isinstance(self.reduction_factor, bool) or not isinstance(self.reduction_factor, int) or self.reduction_factor < 1:
             raise ValueError(f"reduction_factor must be an integer >= 1, got {self.reduction_factor!r}")
-        if not isinstance(self.train_layer_norms, bool):
-            raise ValueError(f"train_layer_norms must be True or False, got {self.train_layer_norms!r}")
-        if self.modules_to_save is not None and not (
-                isinstance(self.modules_to_save, list) and all(isinstance(v, str) for v in self.modules_to_save)):
-            raise ValueError(f"modules_to_save must be a list of module names, got {self.modules_to_save!r}")
+        check_flags(self, "train_layer_norms")
+        check_module_lists(self, "modules_to_save", regex_allowed=False)
 
 
 class Bottleneck(Module):

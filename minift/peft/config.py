@@ -19,6 +19,28 @@ BIAS_MODES = ("none", "all", "lora_only")
 TASK_TYPES = ("SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS", "CAUSAL_LM", "FEATURE_EXTRACTION", None)
 
 
+def check_flags(options, *names):
+    """Each named option must be a real bool (``use_rslora="no"`` would otherwise count as True)."""
+    for name in names:
+        if not isinstance(getattr(options, name), bool):
+            raise ValueError(f"{name} must be True or False, got {getattr(options, name)!r}")
+
+
+def check_module_lists(options, *names, regex_allowed=True):
+    """Each named option: None, a list of module names (a set or tuple becomes a sorted list), or — where
+    ``regex_allowed`` — one regular expression as a str."""
+    for name in names:
+        value = getattr(options, name)
+        if isinstance(value, (set, tuple)):
+            value = sorted(value)
+            setattr(options, name, value)
+        if value is None or (regex_allowed and isinstance(value, str)):
+            continue
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            kind = "a regular expression (str) or a list of module names" if regex_allowed else "a list of module names"
+            raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
 @dataclass
 class LoraConfig:
     r: int = 8
@@ -51,21 +73,12 @@ class LoraConfig:
             raise ValueError(f"lora_dropout must be a probability in [0, 1), got {self.lora_dropout!r}")
         if self.bias not in BIAS_MODES:
             raise ValueError(f"bias must be one of {BIAS_MODES}, got {self.bias!r}")
-        for name in ("use_rslora", "use_dora", "fan_in_fan_out", "inference_mode"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        check_flags(self, "use_rslora", "use_dora", "fan_in_fan_out", "inference_mode")
         if not (isinstance(self.init_lora_weights, bool) or self.init_lora_weights == "gaussian"):
             raise ValueError(f"init_lora_weights must be True, False or 'gaussian', got {self.init_lora_weights!r}")
         if self.task_type not in TASK_TYPES:
             raise ValueError(f"task_type must be one of {TASK_TYPES}, got {self.task_type!r}")
-        for name in ("target_modules", "exclude_modules"):
-            value = getattr(self, name)
-            if isinstance(value, (set, tuple)):
-                value = sorted(value)
-                setattr(self, name, value)
-            if value is not None and not isinstance(value, str) and not (
-                    isinstance(value, list) and all(isinstance(v, str) for v in value)):
-                raise ValueError(f"{name} must be a regular expression (str) or a list of module names, got {value!r}")
+        check_module_lists(self, "target_modules", "exclude_modules")
         if self.target_modules is None:
             self.target_modules = ["q_proj", "v_proj"]
         if isinstance(self.layers_to_transform, int) and not isinstance(self.layers_to_transform, bool):
@@ -73,9 +86,7 @@ class LoraConfig:
         if self.layers_to_transform is not None and not (
                 isinstance(self.layers_to_transform, list) and all(isinstance(i, int) for i in self.layers_to_transform)):
             raise ValueError(f"layers_to_transform must be a layer index or a list of them, got {self.layers_to_transform!r}")
-        if self.modules_to_save is not None and not (
-                isinstance(self.modules_to_save, list) and all(isinstance(v, str) for v in self.modules_to_save)):
-            raise ValueError(f"modules_to_save must be a list of module names, got {self.modules_to_save!r}")
+        check_module_lists(self, "modules_to_save", regex_allowed=False)
         if self.fan_in_fan_out:
             raise NotImplementedError("fan_in_fan_out=True is for GPT-2's Conv1D layers; minift's Linear "
                                       "weights are always (out, in), so leave it False")
@@ -126,14 +137,7 @@ class IA3Config:
             self.target_modules = ["k_proj", "v_proj", "down_proj"]
         if self.feedforward_modules is None:
             self.feedforward_modules = ["down_proj"]
-        for name in ("target_modules", "feedforward_modules", "exclude_modules"):
-            value = getattr(self, name)
-            if isinstance(value, (set, tuple)):
-                setattr(self, name, sorted(value))
-                value = getattr(self, name)
-            if value is not None and not isinstance(value, str) and not (
-                    isinstance(value, list) and all(isinstance(v, str) for v in value)):
-                raise ValueError(f"{name} must be a regular expression (str) or a list of module names, got {value!r}")
+        check_module_lists(self, "target_modules", "feedforward_modules", "exclude_modules")
         if isinstance(self.feedforward_modules, list) and isinstance(self.target_modules, list):
             missing = [f for f in self.feedforward_modules if f not in self.target_modules]
             if missing:
@@ -141,12 +145,8 @@ class IA3Config:
                                  "a feed-forward layer must be a target too")
         if self.task_type not in TASK_TYPES:
             raise ValueError(f"task_type must be one of {TASK_TYPES}, got {self.task_type!r}")
-        for name in ("init_ia3_weights", "fan_in_fan_out", "inference_mode"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if self.modules_to_save is not None and not (
-                isinstance(self.modules_to_save, list) and all(isinstance(v, str) for v in self.modules_to_save)):
-            raise ValueError(f"modules_to_save must be a list of module names, got {self.modules_to_save!r}")
+        check_flags(self, "init_ia3_weights", "fan_in_fan_out", "inference_mode")
+        check_module_lists(self, "modules_to_save", regex_allowed=False)
         if self.fan_in_fan_out:
             raise NotImplementedError("fan_in_fan_out=True is for GPT-2's Conv1D layers; leave it False in minift")
 

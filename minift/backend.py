@@ -363,6 +363,15 @@ def to_numpy(a):
     return np.asarray(a)
 
 
+def array_module(a):
+    """The module an array belongs to: ``numpy`` for NumPy arrays (and memory maps), else the backend's (CuPy).
+
+    For code that must work on whichever side its input lives, e.g. decoding quantized blocks that sit in
+    a memory-mapped file (NumPy) or on the GPU (CuPy).
+    """
+    return np if isinstance(a, np.ndarray) else _state["module"]
+
+
 def asarray(a, dtype=None):
     """An array on the active backend (moves NumPy data to the GPU when the backend is CuPy)."""
     return _state["module"].asarray(a, dtype=dtype)

@@ -72,7 +72,7 @@ def _llama_cpp_permute(w, n_head):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _write_gguf(path, model, quantize=True, drop=None, extra=None):
+def _write_gguf(path, model, quantize=True, drop=None, extra=None, kind="Q8_0"):
     c = model.config
     w = gguf.GGUFWriter(str(path), arch="llama")
     w.add_block_count(c.num_hidden_layers)
@@ -95,9 +95,10 @@ def _write_gguf(path, model, quantize=True, drop=None, extra=None):
         if name == drop:
             continue
         if quantize and arr.ndim == 2:
-            raw = gguf.quants.quantize(arr, gguf.GGMLQuantizationType.Q8_0)
-            w.add_tensor(name, raw, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-            expected[k] = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType.Q8_0).reshape(arr.shape)
+            qtype = getattr(gguf.GGMLQuantizationType, kind)
+            raw = gguf.quants.quantize(arr, qtype)
+            w.add_tensor(name, raw, raw_dtype=qtype)
+            expected[k] = gguf.quants.dequantize(raw, qtype).reshape(arr.shape)
         else:
             w.add_tensor(name, arr)
             expected[k] = arr

@@ -11,6 +11,7 @@ from .heads import (
     TransformerForTokenClassification,
 )
 from .loaders import from_pretrained, load_bert, load_gguf
+from .quant import dequantize_model, quantize_model
 from .transformer import ModelOutput, TransformerForCausalLM, TransformerForMaskedLM, TransformerModel
 
 __all__ = [
@@ -18,5 +19,6 @@ __all__ = [
     "AutoModelForSequenceClassification", "AutoModelForTokenClassification", "CheckpointError", "ModelOutput",
     "QuestionAnsweringOutput", "TransformerConfig", "TransformerForCausalLM", "TransformerForMaskedLM",
     "TransformerForQuestionAnswering", "TransformerForSequenceClassification", "TransformerForTokenClassification",
-    "TransformerModel", "from_pretrained", "generate", "load_bert", "load_gguf", "save_pretrained",
+    "TransformerModel", "dequantize_model", "from_pretrained", "generate", "load_bert", "load_gguf", "quantize_model",
+    "save_pretrained",
 ]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np  # host-side only: file contents, before backend.asarray moves them to the device
 
 from .. import backend
+from . import quant
 from .checkpoint import CheckpointError, load_state, tidy_leftovers
 from .config import TransformerConfig
 from .names import backbone_name_to, unpermute_rope_rows
@@ -123,18 +124,33 @@ def gguf_config(reader) -> TransformerConfig:
     )
 
 
-def gguf_tensors(reader) -> dict:
-    """{GGUF name: float32 array in NumPy (row-major) order}, every tensor dequantized by ``minift.models.quant``."""
+def gguf_tensors(reader, keep=()) -> dict:
+    """{GGUF name: array in NumPy (row-major) order}: float32, dequantized by ``minift.models.quant``, except
+    the names in ``keep``, which stay raw blocks, one row of the weight per row (uint8, (rows, bytes per row))."""
     out = {}
     for t in reader.tensors:
         shape = tuple(int(s) for s in reversed(t.shape))  # GGUF lists the fastest-varying axis first
-        out[t.name] = dequantize(t.data, t.tensor_type.name, shape)
+        if t.name in keep:
+            out[t.name] = np.asarray(t.data).view(np.uint8).reshape(shape[0], -1)  # (out, bytes per row)
+        else:
+            out[t.name] = dequantize(t.data, t.tensor_type.name, shape)
     return out
 
 
-def load_gguf(path) -> TransformerForCausalLM:
-    """A llama-family GGUF file → ``TransformerForCausalLM`` (float32, eval mode)."""
+KEEPABLE = ("Q8_0", "Q4_0", "Q4_1")  # block formats a QuantizedLinear computes with
+
+
+def load_gguf(path, keep_quantized=False) -> TransformerForCausalLM:
+    """A llama-family GGUF file → ``TransformerForCausalLM`` (eval mode).
+
+    Every tensor is dequantized to float32, unless ``keep_quantized``: then each layer's Linear weight stored
+    in a block format (Q8_0, Q4_0, Q4_1) stays in its blocks, in a ``QuantizedLinear`` (the QLoRA base);
+    the embeddings (and the tied LM head) and the norms are float32.
+    """
     import gguf
+
+    from ..nn import Linear, QuantizedLinear
+    from .quant import _replace
 
     path = Path(path)
     try:
@@ -142,19 +158,33 @@ def load_gguf(path) -> TransformerForCausalLM:
     except Exception as e:  # noqa: BLE001
         raise _unreadable(path, "GGUF", e) from None
     config = gguf_config(reader)
-    tensors = gguf_tensors(reader)
-    h, hk = config.num_attention_heads, config.num_key_value_heads
-    for name in list(tensors):
-        if name.endswith("attn_q.weight"):
-            tensors[name] = unpermute_rope_rows(tensors[name], h)
-        elif name.endswith("attn_k.weight"):
-            tensors[name] = unpermute_rope_rows(tensors[name], hk)
     model = TransformerForCausalLM(config)
     rename = {}
     for k in model.model.state_dict():
         rename[backbone_name_to("gguf", k)] = "model." + k
     if not config.tie_word_embeddings:
         rename["output.weight"] = "lm_head.weight"
+    kinds = {t.name: t.tensor_type.name for t in reader.tensors}
+    keep = set()
+    if keep_quantized:  # swap the float Linears for empty quantized ones, then fill their blocks below
+        for name, module in list(model.named_modules()):
+            if type(module) is not Linear or not name.startswith("model."):
+                continue
+            gguf_name = backbone_name_to("gguf", name.removeprefix("model.") + ".weight")
+            if kinds.get(gguf_name) in KEEPABLE:
+                kind = kinds[gguf_name]
+                row_bytes = module.in_features // quant.BLOCK_VALUES[kind] * quant.BYTES_PER_BLOCK[kind]
+                empty = np.zeros((module.out_features, row_bytes), dtype=np.uint8)  # (out, bytes per row)
+                _replace(model, name, QuantizedLinear(empty, kind, module.in_features, module.out_features, module.bias))
+                rename[gguf_name] = rename[gguf_name].removesuffix(".weight") + ".qweight"
+                keep.add(gguf_name)
+    tensors = gguf_tensors(reader, keep)
+    h, hk = config.num_attention_heads, config.num_key_value_heads
+    for name in list(tensors):  # a permutation of whole rows: the same on floats and on rows of blocks
+        if name.endswith("attn_q.weight"):
+            tensors[name] = unpermute_rope_rows(tensors[name], h)
+        elif name.endswith("attn_k.weight"):
+            tensors[name] = unpermute_rope_rows(tensors[name], hk)
     _assign(model, tensors, rename, path)
     return model.eval()
 
@@ -176,10 +206,12 @@ def load_minift(directory):
     return load_state(model, d).eval()
 
 
-def from_pretrained(name_or_path):
+def from_pretrained(name_or_path, keep_quantized=False):
     """``"minilm"`` / ``"smollm2"`` (zoo, fetched on first use), a ``.gguf`` file, or a directory: a minift
     checkpoint or a Hugging Face one (bert, gpt2 or llama with any head of ``minift.models.hf``; safetensors
     only, never a pickled ``pytorch_model.bin``).
+
+    ``keep_quantized`` (GGUF only): the layers' Linear weights stay in their 4/8-bit blocks (``load_gguf``).
 
     The model comes back in eval mode, as in Hugging Face; call ``.train()`` before fine-tuning.
     """
@@ -189,11 +221,14 @@ def from_pretrained(name_or_path):
     if name_or_path == "minilm":
         return load_bert(zoo.path("minilm"))
     if name_or_path == "smollm2":
-        return load_gguf(zoo.path("smollm2", "model.gguf"))
+        return load_gguf(zoo.path("smollm2", "model.gguf"), keep_quantized)
     p = Path(name_or_path)
     tidy_leftovers(p)  # a save that was killed may have left temporaries, or stranded the checkpoint
     if p.suffix == ".gguf" and p.is_file():
-        return load_gguf(p)
+        return load_gguf(p, keep_quantized)
+    if keep_quantized:
+        raise ValueError(f"keep_quantized applies to GGUF files (smollm2 or a .gguf path), not {name_or_path!r}; "
+                         "quantize a float model with minift.models.quantize_model(model, 'NF4')")
     if not (p / "config.json").exists():
         raise CheckpointError(f"{name_or_path!r} is neither a zoo model (minilm, smollm2) nor a directory with config.json")
     cfg = read_json(p / "config.json")  # names the file when it is not JSON

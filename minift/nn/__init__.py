@@ -2,8 +2,9 @@
 from .containers import ModuleDict, ModuleList, Sequential
 from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, ReLU, RMSNorm, SiLU, Tanh
 from .module import Module, Parameter
+from .quantized import QuantizedLinear
 
 __all__ = [
     "GELU", "Dropout", "Embedding", "LayerNorm", "Linear", "Module", "ModuleDict", "ModuleList", "Parameter",
-    "RMSNorm", "ReLU", "Sequential", "SiLU", "Tanh",
+    "QuantizedLinear", "RMSNorm", "ReLU", "Sequential", "SiLU", "Tanh",
 ]

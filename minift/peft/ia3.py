@@ -20,6 +20,7 @@ from ..autograd.grad_mode import no_grad
 from ..backend import rng, xp
 from ..nn import Linear, Module
 from ..nn.module import Parameter
+from ..nn.quantized import refuse_quantized_merge
 
 
 class IA3Linear(Module):
@@ -73,6 +74,7 @@ class IA3Linear(Module):
     @no_grad()
     def merge(self, adapter_names=None, safe_merge=False):
         """Fold each vector into the weights: W·diag(l) (feed-forward) or diag(l)·W and l ⊙ b."""
+        refuse_quantized_merge(self.base_layer, "IA3")
         w, b = self.base_layer.weight, self.base_layer.bias
         for name in adapter_names if adapter_names is not None else list(self.active_adapters):
             if name in self.merged_adapters:

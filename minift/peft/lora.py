@@ -40,6 +40,7 @@ from ..autograd.grad_mode import no_grad
 from ..backend import rng, xp
 from ..nn import Dropout, Linear, Module, ModuleDict
 from ..nn.module import Parameter
+from ..nn.quantized import refuse_quantized_merge
 
 
 class Identity(Module):
@@ -176,6 +177,7 @@ class LoraLinear(Module):
         ``safe_merge`` computes the new weight on a copy first and refuses (ValueError) a non-finite one,
         leaving the layer as it was.
         """
+        refuse_quantized_merge(self.base_layer, "LoRA")
         weight = self.base_layer.weight
         for name in adapter_names if adapter_names is not None else list(self.active_adapters):
             if name in self.merged_adapters:

@@ -1,0 +1,224 @@
+"""QLoRA's parts: the block formats (NF4 and GGUF's), QuantizedLinear, quantize_model, LoRA on a 4-bit base."""
+import gguf
+import numpy as np
+import pytest
+
+import minift as mf
+import minift.peft  # noqa: F401  (mf.peft)
+from minift.models import dequantize_model, quant, quantize_model
+from minift.models import TransformerConfig, TransformerForSequenceClassification
+from minift.nn import QuantizedLinear
+from minift.nn import quantized as quantized_module
+
+from .test_loaders import _tiny_llama, _write_gguf
+
+
+@pytest.fixture
+def float64():
+    mf.set_default_dtype("float64")
+    yield
+    mf.set_default_dtype("float32")
+
+
+# ----------------------------------------------------------------------------- formats
+def test_nf4_levels_are_the_normal_quantiles_of_the_paper():
+    np.testing.assert_allclose(quant.nf4_levels(), quant.NF4_CODE, atol=1e-6)
+    code = np.asarray(quant.NF4_CODE)
+    assert code[7] == 0.0 and code[0] == -1.0 and code[-1] == 1.0 and np.all(np.diff(code) > 0)
+
+
+def _nf4_by_loops(raw):
+    """NF4 decoded one value at a time, straight from the layout: absmax, then byte j = (value 2j, value 2j+1)."""
+    raw = np.asarray(raw, dtype=np.uint8).reshape(-1, 36)
+    out = []
+    for block in raw:
+        absmax = float(block[:4].view(np.float32)[0])
+        for byte in block[4:]:
+            out += [absmax * quant.NF4_CODE[byte >> 4], absmax * quant.NF4_CODE[byte & 15]]
+    return np.asarray(out, dtype=np.float32)
+
+
+@pytest.mark.task("quant.dequantize_nf4")
+def test_nf4_dequantize_matches_a_value_by_value_decoder():
+    rs = np.random.default_rng(0)
+    raw = rs.integers(0, 256, 36 * 5, dtype=np.uint8).reshape(5, 36)
+    raw[:, :4] = rs.uniform(0.1, 3.0, (5, 1)).astype(np.float32).view(np.uint8)  # sensible absmax values
+    np.testing.assert_array_equal(quant.dequantize_nf4(raw), _nf4_by_loops(raw))
+
+
+@pytest.mark.task("quant.dequantize_nf4")
+def test_nf4_round_trip_picks_the_nearest_level_of_each_block():
+    x = np.random.default_rng(1).standard_normal((6, 128)).astype(np.float32)
+    y = quant.dequantize(quant.quantize(x, "NF4"), "NF4", x.shape)
+    blocks, approx = x.reshape(-1, 64), y.reshape(-1, 64)
+    absmax = np.abs(blocks).max(axis=1, keepdims=True)
+    levels = absmax * np.asarray(quant.NF4_CODE, dtype=np.float32)  # (n, 16): each block's 16 values
+    nearest = np.take_along_axis(levels, np.abs(blocks[:, :, None] - levels[:, None, :]).argmin(-1), axis=1)
+    np.testing.assert_allclose(approx, nearest, rtol=1e-6)
+    np.testing.assert_allclose(np.abs(approx).max(axis=1), absmax[:, 0], rtol=1e-6)  # ±absmax is exact
+    assert quant.quantize(x, "NF4").size * 8 / x.size == 4.5  # 4 bits + a float32 per 64 values
+
+
+def test_nf4_spends_its_codes_more_evenly_than_an_even_grid_on_normal_weights():
+    """The point of NF4: on normal weights its 16 codes are used more evenly than an evenly spaced grid's
+    (Q4_0), so each 4-bit code carries more information: a higher entropy of the code histogram (4 bits at most)."""
+    x = np.random.default_rng(2).standard_normal(64 * 4000).astype(np.float32)
+
+    def entropy_bits(codes):
+        p = np.bincount(codes.reshape(-1), minlength=16) / codes.size
+        return -(p[p > 0] * np.log2(p[p > 0])).sum()
+
+    nf4 = quant.quantize(x, "NF4").reshape(-1, 36)[:, 4:]
+    q4_0 = quant.quantize(x, "Q4_0").reshape(-1, 18)[:, 2:]
+    h_nf4 = entropy_bits(np.concatenate([nf4 >> 4, nf4 & 15]))
+    h_even = entropy_bits(np.concatenate([q4_0 & 15, q4_0 >> 4]))
+    assert h_nf4 > 3.85 and h_nf4 > h_even + 0.05, (h_nf4, h_even)
+
+
+def test_q4_0_quantizer_matches_llama_cpp_bit_for_bit():
+    x = np.random.default_rng(3).standard_normal((4, 96)).astype(np.float32)
+    ours = quant.quantize(x, "Q4_0")
+    np.testing.assert_array_equal(ours, gguf.quants.quantize(x, gguf.GGMLQuantizationType.Q4_0).reshape(-1))
+
+
+def test_quantize_refuses_unknown_formats_and_partial_blocks():
+    with pytest.raises(ValueError, match="quantization type must be one of"):
+        quant.quantize(np.zeros(64), "Q3_K")
+    with pytest.raises(ValueError, match="blocks of 64 values"):
+        quant.quantize(np.zeros(100), "NF4")
+
+
+# ----------------------------------------------------------------------------- QuantizedLinear
+@pytest.mark.parametrize("kind", ["NF4", "Q4_1", "Q4_0", "Q8_0"])
+def test_quantized_linear_equals_a_linear_with_the_dequantized_weight(kind, monkeypatch):
+    mf.seed(0)
+    base = mf.nn.Linear(128, 40)
+    layer = QuantizedLinear.from_linear(base, kind)
+    w_hat = quant.dequantize(quant.quantize(base.weight.data, kind), kind, (40, 128))
+    x = np.random.default_rng(0).standard_normal((3, 5, 128)).astype(np.float32)
+    expected = x @ w_hat.T + base.bias.data
+    np.testing.assert_allclose(layer(mf.tensor(x)).data, expected, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(quantized_module, "ROWS_BUDGET", 128 * 7)  # ranges of 7 rows: 6 ranges, the last short
+    assert len(layer.row_ranges()) == 6
+    np.testing.assert_allclose(layer(mf.tensor(x)).data, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(layer.weight.data, w_hat)
+    assert 0 < np.abs(w_hat - base.weight.data).max() < np.abs(base.weight.data).max() / 4  # it did round
+
+
+def test_quantized_linear_gradients_for_input_and_bias_none_for_the_weight(float64, monkeypatch):
+    monkeypatch.setattr(quantized_module, "ROWS_BUDGET", 64 * 3)  # the backward sums over several row ranges
+    mf.seed(0)
+    layer = QuantizedLinear.from_linear(mf.nn.Linear(64, 10), "NF4")
+    layer.bias.requires_grad = True
+    rs = np.random.default_rng(1)
+    x = mf.tensor(rs.standard_normal((4, 64)), requires_grad=True)
+    g = rs.standard_normal((4, 10))
+    (layer(x) * mf.tensor(g)).sum().backward()
+    w_hat = layer.weight.data
+    np.testing.assert_allclose(x.grad, g @ w_hat, rtol=1e-12)  # ∂L/∂x = G Ŵ
+    np.testing.assert_allclose(layer.bias.grad, g.sum(0), rtol=1e-12)
+    assert [n for n, _ in layer.named_parameters()] == ["bias"]  # the weight is not a parameter: nothing to train
+    assert mf.gradcheck(lambda xx, bb: QuantizedLinear.forward(_with_bias(layer, bb), xx), (x, layer.bias))
+
+
+def _with_bias(layer, bias):
+    layer.bias = bias
+    return layer
+
+
+def test_quantized_linear_refuses_bad_blocks_with_clear_errors():
+    with pytest.raises(ValueError, match="quant_type must be one of"):
+        QuantizedLinear(np.zeros((2, 36), np.uint8), "NF5", 64, 2)
+    with pytest.raises(ValueError, match="in_features = 48 is not a multiple of 64"):
+        QuantizedLinear(np.zeros((2, 27), np.uint8), "NF4", 48, 2)
+    with pytest.raises(ValueError, match=r"\(2, 36\) for NF4, got uint8 of shape \(2, 35\)"):
+        QuantizedLinear(np.zeros((2, 35), np.uint8), "NF4", 64, 2)
+    layer = QuantizedLinear(np.zeros((2, 36), np.uint8), "NF4", 64, 2)
+    with pytest.raises(ValueError, match="input has 63 features"):
+        layer(mf.tensor(np.zeros((1, 63), np.float32)))
+
+
+# ----------------------------------------------------------------------------- whole models
+def _tiny_classifier():
+    mf.seed(0)
+    c = TransformerConfig(family="bert", vocab_size=50, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                          intermediate_size=128, max_position_embeddings=16, hidden_dropout_prob=0.0,
+                          attention_probs_dropout_prob=0.0)
+    return TransformerForSequenceClassification(c, num_labels=2)
+
+
+def test_quantize_model_converts_the_body_keeps_the_head_and_dequantize_model_inverts_it():
+    model = _tiny_classifier().eval()
+    ids = np.random.default_rng(0).integers(0, 50, (3, 9))
+    before = model(ids).logits.data
+    quantize_model(model, "NF4")
+    kinds = {n: type(m).__name__ for n, m in model.named_modules() if isinstance(m, mf.nn.Linear)}
+    assert kinds["model.layers.0.attn.q_proj"] == "QuantizedLinear" and kinds["model.layers.1.mlp.down_proj"] == "QuantizedLinear"
+    assert kinds["classifier"] == "Linear" and all(v == "Linear" for k, v in kinds.items() if "pooler" in k)
+    blocks, _ = quant.quantized_bytes(model)
+    assert blocks == 2 * (4 * 64 * 64 + 2 * 64 * 128) * 36 // 64  # 4.5 bits per quantized weight
+    after = model(ids).logits.data
+    assert 0 < np.abs(after - before).max() < 0.2  # near the float model, not equal to it
+    w_hat = model.model.layers[0].attn.q_proj.weight.data
+    dequantize_model(model)
+    assert type(model.model.layers[0].attn.q_proj) is mf.nn.Linear
+    np.testing.assert_array_equal(model.model.layers[0].attn.q_proj.weight.data, w_hat)
+    np.testing.assert_allclose(model(ids).logits.data, after, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="no float Linear layer to quantize"):
+        quantize_model(mf.nn.Sequential(mf.nn.Linear(64, 2)), "NF4", modules_to_not_convert=["0"])
+
+
+def test_lora_on_a_4bit_base_trains_only_the_adapters_and_refuses_to_merge_until_dequantized():
+    model = quantize_model(_tiny_classifier(), "NF4")
+    pm = mf.peft.get_peft_model(model, mf.peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                          modules_to_save=["classifier"]))
+    trainable = {n for n, p in pm.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_" in n or "classifier" in n for n in trainable)
+    blocks = {n: b.copy() for n, b in pm.named_buffers() if n.endswith("qweight")}
+    rs = np.random.default_rng(0)
+    ids, labels = rs.integers(0, 50, (16, 8)), rs.integers(0, 2, 16)
+    opt = mf.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=3e-2)
+    pm.train()
+    losses = []
+    for _ in range(30):
+        loss = pm(ids, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(float(loss.data))
+    assert losses[-1] < 0.5 * losses[0]
+    assert all(np.array_equal(b, dict(pm.named_buffers())[n]) for n, b in blocks.items())  # the blocks never move
+    pm.eval()
+    out = pm(ids).logits.data
+    with pytest.raises(ValueError, match="dequantize_model"):
+        pm.merge_and_unload()
+    dequantize_model(pm.get_base_model())
+    merged = pm.merge_and_unload()
+    np.testing.assert_allclose(merged(ids).logits.data, out, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["Q4_1", "Q8_0"])
+def test_gguf_kept_quantized_gives_the_dequantized_model_outputs(tmp_path, kind):
+    m = _tiny_llama()
+    _write_gguf(tmp_path / "m.gguf", m, kind=kind)
+    floats = mf.models.load_gguf(tmp_path / "m.gguf")
+    kept = mf.models.load_gguf(tmp_path / "m.gguf", keep_quantized=True)
+    layer = kept.model.layers[0].attn.q_proj
+    assert isinstance(layer, QuantizedLinear) and layer.quant_type == kind and layer.qweight.dtype == np.uint8
+    np.testing.assert_array_equal(layer.weight.data, floats.model.layers[0].attn.q_proj.weight.data)  # rows unpermuted too
+    ids = np.array([[1, 7, 3, 9, 2]])
+    np.testing.assert_allclose(kept(ids).logits.data, floats(ids).logits.data, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="keep_quantized applies to GGUF files"):
+        mf.models.from_pretrained(str(tmp_path), keep_quantized=True)
+
+
+@pytest.mark.zoo
+def test_smollm2_kept_in_its_q4_1_blocks_matches_the_float_model_in_a_sixth_of_the_memory():
+    kept = mf.models.from_pretrained("smollm2", keep_quantized=True)
+    blocks, floats = quant.quantized_bytes(kept)
+    assert blocks == 30 * (2 * 576 * 576 + 2 * 192 * 576 + 3 * 576 * 1536) * 20 // 32  # Q4_1: 5 bits a weight
+    assert floats < 120e6  # the embedding table (49,152 × 576 float32) and the norms
+    floats_model = mf.models.from_pretrained("smollm2")
+    ids = np.array([[1, 504, 3458, 314, 4649, 314]])
+    a, b = kept(ids).logits.data, floats_model(ids).logits.data
+    np.testing.assert_allclose(a, b, atol=2e-3 * np.abs(b).max())

@@ -15,6 +15,7 @@ TASKS = {
     "optim.adamw_step": "one AdamW update of a parameter (minift/optim/adamw.py)",
     "attention.backward": "gradients of scaled dot-product attention (minift/autograd/ops_attention.py)",
     "quant.dequantize_q4_1": "GGUF's 4-bit block format back to floats (minift/models/quant.py)",
+    "quant.dequantize_nf4": "QLoRA's NF4 blocks back to floats: look up each 4-bit code, scale by absmax (minift/models/quant.py)",
     "train.count_targets": "how many targets a micro-batch's mean loss averages over (minift/train/trainer.py)",
     "train.accumulation_weight": "weight micro-batch losses so accumulation equals one big batch (minift/train/trainer.py)",
     "train.llrd": "the learning rate of each depth under layer-wise decay (minift/train/strategies.py)",

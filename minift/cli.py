@@ -101,12 +101,13 @@ def build_parser() -> ArgumentParser:
     ft = sub.add_parser("finetune", help="fine-tune a pretrained model on a task and evaluate it on the test split")
     ft.add_argument("model", help="minilm, smollm2, or a checkpoint directory such as checkpoints/tiny-bert")
     ft.add_argument("task", help="sentiment, sentiment-tweets, sentiment-amazon, sentiment-nyt, ner or qa")
-    ft.add_argument("--method", default="full", help="probe, full, discriminative, llrd, unfreeze, lora, dora, ia3, adapter, prompt or bitfit")
+    ft.add_argument("--method", default="full", help="probe, full, discriminative, llrd, unfreeze, lora, dora, ia3, adapter, prompt, prefix or bitfit")
     ft.add_argument("--max-steps", type=positive_int, default=300)
     ft.add_argument("--batch-size", type=positive_int, default=32)
     ft.add_argument("--max-length", type=positive_int, default=64, help="tokens per example (longer ones are cut)")
     ft.add_argument("--learning-rate", type=positive_float, default=None,
-                    help="default 1e-3 for probe, adapter and bitfit, 5e-4 for lora and dora, 3e-3 for ia3, 3e-2 for prompt, 5e-5 otherwise")
+                    help="default 1e-3 for probe, adapter and bitfit, 5e-4 for lora and dora, 3e-3 for ia3, 3e-2 for prompt, "
+                         "1e-2 for prefix, 5e-5 otherwise")
     ft.add_argument("--head-learning-rate", type=positive_float, default=None,
                     help="discriminative: the head's rate (default 20 × --learning-rate)")
     ft.add_argument("--llrd-decay", type=probability, default=0.9, help="llrd: lr × decay^(L − depth)")
@@ -118,6 +119,8 @@ def build_parser() -> ArgumentParser:
     ft.add_argument("--lora-dropout", type=probability, default=0.1, help="lora: dropout on the adapters' input")
     ft.add_argument("--target-modules", default="q_proj,v_proj",
                     help="lora: comma-separated module names (q_proj,k_proj,v_proj,o_proj,up_proj,down_proj,gate_proj)")
+    ft.add_argument("--num-virtual-tokens", type=positive_int, default=20,
+                    help="prompt and prefix: how many virtual tokens (each takes a position of the model's context)")
     ft.add_argument("--weight-decay", type=non_negative_float, default=0.01)
     ft.add_argument("--warmup-ratio", type=probability, default=0.1)
     ft.add_argument("--eval-steps", type=positive_int, default=100, help="evaluate on validation every N steps")

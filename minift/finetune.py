@@ -27,7 +27,8 @@ from . import backend
 
 SENTIMENT_TASKS = ("sentiment", "sentiment-tweets", "sentiment-amazon", "sentiment-nyt")
 TASKS = SENTIMENT_TASKS + ("ner", "qa")
-METHODS = ("probe", "full", "discriminative", "llrd", "unfreeze", "lora", "dora", "ia3", "adapter", "prompt", "bitfit")
+METHODS = ("probe", "full", "discriminative", "llrd", "unfreeze", "lora", "dora", "ia3", "adapter", "prompt", "prefix",
+           "bitfit")
 PEFT_METHODS = ("lora", "dora", "ia3")
 HEADS = {"qa": "qa_outputs"}  # the head each task trains beside a LoRA adapter (default: classifier)
 PRIMARY_METRIC = {"ner": "f1", "qa": "f1"}  # every sentiment task: accuracy
@@ -49,6 +50,7 @@ class FinetuneConfig:
     lora_alpha: float = 16
     lora_dropout: float = 0.1
     target_modules: str | list = "q_proj,v_proj"  # lora: which Linear layers get an adapter
+    num_virtual_tokens: int = 20  # prompt and prefix tuning: how many virtual tokens
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     eval_steps: int = 100
@@ -65,7 +67,8 @@ class FinetuneConfig:
             raise ValueError(f"unknown task {self.task!r}; minift finetune knows {list(TASKS)}")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; expected one of {list(METHODS)}")
-        for name in ("max_steps", "batch_size", "max_length", "eval_steps", "eval_batch_size", "doc_stride"):
+        for name in ("max_steps", "batch_size", "max_length", "eval_steps", "eval_batch_size", "doc_stride",
+                     "num_virtual_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -75,7 +78,7 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be None or an integer >= 1, got {value!r}")
         if self.learning_rate is None:
             self.learning_rate = {"probe": 1e-3, "lora": 5e-4, "dora": 5e-4, "ia3": 3e-3, "adapter": 1e-3,
-                                  "prompt": 3e-2, "bitfit": 1e-3}.get(
+                                  "prompt": 3e-2, "prefix": 1e-2, "bitfit": 1e-3}.get(
                 self.method, 5e-5)
         if isinstance(self.target_modules, str):
             self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
@@ -158,7 +161,7 @@ def apply_method(cfg: FinetuneConfig, model, total_steps):
     )
 
     lr, wd = cfg.learning_rate, cfg.weight_decay
-    if cfg.method in PEFT_METHODS + ("adapter", "prompt"):  # adapters in place by now: they and the head train
+    if cfg.method in PEFT_METHODS + ("adapter", "prompt", "prefix"):  # adapters in place by now: they and the head train
         return AdamW(trainable_param_groups(model, lr, wd), lr=lr), [], "linear"
     if cfg.method == "bitfit":
         return AdamW(bitfit_param_groups(model, lr, wd), lr=lr), [], "linear"
@@ -215,15 +218,20 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
         from .peft import AdapterConfig, add_adapters
 
         model = add_adapters(model, AdapterConfig(modules_to_save=[HEADS.get(cfg.task, "classifier")]))
-    if cfg.method == "prompt":  # 20 virtual tokens, started from the embeddings of random vocabulary tokens
-        from .peft import PromptTuningConfig, get_peft_model
+    if cfg.method in ("prompt", "prefix"):  # n virtual tokens in front of each input: they take n positions
+        from .peft import PrefixTuningConfig, PromptTuningConfig, get_peft_model
 
-        context = model.config.max_position_embeddings
-        if not model.config.rope and cfg.max_length + 20 > context:
-            raise ValueError(f"prompt tuning puts 20 virtual tokens before each input, and this model's context is "
-                             f"{context} tokens: use --max-length {context - 20} or less (got {cfg.max_length})")
-        model = get_peft_model(model, PromptTuningConfig(num_virtual_tokens=20, prompt_tuning_init="SAMPLE_VOCAB",
-                                                         modules_to_save=[HEADS.get(cfg.task, "classifier")]))
+        n, context = cfg.num_virtual_tokens, model.config.max_position_embeddings
+        if not model.config.rope and cfg.max_length + n > context:
+            raise ValueError(f"{cfg.method} tuning puts {n} virtual tokens before each input, and this model's context "
+                             f"is {context} tokens: use --max-length {context - n} or less (got {cfg.max_length}), or "
+                             f"fewer --num-virtual-tokens")
+        saved = [HEADS.get(cfg.task, "classifier")]
+        if cfg.method == "prompt":  # started from the embeddings of random vocabulary tokens
+            peft_config = PromptTuningConfig(num_virtual_tokens=n, prompt_tuning_init="SAMPLE_VOCAB", modules_to_save=saved)
+        else:  # the prefix trained directly (PEFT's default: no projection MLP)
+            peft_config = PrefixTuningConfig(num_virtual_tokens=n, modules_to_save=saved)
+        model = get_peft_model(model, peft_config)
     optimizer, callbacks, schedule = apply_method(cfg, model, cfg.max_steps)
     trainable = sum(int(p.data.size) for g in optimizer.param_groups for p in g["params"])
     if cfg.task == "ner":
@@ -261,7 +269,7 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
         else:
             model.save_pretrained(out / "adapter")
         model = model.merge_and_unload()
-    if cfg.save_model and cfg.method in ("adapter", "prompt"):
+    if cfg.save_model and cfg.method in ("adapter", "prompt", "prefix"):
         say(f"({cfg.method} tuning changes how the model is called: the model is not saved; results.json is)")
     elif cfg.save_model:
         from .models import save_pretrained

@@ -394,9 +394,13 @@ class PeftModel(Module):
 
 def get_peft_model(model, config, adapter_name="default"):
     """Wrap ``model`` with an adapter named ``adapter_name`` — ``LoraConfig`` or ``IA3Config`` (a ``PeftModel``,
-    see the module docstring), or ``PromptTuningConfig`` (a ``PromptTuningModel``). Changes ``model``."""
+    see the module docstring), ``PromptTuningConfig`` (a ``PromptTuningModel``) or ``PrefixTuningConfig`` (a
+    ``PrefixTuningModel``). Changes ``model``."""
+    from .prefix import PrefixTuningConfig, PrefixTuningModel
     from .prompt import PromptTuningConfig, PromptTuningModel
 
     if isinstance(config, PromptTuningConfig):
         return PromptTuningModel(model, config)
+    if isinstance(config, PrefixTuningConfig):
+        return PrefixTuningModel(model, config)
     return PeftModel(model, config, adapter_name)

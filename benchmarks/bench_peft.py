@@ -5,7 +5,8 @@
 minilm: MiniLM-L6 sequence classification, batch 32 × ≤ 64 tokens of movie reviews (as bench_finetune.py).
 smollm2: SmolLM2-135M causal LM, batch 4 × 64 tokens of the same reviews, labels = inputs.
 LoRA: r = 8, alpha = 16, dropout 0.1 on q_proj and v_proj (PEFT: query/value for BERT), the head trained
-beside it for the classifier. Both steps: forward, loss, backward, clip_grad_norm_(1.0), AdamW. Each
+beside it for the classifier. QLoRA (minift only; PyTorch's needs bitsandbytes): the same LoRA on a 4-bit
+base — SmolLM2's Linear weights kept in their GGUF Q4_1 blocks, MiniLM's quantized to NF4. Both steps: forward, loss, backward, clip_grad_norm_(1.0), AdamW. Each
 configuration runs in its own subprocess (its peak RSS is its own), in alternating rounds; the median
 round is shown. Targets (issue 9): a LoRA step ≤ 0.6× a full step; optimizer state proportional to the
 trainable parameters.
@@ -52,10 +53,12 @@ def run_minift(model_name, method, batch_file, steps):
     mf.seed(0)
     if model_name == "minilm":
         model = mf.models.AutoModelForSequenceClassification.from_pretrained("minilm", num_labels=2)
+        if method == "qlora":
+            mf.models.quantize_model(model, "NF4")
     else:
-        model = mf.models.from_pretrained("smollm2")
+        model = mf.models.from_pretrained("smollm2", keep_quantized=method == "qlora")
     model.train()
-    if method == "lora":
+    if method in ("lora", "qlora"):
         saved = ["classifier"] if model_name == "minilm" else None
         model = get_peft_model(model, LoraConfig(target_modules=["q_proj", "v_proj"], modules_to_save=saved, **LORA))
     params = [p for p in model.parameters() if p.requires_grad]
@@ -133,7 +136,7 @@ def main():
             res = run_torch(args.model, method, batch_file, args.steps, args.threads, os.path.join(args.work_dir, "hf"))
         print(json.dumps(res))
         return
-    workers = ["minift-full", "minift-lora"]
+    workers = ["minift-full", "minift-lora", "minift-qlora"]
     if available("torch", "transformers", "peft"):
         workers += ["torch-full", "torch-lora"]
     else:
@@ -154,9 +157,13 @@ def main():
     for w, r in rows.items():
         print(f"{w:14} {r['ms_per_step']:9.1f} {r['trainable']:12,d} {r['optimizer_state_mb']:16.1f} {r['peak_rss_mb']:12.0f}")
     for fw in ("minift", "torch"):
-        if f"{fw}-lora" in rows:
+        if f"{fw}-lora" in rows and f"{fw}-full" in rows:
             ratio = rows[f"{fw}-lora"]["ms_per_step"] / rows[f"{fw}-full"]["ms_per_step"]
             print(f"{fw}: a LoRA step takes {ratio:.2f}× a full step (target ≤ 0.60)")
+    if "minift-qlora" in rows:
+        q, lo = rows["minift-qlora"], rows["minift-lora"]
+        print(f"minift QLoRA: {q['ms_per_step'] / lo['ms_per_step']:.2f}× a LoRA step's time, model in memory "
+              f"{q['model_rss_mb']:.0f} MB vs {lo['model_rss_mb']:.0f} MB, peak RSS {q['peak_rss_mb']:.0f} vs {lo['peak_rss_mb']:.0f} MB")
     if "torch-lora" in rows:
         print(f"minift LoRA speed / PyTorch + PEFT: {rows['torch-lora']['ms_per_step'] / rows['minift-lora']['ms_per_step']:.2f}x")
     with contextlib.suppress(KeyError):

@@ -150,6 +150,7 @@ def load_gguf(path, keep_quantized=False) -> TransformerForCausalLM:
     import gguf
 
     from ..nn import Linear, QuantizedLinear
+    from ..nn.layers import init_empty_weights
     from .quant import _replace
 
     path = Path(path)
@@ -158,7 +159,8 @@ def load_gguf(path, keep_quantized=False) -> TransformerForCausalLM:
     except Exception as e:  # noqa: BLE001
         raise _unreadable(path, "GGUF", e) from None
     config = gguf_config(reader)
-    model = TransformerForCausalLM(config)
+    with init_empty_weights():  # every parameter is set from the file below (_assign checks that)
+        model = TransformerForCausalLM(config)
     rename = {}
     for k in model.model.state_dict():
         rename[backbone_name_to("gguf", k)] = "model." + k

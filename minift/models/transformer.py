@@ -305,7 +305,10 @@ def init_weights(module, std=0.02):
     """
     from .. import backend
     from ..backend import get_default_dtype
+    from ..nn.layers import skip_init
 
+    if skip_init():  # a loader is about to overwrite every weight
+        return
     for m in module.modules():
         if isinstance(m, (Linear, Embedding)):
             w = backend.rng().normal(0.0, std, size=m.weight.shape).astype(get_default_dtype())

@@ -7,6 +7,7 @@ Embedding ~ N(0, 1), norms start as the identity (weight 1, bias 0).
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 from .. import backend
 from .. import functional as F
@@ -14,7 +15,30 @@ from ..backend import get_default_dtype, xp
 from .module import Module, Parameter
 
 
+_init = {"empty": False}
+
+
+@contextmanager
+def init_empty_weights():
+    """Inside it, new layers get uninitialized weights (``xp.empty``): no random draws, and no memory touched
+    until the weights are written. For loaders that overwrite every parameter right after building the model
+    (accelerate's name for the same idea); the loader must check that it did."""
+    before = _init["empty"]
+    _init["empty"] = True
+    try:
+        yield
+    finally:
+        _init["empty"] = before
+
+
+def skip_init():
+    """True inside ``init_empty_weights()``."""
+    return _init["empty"]
+
+
 def _uniform(shape, bound):
+    if skip_init():
+        return Parameter(xp.empty(shape, dtype=get_default_dtype()))
     data = backend.rng().uniform(-bound, bound, size=shape).astype(get_default_dtype())
     return Parameter(backend.asarray(data))
 
@@ -66,6 +90,9 @@ class Embedding(Module):
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
         self.padding_idx = padding_idx
+        if skip_init():
+            self.weight = Parameter(xp.empty((num_embeddings, embedding_dim), dtype=get_default_dtype()))
+            return
         data = backend.rng().standard_normal((num_embeddings, embedding_dim)).astype(get_default_dtype())
         if padding_idx is not None:
             data[padding_idx] = 0

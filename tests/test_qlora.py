@@ -174,6 +174,10 @@ def test_lora_on_a_4bit_base_trains_only_the_adapters_and_refuses_to_merge_until
                                                           modules_to_save=["classifier"]))
     trainable = {n for n, p in pm.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_" in n or "classifier" in n for n in trainable)
+    n_trainable, n_all = pm.get_nb_trainable_parameters()
+    assert n_trainable == 2 * 2 * 4 * (64 + 64) + (64 * 2 + 2)  # 2 layers × q, v × r(in + out); the head's copy
+    float_params = sum(p.size for p in pm.parameters())
+    assert n_all == float_params + 2 * (4 * 64 * 64 + 2 * 64 * 128)  # the weights held in blocks count too
     blocks = {n: b.copy() for n, b in pm.named_buffers() if n.endswith("qweight")}
     rs = np.random.default_rng(0)
     ids, labels = rs.integers(0, 50, (16, 8)), rs.integers(0, 2, 16)

@@ -25,5 +25,6 @@ TASKS = {
     "peft.lora_merge": "the weight update s·BA that merging folds into W (minift/peft/lora.py)",
     "peft.dora_norm": "DoRA's row norms of the adapted weight W + s·BA (minift/peft/lora.py)",
     "peft.adapter_block": "a bottleneck adapter: h + up(act(down(h))) (minift/peft/adapters.py)",
+    "peft.prefix_kv": "prefix tuning: each layer's learned keys and values from the prefix encoder (minift/peft/prefix.py)",
     "peft.ia3_forward": "IA3: scale a layer's output, or a feed-forward layer's input, by a learned vector (minift/peft/ia3.py)",
 }

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 from ..nn import Linear, Module, ModuleDict
 from .config import IA3Config, LoraConfig
+from .counting import TrainableCounts
 from .ia3 import IA3Linear
 from .lora import LoraLinear
 
@@ -154,7 +155,7 @@ class ModulesToSaveWrapper(Module):
 
 
 # ----------------------------------------------------------------------------- the model
-class PeftModel(Module):
+class PeftModel(TrainableCounts, Module):
     """A model with adapters: calls go to the wrapped model (``base_model``), attributes too."""
 
     def __init__(self, model, config: LoraConfig, adapter_name="default"):
@@ -362,16 +363,6 @@ class PeftModel(Module):
         return load_adapter(model, directory, adapter_name, is_trainable)
 
     # -------------------------------------------------------------- counting and reporting
-    def get_nb_trainable_parameters(self):
-        """(trainable, all) parameter counts, as PEFT counts them: 'all' is every parameter the model holds
-        (the adapters and the trainable copies of saved modules included)."""
-        sizes = [(p.size, p.requires_grad) for _, p in self.named_parameters()]
-        return sum(n for n, trains in sizes if trains), sum(n for n, _ in sizes)
-
-    def print_trainable_parameters(self):
-        trainable, total = self.get_nb_trainable_parameters()
-        print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
-
     def targeting_report(self, adapter_name=None) -> str:
         """Every Linear of the model, one line each: adapted or not, and why (for ``adapter_name``: the active one)."""
         self._check_adapter(adapter_name or self.active_adapter)

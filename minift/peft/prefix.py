@@ -57,6 +57,7 @@ from ..backend import xp
 from ..nn import Embedding, Linear, Module, Sequential, Tanh
 from ..nn.attention import KVCache
 from .config import check_flags, check_module_lists
+from .counting import TrainableCounts
 from .prompt import PromptTuningModel
 
 
@@ -137,7 +138,7 @@ class _PrefixedBackbone(Module):
         return self.backbone(ids, attention_mask=attention_mask, past_key_values=self.make_cache(b), **kw)
 
 
-class PrefixTuningModel(Module):
+class PrefixTuningModel(TrainableCounts, Module):
     """A frozen minift model whose every attention layer also reads n learned keys and values
     (see the module docstring)."""
 
@@ -171,10 +172,8 @@ class PrefixTuningModel(Module):
             for n in names:
                 _set_child(model, n, ModulesToSaveWrapper(model.get_submodule(n), "default"))
 
-    # what PromptTuningModel does, the same way: the base model, and the counts in PEFT's format
+    # what PromptTuningModel does, the same way
     get_base_model = PromptTuningModel.get_base_model
-    get_nb_trainable_parameters = PromptTuningModel.get_nb_trainable_parameters
-    print_trainable_parameters = PromptTuningModel.print_trainable_parameters
 
     @property
     def shifts_labels(self):
@@ -185,12 +184,15 @@ class PrefixTuningModel(Module):
         """Every layer's prefix keys and values, [(P_K^ℓ, P_V^ℓ)] each (B, H_kv, n, D) — PEFT's name."""
         n, layers, hk, d = self.n, self.num_layers, self.num_kv_heads, self.head_dim
         flat = self.prefix_encoder(xp.arange(n))  # (n, L·2·H_kv·D)
-        kv = flat.reshape(n, layers * 2, hk, d).transpose(1, 2, 0, 3)  # (n, L·2, H_kv, D) -> (L·2, H_kv, n, D)
         pairs = []
+        # TASK peft.prefix_kv: cut the prefix encoder's output into each layer's keys and values, PEFT's layout
+        # BEGIN SOLUTION
+        kv = flat.reshape(n, layers * 2, hk, d).transpose(1, 2, 0, 3)  # (n, L·2, H_kv, D) -> (L·2, H_kv, n, D)
         for layer in range(layers):  # rows 2ℓ, 2ℓ + 1: layer ℓ's keys and values (PEFT's split into pairs)
             key = kv[2 * layer].reshape(1, hk, n, d).broadcast_to((batch_size, hk, n, d))  # (B, H_kv, n, D)
             value = kv[2 * layer + 1].reshape(1, hk, n, d).broadcast_to((batch_size, hk, n, d))  # (B, H_kv, n, D)
             pairs.append((key, value))
+        # END SOLUTION
         return pairs
 
     def prefix_cache(self, batch_size):

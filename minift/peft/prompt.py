@@ -29,6 +29,7 @@ from ..autograd.grad_mode import no_grad
 from ..backend import asarray, rng, to_numpy, xp
 from ..nn import Module
 from ..nn.module import Parameter
+from .counting import TrainableCounts
 
 INITS = ("RANDOM", "SAMPLE_VOCAB", "TEXT")
 
@@ -65,7 +66,7 @@ class PromptEmbedding(Module):
         return F.concatenate([virtual, h[:, n:]], axis=1)  # (B, n + T, C)
 
 
-class PromptTuningModel(Module):
+class PromptTuningModel(TrainableCounts, Module):
     """A frozen model that reads n learned virtual tokens before each input (see the module docstring)."""
 
     def __init__(self, model, config: PromptTuningConfig):
@@ -137,14 +138,6 @@ class PromptTuningModel(Module):
         if out.logits is not None and out.logits.ndim == 3:  # per-token outputs line up with the inputs again
             out.logits = out.logits[:, n:]
         return out
-
-    def get_nb_trainable_parameters(self):
-        sizes = [(p.size, p.requires_grad) for _, p in self.named_parameters()]
-        return sum(s for s, t in sizes if t), sum(s for s, _ in sizes)
-
-    def print_trainable_parameters(self):
-        trainable, total = self.get_nb_trainable_parameters()
-        print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
 
     @no_grad()
     def nearest_tokens(self, tokenizer, k=1):

@@ -226,3 +226,24 @@ def test_smollm2_kept_in_its_q4_1_blocks_matches_the_float_model_in_a_sixth_of_t
     ids = np.array([[1, 504, 3458, 314, 4649, 314]])
     a, b = kept(ids).logits.data, floats_model(ids).logits.data
     np.testing.assert_allclose(a, b, atol=2e-3 * np.abs(b).max())
+
+
+def test_an_adapter_trained_on_a_4bit_base_saves_with_hf_names_and_loads_back(tmp_path):
+    config = mf.peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"])
+    floats = mf.peft.get_peft_model(_tiny_llama(), config)
+    with pytest.raises(ValueError, match=r"model.layers.0.mlp.down_proj \(in_features 96\)"):
+        quantize_model(_tiny_llama(), "NF4")  # blocks of 64 do not fit rows of 96
+    kept = mf.peft.get_peft_model(quantize_model(_tiny_llama(), "Q4_1"), config)
+    for (_, a), (_, b) in zip(floats.lora_layers(), kept.lora_layers()):  # the same (non-zero) adapter on both
+        b.lora_A["default"].weight.data[...] = a.lora_A["default"].weight.data
+        a.lora_B["default"].weight.data[...] = 0.1
+        b.lora_B["default"].weight.data[...] = 0.1
+    floats.save_pretrained(tmp_path / "f")
+    kept.save_pretrained(tmp_path / "q")
+    from safetensors.numpy import load_file
+
+    saved_f, saved_q = load_file(str(tmp_path / "f" / "adapter_model.safetensors")), load_file(str(tmp_path / "q" / "adapter_model.safetensors"))
+    assert sorted(saved_q) == sorted(saved_f) and any("model.layers.0.self_attn.q_proj.lora_A" in k for k in saved_q)
+    again = mf.peft.PeftModel.from_pretrained(quantize_model(_tiny_llama(), "Q4_1"), tmp_path / "q")
+    ids = np.array([[3, 9, 27, 4]])
+    np.testing.assert_allclose(again.eval()(ids).logits.data, kept.eval()(ids).logits.data, rtol=1e-6, atol=1e-6)

@@ -204,6 +204,12 @@ def quantize_model(model, quant_type="NF4", modules_to_not_convert=("classifier"
               and not (name in skip or name.rpartition(".")[2] in skip)]
     if not chosen:
         raise ValueError(f"{type(model).__name__} has no float Linear layer to quantize (outside {sorted(skip)})")
+    misfits = [f"{n} (in_features {model.get_submodule(n).in_features})" for n in chosen
+               if model.get_submodule(n).in_features % BLOCK_VALUES[quant_type]]
+    if misfits:  # checked before any change, so a refused model stays as it was
+        raise ValueError(f"{quant_type} quantizes rows in blocks of {BLOCK_VALUES[quant_type]} values; these layers' rows "
+                         f"are not whole blocks: {', '.join(misfits[:4])}. Add them to modules_to_not_convert, or "
+                         f"use a format with blocks of 32 ({', '.join(k for k, v in BLOCK_VALUES.items() if v == 32)})")
     for name in chosen:
         _replace(model, name, QuantizedLinear.from_linear(model.get_submodule(name), quant_type))
     return model

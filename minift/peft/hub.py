@@ -53,7 +53,7 @@ def hf_module_names(model) -> dict:
         if isinstance(module, (*ADAPTER_LAYERS, ModulesToSaveWrapper)) or re.search(r"(^|\.)(lora_|ia3_l)", name):
             continue
         clean = re.sub(r"\.(base_layer|original_module|modules_to_save\.[^.]+)(?=\.|$)", "", name)
-        if clean in out or "weight" not in module._parameters:
+        if clean in out or "weight" not in module._parameters and "qweight" not in module._buffers:  # (4-bit: blocks)
             continue
         if inner and clean.startswith(inner) or not inner:
             stem = clean[len(inner):]

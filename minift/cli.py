@@ -101,7 +101,7 @@ def build_parser() -> ArgumentParser:
     ft = sub.add_parser("finetune", help="fine-tune a pretrained model on a task and evaluate it on the test split")
     ft.add_argument("model", help="minilm, smollm2, or a checkpoint directory such as checkpoints/tiny-bert")
     ft.add_argument("task", help="sentiment, sentiment-tweets, sentiment-amazon, sentiment-nyt, ner or qa")
-    ft.add_argument("--method", default="full", help="probe, full, discriminative, llrd, unfreeze, lora, dora, ia3, adapter, prompt, prefix or bitfit")
+    ft.add_argument("--method", default="full", help="probe, full, discriminative, llrd, unfreeze, lora, qlora, dora, ia3, adapter, prompt, prefix or bitfit")
     ft.add_argument("--max-steps", type=positive_int, default=300)
     ft.add_argument("--batch-size", type=positive_int, default=32)
     ft.add_argument("--max-length", type=positive_int, default=64, help="tokens per example (longer ones are cut)")

@@ -27,9 +27,9 @@ from . import backend
 
 SENTIMENT_TASKS = ("sentiment", "sentiment-tweets", "sentiment-amazon", "sentiment-nyt")
 TASKS = SENTIMENT_TASKS + ("ner", "qa")
-METHODS = ("probe", "full", "discriminative", "llrd", "unfreeze", "lora", "dora", "ia3", "adapter", "prompt", "prefix",
-           "bitfit")
-PEFT_METHODS = ("lora", "dora", "ia3")
+METHODS = ("probe", "full", "discriminative", "llrd", "unfreeze", "lora", "qlora", "dora", "ia3", "adapter", "prompt",
+           "prefix", "bitfit")
+PEFT_METHODS = ("lora", "qlora", "dora", "ia3")
 HEADS = {"qa": "qa_outputs"}  # the head each task trains beside a LoRA adapter (default: classifier)
 PRIMARY_METRIC = {"ner": "f1", "qa": "f1"}  # every sentiment task: accuracy
 
@@ -77,7 +77,7 @@ class FinetuneConfig:
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be None or an integer >= 1, got {value!r}")
         if self.learning_rate is None:
-            self.learning_rate = {"probe": 1e-3, "lora": 5e-4, "dora": 5e-4, "ia3": 3e-3, "adapter": 1e-3,
+            self.learning_rate = {"probe": 1e-3, "lora": 5e-4, "qlora": 5e-4, "dora": 5e-4, "ia3": 3e-3, "adapter": 1e-3,
                                   "prompt": 3e-2, "prefix": 1e-2, "bitfit": 1e-3}.get(
                 self.method, 5e-5)
         if isinstance(self.target_modules, str):
@@ -144,12 +144,21 @@ def build_model(cfg: FinetuneConfig, label_names):
         AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoModelForTokenClassification,
     )
 
+    # qlora: a GGUF model's Linear weights stay in their 4/8-bit blocks; any other model is quantized to NF4
+    gguf = cfg.method == "qlora" and (cfg.model == "smollm2" or str(cfg.model).endswith(".gguf"))
     if cfg.task == "qa":
-        return AutoModelForQuestionAnswering.from_pretrained(cfg.model)
-    id2label = dict(enumerate(label_names))
-    if cfg.task == "ner":
-        return AutoModelForTokenClassification.from_pretrained(cfg.model, id2label=id2label)
-    return AutoModelForSequenceClassification.from_pretrained(cfg.model, id2label=id2label, pooling=cfg.pooling)
+        model = AutoModelForQuestionAnswering.from_pretrained(cfg.model, keep_quantized=gguf)
+    elif cfg.task == "ner":
+        model = AutoModelForTokenClassification.from_pretrained(cfg.model, keep_quantized=gguf,
+                                                                id2label=dict(enumerate(label_names)))
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(cfg.model, keep_quantized=gguf, pooling=cfg.pooling,
+                                                                   id2label=dict(enumerate(label_names)))
+    if cfg.method == "qlora" and not gguf:
+        from .models import quantize_model
+
+        quantize_model(model, "NF4")  # every Linear but the head's (and BERT's pooler) into NF4 blocks
+    return model
 
 
 def apply_method(cfg: FinetuneConfig, model, total_steps):
@@ -265,11 +274,15 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
     if cfg.method in PEFT_METHODS:  # the adapter in PEFT's format (small: always); the merged model with save_model
         if model.config.family == "gpt2":
             say("(GPT-2's q, k, v are one c_attn matrix in Hugging Face: no PEFT adapter file for this model; "
-                "the merged model is saved)")
+                + ("and 4-bit weights cannot take a merge: only results.json is saved)" if cfg.method == "qlora"
+                   else "the merged model is saved)"))
         else:
             model.save_pretrained(out / "adapter")
-        model = model.merge_and_unload()
-    if cfg.save_model and cfg.method in ("adapter", "prompt", "prefix"):
+        if cfg.method != "qlora":
+            model = model.merge_and_unload()
+    if cfg.save_model and cfg.method == "qlora":
+        say("(qlora: a LoRA update cannot be merged into 4-bit weights: the adapter is saved, the model is not)")
+    elif cfg.save_model and cfg.method in ("adapter", "prompt", "prefix"):
         say(f"({cfg.method} tuning changes how the model is called: the model is not saved; results.json is)")
     elif cfg.save_model:
         from .models import save_pretrained

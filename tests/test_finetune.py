@@ -108,3 +108,24 @@ def test_config_defaults_depend_on_the_method():
     assert FinetuneConfig(method="full").learning_rate == 5e-5
     assert FinetuneConfig(method="discriminative", learning_rate=1e-5).head_learning_rate == pytest.approx(2e-4)
     assert FinetuneConfig(task="ner", method="llrd").out == "runs/ner-llrd"
+
+
+@pytest.mark.zoo
+def test_finetune_qlora_trains_lora_on_an_nf4_base_and_saves_only_the_adapter(tmp_path, capsys):
+    import numpy as np
+
+    import minift as mf
+    from minift.peft import PeftModel
+
+    out = tmp_path / "run"
+    assert main(["finetune", TINY_BERT, "sentiment", "--method", "qlora", "--lora-r", "4", *QUICK, "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    layers, hidden, labels = 4, 128, 2
+    pooler = hidden * hidden + hidden
+    assert results["trainable_parameters"] == layers * 2 * 4 * (hidden + hidden) + pooler + hidden * labels + labels
+    assert (out / "adapter" / "adapter_model.safetensors").exists() and not (out / "model").exists()
+    assert "the adapter is saved, the model is not" in capsys.readouterr().err
+    base = mf.models.quantize_model(mf.models.AutoModelForSequenceClassification.from_pretrained(TINY_BERT, num_labels=2), "NF4")
+    assert type(base.model.layers[0].attn.q_proj).__name__ == "QuantizedLinear"
+    adapted = PeftModel.from_pretrained(base, out / "adapter").eval()
+    assert np.isfinite(adapted(np.array([[2, 40, 41, 42, 3]])).logits.data).all()

@@ -19,11 +19,11 @@ from .heads import (
 from .transformer import TransformerForCausalLM, TransformerForMaskedLM, TransformerModel
 
 
-def load_backbone(name_or_path) -> TransformerModel:
+def load_backbone(name_or_path, keep_quantized=False) -> TransformerModel:
     """The ``TransformerModel`` inside whatever ``from_pretrained(name_or_path)`` returns."""
     from .loaders import from_pretrained
 
-    model = from_pretrained(name_or_path)
+    model = from_pretrained(name_or_path, keep_quantized=keep_quantized)
     return model if isinstance(model, TransformerModel) else model.model
 
 
@@ -43,12 +43,13 @@ class _AutoHead:
     head_class = None
 
     @classmethod
-    def from_pretrained(cls, name_or_path, **head_options):
+    def from_pretrained(cls, name_or_path, keep_quantized=False, **head_options):
+        """``keep_quantized``: a GGUF model's layer weights stay in their 4/8-bit blocks (the QLoRA base)."""
         from .loaders import from_pretrained
 
         if _saved_head(name_or_path, cls.head_class.__name__) is not None:
-            return from_pretrained(name_or_path).train()
-        backbone = load_backbone(name_or_path)
+            return from_pretrained(name_or_path, keep_quantized=keep_quantized).train()
+        backbone = load_backbone(name_or_path, keep_quantized)
         return cls.head_class(backbone.config, backbone=backbone, **head_options).train()
 
     @classmethod
@@ -75,10 +76,10 @@ class AutoModelForQuestionAnswering(_AutoHead):
     head_class = TransformerForQuestionAnswering
 
 
-def _load_language_model(name_or_path, model_class, what):
+def _load_language_model(name_or_path, model_class, what, keep_quantized=False):
     from .loaders import from_pretrained
 
-    model = from_pretrained(name_or_path)
+    model = from_pretrained(name_or_path, keep_quantized=keep_quantized)
     if not isinstance(model, model_class):
         raise TypeError(f"{name_or_path!r} holds a {type(model).__name__}, not {what}")
     return model.train()
@@ -86,9 +87,9 @@ def _load_language_model(name_or_path, model_class, what):
 
 class AutoModelForCausalLM:
     @staticmethod
-    def from_pretrained(name_or_path):
+    def from_pretrained(name_or_path, keep_quantized=False):
         return _load_language_model(name_or_path, TransformerForCausalLM,
-                                    "a causal language model (gpt2 or llama family with an LM head)")
+                                    "a causal language model (gpt2 or llama family with an LM head)", keep_quantized)
 
 
 class AutoModelForMaskedLM:

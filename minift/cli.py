@@ -86,9 +86,13 @@ def build_parser() -> ArgumentParser:
 
     sub.add_parser = add_parser
 
-    a = sub.add_parser("assignments", help="coursework: list tasks, build the student tree, check the markers")
-    a.add_argument("action", choices=["list", "build", "check"])
+    a = sub.add_parser("assignments", help="coursework: list, build the student tree, test a task, grade, check")
+    a.add_argument("action", choices=["list", "build", "test", "grade", "check"])
+    a.add_argument("target", nargs="?", help="with test: the task id; with grade: the student's directory")
     a.add_argument("--out", help="with build: the directory to write the student tree to")
+    a.add_argument("--json", help="with grade: also write the report as JSON to this file")
+    a.add_argument("--markdown", help="with grade: also write the report as Markdown to this file")
+    a.add_argument("--task", action="append", default=[], help="with grade: only this task (may be repeated)")
     a.add_argument("--root", default=".", help="the project tree (default: the current directory)")
 
     d = sub.add_parser("demo", help="fine-tune MiniLM on movie-review sentiment: frozen probe vs full fine-tuning")
@@ -170,21 +174,50 @@ def _flag_type(annotation):
 def _assignments(args) -> int:
     from .assignments.build import all_regions, build_student_tree
     from .assignments.check import check
-    from .assignments.tasks import TASKS
+    from .assignments.grade import grade, report_markdown, test_task, write_atomically
+    from .assignments.handout import handout
+    from .assignments.tasks import TASK_LIST
 
     root = Path(args.root).resolve()
+    if args.action in ("test", "grade") and not args.target:
+        what = "a task id (see `minift assignments list`)" if args.action == "test" else "the student's directory"
+        raise CommandLineError(f"assignments {args.action} needs {what}")
+    if args.action in ("list", "test") and not (root / "minift" / "__init__.py").is_file():
+        raise CommandLineError(f"{root} is not a minift tree (no minift/__init__.py): run this in the project or "
+                               "student directory, or pass --root")
     if args.action == "list":
         regions = all_regions(root)
-        for t, desc in TASKS.items():
-            where = sorted({f"{r.path.relative_to(root)}:{r.task_line}" for r in regions if r.task == t})
-            print(f"{t:34} {desc}\n{'':34} regions: {', '.join(where) or 'none'}")
+        for t in TASK_LIST:
+            mine = [r for r in regions if r.task == t.id]
+            state = "to do" if any(r.stub for r in mine) else "solution present"
+            where = ", ".join(f"{r.path.relative_to(root)}:{r.task_line}" for r in sorted(mine, key=lambda r: (str(r.path), r.task_line))) or "none"
+            needs = f"; depends on {', '.join(t.depends)}" if t.depends else ""
+            print(f"{t.id:30} {t.points:3d} pts  {state:16} {t.title}\n{'':52}{where}{needs}")
         return 0
     if args.action == "build":
         if not args.out:
             raise CommandLineError("assignments build needs --out DIR (where to write the student tree)")
         stripped = build_student_tree(root, Path(args.out))
+        write_atomically(Path(args.out) / "HANDOUT.md", handout(Path(args.out).resolve(), all_regions(Path(args.out))))
         print(f"wrote the student tree to {args.out}: {len(stripped)} solution regions stripped "
-              f"({len({r.task for r in stripped})} tasks)")
+              f"({len({r.task for r in stripped})} tasks); the tasks are described in {Path(args.out) / 'HANDOUT.md'}")
+        return 0
+    if args.action == "test":
+        try:
+            return test_task(root, args.target)
+        except ValueError as e:
+            raise CommandLineError(str(e)) from None
+    if args.action == "grade":
+        try:
+            report = grade(Path(args.target), root, args.task)
+        except (FileNotFoundError, ValueError) as e:
+            raise CommandLineError(str(e)) from None
+        text = report_markdown(report)
+        print(text, end="")
+        if args.json:
+            write_atomically(Path(args.json), json.dumps(report, indent=1))
+        if args.markdown:
+            write_atomically(Path(args.markdown), text)
         return 0
     return 0 if check(root) else 1
 

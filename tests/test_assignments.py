@@ -1,4 +1,5 @@
 """Coursework tooling: marker parsing, stripping, the student tree (the full check runs in `make test`)."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,113 @@ def test_build_student_tree_strips_and_still_imports(tmp_path):
     assert res.stdout.strip().startswith(str(out))
     with pytest.raises(FileExistsError):
         build_student_tree(ROOT, out)
+
+
+def test_a_student_tree_lists_its_stubs_as_regions_to_do():
+    student = strip_solutions(GOOD)
+    (region,) = find_regions(Path("student.py"), student)
+    assert region.stub and region.task == "demo.f" and region.task_line == 3
+    assert strip_solutions(student) == student  # stripping a student file again changes nothing
+    with pytest.raises(MarkerError, match="the stub names task 'other.g'"):
+        find_regions(Path("x.py"), m('@T demo.f: d\nraise NotImplementedError("TASK other.g: d")\n'))
+
+
+def test_the_registry_is_consistent():
+    from minift.assignments.tasks import TASK_BY_ID, TASK_LIST, dependents
+
+    assert len(TASK_BY_ID) == len(TASK_LIST) and all(t.points > 0 for t in TASK_LIST)
+    order = [t.id for t in TASK_LIST]
+    for t in TASK_LIST:  # dependencies are known and listed earlier (a course hands them out first)
+        assert all(d in TASK_BY_ID and order.index(d) < order.index(t.id) for d in t.depends), t.id
+        assert (ROOT / t.file).is_file(), t.file
+    assert dependents("ops.elementwise_backward") >= {"gradcheck.central_difference", "ops.matmul_backward"}
+
+
+@pytest.fixture(scope="module")
+def student_tree(tmp_path_factory):
+    out = tmp_path_factory.mktemp("course") / "student"
+    assert subprocess.run([sys.executable, "-m", "minift.cli", "assignments", "build", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True).returncode == 0
+    return out
+
+
+def test_build_writes_a_handout_naming_every_task_with_its_points_formula_and_command(student_tree):
+    from minift.assignments.tasks import TASK_LIST
+
+    text = (student_tree / "HANDOUT.md").read_text()
+    for t in TASK_LIST:
+        assert f"## `{t.id}` — {t.title} ({t.points} points)" in text
+        assert f"minift assignments test {t.id}" in text
+    assert "in `Tanh.backward`" in text and "∂y/∂a = 1 − y²" in text  # where, and the formula from the docstring
+    assert f"{sum(t.points for t in TASK_LIST)} points" in text
+
+
+def _cli(args, cwd):
+    return subprocess.run([sys.executable, "-m", "minift.cli", "assignments", *args], cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(cwd)}, capture_output=True, text=True)
+
+
+def test_list_and_test_work_inside_the_student_tree(student_tree):
+    listing = _cli(["list"], student_tree)
+    assert listing.returncode == 0, listing.stderr
+    assert "train.llrd" in listing.stdout and "to do" in listing.stdout and "solution present" not in listing.stdout
+    run = _cli(["test", "train.llrd"], student_tree)
+    assert run.returncode == 1 and "1 failed" in run.stdout and "NotImplementedError" in run.stdout
+    assert "TASK train.llrd" in run.stdout  # the failure names the task to do
+    here = _cli(["test", "train.llrd"], ROOT)
+    assert here.returncode == 0 and "1 passed" in here.stdout
+    bad = _cli(["test", "train.lrd"], ROOT)
+    assert bad.returncode != 0 and "unknown task 'train.lrd'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_pytest_selects_a_tasks_tests_by_id_with_task_or_k(student_tree):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYPOTHESIS_PROFILE": "assignments"}
+    for selection in (["--task", "ops.matmul_backward"], ["-k", "matmul_backward"]):
+        res = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider",
+                              *selection, "tests/test_ops.py"], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert res.returncode == 0 and "matmul" in res.stdout, res.stdout[-500:]
+        assert "test_autograd" not in res.stdout
+
+
+def _solve(student, task_id, body_from=None):
+    """Put back the solution of ``task_id`` in the student tree (or ``body_from``: a wrong one), as a student would."""
+    from minift.assignments.markers import find_regions as regions_of
+
+    for r in [r for r in all_regions(ROOT) if r.task == task_id]:
+        rel = r.path.relative_to(ROOT)
+        solution = r.path.read_text().splitlines(keepends=True)[r.begin:r.end - 1]
+        if body_from is not None:
+            solution = [body_from(line) for line in solution]
+        target = student / rel
+        lines = target.read_text().splitlines(keepends=True)
+        (stub,) = [s for s in regions_of(target) if s.task == task_id and s.task_line == r.task_line - _shift(r, ROOT)]
+        lines[stub.begin - 1:stub.end] = solution
+        target.write_text("".join(lines))
+
+
+def _shift(region, root):
+    """How many lines earlier a region's TASK line sits in the student file (earlier regions shrank)."""
+    earlier = [r for r in all_regions(root) if r.path == region.path and r.task_line < region.task_line]
+    return sum(r.end - r.begin for r in earlier)
+
+
+def test_grade_scores_correct_stubbed_and_wrong_tasks(tmp_path, student_tree):
+    import json
+    import shutil
+
+    student = tmp_path / "alice"
+    shutil.copytree(student_tree, student)
+    _solve(student, "train.llrd")  # correct
+    _solve(student, "peft.lora_merge", body_from=lambda line: line.replace("(B @ A)", "(B @ A) * 2"))  # wrong: scaled twice
+    report_json, report_md = tmp_path / "alice.json", tmp_path / "alice.md"
+    res = _cli(["grade", str(student), "--task", "train.llrd", "--task", "peft.lora_merge", "--task", "qa.best_span",
+                "--json", str(report_json), "--markdown", str(report_md)], ROOT)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(report_json.read_text())
+    scores = {t["task"]: t for t in report["tasks"]}
+    assert scores["train.llrd"]["score"] == 5 and scores["train.llrd"]["first_failure"] is None
+    assert scores["peft.lora_merge"]["score"] == 0
+    assert "NotImplementedError" not in scores["peft.lora_merge"]["first_failure"]["message"]  # ran, and was wrong
+    assert scores["qa.best_span"]["score"] == 0 and "NotImplementedError" in scores["qa.best_span"]["first_failure"]["message"]
+    assert report["score"] == 5 and report["points"] == 5 + 5 + 10
+    assert "# Coursework report: 5 / 20 points" in report_md.read_text() and "`train.llrd` | 1 / 1" in res.stdout

@@ -7,29 +7,20 @@
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 
 from .build import all_regions, build_student_tree
-from .tasks import TASKS
+from .grade import by_task, run_task_tests
+from .tasks import TASK_LIST, TASKS
 
 
-def _run_task_tests(tree: Path, report: Path, pytest_args=()) -> dict:
-    env = dict(os.environ, MINIFT_TASK_REPORT=str(report), PYTHONPATH=str(tree), HYPOTHESIS_PROFILE="assignments")
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "task", "-p", "no:cacheprovider", "--no-header", *pytest_args, "tests"]
-    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
-    if not report.exists():
-        raise RuntimeError(f"pytest wrote no task report in {tree}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    by_task = defaultdict(list)
-    for r in json.loads(report.read_text()):
-        for t in r["tasks"]:
-            by_task[t].append((r["nodeid"], r["outcome"]))
-    return by_task
+def _run_task_tests(tree: Path, report: Path) -> dict:
+    """{task id: [(nodeid, outcome)]} of every task-marked test run in ``tree``."""
+    return {t: [(n, o) for n, o, _ in runs] for t, runs in by_task(run_task_tests(tree, report)).items()}
 
 
 def _student_imports(tree: Path) -> list[str]:
@@ -62,6 +53,8 @@ def check(root: Path, out=print) -> bool:
     for t in TASKS:
         if t not in used:
             problems.append(f"task {t!r} is listed but no solution region uses it")
+    for t in TASK_LIST:
+        problems += [f"task {t.id!r} depends on unknown task {d!r}" for d in t.depends if d not in TASKS]
     out(f"markers: {len(regions)} regions, {len(used)} tasks")
 
     with tempfile.TemporaryDirectory(prefix="minift-check-") as tmp:

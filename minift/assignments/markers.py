@@ -9,7 +9,8 @@ A region in a Python file looks like
 
 Stripping replaces BEGIN..END (inclusive), at the BEGIN line's indentation, by
 ``raise NotImplementedError("TASK lora.forward: the LoRA forward pass")``; the TASK line stays as the
-student's instruction.
+student's instruction. In a student tree, ``find_regions`` reads each TASK line followed by its stub as a
+region too (``stub=True``), so listing and testing work there as well.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 TASK_RE = re.compile(r"^(?P<indent>\s*)# TASK (?P<id>[A-Za-z0-9_.\-]+):\s*(?P<desc>.+?)\s*$")
 BEGIN_RE = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION\s*$")
 END_RE = re.compile(r"^\s*# END SOLUTION\s*$")
+STUB_RE = re.compile(r'^(?P<indent>\s*)raise NotImplementedError\("TASK (?P<id>[A-Za-z0-9_.\-]+):')
 
 
 class MarkerError(ValueError):
@@ -35,6 +37,7 @@ class Region:
     begin: int
     end: int
     indent: str
+    stub: bool = False  # a student tree's ``raise NotImplementedError`` in place of the solution
 
 
 def find_regions(path: Path, text: str | None = None) -> list[Region]:
@@ -51,6 +54,11 @@ def find_regions(path: Path, text: str | None = None) -> list[Region]:
             if pending is None or pending[0] != n - 1:
                 raise MarkerError(f"{path}:{n}: BEGIN SOLUTION must directly follow a '# TASK id: description' line")
             open_begin = (n, m["indent"], pending)
+            pending = None
+        elif (m := STUB_RE.match(line)) and pending is not None and pending[0] == n - 1 and open_begin is None:
+            if m["id"] != pending[1]:
+                raise MarkerError(f"{path}:{n}: the stub names task {m['id']!r}, its TASK line {pending[1]!r}")
+            regions.append(Region(path, pending[1], pending[2], pending[0], n, n, m["indent"], stub=True))
             pending = None
         elif END_RE.match(line):
             if open_begin is None:
@@ -71,7 +79,7 @@ def strip_solutions(text: str, path: Path = Path("<text>")) -> str:
     """The student version of a file's text: each region replaced by a ``raise NotImplementedError``."""
     regions = find_regions(path, text)
     lines = text.splitlines(keepends=True)
-    for r in reversed(regions):  # from the bottom, so earlier line numbers stay valid
+    for r in reversed([r for r in regions if not r.stub]):  # from the bottom, so earlier line numbers stay valid
         stub = f'{r.indent}raise NotImplementedError("TASK {r.task}: {r.description}")\n'
         lines[r.begin - 1 : r.end] = [stub]
     return "".join(lines)

@@ -1,30 +1,65 @@
-"""The coursework tasks: every ``# TASK id`` region in the tree must use one of these ids.
+"""The coursework tasks, one registry: every ``# TASK id`` region in the tree must use one of these ids.
 
-Each task is a piece of minift a student writes; its tests carry ``@pytest.mark.task(id)``.
-Listed in the order a course would hand them out.
+Each task is a piece of minift a student writes; its tests carry ``@pytest.mark.task(id)``. Listed in the
+order a course would hand them out. ``depends``: the tasks whose code this task's tests run through (they
+must be done first — a student stuck on one of them sees this task's tests fail too). ``points``: its weight
+in ``minift assignments grade``.
 """
+from __future__ import annotations
 
-TASKS = {
-    "gradcheck.central_difference": "the central finite difference along one coordinate (minift/autograd/gradcheck.py)",
-    "autograd.unbroadcast": "reduce a broadcast gradient back to the input's shape (minift/autograd/ops_elementwise.py)",
-    "ops.elementwise_backward": "backward of mul, div, exp, log, tanh, sigmoid (minift/autograd/ops_elementwise.py)",
-    "ops.matmul_backward": "gradients of a batched, broadcasting matmul (minift/autograd/ops_linalg.py)",
-    "fused.softmax_backward": "the softmax vector-Jacobian product (minift/autograd/ops_fused.py)",
-    "fused.cross_entropy_backward": "gradient of cross-entropy w.r.t. the logits (minift/autograd/ops_fused.py)",
-    "fused.layer_norm_backward": "closed-form gradient of layer norm w.r.t. its input (minift/autograd/ops_fused.py)",
-    "optim.adamw_step": "one AdamW update of a parameter (minift/optim/adamw.py)",
-    "attention.backward": "gradients of scaled dot-product attention (minift/autograd/ops_attention.py)",
-    "quant.dequantize_q4_1": "GGUF's 4-bit block format back to floats (minift/models/quant.py)",
-    "quant.dequantize_nf4": "QLoRA's NF4 blocks back to floats: look up each 4-bit code, scale by absmax (minift/models/quant.py)",
-    "train.count_targets": "how many targets a micro-batch's mean loss averages over (minift/train/trainer.py)",
-    "train.accumulation_weight": "weight micro-batch losses so accumulation equals one big batch (minift/train/trainer.py)",
-    "train.llrd": "the learning rate of each depth under layer-wise decay (minift/train/strategies.py)",
-    "data.align_labels": "NER labels on subword tokens, -100 on specials and continuation pieces (minift/data/alignment.py)",
-    "qa.best_span": "the best valid answer span from start and end logits (minift/data/qa.py)",
-    "peft.lora_forward": "a frozen Linear plus the scaled low-rank update s·B(A(x)) (minift/peft/lora.py)",
-    "peft.lora_merge": "the weight update s·BA that merging folds into W (minift/peft/lora.py)",
-    "peft.dora_norm": "DoRA's row norms of the adapted weight W + s·BA (minift/peft/lora.py)",
-    "peft.adapter_block": "a bottleneck adapter: h + up(act(down(h))) (minift/peft/adapters.py)",
-    "peft.prefix_kv": "prefix tuning: each layer's learned keys and values from the prefix encoder (minift/peft/prefix.py)",
-    "peft.ia3_forward": "IA3: scale a layer's output, or a feed-forward layer's input, by a learned vector (minift/peft/ia3.py)",
-}
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    title: str
+    file: str
+    points: int = 10
+    depends: tuple = ()
+
+
+TASK_LIST = [
+    Task("ops.elementwise_backward", "backward of mul, div, exp, log, tanh, sigmoid", "minift/autograd/ops_elementwise.py", 10),
+    Task("gradcheck.central_difference", "the central finite difference along one coordinate", "minift/autograd/gradcheck.py", 5,
+         ("ops.elementwise_backward",)),
+    Task("autograd.unbroadcast", "reduce a broadcast gradient back to the input's shape", "minift/autograd/ops_elementwise.py", 10,
+         ("ops.elementwise_backward",)),
+    Task("ops.matmul_backward", "gradients of a batched, broadcasting matmul", "minift/autograd/ops_linalg.py", 15,
+         ("autograd.unbroadcast", "gradcheck.central_difference")),
+    Task("fused.softmax_backward", "the softmax vector-Jacobian product", "minift/autograd/ops_fused.py", 10),
+    Task("fused.cross_entropy_backward", "gradient of cross-entropy w.r.t. the logits", "minift/autograd/ops_fused.py", 10),
+    Task("fused.layer_norm_backward", "closed-form gradient of layer norm w.r.t. its input", "minift/autograd/ops_fused.py", 15),
+    Task("optim.adamw_step", "one AdamW update of a parameter", "minift/optim/adamw.py", 10),
+    Task("attention.backward", "gradients of scaled dot-product attention", "minift/autograd/ops_attention.py", 15),
+    Task("quant.dequantize_q4_1", "GGUF's 4-bit block format back to floats", "minift/models/quant.py", 5),
+    Task("quant.dequantize_nf4", "QLoRA's NF4 blocks back to floats: look up each 4-bit code, scale by absmax",
+         "minift/models/quant.py", 5),
+    Task("train.count_targets", "how many targets a micro-batch's mean loss averages over", "minift/train/trainer.py", 5),
+    Task("train.accumulation_weight", "weight micro-batch losses so accumulation equals one big batch",
+         "minift/train/trainer.py", 10, ("train.count_targets",)),
+    Task("train.llrd", "the learning rate of each depth under layer-wise decay", "minift/train/strategies.py", 5),
+    Task("data.align_labels", "NER labels on subword tokens, -100 on specials and continuation pieces",
+         "minift/data/alignment.py", 10),
+    Task("qa.best_span", "the best valid answer span from start and end logits", "minift/data/qa.py", 10),
+    Task("peft.lora_forward", "a frozen Linear plus the scaled low-rank update s·B(A(x))", "minift/peft/lora.py", 10),
+    Task("peft.lora_merge", "the weight update s·BA that merging folds into W", "minift/peft/lora.py", 5),
+    Task("peft.dora_norm", "DoRA's row norms of the adapted weight W + s·BA", "minift/peft/lora.py", 5),
+    Task("peft.adapter_block", "a bottleneck adapter: h + up(act(down(h)))", "minift/peft/adapters.py", 5),
+    Task("peft.ia3_forward", "IA3: scale a layer's output, or a feed-forward layer's input, by a learned vector",
+         "minift/peft/ia3.py", 5),
+    Task("peft.prefix_kv", "prefix tuning: each layer's learned keys and values from the prefix encoder",
+         "minift/peft/prefix.py", 10),
+]
+
+TASK_BY_ID = {t.id: t for t in TASK_LIST}
+TASKS = {t.id: f"{t.title} ({t.file})" for t in TASK_LIST}  # id -> one line: what and where
+
+
+def dependents(task_id) -> set:
+    """Every task that depends on ``task_id``, directly or through others."""
+    out, frontier = set(), {task_id}
+    while frontier:
+        frontier = {t.id for t in TASK_LIST if set(t.depends) & frontier} - out
+        out |= frontier
+    return out

@@ -1,0 +1,65 @@
+"""``HANDOUT.md`` for a student tree: every task with its points, where it is, what it needs, how to test it."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from .tasks import TASK_LIST
+
+
+def enclosing_scope(path: Path, line: int):
+    """(qualified name, docstring) of the innermost function or class around ``line``; the docstring is the
+    nearest one going outwards (a ``backward`` without one gets its class's, where the formula is)."""
+    tree = ast.parse(path.read_text())
+    chain = []
+
+    def visit(node, names):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and \
+                    child.lineno <= line <= child.end_lineno:
+                chain.append((".".join(names + [child.name]), ast.get_docstring(child)))
+                visit(child, names + [child.name])
+
+    visit(tree, [])
+    if not chain:
+        return "(module level)", ast.get_docstring(tree)
+    name = chain[-1][0]
+    doc = next((d for _, d in reversed(chain) if d), None)
+    return name, doc
+
+
+def handout(root: Path, regions) -> str:
+    """The Markdown text of the handout for the tree at ``root`` (``regions``: its task regions)."""
+    root = Path(root)
+    total = sum(t.points for t in TASK_LIST)
+    parts = [
+        "# minift coursework\n",
+        f"{len(TASK_LIST)} tasks, {total} points. Each task is a region of the library that reads",
+        "`raise NotImplementedError(\"TASK <id>: …\")` in this tree: replace that line with your code. The",
+        "formula is in the docstring shown with each task (and in the file, above the stub). Do the tasks a",
+        "task depends on first: its tests run through their code.\n",
+        "```bash",
+        "minift assignments list            # every task: done or to do, and where",
+        "minift assignments test TASK_ID    # that task's tests: fast, the same examples every run",
+        "pytest --task TASK_ID              # the same with pytest's own options (-x, -vv, --pdb …)",
+        "```\n",
+        "| task | points | file | depends on |",
+        "|---|---|---|---|",
+    ]
+    for t in TASK_LIST:
+        parts.append(f"| `{t.id}` | {t.points} | `{t.file}` | {', '.join(f'`{d}`' for d in t.depends) or '—'} |")
+    parts.append("")
+    for t in TASK_LIST:
+        mine = [r for r in regions if r.task == t.id]
+        parts.append(f"## `{t.id}` — {t.title} ({t.points} points)\n")
+        for r in mine:
+            rel = r.path.relative_to(root) if r.path.is_absolute() else r.path
+            name, doc = enclosing_scope(r.path, r.task_line)
+            parts.append(f"* **Where:** `{rel}`, line {r.task_line}, in `{name}`.")
+            if doc:
+                parts.append("* **The formula** (its docstring):\n")
+                parts.append("  ```text\n" + "\n".join("  " + ln for ln in doc.splitlines()) + "\n  ```")
+        if t.depends:
+            parts.append(f"* **Depends on:** {', '.join(f'`{d}`' for d in t.depends)}.")
+        parts.append(f"* **Test it:** `minift assignments test {t.id}`\n")
+    return "\n".join(parts) + "\n"

@@ -188,3 +188,37 @@ def test_grade_scores_correct_stubbed_and_wrong_tasks(tmp_path, student_tree):
     assert scores["qa.best_span"]["score"] == 0 and "NotImplementedError" in scores["qa.best_span"]["first_failure"]["message"]
     assert report["score"] == 5 and report["points"] == 5 + 5 + 10
     assert "# Coursework report: 5 / 20 points" in report_md.read_text() and "`train.llrd` | 1 / 1" in res.stdout
+
+
+def test_every_task_has_three_mutants_whose_edits_apply_to_its_solution():
+    from minift.assignments.mutants import MUTANTS, mutants_of
+
+    regions = all_regions(ROOT)
+    for task in TASKS:
+        assert len(mutants_of(task)) >= 3, task
+        bodies = "".join("".join(r.path.read_text().splitlines(keepends=True)[r.begin:r.end - 1])
+                         for r in regions if r.task == task)
+        for mutant in mutants_of(task):
+            for old, new in mutant.edits:
+                assert old in bodies and old != new, (task, mutant.name, old)
+    assert len({(m.task, m.name) for m in MUTANTS}) == len(MUTANTS)  # names are unique within a task
+
+
+def test_a_mutant_edits_only_its_region_and_the_tests_kill_it(tmp_path):
+    import shutil
+
+    from minift.assignments.mutants import Mutant, apply_mutant, run_mutants, task_test_files
+
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT / "minift", tree / "minift", ignore=shutil.ignore_patterns("__pycache__"))
+    before = (tree / "minift/train/strategies.py").read_text()
+    apply_mutant(tree, Mutant("train.llrd", "demo", (("decay ** (n_layers - depth)", "decay ** depth"),), "reversed"))
+    after = (tree / "minift/train/strategies.py").read_text()
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
+    assert len(changed) == 1 and "decay ** depth" in changed[0][1]
+    with pytest.raises(ValueError, match="is not in the task's solution"):
+        apply_mutant(tree, Mutant("train.llrd", "bad", (("no such text", "x"),), "nothing"))
+    assert task_test_files(ROOT, "ops.matmul_backward")[-1] == "tests/test_ops.py"  # via the op specs
+    lines = []
+    results = run_mutants(ROOT, ["train.llrd"], profiles=("assignments",), out=lines.append)
+    assert results and all(r["assignments"] for r in results.values()) and len(lines) == len(results)

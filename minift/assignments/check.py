@@ -3,7 +3,9 @@
 1. markers pair and do not nest, and every task id is known (``tasks.TASKS``) and used;
 2. every task has tests marked ``@pytest.mark.task(id)``, and they all pass in the solution tree;
 3. the student tree (solutions stripped) still imports, module by module;
-4. every test of every task fails in the student tree.
+4. every test of every task fails in the student tree;
+5. every task has at least three mutants (``mutants.py``), and its tests kill each of them on the profile of
+   ``minift assignments test`` / ``grade`` and on the students' default pytest profile (the kill-rate table).
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ def _student_imports(tree: Path) -> list[str]:
     return [line for line in proc.stdout.splitlines() if line]
 
 
-def check(root: Path, out=print) -> bool:
+def check(root: Path, out=print, mutants=True) -> bool:
     root = Path(root).resolve()
     problems = []
     regions = all_regions(root)  # raises MarkerError on unpaired / nested markers
@@ -77,7 +79,27 @@ def check(root: Path, out=print) -> bool:
         problems += [f"{t}: {n} still passes in the student tree: it does not test the task" for n, o in stu if o != "failed"]
         if sol and len(stu) != len(sol):
             problems.append(f"{t}: {len(sol)} tests in the solution tree but {len(stu)} ran in the student tree")
+    if mutants:
+        problems += _check_mutants(root, out)
     for p in problems:
         out(f"PROBLEM: {p}")
     out("assignments check: " + ("OK" if not problems else f"{len(problems)} problem(s)"))
     return not problems
+
+
+def _check_mutants(root: Path, out) -> list:
+    """Run every mutant; the kill-rate table per task and profile; problems for survivors and thin tasks."""
+    from .mutants import MUTANTS, run_mutants
+
+    problems = [f"task {t!r} has {n} mutant(s); at least 3 are needed" for t in TASKS
+                if (n := sum(m.task == t for m in MUTANTS)) < 3]
+    profiles = ("assignments", "dev")
+    out(f"mutants: {len(MUTANTS)}, each run on the hypothesis profiles {', '.join(profiles)}")
+    results = run_mutants(root, profiles=profiles, out=out)
+    out(f"{'task':34} {'mutants':>7} " + " ".join(f"{'killed (' + p + ')':>20}" for p in profiles))
+    for t in TASKS:
+        mine = {name: r for (task, name), r in results.items() if task == t}
+        out(f"{t:34} {len(mine):7d} " + " ".join(f"{sum(r[p] for r in mine.values()):20d}" for p in profiles))
+        problems += [f"{t}: mutant {name!r} survives on the {p!r} profile" for name, r in mine.items()
+                     for p in profiles if not r[p]]
+    return problems

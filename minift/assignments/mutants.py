@@ -1,0 +1,216 @@
+"""Mutants: realistic wrong answers to each task, which the task's tests must catch ("kill").
+
+Each mutant edits the task's solution region, replacing text ``old`` with ``new`` (one or more pairs, each
+``old`` found in the region): a transpose, a missing reduction, an off-by-one, a sign, a wrong axis, a
+missing scale or mask. ``minift assignments check`` applies them one at a time to a copy of the tree, runs
+the task's tests there, and reports how many were killed, on the hypothesis profile the students' tools use
+("assignments": ``test`` and ``grade``) and on their default ``pytest`` profile ("dev"). A mutant that
+survives is a hole in the tests.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mutant:
+    task: str
+    name: str
+    edits: tuple  # ((old, new), ...) applied inside the task's regions, each old must occur there
+    bug: str  # the mistake in words
+
+
+def _m(task, name, bug, *edits):
+    return Mutant(task, name, tuple(edits), bug)
+
+
+MUTANTS = [
+    # ---------------------------------------------------------------- the engine
+    _m("ops.elementwise_backward", "mul_swapped", "each input gets its own value instead of the other's",
+       ("unbroadcast(g * b, a.shape), unbroadcast(g * a, b.shape)", "unbroadcast(g * a, a.shape), unbroadcast(g * b, b.shape)")),
+    _m("ops.elementwise_backward", "div_sign", "∂(a/b)/∂b without its minus sign", ("-g * a / (b * b)", "g * a / (b * b)")),
+    _m("ops.elementwise_backward", "tanh_not_squared", "1 − y instead of 1 − y²", ("(1 - y * y)", "(1 - y)")),
+    _m("ops.elementwise_backward", "sigmoid_missing_y", "σ' = 1 − σ instead of σ(1 − σ)", ("g * y * (1 - y)", "g * (1 - y)")),
+    _m("ops.elementwise_backward", "log_inverted", "∂ ln a = a instead of 1/a", ("(g / a,)", "(g * a,)")),
+    _m("gradcheck.central_difference", "no_half", "the difference divided by ε, not 2ε", ("/ (2 * eps)", "/ eps")),
+    _m("gradcheck.central_difference", "not_restored", "the input left perturbed afterwards", ("    x[idx] = old\n    return", "    return")),
+    _m("gradcheck.central_difference", "one_sided", "a forward difference divided as a central one",
+       ("x[idx] = old - eps", "x[idx] = old")),
+    _m("autograd.unbroadcast", "mean_not_sum", "new leading axes averaged instead of summed",
+       ("grad.sum(axis=tuple(range(extra)))", "grad.mean(axis=tuple(range(extra)))")),
+    _m("autograd.unbroadcast", "size1_axes_kept", "size-1 axes that were broadcast are not summed",
+       ("    if axes:\n        grad = grad.sum(axis=axes, keepdims=True)\n", "")),
+    _m("autograd.unbroadcast", "misaligned_axes", "size-1 axes looked up before the leading axes are summed away",
+       ("grad = grad.sum(axis=tuple(range(extra))) if extra > 0 else grad", "pass"),
+       ("grad.sum(axis=axes, keepdims=True)", "grad.sum(axis=axes, keepdims=True).sum(axis=tuple(range(extra)))")),
+    _m("ops.matmul_backward", "no_transpose", "∂L/∂A = G B instead of G Bᵀ", ("g @ xp.swapaxes(b2, -1, -2)", "g @ b2")),
+    _m("ops.matmul_backward", "operands_swapped", "∂L/∂B = G Aᵀ instead of Aᵀ G", ("xp.swapaxes(a2, -1, -2) @ g", "g @ xp.swapaxes(a2, -1, -2)")),
+    _m("ops.matmul_backward", "batch_not_summed", "the broadcast batch axes of B are not summed back",
+       ("gb = unbroadcast(gb, b2.shape).reshape(b.shape)", "gb = gb.reshape(gb.shape[-b.ndim:]) if gb.ndim > b.ndim else gb")),
+    _m("fused.softmax_backward", "unweighted_sum", "Σ g instead of Σ g·y", ("(g * y).sum(", "g.sum(")),
+    _m("fused.softmax_backward", "missing_y", "the outer factor y dropped", ("return (y * (g - ", "return ((g - ")),
+    _m("fused.softmax_backward", "wrong_axis", "the sum over the first axis, not the softmax's",
+       ("sum(axis=ctx.axis, keepdims=True)", "sum(axis=0, keepdims=True)")),
+    _m("fused.cross_entropy_backward", "smoothing_ignored", "the one-hot weighted 1, not 1 − ε", ("d[rows, t] -= 1 - ctx.eps", "d[rows, t] -= 1")),
+    _m("fused.cross_entropy_backward", "ignored_rows_learn", "rows with label −100 still get a gradient",
+       ("d *= (gi * valid)[:, None]", "d *= gi[:, None]")),
+    _m("fused.cross_entropy_backward", "uniform_not_divided", "ε instead of ε/C for the uniform part", ("p - ctx.eps / c", "p - ctx.eps")),
+    _m("fused.layer_norm_backward", "no_xhat_term", "the x̂·mean(ĝx̂) term dropped", ("gh - mean_gh - xhat * mean_gh_xhat", "gh - mean_gh")),
+    _m("fused.layer_norm_backward", "weight_ignored", "ĝ = g, forgetting the scale γ", ("gh = g * w if w is not None else g", "gh = g")),
+    _m("fused.layer_norm_backward", "xhat_sign", "+ x̂·mean(ĝx̂) instead of −", ("- xhat * mean_gh_xhat", "+ xhat * mean_gh_xhat")),
+    _m("fused.layer_norm_backward", "no_rstd", "the 1/σ factor dropped", ("return rstd * (", "return (")),
+    _m("attention.backward", "q_unscaled", "∂L/∂Q without the 1/√D scale", ("gq = (gs @ k) * s", "gq = gs @ k")),
+    _m("attention.backward", "k_not_transposed", "∂L/∂K = S Q instead of Sᵀ Q", ("xp.swapaxes(gs, -1, -2) @ q", "gs @ q")),
+    _m("attention.backward", "softmax_vjp_unweighted", "the softmax VJP with Σ g instead of Σ g·p", ("(gp * p).sum(", "gp.sum(")),
+    _m("attention.backward", "dropout_mask_forgotten", "the dropout mask not applied to ∂L/∂P", ("        gp = gp * z\n", "        pass\n")),
+    # ---------------------------------------------------------------- optimizers, files, training
+    _m("optim.adamw_step", "coupled_decay", "decay by wd instead of lr·wd", ("param *= 1 - lr * weight_decay", "param *= 1 - weight_decay")),
+    _m("optim.adamw_step", "no_decay", "weight decay forgotten (plain Adam)", ("param *= 1 - lr * weight_decay", "pass")),
+    _m("optim.adamw_step", "l2_in_gradient", "L2 added to the gradient (Adam with L2), not decoupled",
+       ("param *= 1 - lr * weight_decay", "grad = grad + weight_decay * param")),
+    _m("quant.dequantize_q4_1", "scale_and_min_swapped", "d read from the minimum's bytes and m from the scale's",
+       ("d = _f16(b[:, 0:2])", "d = _f16(b[:, 2:4])"), ("m = _f16(b[:, 2:4])", "m = _f16(b[:, 0:2])")),
+    _m("quant.dequantize_q4_1", "q4_0_offset", "Q4_0's −8 carried over to Q4_1", ("d * _nibbles(b[:, 4:]) + m", "d * (_nibbles(b[:, 4:]) - 8) + m")),
+    _m("quant.dequantize_q4_1", "min_subtracted", "x = d·q − m", ("_nibbles(b[:, 4:]) + m", "_nibbles(b[:, 4:]) - m")),
+    _m("quant.dequantize_q4_1", "gguf_shortcut", "calls the gguf package's dequantizer instead of decoding",
+       ("return (d * _nibbles(b[:, 4:]) + m).reshape(-1)",
+        "import gguf\n    return gguf.quants.dequantize(b, gguf.GGMLQuantizationType.Q4_1).reshape(-1)")),
+    _m("quant.dequantize_nf4", "nibbles_swapped", "low nibble first (the GGUF order, not NF4's)",
+       ("[packed >> 4, packed & 0x0F]", "[packed & 0x0F, packed >> 4]")),
+    _m("quant.dequantize_nf4", "not_scaled", "the code looked up but not scaled by absmax", ("(code[codes] * absmax)", "code[codes]")),
+    _m("quant.dequantize_nf4", "even_grid", "16 evenly spaced levels instead of the NF4 table", ("code[codes] * absmax", "(codes / 7.5 - 1) * absmax")),
+    _m("train.count_targets", "no_shift", "the first label counted although the loss never scores it",
+       ("    if shifts_labels:\n        labels = labels[:, 1:]\n", "")),
+    _m("train.count_targets", "counts_ignored", "−100 labels counted as targets", ("int((labels != -100).sum())", "int(labels.size)")),
+    _m("train.count_targets", "shift_wrong_end", "the last label dropped instead of the first", ("labels[:, 1:]", "labels[:, :-1]")),
+    _m("train.accumulation_weight", "equal_weights", "each micro-batch weighted 1/k whatever its targets",
+       ("weight = n / total_targets", "weight = 1 / len(counts)")),
+    _m("train.accumulation_weight", "inverted", "total / n instead of n / total", ("weight = n / total_targets", "weight = total_targets / n")),
+    _m("train.accumulation_weight", "unweighted", "micro-batch losses summed, not averaged", ("weight = n / total_targets", "weight = 1.0")),
+    _m("train.llrd", "reversed", "the embeddings get the full rate, the top the smallest", ("decay ** (n_layers - depth)", "decay ** depth")),
+    _m("train.llrd", "off_by_one", "one decay step too many at every depth", ("decay ** (n_layers - depth)", "decay ** (n_layers - depth + 1)")),
+    _m("train.llrd", "linear_decay", "lr·decay·(L − d) instead of lr·decay^(L − d)", ("decay ** (n_layers - depth)", "decay * (n_layers - depth)")),
+    _m("data.align_labels", "specials_labelled", "[CLS]/[SEP] get label 0 instead of −100",
+       ("        if word is None:  # [CLS], [SEP], padding\n            labels.append(IGNORE_INDEX)",
+        "        if word is None:  # [CLS], [SEP], padding\n            labels.append(0)")),
+    _m("data.align_labels", "b_kept_on_continuations", "continuation pieces keep B- instead of I-",
+       ("b_to_i[word_labels[word]] if label_all_tokens", "word_labels[word] if label_all_tokens")),
+    _m("data.align_labels", "previous_not_updated", "every piece treated as a word's first", ("        previous = word\n", "")),
+    _m("qa.best_span", "end_before_start", "spans that end before they start allowed", ("& (e >= s) ", "")),
+    _m("qa.best_span", "length_off_by_one", "answers one token longer than max_answer_length allowed",
+       ("(e - s + 1 <= max_answer_length)", "(e - s <= max_answer_length)")),
+    _m("qa.best_span", "end_outside_context", "the end token not required to be in the context",
+       ("is_context[s] & is_context[e]", "is_context[s]")),
+    _m("qa.best_span", "product_score", "start × end logits instead of their sum", ("start_logits[s] + end_logits[e]", "start_logits[s] * end_logits[e]")),
+    # ---------------------------------------------------------------- PEFT
+    _m("peft.lora_forward", "unscaled", "the update not scaled by s = α/r", ("B(A(dropout(x))) * s", "B(A(dropout(x)))")),
+    _m("peft.lora_forward", "replaces_base", "the update replaces the frozen output instead of adding to it",
+       ("y = y + B(A(dropout(x))) * s", "y = B(A(dropout(x))) * s")),
+    _m("peft.lora_forward", "divided_scale", "the update divided by s", ("B(A(dropout(x))) * s", "B(A(dropout(x))) / s")),
+    _m("peft.lora_merge", "unscaled", "BA merged without s", ("(B @ A) * self.scaling[adapter_name]", "(B @ A)")),
+    _m("peft.lora_merge", "transposed", "(BA)ᵀ merged", ("(B @ A) * self", "(B @ A).T[: B.shape[0], : A.shape[1]] * self")),
+    _m("peft.lora_merge", "divided_scale", "BA divided by s", ("(B @ A) * self.scaling", "(B @ A) / self.scaling")),
+    _m("peft.dora_norm", "wrong_axis", "column norms instead of row norms", ("sum(axis=1)", "sum(axis=0)[: weight.shape[0]]")),
+    _m("peft.dora_norm", "squared", "the squared norm (no square root)", ("xp.sqrt((adapted * adapted).sum(axis=1))", "(adapted * adapted).sum(axis=1)")),
+    _m("peft.dora_norm", "update_left_out", "‖W‖ instead of ‖W + sBA‖", ("weight + s * (B @ A)", "weight")),
+    _m("peft.dora_norm", "scale_left_out", "‖W + BA‖ without s", ("weight + s * (B @ A)", "weight + (B @ A)")),
+    _m("peft.adapter_block", "no_residual", "the adapter's output replaces h instead of adding to it", ("return h + self.up(u)", "return self.up(u)")),
+    _m("peft.adapter_block", "no_activation", "the non-linearity skipped", ("self.up(u)", "self.up(z)")),
+    _m("peft.adapter_block", "residual_doubled", "h added twice", ("return h + self.up(u)", "return 2 * h + self.up(u)")),
+    _m("peft.ia3_forward", "additive", "the vector added instead of multiplied", ("y = y * getattr(self.ia3_l, name)", "y = y + getattr(self.ia3_l, name)")),
+    _m("peft.ia3_forward", "ffn_scales_output", "feed-forward layers scaled at the output, not the input",
+       ("        if self.is_feedforward:\n", "        if False:\n")),
+    _m("peft.ia3_forward", "ffn_additive", "the feed-forward input shifted instead of scaled",
+       ("x = x * getattr(self.ia3_l, name)", "x = x + getattr(self.ia3_l, name)")),
+    _m("peft.prefix_kv", "keys_values_swapped", "each layer's values used as keys and the other way round",
+       ("key = kv[2 * layer]", "key = kv[2 * layer + 1]"), ("value = kv[2 * layer + 1]", "value = kv[2 * layer]")),
+    _m("peft.prefix_kv", "wrong_permute", "the positions and heads axes exchanged", (".transpose(1, 2, 0, 3)", ".transpose(1, 0, 2, 3)")),
+    _m("peft.prefix_kv", "halves_not_pairs", "keys from the first L rows, values from the last L (not pairs)",
+       ("key = kv[2 * layer]", "key = kv[layer]"), ("value = kv[2 * layer + 1]", "value = kv[layers + layer]")),
+]
+
+
+def mutants_of(task_id):
+    return [m for m in MUTANTS if m.task == task_id]
+
+
+def apply_mutant(tree, mutant: Mutant):
+    """Make the mutant's edits in the files of ``tree`` (a copy of the project), inside its task's regions."""
+    from pathlib import Path
+
+    from .build import all_regions
+    from .markers import find_regions
+
+    files = sorted({r.path for r in all_regions(Path(tree)) if r.task == mutant.task})
+    for old, new in mutant.edits:
+        for path in files:
+            text = path.read_text()
+            lines = text.splitlines(keepends=True)
+            hit = next((r for r in find_regions(path, text) if r.task == mutant.task
+                        and old in "".join(lines[r.begin:r.end - 1])), None)
+            if hit is not None:
+                body = "".join(lines[hit.begin:hit.end - 1])
+                lines[hit.begin:hit.end - 1] = [body.replace(old, new, 1)]
+                path.write_text("".join(lines))
+                break
+        else:
+            raise ValueError(f"mutant {mutant.task}/{mutant.name}: {old!r} is not in the task's solution")
+
+
+def task_test_files(tree, task_id):
+    """The test files that hold ``task_id``'s tests (those naming it, and test_ops.py for the op-spec tasks)."""
+    from pathlib import Path
+
+    tests = Path(tree) / "tests"
+    quoted = (f'"{task_id}"', f"'{task_id}'")
+    files = [p for p in sorted(tests.glob("test_*.py")) if any(q in p.read_text() for q in quoted)]
+    specs = tests / "op_specs.py"
+    if specs.exists() and any(q in specs.read_text() for q in quoted):  # op specs carry task=…: test_ops runs them
+        files.append(tests / "test_ops.py")
+    return [str(p.relative_to(tree)) for p in dict.fromkeys(files)]
+
+
+def run_mutants(root, task_ids=(), profiles=("assignments", "dev"), out=print):
+    """Apply each mutant (of ``task_ids``, or all) to a fresh copy of ``root`` and run its task's tests under
+    each hypothesis profile. Returns {(task, mutant name): {profile: killed?}}."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from .build import project_files
+
+    root = Path(root).resolve()
+    chosen = [m for m in MUTANTS if not task_ids or m.task in task_ids]
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="minift-mutants-") as tmp:
+        tree = Path(tmp) / "tree"
+        sources = {}
+        for src in project_files(root):
+            rel = src.relative_to(root)
+            if rel.parts[0] in ("minift", "tests", "checkpoints") or rel.name == "pyproject.toml":
+                (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, tree / rel)
+                sources[tree / rel] = src
+        for m in chosen:
+            before = {p: p.read_text() for p in sources if p.suffix == ".py" and p.parts[-2] != "tests"}
+            apply_mutant(tree, m)
+            files = task_test_files(tree, m.task)
+            results[(m.task, m.name)] = {}
+            for profile in profiles:
+                report = Path(tmp) / "report.json"
+                report.unlink(missing_ok=True)
+                env = dict(os.environ, PYTHONPATH=str(tree), HYPOTHESIS_PROFILE=profile, MINIFT_TASK_REPORT=str(report))
+                subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "task",
+                                "--task", m.task, *files], cwd=tree, env=env, capture_output=True, text=True, timeout=900)
+                outcomes = [r["outcome"] for r in json.loads(report.read_text())] if report.exists() else []
+                results[(m.task, m.name)][profile] = "failed" in outcomes
+            for p, text in before.items():  # undo: only the files this mutant changed differ
+                if p.read_text() != text:
+                    p.write_text(text)
+            verdict = ", ".join(f"{p}: {'killed' if k else 'SURVIVED'}" for p, k in results[(m.task, m.name)].items())
+            out(f"  {m.task:30} {m.name:24} {verdict}")
+    return results

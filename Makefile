@@ -22,6 +22,10 @@ demo: $(VENV)/.base
 
 test: $(VENV)/.dev
 	$(PY) -m pytest
+	$(PY) -m minift.cli assignments check --no-mutants
+
+# the full coursework check: also every task's mutants, on two hypothesis profiles (about 15 min on 2 cores)
+check-assignments: $(VENV)/.dev
 	$(PY) -m minift.cli assignments check
 
 test-fast: $(VENV)/.dev

@@ -222,3 +222,11 @@ def test_a_mutant_edits_only_its_region_and_the_tests_kill_it(tmp_path):
     lines = []
     results = run_mutants(ROOT, ["train.llrd"], profiles=("assignments",), out=lines.append)
     assert results and all(r["assignments"] for r in results.values()) and len(lines) == len(results)
+
+
+def test_lessons_in_the_student_tree_import_the_student_code(student_tree):
+    code = "import minift; print(minift.__file__)"
+    res = subprocess.run([sys.executable, "-c", code], cwd=student_tree / "lessons", capture_output=True, text=True,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().startswith(str(student_tree / "lessons" / "minift"))  # not the installed solution

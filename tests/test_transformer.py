@@ -63,6 +63,20 @@ def test_attention_module_gradcheck_wrt_input(rope, kv_heads):
     assert mf.gradcheck(lambda x: attn(x, key_padding_mask=pad), (x,))
 
 
+@pytest.mark.task("attention.backward")
+def test_attention_gradients_with_dropout_on_the_probabilities():
+    mf.set_default_dtype("float64")
+    rs = np.random.default_rng(0)
+    q, k, v = (mf.tensor(rs.standard_normal((2, 2, 4, 3)), requires_grad=True) for _ in range(3))
+
+    def attention(q, k, v, dropout_p=0.4):
+        mf.seed(5)  # the same dropout mask on every call, so finite differences see one function
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+
+    assert not np.allclose(attention(q, k, v).data, attention(q, k, v, 0.0).data)  # the mask is on
+    assert mf.gradcheck(attention, (q, k, v))
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_causal_models_do_not_look_ahead(family):
     m = build(family).eval()

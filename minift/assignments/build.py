@@ -60,4 +60,8 @@ def build_student_tree(root: Path, out: Path) -> list:
             dst.write_text(strip_solutions(text, src) if regions else text)
         else:
             shutil.copy2(src, dst)
+    if (out / "lessons").is_dir() and (out / "minift").is_dir():
+        # Jupyter puts the notebook's folder first on sys.path: with this link the lessons import this tree's
+        # minift, never another one installed in the environment (the teacher's solution, say)
+        (out / "lessons" / "minift").symlink_to(Path("..") / "minift", target_is_directory=True)
     return stripped

@@ -170,47 +170,82 @@ def task_test_files(tree, task_id):
     return [str(p.relative_to(tree)) for p in dict.fromkeys(files)]
 
 
-def run_mutants(root, task_ids=(), profiles=("assignments", "dev"), out=print):
-    """Apply each mutant (of ``task_ids``, or all) to a fresh copy of ``root`` and run its task's tests under
-    each hypothesis profile. Returns {(task, mutant name): {profile: killed?}}."""
-    import json
-    import os
+def _copy_tree(root, tree):
+    """The parts of the project a test run needs: the package, the tests, the shipped checkpoints, pyproject."""
     import shutil
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
 
     from .build import project_files
 
+    for src in project_files(root):
+        rel = src.relative_to(root)
+        if rel.parts[0] in ("minift", "tests", "checkpoints") or rel.name == "pyproject.toml":
+            (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, tree / rel)
+
+
+def _kill(tree, mutant, profiles, scratch):
+    """Apply ``mutant`` in ``tree``, run its task's tests on each profile, undo it; {profile: killed?}."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    package = sorted((tree / "minift").rglob("*.py"))
+    before = {p: p.read_text() for p in package}
+    apply_mutant(tree, mutant)
+    files = task_test_files(tree, mutant.task)
+    killed = {}
+    try:
+        for profile in profiles:
+            report = scratch / f"{mutant.task}.{mutant.name}.{profile}.json"
+            env = dict(os.environ, PYTHONPATH=str(tree), HYPOTHESIS_PROFILE=profile, MINIFT_TASK_REPORT=str(report))
+            subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "task",
+                            "--task", mutant.task, *files], cwd=tree, env=env, capture_output=True, text=True, timeout=900)
+            outcomes = [r["outcome"] for r in json.loads(report.read_text())] if report.exists() else []
+            killed[profile] = "failed" in outcomes
+    finally:
+        for p, text in before.items():  # undo: only the files the mutant changed differ
+            if p.read_text() != text:
+                p.write_text(text)
+    return killed
+
+
+def run_mutants(root, task_ids=(), profiles=("assignments", "dev"), out=print, workers=2):
+    """Apply each mutant (of ``task_ids``, or all) to a copy of ``root`` and run its task's tests under each
+    hypothesis profile, ``workers`` mutants at a time (each worker on its own copy). Returns
+    {(task, mutant name): {profile: killed?}} in the registry's order."""
+    import queue
+    import tempfile
+    import threading
+    from pathlib import Path
+
     root = Path(root).resolve()
     chosen = [m for m in MUTANTS if not task_ids or m.task in task_ids]
-    results = {}
+    results, lock, todo = {}, threading.Lock(), queue.Queue()
+    for m in chosen:
+        todo.put(m)
     with tempfile.TemporaryDirectory(prefix="minift-mutants-") as tmp:
-        tree = Path(tmp) / "tree"
-        sources = {}
-        for src in project_files(root):
-            rel = src.relative_to(root)
-            if rel.parts[0] in ("minift", "tests", "checkpoints") or rel.name == "pyproject.toml":
-                (tree / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, tree / rel)
-                sources[tree / rel] = src
-        for m in chosen:
-            before = {p: p.read_text() for p in sources if p.suffix == ".py" and p.parts[-2] != "tests"}
-            apply_mutant(tree, m)
-            files = task_test_files(tree, m.task)
-            results[(m.task, m.name)] = {}
-            for profile in profiles:
-                report = Path(tmp) / "report.json"
-                report.unlink(missing_ok=True)
-                env = dict(os.environ, PYTHONPATH=str(tree), HYPOTHESIS_PROFILE=profile, MINIFT_TASK_REPORT=str(report))
-                subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "task",
-                                "--task", m.task, *files], cwd=tree, env=env, capture_output=True, text=True, timeout=900)
-                outcomes = [r["outcome"] for r in json.loads(report.read_text())] if report.exists() else []
-                results[(m.task, m.name)][profile] = "failed" in outcomes
-            for p, text in before.items():  # undo: only the files this mutant changed differ
-                if p.read_text() != text:
-                    p.write_text(text)
-            verdict = ", ".join(f"{p}: {'killed' if k else 'SURVIVED'}" for p, k in results[(m.task, m.name)].items())
-            out(f"  {m.task:30} {m.name:24} {verdict}")
-    return results
+        def worker(k):
+            tree = Path(tmp) / f"tree{k}"
+            _copy_tree(root, tree)
+            while True:
+                try:
+                    m = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    killed = _kill(tree, m, profiles, Path(tmp))
+                except Exception as e:  # noqa: BLE001 - a mutant that cannot be applied or run is a problem, not a crash
+                    out(f"  {m.task}/{m.name}: could not be run: {e}")
+                    killed = {p: False for p in profiles}
+                verdict = ", ".join(f"{p}: {'killed' if v else 'SURVIVED'}" for p, v in killed.items())
+                with lock:
+                    results[(m.task, m.name)] = killed
+                    out(f"  {m.task:30} {m.name:24} {verdict}")
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(max(1, min(workers, len(chosen))))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    return {(m.task, m.name): results[(m.task, m.name)] for m in chosen}

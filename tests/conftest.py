@@ -33,3 +33,17 @@ def _fresh_state():
     mf.set_grad_enabled(True)
     yield
     mf.set_default_dtype(np.float32)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line when the comparisons with PyTorch / transformers / PEFT were skipped: say so, and how to run them."""
+    def reason(report):
+        longrepr = report.longrepr
+        return str(longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else longrepr)
+
+    skipped = [r for r in terminalreporter.stats.get("skipped", [])
+               if any(name in reason(r) for name in ("torch", "transformers", "peft", "PyTorch"))]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} tests that compare minift with PyTorch / transformers / PEFT were skipped: the references "
+            "are not installed (.venv/bin/pip install -e '.[reference]' to run them; CI does)", yellow=True)

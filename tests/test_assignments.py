@@ -192,9 +192,13 @@ def test_grade_scores_correct_stubbed_and_wrong_tasks(tmp_path, student_tree):
 
 def test_every_task_has_three_mutants_whose_edits_apply_to_its_solution():
     from minift.assignments.mutants import MUTANTS, mutants_of
+    from minift.assignments.tasks import TASK_BY_ID
 
     regions = all_regions(ROOT)
     for task in TASKS:
+        if TASK_BY_ID[task].is_property:  # scored by the mutants of the code it tests
+            assert len(mutants_of(TASK_BY_ID[task].target)) >= 3, task
+            continue
         assert len(mutants_of(task)) >= 3, task
         bodies = "".join("".join(r.path.read_text().splitlines(keepends=True)[r.begin:r.end - 1])
                          for r in regions if r.task == task)
@@ -230,3 +234,33 @@ def test_lessons_in_the_student_tree_import_the_student_code(student_tree):
                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().startswith(str(student_tree / "lessons" / "minift"))  # not the installed solution
+
+
+def test_grading_property_tasks_scores_the_mutants_a_students_tests_kill(tmp_path, student_tree):
+    import json
+    import shutil
+
+    student = tmp_path / "bob"
+    shutil.copytree(student_tree, student)
+    exercises = student / "tests" / "test_exercises.py"
+    text = exercises.read_text()
+    weak = ("    x = data.draw(float_arrays(small, noncontiguous=False))\n"
+            "    g = data.draw(float_arrays(big, noncontiguous=False))\n"
+            "    assert unbroadcast(g, small).shape == small  # only the shape: weak\n")
+    wrong = "    assert False, 'a property that is not true'\n"
+    reference = "".join((ROOT / "tests" / "test_exercises.py").read_text().split("# BEGIN SOLUTION\n")[2]
+                        .split("    # END SOLUTION")[0])  # the softmax one, copied as a student might
+    for task, body in (("props.unbroadcast", weak), ("props.lora_merge", wrong), ("props.softmax_backward", reference)):
+        stub = next(line for line in text.splitlines(keepends=True) if f'NotImplementedError("TASK {task}:' in line)
+        text = text.replace(stub, body)
+    exercises.write_text(text)
+    out = tmp_path / "bob.json"
+    res = _cli(["grade", str(student), "--task", "props.unbroadcast", "--task", "props.lora_merge",
+                "--task", "props.softmax_backward", "--json", str(out)], ROOT)
+    assert res.returncode == 0, res.stderr
+    scores = {t["task"]: t for t in json.loads(out.read_text())["tasks"]}
+    assert scores["props.softmax_backward"]["score"] == 5 and scores["props.softmax_backward"]["mutants_killed"] == "3 / 3"
+    assert scores["props.lora_merge"]["score"] == 0
+    assert "fails on the correct implementation" in scores["props.lora_merge"]["first_failure"]["message"]
+    weak_score = scores["props.unbroadcast"]
+    assert 0 < weak_score["score"] < 5 and "mean_not_sum" in weak_score["first_failure"]["message"]  # partly

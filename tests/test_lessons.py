@@ -25,7 +25,9 @@ def test_lesson_executes(path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     monkeypatch.setenv("MINIFT_FAST", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    # the notebook backend, as in Jupyter: a figure a cell shows becomes an image in its outputs (with Agg,
+    # plt.show() would draw nothing and a missing figure would go unnoticed)
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
     client.execute()  # raises CellExecutionError, with the cell and traceback, when any cell fails
@@ -33,3 +35,6 @@ def test_lesson_executes(path, monkeypatch):
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), "every code cell ran, in order"
+    showing = [i for i, c in enumerate(code, start=1) if "plt.show()" in c.source]
+    blank = [i for i in showing if not any("image/png" in o.get("data", {}) for o in code[i - 1].get("outputs", []))]
+    assert not blank, f"{path.name}: code cells {blank} call plt.show() but produced no image"

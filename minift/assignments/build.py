@@ -31,12 +31,15 @@ def _scanned(rel: Path) -> bool:
     return rel.suffix == ".py" and rel.parts[0] in SCANNED and rel.parts[:2] != ("minift", "assignments")
 
 
-def all_regions(root: Path):
+def all_regions(root: Path, strict: bool = True, package_only: bool = False):
+    """Every task region of the tree (``strict=False``: a student's tree, where solved tasks have no markers;
+    ``package_only``: only those in ``minift/``)."""
     root = Path(root).resolve()
     regions = []
     for p in project_files(root):
-        if _scanned(p.relative_to(root)):
-            regions.extend(find_regions(p))
+        rel = p.relative_to(root)
+        if _scanned(rel) and (not package_only or rel.parts[0] == "minift"):
+            regions.extend(find_regions(p, strict=strict))
     return regions
 
 

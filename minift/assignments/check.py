@@ -89,16 +89,19 @@ def check(root: Path, out=print, mutants=True) -> bool:
 
 def _check_mutants(root: Path, out) -> list:
     """Run every mutant; the kill-rate table per task and profile; problems for survivors and thin tasks."""
-    from .mutants import MUTANTS, run_mutants
+    from .mutants import MUTANTS, mutant_jobs, run_mutants
 
+    targets = {t.id: t.target or t.id for t in TASK_LIST}
     problems = [f"task {t!r} has {n} mutant(s); at least 3 are needed" for t in TASKS
-                if (n := sum(m.task == t for m in MUTANTS)) < 3]
+                if (n := sum(m.task == targets[t] for m in MUTANTS)) < 3]
     profiles = ("assignments", "dev")
-    out(f"mutants: {len(MUTANTS)}, each run on the hypothesis profiles {', '.join(profiles)}")
-    results = run_mutants(root, profiles=profiles, out=out)
+    jobs = mutant_jobs()
+    out(f"mutants: {len(MUTANTS)}, {len(jobs)} runs (property tasks face their target's), each on the hypothesis "
+        f"profiles {', '.join(profiles)}")
+    results = run_mutants(root, profiles=profiles, out=out, jobs=jobs)
     out(f"{'task':34} {'mutants':>7} " + " ".join(f"{'killed (' + p + ')':>20}" for p in profiles))
     for t in TASKS:
-        mine = {name: r for (task, name), r in results.items() if task == t}
+        mine = {name: r for (test_task, _, name), r in results.items() if test_task == t}
         out(f"{t:34} {len(mine):7d} " + " ".join(f"{sum(r[p] for r in mine.values()):20d}" for p in profiles))
         problems += [f"{t}: mutant {name!r} survives on the {p!r} profile" for name, r in mine.items()
                      for p in profiles if not r[p]]

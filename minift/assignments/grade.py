@@ -3,6 +3,10 @@
 Grading runs the *teacher's* tests (this tree's ``tests/``) against the *student's* ``minift/``, in a fresh
 copy and a clean subprocess, on the fast derandomized "assignments" hypothesis profile. Each task scores
 ``points × passed / total`` of its tests; a failing task's report shows its first failing assertion.
+
+Property tasks are the other way round: the *student's* tests (``tests/test_exercises.py``) run against the
+*teacher's* minift. They must pass there (else 0), and then score ``points × killed / mutants`` over the
+target task's mutants.
 """
 from __future__ import annotations
 
@@ -57,6 +61,7 @@ def grade(student: Path, teacher_root: Path, task_ids=(), timeout=1800) -> dict:
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; `minift assignments list` shows the tasks")
     chosen = [t for t in TASK_LIST if not task_ids or t.id in task_ids]
+    code_tasks = [t.id for t in chosen if not t.is_property]
     student, teacher_root = Path(student).resolve(), Path(teacher_root).resolve()
     if not (student / "minift" / "__init__.py").is_file():
         raise FileNotFoundError(f"{student} is not a minift tree (no minift/__init__.py): give the student's "
@@ -72,9 +77,15 @@ def grade(student: Path, teacher_root: Path, task_ids=(), timeout=1800) -> dict:
                 shutil.copytree(src, tree / name)
             elif src.exists():
                 shutil.copy2(src, tree / name)
-        results = by_task(run_task_tests(tree, Path(tmp) / "report.json", task_ids, timeout=timeout))
+        results = by_task(run_task_tests(tree, Path(tmp) / "report.json", code_tasks, timeout=timeout)) \
+            if code_tasks else {}
     tasks, total = [], 0.0
     for t in chosen:
+        if t.is_property:
+            entry = _grade_property_task(t, student, teacher_root)
+            tasks.append(entry)
+            total += entry["score"]
+            continue
         runs = results.get(t.id, [])
         passed = sum(o == "passed" for _, o, _ in runs)
         score = round(t.points * passed / len(runs), 1) if runs else 0.0
@@ -87,6 +98,42 @@ def grade(student: Path, teacher_root: Path, task_ids=(), timeout=1800) -> dict:
             "seconds": round(time.perf_counter() - t0, 1), "tasks": tasks}
 
 
+def _grade_property_task(task, student: Path, teacher_root: Path) -> dict:
+    """A property task: the student's tests on the teacher's code (must pass), then against the target's mutants."""
+    from .mutants import copy_project, mutants_of, run_mutants
+
+    exercises = student / task.file
+
+    def with_students_tests(tree):
+        if exercises.is_file():
+            shutil.copy2(exercises, tree / task.file)
+
+    entry = {"task": task.id, "title": task.title, "points": task.points, "score": 0.0, "passed": 0, "tests": 0,
+             "first_failure": None}
+    with tempfile.TemporaryDirectory(prefix="minift-grade-props-") as tmp:
+        tree = Path(tmp) / "tree"
+        copy_project(teacher_root, tree)
+        with_students_tests(tree)
+        runs = by_task(run_task_tests(tree, Path(tmp) / "report.json", [task.id])).get(task.id, [])
+    entry["tests"], entry["passed"] = len(runs), sum(o == "passed" for _, o, _ in runs)
+    failing = next(((n, m) for n, o, m in runs if o != "passed"), None)
+    if not runs or failing is not None:  # a test that fails on correct code is wrong itself: no points
+        entry["first_failure"] = {"test": failing[0] if failing else task.file,
+                                  "message": ("fails on the correct implementation: " + failing[1]) if failing
+                                  else "no test marked with this task"}
+        return entry
+    mutants = mutants_of(task.target)
+    results = run_mutants(teacher_root, jobs=[(m, task.id) for m in mutants], profiles=("assignments",),
+                          out=lambda *a: None, tree_setup=with_students_tests)
+    killed = [name for (_, _, name), r in results.items() if r["assignments"]]
+    entry["score"] = round(task.points * len(killed) / len(mutants), 1)
+    entry["mutants_killed"] = f"{len(killed)} / {len(mutants)}"
+    survivors = [m.name for m in mutants if m.name not in killed]
+    if survivors:
+        entry["first_failure"] = {"test": task.file, "message": "mutants that survive your tests: " + ", ".join(survivors)}
+    return entry
+
+
 def report_markdown(report: dict) -> str:
     """The report as Markdown a teacher can hand back."""
     lines = [f"# Coursework report: {report['score']:g} / {report['points']} points\n",
@@ -95,7 +142,8 @@ def report_markdown(report: dict) -> str:
     for t in report["tasks"]:
         fail = t["first_failure"]
         note = "" if fail is None else f"`{fail['test'].split('::')[-1]}`: {fail['message']}".replace("|", "\\|")
-        lines.append(f"| `{t['task']}` | {t['passed']} / {t['tests']} | {t['score']:g} / {t['points']} | {note} |")
+        passed = f"{t['passed']} / {t['tests']}" + (f"; mutants killed {t['mutants_killed']}" if "mutants_killed" in t else "")
+        lines.append(f"| `{t['task']}` | {passed} | {t['score']:g} / {t['points']} | {note} |")
     return "\n".join(lines) + "\n"
 
 

@@ -38,9 +38,12 @@ class Region:
     end: int
     indent: str
     stub: bool = False  # a student tree's ``raise NotImplementedError`` in place of the solution
+    written: bool = False  # (lenient reading) a student's own code after the TASK line: no markers to bound it
 
 
-def find_regions(path: Path, text: str | None = None) -> list[Region]:
+def find_regions(path: Path, text: str | None = None, strict: bool = True) -> list[Region]:
+    """The task regions of a file. ``strict=False`` (a student's tree) also accepts a TASK line followed by the
+    student's own code: a ``written`` region of one line."""
     lines = (path.read_text() if text is None else text).splitlines()
     regions, open_begin, pending = [], None, None
     for n, line in enumerate(lines, start=1):
@@ -59,6 +62,9 @@ def find_regions(path: Path, text: str | None = None) -> list[Region]:
             if m["id"] != pending[1]:
                 raise MarkerError(f"{path}:{n}: the stub names task {m['id']!r}, its TASK line {pending[1]!r}")
             regions.append(Region(path, pending[1], pending[2], pending[0], n, n, m["indent"], stub=True))
+            pending = None
+        elif pending is not None and pending[0] == n - 1 and not strict:
+            regions.append(Region(path, pending[1], pending[2], pending[0], n, n, "", written=True))
             pending = None
         elif END_RE.match(line):
             if open_begin is None:

@@ -141,7 +141,7 @@ def apply_mutant(tree, mutant: Mutant):
     from .build import all_regions
     from .markers import find_regions
 
-    files = sorted({r.path for r in all_regions(Path(tree)) if r.task == mutant.task})
+    files = sorted({r.path for r in all_regions(Path(tree), package_only=True) if r.task == mutant.task})
     for old, new in mutant.edits:
         for path in files:
             text = path.read_text()
@@ -170,7 +170,7 @@ def task_test_files(tree, task_id):
     return [str(p.relative_to(tree)) for p in dict.fromkeys(files)]
 
 
-def _copy_tree(root, tree):
+def copy_project(root, tree):
     """The parts of the project a test run needs: the package, the tests, the shipped checkpoints, pyproject."""
     import shutil
 
@@ -183,8 +183,9 @@ def _copy_tree(root, tree):
             shutil.copy2(src, tree / rel)
 
 
-def _kill(tree, mutant, profiles, scratch):
-    """Apply ``mutant`` in ``tree``, run its task's tests on each profile, undo it; {profile: killed?}."""
+def _kill(tree, mutant, profiles, scratch, test_task=None):
+    """Apply ``mutant`` in ``tree``, run the tests of ``test_task`` (default: the mutant's own task) on each
+    profile, undo it; {profile: killed?}."""
     import json
     import os
     import subprocess
@@ -193,14 +194,15 @@ def _kill(tree, mutant, profiles, scratch):
     package = sorted((tree / "minift").rglob("*.py"))
     before = {p: p.read_text() for p in package}
     apply_mutant(tree, mutant)
-    files = task_test_files(tree, mutant.task)
+    test_task = test_task or mutant.task
+    files = task_test_files(tree, test_task)
     killed = {}
     try:
         for profile in profiles:
-            report = scratch / f"{mutant.task}.{mutant.name}.{profile}.json"
+            report = scratch / f"{test_task}.{mutant.task}.{mutant.name}.{profile}.json"
             env = dict(os.environ, PYTHONPATH=str(tree), HYPOTHESIS_PROFILE=profile, MINIFT_TASK_REPORT=str(report))
             subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "task",
-                            "--task", mutant.task, *files], cwd=tree, env=env, capture_output=True, text=True, timeout=900)
+                            "--task", test_task, *files], cwd=tree, env=env, capture_output=True, text=True, timeout=900)
             outcomes = [r["outcome"] for r in json.loads(report.read_text())] if report.exists() else []
             killed[profile] = "failed" in outcomes
     finally:
@@ -210,42 +212,58 @@ def _kill(tree, mutant, profiles, scratch):
     return killed
 
 
-def run_mutants(root, task_ids=(), profiles=("assignments", "dev"), out=print, workers=2):
-    """Apply each mutant (of ``task_ids``, or all) to a copy of ``root`` and run its task's tests under each
-    hypothesis profile, ``workers`` mutants at a time (each worker on its own copy). Returns
-    {(task, mutant name): {profile: killed?}} in the registry's order."""
+def mutant_jobs(task_ids=()):
+    """(mutant, the task whose tests must kill it): each mutant by its own task's tests, and each property
+    task's target mutants by the property task's tests."""
+    from .tasks import TASK_LIST
+
+    jobs = [(m, m.task) for m in MUTANTS if not task_ids or m.task in task_ids]
+    for t in TASK_LIST:
+        if t.is_property and (not task_ids or t.id in task_ids):
+            jobs += [(m, t.id) for m in mutants_of(t.target)]
+    return jobs
+
+
+def run_mutants(root, task_ids=(), profiles=("assignments", "dev"), out=print, workers=2, jobs=None, tree_setup=None):
+    """Apply each mutant to a copy of ``root`` and run the tests that must kill it (``mutant_jobs(task_ids)``, or
+    ``jobs``) under each hypothesis profile, ``workers`` at a time, each worker on its own copy
+    (``tree_setup(tree)`` may change a copy first). Returns {(test task, mutant task, mutant name): {profile:
+    killed?}} in the jobs' order."""
     import queue
     import tempfile
     import threading
     from pathlib import Path
 
     root = Path(root).resolve()
-    chosen = [m for m in MUTANTS if not task_ids or m.task in task_ids]
+    jobs = mutant_jobs(task_ids) if jobs is None else jobs
     results, lock, todo = {}, threading.Lock(), queue.Queue()
-    for m in chosen:
-        todo.put(m)
+    for job in jobs:
+        todo.put(job)
     with tempfile.TemporaryDirectory(prefix="minift-mutants-") as tmp:
         def worker(k):
             tree = Path(tmp) / f"tree{k}"
-            _copy_tree(root, tree)
+            copy_project(root, tree)
+            if tree_setup is not None:
+                tree_setup(tree)
             while True:
                 try:
-                    m = todo.get_nowait()
+                    m, test_task = todo.get_nowait()
                 except queue.Empty:
                     return
                 try:
-                    killed = _kill(tree, m, profiles, Path(tmp))
+                    killed = _kill(tree, m, profiles, Path(tmp), test_task)
                 except Exception as e:  # noqa: BLE001 - a mutant that cannot be applied or run is a problem, not a crash
                     out(f"  {m.task}/{m.name}: could not be run: {e}")
                     killed = {p: False for p in profiles}
                 verdict = ", ".join(f"{p}: {'killed' if v else 'SURVIVED'}" for p, v in killed.items())
                 with lock:
-                    results[(m.task, m.name)] = killed
-                    out(f"  {m.task:30} {m.name:24} {verdict}")
+                    results[(test_task, m.task, m.name)] = killed
+                    by = "" if test_task == m.task else f" (by {test_task})"
+                    out(f"  {m.task:30} {m.name + by:24} {verdict}")
 
-        threads = [threading.Thread(target=worker, args=(k,)) for k in range(max(1, min(workers, len(chosen))))]
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(max(1, min(workers, len(jobs))))]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-    return {(m.task, m.name): results[(m.task, m.name)] for m in chosen}
+    return {(tt, m.task, m.name): results[(tt, m.task, m.name)] for m, tt in jobs}

@@ -4,6 +4,9 @@ Each task is a piece of minift a student writes; its tests carry ``@pytest.mark.
 order a course would hand them out. ``depends``: the tasks whose code this task's tests run through (they
 must be done first — a student stuck on one of them sees this task's tests fail too). ``points``: its weight
 in ``minift assignments grade``.
+
+Property tasks (``target`` set) turn it round: the student writes hypothesis tests (``tests/test_exercises.py``)
+for the target task's code; they score by passing on the correct code and killing the target's mutants.
 """
 from __future__ import annotations
 
@@ -17,6 +20,11 @@ class Task:
     file: str
     points: int = 10
     depends: tuple = ()
+    target: str | None = None  # property tasks: the task whose code the student's tests must check
+
+    @property
+    def is_property(self):
+        return self.target is not None
 
 
 TASK_LIST = [
@@ -50,6 +58,15 @@ TASK_LIST = [
          "minift/peft/ia3.py", 5),
     Task("peft.prefix_kv", "prefix tuning: each layer's learned keys and values from the prefix encoder",
          "minift/peft/prefix.py", 10),
+    # property-based tests as exercises: write the tests, scored by the mutants they kill
+    Task("props.unbroadcast", "property tests for unbroadcast (the adjoint of broadcasting)", "tests/test_exercises.py", 5,
+         target="autograd.unbroadcast"),
+    Task("props.softmax_backward", "property tests for the softmax's gradient (rows sum to zero; a derivative)",
+         "tests/test_exercises.py", 5, target="fused.softmax_backward"),
+    Task("props.matmul_backward", "property tests for the broadcasting matmul's gradients", "tests/test_exercises.py", 5,
+         target="ops.matmul_backward"),
+    Task("props.lora_merge", "property tests for merging a LoRA adapter (merged computes as unmerged)",
+         "tests/test_exercises.py", 5, target="peft.lora_merge"),
 ]
 
 TASK_BY_ID = {t.id: t for t in TASK_LIST}

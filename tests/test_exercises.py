@@ -1,0 +1,98 @@
+"""Property-based tests as exercises: here the student writes the *tests*.
+
+Each ``props.*`` task is a hypothesis test with its body left to write: a property every correct
+implementation of the target task has, and that wrong ones break. ``minift assignments grade`` runs the
+student's version against the correct minift (it must pass) and against each of the target task's mutants
+(``minift/assignments/mutants.py``): the share of mutants it kills is the score. The bodies below are the
+reference answers; they kill every mutant.
+
+Good properties compare the code with something computed another way: an identity (the adjoint of
+broadcasting), a conservation law (softmax's gradient sums to zero along a row), finite differences, or the
+same quantity reached by two routes (a merged layer and the unmerged one).
+"""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import minift as mf
+from minift import functional as F
+from minift.autograd.ops_elementwise import unbroadcast
+from minift.peft import LoraLinear
+
+from .strategies import float_arrays
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    mf.set_default_dtype("float64")
+    yield
+    mf.set_default_dtype("float32")
+
+
+@pytest.mark.task("props.unbroadcast")
+@given(shapes=hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4, max_side=3), data=st.data())
+def test_unbroadcast_is_the_adjoint_of_broadcasting(shapes, data):
+    """For x of shape s broadcast to S and any G of shape S: ⟨unbroadcast(G, s), x⟩ = ⟨G, broadcast(x)⟩."""
+    small, big = shapes.input_shapes[0], shapes.result_shape
+    # TASK props.unbroadcast: a property of unbroadcast(grad, shape) that holds for every broadcast (see the docstring)
+    # BEGIN SOLUTION
+    x = data.draw(float_arrays(small, noncontiguous=False))
+    g = data.draw(float_arrays(big, noncontiguous=False))
+    reduced = unbroadcast(g, small)
+    assert reduced.shape == small
+    np.testing.assert_allclose(np.sum(reduced * x), np.sum(g * np.broadcast_to(x, big)), rtol=1e-9, atol=1e-9)
+    # END SOLUTION
+
+
+@pytest.mark.task("props.softmax_backward")
+@given(x=float_arrays(hnp.array_shapes(min_dims=2, max_dims=3, min_side=2, max_side=5)), data=st.data())
+def test_softmax_gradient_rows_sum_to_zero_and_match_finite_differences(x, data):
+    """softmax(x + c) = softmax(x), so moving a whole row changes nothing: Σⱼ ∂L/∂xⱼ = 0 along the axis, for
+    any upstream gradient. And the gradient is a derivative: it matches a central difference."""
+    # TASK props.softmax_backward: properties of the softmax's gradient (a conservation law, a derivative)
+    # BEGIN SOLUTION
+    g = data.draw(float_arrays(x.shape, noncontiguous=False))
+    t = mf.tensor(x, requires_grad=True)
+    (F.softmax(t, axis=-1) * mf.tensor(g)).sum().backward()
+    np.testing.assert_allclose(t.grad.sum(axis=-1), 0, atol=1e-9)
+    assert mf.gradcheck(lambda a: F.softmax(a, axis=-1), (mf.tensor(x, requires_grad=True),))
+    # END SOLUTION
+
+
+@pytest.mark.task("props.matmul_backward")
+@given(shapes=hnp.mutually_broadcastable_shapes(signature="(m,k),(k,n)->(m,n)", max_dims=2, max_side=3), data=st.data())
+def test_matmul_gradients_are_derivatives_for_every_broadcast(shapes, data):
+    """A @ B over broadcast batch axes (size-1 ones included): the gradients have the inputs' shapes and match
+    finite differences."""
+    # TASK props.matmul_backward: a property of the batched, broadcasting matmul's gradients
+    # BEGIN SOLUTION
+    a_shape, b_shape = shapes.input_shapes
+    a = mf.tensor(data.draw(float_arrays(a_shape)), requires_grad=True)
+    b = mf.tensor(data.draw(float_arrays(b_shape)), requires_grad=True)
+    (a @ b).sum().backward()
+    assert a.grad.shape == a_shape and b.grad.shape == b_shape
+    assert mf.gradcheck(lambda p, q: p @ q, (a, b))
+    # END SOLUTION
+
+
+@pytest.mark.task("props.lora_merge")
+@given(sizes=st.tuples(st.integers(1, 6), st.integers(1, 6), st.integers(1, 4)), alpha=st.floats(0.5, 32),
+       data=st.data())
+def test_a_merged_lora_layer_computes_what_the_unmerged_one_does(sizes, alpha, data):
+    """Merging folds s·BA into W: the layer's outputs do not change, and unmerging gives W back."""
+    fan_in, fan_out, r = sizes
+    # TASK props.lora_merge: properties of merging a LoRA adapter into its layer
+    # BEGIN SOLUTION
+    layer = LoraLinear(mf.nn.Linear(fan_in, fan_out))
+    layer.update_layer("default", r=r, lora_alpha=alpha)
+    layer.lora_B["default"].weight.data[...] = data.draw(float_arrays((fan_out, r), noncontiguous=False))
+    x = mf.tensor(data.draw(float_arrays((3, fan_in), noncontiguous=False)))
+    w = layer.base_layer.weight.data.copy()
+    before = layer(x).data
+    layer.merge()
+    np.testing.assert_allclose(layer(x).data, before, rtol=1e-9, atol=1e-9)
+    layer.unmerge()
+    np.testing.assert_allclose(layer.base_layer.weight.data, w, rtol=1e-9, atol=1e-12)
+    # END SOLUTION

@@ -47,7 +47,8 @@ def handout(root: Path, regions) -> str:
         "|---|---|---|---|",
     ]
     for t in TASK_LIST:
-        parts.append(f"| `{t.id}` | {t.points} | `{t.file}` | {', '.join(f'`{d}`' for d in t.depends) or '—'} |")
+        needs = ", ".join(f"`{d}`" for d in t.depends) or (f"tests `{t.target}`" if t.is_property else "—")
+        parts.append(f"| `{t.id}` | {t.points} | `{t.file}` | {needs} |")
     parts.append("")
     for t in TASK_LIST:
         mine = [r for r in regions if r.task == t.id]
@@ -61,5 +62,11 @@ def handout(root: Path, regions) -> str:
                 parts.append("  ```text\n" + "\n".join("  " + ln for ln in doc.splitlines()) + "\n  ```")
         if t.depends:
             parts.append(f"* **Depends on:** {', '.join(f'`{d}`' for d in t.depends)}.")
+        if t.is_property:
+            from .mutants import mutants_of
+
+            parts.append(f"* **Write tests, not code:** your hypothesis tests for `{t.target}` must pass on the correct "
+                         f"code; they score by how many of {len(mutants_of(t.target))} wrong implementations of it "
+                         "(the course's mutants) they catch.")
         parts.append(f"* **Test it:** `minift assignments test {t.id}`\n")
     return "\n".join(parts) + "\n"

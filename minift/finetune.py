@@ -207,7 +207,9 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
     train, validation, test, extra = prepare_data(cfg, tokenizer)
     label_names = extra.get("label_names")
     model = build_model(cfg, label_names)
-    total_parameters = model.num_parameters()
+    from .nn.quantized import quantized_weight_count
+
+    total_parameters = model.num_parameters() + quantized_weight_count(model)  # qlora: the 4-bit weights count too
     if cfg.method in PEFT_METHODS:
         from .peft import IA3Config, LoraConfig, get_peft_model
 

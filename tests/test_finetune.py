@@ -125,6 +125,8 @@ def test_finetune_qlora_trains_lora_on_an_nf4_base_and_saves_only_the_adapter(tm
     assert results["trainable_parameters"] == layers * 2 * 4 * (hidden + hidden) + pooler + hidden * labels + labels
     assert (out / "adapter" / "adapter_model.safetensors").exists() and not (out / "model").exists()
     assert "the adapter is saved, the model is not" in capsys.readouterr().err
+    float_model = mf.models.AutoModelForSequenceClassification.from_pretrained(TINY_BERT, num_labels=2)
+    assert results["total_parameters"] == float_model.num_parameters()  # the weights in NF4 blocks counted too
     base = mf.models.quantize_model(mf.models.AutoModelForSequenceClassification.from_pretrained(TINY_BERT, num_labels=2), "NF4")
     assert type(base.model.layers[0].attn.q_proj).__name__ == "QuantizedLinear"
     adapted = PeftModel.from_pretrained(base, out / "adapter").eval()

@@ -144,3 +144,8 @@ def refuse_quantized_merge(base_layer, method):
         raise ValueError(f"cannot merge {method} into a {base_layer.quant_type}-quantized layer: the merged weight is "
                          "not in 4-bit blocks any more. Call minift.models.dequantize_model(model) first (the "
                          "float weights then hold the quantization error), or keep the adapter separate")
+
+
+def quantized_weight_count(model):
+    """How many weights ``model`` keeps in quantized blocks (they are weights, though not ``Parameter``s)."""
+    return sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, QuantizedLinear))

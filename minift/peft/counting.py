@@ -1,7 +1,7 @@
 """``print_trainable_parameters`` for every PEFT wrapper: one place that counts, as PEFT counts."""
 from __future__ import annotations
 
-from ..nn.quantized import QuantizedLinear
+from ..nn.quantized import quantized_weight_count
 
 
 class TrainableCounts:
@@ -14,8 +14,7 @@ class TrainableCounts:
 
     def get_nb_trainable_parameters(self):
         sizes = [(p.size, p.requires_grad) for _, p in self.named_parameters()]
-        quantized = sum(m.in_features * m.out_features for m in self.modules() if isinstance(m, QuantizedLinear))
-        return sum(n for n, trains in sizes if trains), sum(n for n, _ in sizes) + quantized
+        return sum(n for n, trains in sizes if trains), sum(n for n, _ in sizes) + quantized_weight_count(self)
 
     def print_trainable_parameters(self):
         trainable, total = self.get_nb_trainable_parameters()

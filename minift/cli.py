@@ -187,10 +187,11 @@ def _assignments(args) -> int:
         raise CommandLineError(f"{root} is not a minift tree (no minift/__init__.py): run this in the project or "
                                "student directory, or pass --root")
     if args.action == "list":
-        regions = all_regions(root)
+        regions = all_regions(root, strict=False)
         for t in TASK_LIST:
             mine = [r for r in regions if r.task == t.id]
-            state = "to do" if any(r.stub for r in mine) else "solution present"
+            state = "to do" if any(r.stub for r in mine) else "written" if any(r.written for r in mine) else \
+                "solution present"
             where = ", ".join(f"{r.path.relative_to(root)}:{r.task_line}" for r in sorted(mine, key=lambda r: (str(r.path), r.task_line))) or "none"
             needs = f"; depends on {', '.join(t.depends)}" if t.depends else ""
             print(f"{t.id:30} {t.points:3d} pts  {state:16} {t.title}\n{'':52}{where}{needs}")

@@ -131,6 +131,15 @@ def test_list_and_test_work_inside_the_student_tree(student_tree):
     run = _cli(["test", "train.llrd"], student_tree)
     assert run.returncode == 1 and "1 failed" in run.stdout and "NotImplementedError" in run.stdout
     assert "TASK train.llrd" in run.stdout  # the failure names the task to do
+    strategies = student_tree / "minift" / "train" / "strategies.py"
+    original = strategies.read_text()
+    strategies.write_text(original.replace('raise NotImplementedError("TASK train.llrd', 'group_lr = 0 * ("my try'))
+    try:  # the student's own code after the TASK line: no markers any more, and list still reads the tree
+        written = _cli(["list"], student_tree)
+        assert written.returncode == 0, written.stderr
+        assert next(line for line in written.stdout.splitlines() if line.startswith("train.llrd")).split()[3] == "written"
+    finally:
+        strategies.write_text(original)
     here = _cli(["test", "train.llrd"], ROOT)
     assert here.returncode == 0 and "1 passed" in here.stdout
     bad = _cli(["test", "train.lrd"], ROOT)

@@ -24,7 +24,7 @@ test: $(VENV)/.dev
 	$(PY) -m pytest
 	$(PY) -m minift.cli assignments check --no-mutants
 
-# the full coursework check: also every task's mutants, on two hypothesis profiles (about 15 min on 2 cores)
+# the full coursework check: also every task's mutants, on two hypothesis profiles (a few minutes on 2 cores)
 check-assignments: $(VENV)/.dev
 	$(PY) -m minift.cli assignments check
 

@@ -19,6 +19,12 @@ settings.register_profile(
     "assignments", max_examples=10, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
     suppress_health_check=[HealthCheck.too_slow],
 )
+# `check`'s mutant runs under the student's "dev" profile: the same examples (derandomized), but no shrinking —
+# whether a mutant is killed is decided before the shrink phase, which only simplifies the failing example
+settings.register_profile(
+    "dev-kill", max_examples=25, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 pytest_plugins = ["minift.assignments.pytest_plugin"]

@@ -157,6 +157,10 @@ def apply_mutant(tree, mutant: Mutant):
             raise ValueError(f"mutant {mutant.task}/{mutant.name}: {old!r} is not in the task's solution")
 
 
+# a profile's examples without its shrink phase (tests/conftest.py): killed or not is known before shrinking
+KILL_PROFILE = {"dev": "dev-kill"}
+
+
 def task_test_files(tree, task_id):
     """The test files that hold ``task_id``'s tests (those naming it, and test_ops.py for the op-spec tasks)."""
     from pathlib import Path
@@ -200,7 +204,8 @@ def _kill(tree, mutant, profiles, scratch, test_task=None):
     try:
         for profile in profiles:
             report = scratch / f"{test_task}.{mutant.task}.{mutant.name}.{profile}.json"
-            env = dict(os.environ, PYTHONPATH=str(tree), HYPOTHESIS_PROFILE=profile, MINIFT_TASK_REPORT=str(report))
+            env = dict(os.environ, PYTHONPATH=str(tree), HYPOTHESIS_PROFILE=KILL_PROFILE.get(profile, profile),
+                       MINIFT_TASK_REPORT=str(report))
             subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "task",
                             "--task", test_task, *files], cwd=tree, env=env, capture_output=True, text=True, timeout=900)
             outcomes = [r["outcome"] for r in json.loads(report.read_text())] if report.exists() else []

@@ -507,7 +507,7 @@ spec("F.layer_norm", lambda x, w, b, k: F.layer_norm(x, w.shape, w, b, eps=1e-5)
      lambda x, w, b, k: np_layer_norm(x, k, w, b, 1e-5), _norm_inputs, atol=1e-8,
      task="fused.layer_norm_backward")
 spec("F.rms_norm", lambda x, w, b, k: F.rms_norm(x, w.shape, w, eps=1e-6) + b,
-     lambda x, w, b, k: np_rms_norm(x, k, w, 1e-6) + b, _norm_inputs, atol=1e-8)
+     lambda x, w, b, k: np_rms_norm(x, k, w, 1e-6) + b, _norm_inputs, atol=1e-8, task="fused.layer_norm_backward")
 
 
 def _dropout_call(a, p):

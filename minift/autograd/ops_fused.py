@@ -278,8 +278,11 @@ class RMSNorm(Function):
         xhat, r, w = ctx.saved_tensors
         batch = tuple(range(xhat.ndim - len(ctx.axes)))
         gw = (g * xhat).sum(axis=batch) if ctx.needs_input_grad[1] else None
-        gh = g * w if w is not None else g
+        # TASK fused.layer_norm_backward: closed-form gradient of RMS norm w.r.t. its input (see the docstring)
+        # BEGIN SOLUTION
+        gh = g * w if w is not None else g  # ĝ = ∂L/∂x̂
         gx = r * (gh - xhat * (gh * xhat).mean(axis=ctx.axes, keepdims=True))
+        # END SOLUTION
         return gx, gw
 
 

@@ -15,6 +15,8 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps):
         m ← β₁m + (1 − β₁)g,   v ← β₂v + (1 − β₂)g²
         m̂ = m / (1 − β₁ᵗ),    v̂ = v / (1 − β₂ᵗ)          (bias correction; t = ``step``, counted from 1)
     """
+    # TASK optim.adamw_step: the Adam part of the update — the moments, their bias correction, the step
+    # BEGIN SOLUTION
     exp_avg *= beta1
     exp_avg += (1 - beta1) * grad
     exp_avg_sq *= beta2
@@ -22,6 +24,7 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps):
     bias_correction1, bias_correction2 = 1 - beta1**step, 1 - beta2**step
     denom = xp.sqrt(exp_avg_sq) / math.sqrt(bias_correction2) + eps  # √v̂ + ε
     param -= (lr / bias_correction1) * exp_avg / denom
+    # END SOLUTION
 
 
 def adam_state(state, p):
@@ -120,7 +123,7 @@ class AdamW(Adam):
 
 def adamw_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
     """One AdamW update of arrays, in place (the formulas of ``AdamW``); ``step`` = t, counted from 1."""
-    # TASK optim.adamw_step: one AdamW update of a parameter
+    # TASK optim.adamw_step: AdamW's decoupled weight decay, then the Adam update
     # BEGIN SOLUTION
     param *= 1 - lr * weight_decay  # decoupled decay first, as PyTorch
     adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps)

@@ -38,3 +38,19 @@ def test_lesson_executes(path, monkeypatch):
     showing = [i for i, c in enumerate(code, start=1) if "plt.show()" in c.source]
     blank = [i for i in showing if not any("image/png" in o.get("data", {}) for o in code[i - 1].get("outputs", []))]
     assert not blank, f"{path.name}: code cells {blank} call plt.show() but produced no image"
+
+
+def test_every_lesson_ends_with_exercises_naming_coursework_tasks():
+    import re
+
+    from minift.assignments.tasks import TASKS
+
+    named = set()
+    for path in LESSONS:
+        last = json.loads(path.read_text())["cells"][-1]
+        text = "".join(last["source"])
+        assert last["cell_type"] == "markdown" and text.startswith("## Exercises"), f"{path.name}: no exercises at the end"
+        ids = set(re.findall(r"\*\*`([a-z0-9_.]+)`\*\*", text))
+        assert ids and ids <= set(TASKS), f"{path.name}: unknown task ids {ids - set(TASKS)}"
+        named |= ids
+    assert named == set(TASKS), f"tasks no lesson hands out: {set(TASKS) - named}"

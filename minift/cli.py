@@ -94,6 +94,8 @@ def build_parser() -> ArgumentParser:
     a.add_argument("--markdown", help="with grade: also write the report as Markdown to this file")
     a.add_argument("--task", action="append", default=[], help="with grade: only this task (may be repeated)")
     a.add_argument("--no-mutants", action="store_true", help="with check: skip running the mutants (faster)")
+    a.add_argument("--isolation", action="store_true",
+                   help="with check: also strip each task alone and prove its declared dependencies (slow)")
     a.add_argument("--root", default=".", help="the project tree (default: the current directory)")
 
     d = sub.add_parser("demo", help="fine-tune MiniLM on movie-review sentiment: frozen probe vs full fine-tuning")
@@ -221,7 +223,7 @@ def _assignments(args) -> int:
         if args.markdown:
             write_atomically(Path(args.markdown), text)
         return 0
-    return 0 if check(root, mutants=not args.no_mutants) else 1
+    return 0 if check(root, mutants=not args.no_mutants, isolation=args.isolation) else 1
 
 
 def _generate(args) -> int:

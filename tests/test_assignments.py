@@ -273,3 +273,12 @@ def test_grading_property_tasks_scores_the_mutants_a_students_tests_kill(tmp_pat
     assert "fails on the correct implementation" in scores["props.lora_merge"]["first_failure"]["message"]
     weak_score = scores["props.unbroadcast"]
     assert 0 < weak_score["score"] < 5 and "mean_not_sum" in weak_score["first_failure"]["message"]  # partly
+
+
+def test_isolation_strips_one_task_and_finds_what_its_tests_break():
+    from minift.assignments.check import check_isolation
+
+    lines = []
+    problems = check_isolation(ROOT, lines.append, task_ids=["train.count_targets"])
+    assert problems == [] and len(lines) == 1
+    assert "its tests fail: True" in lines[0]  # and nothing but its declared dependent (accumulation) broke

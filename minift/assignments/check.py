@@ -44,7 +44,7 @@ def _student_imports(tree: Path) -> list[str]:
     return [line for line in proc.stdout.splitlines() if line]
 
 
-def check(root: Path, out=print, mutants=True) -> bool:
+def check(root: Path, out=print, mutants=True, isolation=False) -> bool:
     root = Path(root).resolve()
     problems = []
     regions = all_regions(root)  # raises MarkerError on unpaired / nested markers
@@ -81,6 +81,8 @@ def check(root: Path, out=print, mutants=True) -> bool:
             problems.append(f"{t}: {len(sol)} tests in the solution tree but {len(stu)} ran in the student tree")
     if mutants:
         problems += _check_mutants(root, out)
+    if isolation:
+        problems += check_isolation(root, out)
     for p in problems:
         out(f"PROBLEM: {p}")
     out("assignments check: " + ("OK" if not problems else f"{len(problems)} problem(s)"))
@@ -105,4 +107,39 @@ def _check_mutants(root: Path, out) -> list:
         out(f"{t:34} {len(mine):7d} " + " ".join(f"{sum(r[p] for r in mine.values()):20d}" for p in profiles))
         problems += [f"{t}: mutant {name!r} survives on the {p!r} profile" for name, r in mine.items()
                      for p in profiles if not r[p]]
+    return problems
+
+
+def check_isolation(root: Path, out, task_ids=()) -> list:
+    """Each code task on its own: with only its regions stripped, its tests fail and every other task's pass,
+    except those of the tasks that depend on it (``depends``, followed transitively). Proves the declared
+    dependencies; one run of every task's tests per task (slow: ``check --isolation``)."""
+    from .markers import strip_solutions
+    from .mutants import copy_project
+    from .tasks import dependents
+
+    problems = []
+    code_tasks = [t for t in TASK_LIST if not t.is_property and (not task_ids or t.id in task_ids)]
+    props = {t.id for t in TASK_LIST if t.is_property}
+    with tempfile.TemporaryDirectory(prefix="minift-isolation-") as tmp:
+        tree = Path(tmp) / "tree"
+        copy_project(root, tree)
+        for task in code_tasks:
+            files = sorted({r.path.relative_to(root) for r in all_regions(root) if r.task == task.id})
+            originals = {f: (tree / f).read_text() for f in files}
+            for f, text in originals.items():
+                (tree / f).write_text(strip_solutions(text, tree / f, only=task.id))
+            try:
+                results = _run_task_tests(tree, Path(tmp) / f"{task.id}.json")
+            finally:
+                for f, text in originals.items():
+                    (tree / f).write_text(text)
+            allowed = dependents(task.id) | {task.id}
+            still_pass = [n for n, o in results.get(task.id, []) if o != "failed"]
+            broken = sorted({t for t, runs in results.items() if t not in allowed and t not in props
+                             and any(o != "passed" for _, o in runs)})
+            out(f"  {task.id:30} its tests fail: {not still_pass}; other tasks broken: {', '.join(broken) or 'none'}")
+            problems += [f"{task.id}: with only it stripped, {n} still passes" for n in still_pass]
+            problems += [f"{task.id}: stripping it breaks the tests of {t}, which does not declare it in depends"
+                         for t in broken]
     return problems

@@ -81,9 +81,10 @@ def find_regions(path: Path, text: str | None = None, strict: bool = True) -> li
     return regions
 
 
-def strip_solutions(text: str, path: Path = Path("<text>")) -> str:
-    """The student version of a file's text: each region replaced by a ``raise NotImplementedError``."""
-    regions = find_regions(path, text)
+def strip_solutions(text: str, path: Path = Path("<text>"), only: str | None = None) -> str:
+    """The student version of a file's text: each region (or only task ``only``'s) replaced by a
+    ``raise NotImplementedError``."""
+    regions = [r for r in find_regions(path, text) if only is None or r.task == only]
     lines = text.splitlines(keepends=True)
     for r in reversed([r for r in regions if not r.stub]):  # from the bottom, so earlier line numbers stay valid
         stub = f'{r.indent}raise NotImplementedError("TASK {r.task}: {r.description}")\n'

@@ -176,7 +176,6 @@ def _train_token_model(tmp_path, batch_size, accumulation, rows):
 
 
 @pytest.mark.task("train.accumulation_weight")
-@pytest.mark.task("train.count_targets")
 def test_accumulation_equals_one_big_batch_with_uneven_lengths(tmp_path):
     rows = token_rows(4)
     assert len({len(r["input_ids"]) for r in rows}) > 1

@@ -42,6 +42,7 @@ def _first_line(report):
     """The failure in one line: the exception's first lines (NumPy's messages start on the second)."""
     crash = getattr(report.longrepr, "reprcrash", None)
     text = crash.message if crash is not None else str(report.longrepr or "")
+    text = text.split("Failing test case:")[0]  # hypothesis's example follows; the report keeps the error
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return " ".join(lines[:3])[:300]
 

@@ -23,12 +23,13 @@ from pathlib import Path
 from .tasks import TASK_BY_ID, TASK_LIST
 
 
-def run_task_tests(tree: Path, report: Path, task_ids=(), timeout=None) -> list[dict]:
-    """Run the task-marked tests of ``tree`` (only ``task_ids``' if given) against ``tree``'s own minift;
-    the plugin's report: [{"nodeid", "tasks", "outcome", "message"}]."""
-    env = dict(os.environ, MINIFT_TASK_REPORT=str(report), PYTHONPATH=str(tree), HYPOTHESIS_PROFILE="assignments")
-    selection = [a for t in task_ids for a in ("--task", t)]
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "task", "-p", "no:cacheprovider", "--no-header", *selection, "tests"]
+def run_task_tests(tree: Path, report: Path, task_ids=(), timeout=None, profile="assignments", files=("tests",),
+                   stop_first=False) -> list[dict]:
+    """Run the task-marked tests in ``files`` of ``tree`` (only ``task_ids``' if given) against ``tree``'s own
+    minift, on a hypothesis ``profile``; the plugin's report: [{"nodeid", "tasks", "outcome", "message"}]."""
+    env = dict(os.environ, MINIFT_TASK_REPORT=str(report), PYTHONPATH=str(tree), HYPOTHESIS_PROFILE=profile)
+    selection = [a for t in task_ids for a in ("--task", t)] + (["-x"] if stop_first else [])
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "task", "-p", "no:cacheprovider", "--no-header", *selection, *files]
     proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
     if not report.exists():
         raise RuntimeError(f"pytest wrote no task report in {tree}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

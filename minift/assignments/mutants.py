@@ -9,7 +9,17 @@ survives is a hole in the tests.
 """
 from __future__ import annotations
 
+import queue
+import shutil
+import tempfile
+import threading
 from dataclasses import dataclass
+from pathlib import Path
+
+from .build import all_regions, project_files
+from .grade import run_task_tests
+from .markers import find_regions
+from .tasks import TASK_LIST
 
 
 @dataclass(frozen=True)
@@ -142,11 +152,6 @@ def mutants_of(task_id):
 
 def apply_mutant(tree, mutant: Mutant):
     """Make the mutant's edits in the files of ``tree`` (a copy of the project), inside its task's regions."""
-    from pathlib import Path
-
-    from .build import all_regions
-    from .markers import find_regions
-
     files = sorted({r.path for r in all_regions(Path(tree), package_only=True) if r.task == mutant.task})
     for old, new in mutant.edits:
         for path in files:
@@ -169,8 +174,6 @@ KILL_PROFILE = {"dev": "dev-kill"}
 
 def task_test_files(tree, task_id):
     """The test files that hold ``task_id``'s tests (those naming it, and test_ops.py for the op-spec tasks)."""
-    from pathlib import Path
-
     tests = Path(tree) / "tests"
     quoted = (f'"{task_id}"', f"'{task_id}'")
     files = [p for p in sorted(tests.glob("test_*.py")) if any(q in p.read_text() for q in quoted)]
@@ -182,10 +185,6 @@ def task_test_files(tree, task_id):
 
 def copy_project(root, tree):
     """The parts of the project a test run needs: the package, the tests, the shipped checkpoints, pyproject."""
-    import shutil
-
-    from .build import project_files
-
     for src in project_files(root):
         rel = src.relative_to(root)
         if rel.parts[0] in ("minift", "tests", "checkpoints") or rel.name == "pyproject.toml":
@@ -196,11 +195,6 @@ def copy_project(root, tree):
 def _kill(tree, mutant, profiles, scratch, test_task=None):
     """Apply ``mutant`` in ``tree``, run the tests of ``test_task`` (default: the mutant's own task) on each
     profile, undo it; {profile: killed?}."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     package = sorted((tree / "minift").rglob("*.py"))
     before = {p: p.read_text() for p in package}
     apply_mutant(tree, mutant)
@@ -210,12 +204,9 @@ def _kill(tree, mutant, profiles, scratch, test_task=None):
     try:
         for profile in profiles:
             report = scratch / f"{test_task}.{mutant.task}.{mutant.name}.{profile}.json"
-            env = dict(os.environ, PYTHONPATH=str(tree), HYPOTHESIS_PROFILE=KILL_PROFILE.get(profile, profile),
-                       MINIFT_TASK_REPORT=str(report))
-            subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "task",
-                            "--task", test_task, *files], cwd=tree, env=env, capture_output=True, text=True, timeout=900)
-            outcomes = [r["outcome"] for r in json.loads(report.read_text())] if report.exists() else []
-            killed[profile] = "failed" in outcomes
+            results = run_task_tests(tree, report, [test_task], timeout=900, profile=KILL_PROFILE.get(profile, profile),
+                                     files=files, stop_first=True)
+            killed[profile] = any(r["outcome"] == "failed" for r in results)
     finally:
         for p, text in before.items():  # undo: only the files the mutant changed differ
             if p.read_text() != text:
@@ -226,8 +217,6 @@ def _kill(tree, mutant, profiles, scratch, test_task=None):
 def mutant_jobs(task_ids=()):
     """(mutant, the task whose tests must kill it): each mutant by its own task's tests, and each property
     task's target mutants by the property task's tests."""
-    from .tasks import TASK_LIST
-
     jobs = [(m, m.task) for m in MUTANTS if not task_ids or m.task in task_ids]
     for t in TASK_LIST:
         if t.is_property and (not task_ids or t.id in task_ids):
@@ -240,11 +229,6 @@ def run_mutants(root, task_ids=(), profiles=("assignments", "dev"), out=print, w
     ``jobs``) under each hypothesis profile, ``workers`` at a time, each worker on its own copy
     (``tree_setup(tree)`` may change a copy first). Returns {(test task, mutant task, mutant name): {profile:
     killed?}} in the jobs' order."""
-    import queue
-    import tempfile
-    import threading
-    from pathlib import Path
-
     root = Path(root).resolve()
     jobs = mutant_jobs(task_ids) if jobs is None else jobs
     results, lock, todo = {}, threading.Lock(), queue.Queue()

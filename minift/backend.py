@@ -237,7 +237,17 @@ def _find_openblas():
     return None
 
 
+# One pool of threads. OpenBLAS keeps threads of its own, and after each product they do not sleep: they
+# spin for about 2^28 cycles (~0.1 s) waiting for the next one. On a two-core machine that spinning thread
+# sits on the core that minift's worker needs for the GELU or softmax that follows: a 1024×256×1024
+# product followed by a GELU took 8.3 ms where the two alone take 2.8 + 2.3. So minift runs OpenBLAS on
+# one thread and splits the large matrix products itself (``matmul``), on the same workers as everything
+# else: one kind of thread, never two fighting. (NumPy's ``@`` in your own code then runs on one thread
+# while minift is imported; minift's ops go through ``matmul``.) Another BLAS (MKL, Accelerate) is left
+# alone, and so are its threads.
 _openblas = _find_openblas()
+if _openblas is not None:
+    _openblas[0](1)
 
 
 def get_num_threads() -> int:
@@ -248,10 +258,11 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads: minift's workers and OpenBLAS's (1 runs everything in the calling thread).
+    """Use ``n`` threads for minift's work: its workers split elementwise chains and matrix products.
 
-    Set it once, before training; ``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS`` in the environment do the
-    same for both when set before minift is imported.
+    OpenBLAS itself stays on one thread (see "One pool of threads" above). Set it once, before training;
+    ``MINIFT_NUM_THREADS`` (or ``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS``) in the environment does the
+    same when set before minift is imported.
     """
     if not (isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1):
         raise ValueError(f"the number of threads must be an integer >= 1, got {n!r}")
@@ -259,7 +270,7 @@ def set_num_threads(n: int) -> None:
         _threads["pool"].shutdown(wait=True)
     _threads["n"], _threads["pool"] = int(n), None
     if _openblas is not None:
-        _openblas[0](int(n))
+        _openblas[0](1)
 
 
 def parallel_for(body, n: int, grain: int = 1) -> None:
@@ -315,6 +326,32 @@ def parallel_for(body, n: int, grain: int = 1) -> None:
         raise error
     for f in futures:
         f.result()  # re-raise a worker's exception here
+
+
+_SPLIT_FLOPS = 1 << 22  # a product under ~4 MFLOP (~40 µs on one core) is not worth a hand-off
+
+
+def matmul(a, b, out=None):
+    """``a @ b`` for 2-D arrays (M, K) @ (K, N), cut into one piece per worker thread.
+
+    Each piece is an ordinary single-threaded BLAS product: rows of ``a`` (out[rows] = a[rows] @ b) when
+    M is large, otherwise columns of ``b`` (out[:, cols] = a @ b[:, cols]: a matrix-vector product in
+    generation has M = 1). Every output element is the same dot product either way. Small products, a
+    worker thread (nested), one thread, another BLAS than OpenBLAS, and CuPy: plain ``a @ b``.
+    """
+    m, k = a.shape
+    n = b.shape[1]
+    workers = get_num_threads()
+    if (is_cupy() or _openblas is None or workers == 1 or 2 * m * k * n < _SPLIT_FLOPS
+            or getattr(_local, "inside", False)):
+        return xp.matmul(a, b, out=out)
+    if out is None:
+        out = xp.empty((m, n), dtype=xp.result_type(a, b))
+    if m >= 32 * workers:
+        parallel_for(lambda rows: xp.matmul(a[rows], b, out=out[rows]), m, grain=-(-m // workers))
+    else:
+        parallel_for(lambda cols: xp.matmul(a, b[:, cols], out=out[:, cols]), n, grain=-(-n // workers))
+    return out
 
 
 def parallel_rows(body, rows: int, width: int) -> None:

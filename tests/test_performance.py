@@ -314,6 +314,62 @@ def test_set_num_threads_takes_effect():
     assert names == {threading.current_thread().name}  # one thread: the caller runs it
 
 
+# ============================================================================ matmul on the worker pool
+@pytest.mark.parametrize("m, k, n", [(1024, 256, 256), (1, 576, 4000), (3, 700, 2001), (65, 128, 513), (5, 4, 3)])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_matmul_split_over_the_workers_equals_numpy(m, k, n, transposed):
+    rng = np.random.default_rng(m + n)
+    a = rng.standard_normal((k, m)).T if transposed else rng.standard_normal((m, k))  # a transposed view, or not
+    b = rng.standard_normal((k, n))
+    with num_threads(2):
+        out = backend.matmul(a, b)
+    expected = np.einsum("mk,kn->mn", a, b)  # not BLAS: an independent sum
+    assert out.shape == (m, n)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-11)
+
+
+def test_large_products_run_on_the_pool_by_rows_or_by_columns(monkeypatch):
+    seen = []
+    real = np.matmul
+
+    def spy(a, b, out=None):
+        seen.append((threading.current_thread().name, a.shape, b.shape))
+        return real(a, b, out=out)
+
+    monkeypatch.setattr(backend.xp, "matmul", spy)
+    rng = np.random.default_rng(0)
+    with num_threads(2):
+        backend.matmul(rng.standard_normal((512, 256)), rng.standard_normal((256, 256)))  # rows
+        assert sorted(shape for _, shape, _ in seen) == [(256, 256), (256, 256)]
+        assert any(name.startswith("minift") for name, _, _ in seen)  # one piece ran on a worker
+        seen.clear()
+        backend.matmul(rng.standard_normal((1, 4096)), rng.standard_normal((4096, 1024)))  # M = 1: columns
+        assert sorted(b_shape for _, _, b_shape in seen) == [(4096, 512), (4096, 512)]
+        seen.clear()
+        backend.matmul(rng.standard_normal((8, 8)), rng.standard_normal((8, 8)))  # small: one call, here
+        assert seen == [(threading.current_thread().name, (8, 8), (8, 8))]
+
+
+@pytest.mark.skipif(backend._openblas is None, reason="NumPy here does not use OpenBLAS")
+def test_openblas_is_held_to_one_thread_whatever_the_worker_count():
+    for n in (2, 1, 3):
+        backend.set_num_threads(n)
+        assert backend._openblas[1]() == 1
+
+
+def test_linear_gradients_with_split_products_match_the_formulas():
+    rng = np.random.default_rng(2)
+    x, w, b, g = rng.standard_normal((4, 300, 64)), rng.standard_normal((96, 64)), rng.standard_normal(96), rng.standard_normal((4, 300, 96))
+    with num_threads(2):
+        xt, wt, bt = (mf.tensor(a, requires_grad=True) for a in (x, w, b))
+        y = F.linear(xt, wt, bt)
+        y.backward(g)
+    np.testing.assert_allclose(y.numpy(), np.einsum("btk,nk->btn", x, w) + b, rtol=1e-12, atol=1e-11)
+    np.testing.assert_allclose(xt.grad, np.einsum("btn,nk->btk", g, w), rtol=1e-12, atol=1e-11)
+    np.testing.assert_allclose(wt.grad, np.einsum("btn,btk->nk", g, x), rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(bt.grad, g.sum((0, 1)), rtol=1e-12, atol=1e-11)
+
+
 # ============================================================================ AdamW / Adam
 def adam_reference(theta, grads, lr, betas, eps, weight_decay, decoupled):
     """PyTorch's Adam (coupled L2) / AdamW (decoupled decay) in float64 NumPy: θ, m, v after each gradient."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from ..backend import parallel_rows, rng, scatter_add_rows, xp
+from ..backend import matmul, parallel_rows, rng, scatter_add_rows, xp
 from .function import Function
 from .ops_elementwise import sigmoid_array
 from .ops_shape import check_index_range
@@ -355,8 +355,9 @@ class Linear(Function):
                 f"{weight.shape[1]} (weight shape {tuple(weight.shape)} = (out_features, in_features))"
             )
         ctx.save_for_backward(x, weight)
-        # one (M, in) @ (in, out) GEMM: NumPy would loop over the leading axes of a 3-D x instead
-        y = (x.reshape(-1, x.shape[-1]) @ weight.T).reshape(*x.shape[:-1], weight.shape[0])
+        # one (M, in) @ (in, out) GEMM, split over the worker threads (backend.matmul); NumPy would loop
+        # over the leading axes of a 3-D x instead
+        y = matmul(x.reshape(-1, x.shape[-1]), weight.T).reshape(*x.shape[:-1], weight.shape[0])
         if bias is not None:
             y += bias  # in place: y is a fresh array (no second (M, out) buffer)
         return y
@@ -365,7 +366,7 @@ class Linear(Function):
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         g2 = g.reshape(-1, g.shape[-1])  # (M, out)
-        gx = (g2 @ w).reshape(x.shape) if ctx.needs_input_grad[0] else None
-        gw = g2.T @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None  # (out, in)
+        gx = matmul(g2, w).reshape(x.shape) if ctx.needs_input_grad[0] else None
+        gw = matmul(g2.T, x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None  # (out, in)
         gb = g2.sum(axis=0) if ctx.needs_input_grad[2] else None
         return gx, gw, gb

@@ -1,7 +1,7 @@
 """Matrix multiplication, batched and broadcasting like ``numpy.matmul``."""
 from __future__ import annotations
 
-from ..backend import xp
+from ..backend import matmul, xp
 from .function import Function
 from .ops_elementwise import unbroadcast
 
@@ -46,6 +46,8 @@ class MatMul(Function):
     def forward(ctx, a, b):
         check_matmul_shapes(a.shape, b.shape)
         ctx.save_for_backward(a, b)
+        if a.ndim == 2 and b.ndim == 2:
+            return matmul(a, b)  # split over the worker threads (backend.matmul)
         return a @ b
 
     @staticmethod

@@ -23,7 +23,7 @@ from __future__ import annotations
 from .. import backend
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
-from ..backend import to_numpy, xp
+from ..backend import matmul, to_numpy, xp
 from .layers import Linear
 from .module import Module, Parameter
 
@@ -46,7 +46,7 @@ class QuantizedLinearFunction(Function):
         x2 = x.reshape(-1, layer.in_features)  # (M, in)
         y = xp.empty((x2.shape[0], layer.out_features), dtype=x.dtype)  # (M, out)
         for start, stop in layer.row_ranges():
-            y[:, start:stop] = x2 @ layer.dequantize_rows(start, stop, x.dtype).T  # (M, in) @ (in, rows)
+            y[:, start:stop] = matmul(x2, layer.dequantize_rows(start, stop, x.dtype).T)  # (M, in) @ (in, rows)
         if bias is not None:
             y += bias
         return y.reshape(*x.shape[:-1], layer.out_features)
@@ -59,7 +59,7 @@ class QuantizedLinearFunction(Function):
         if ctx.needs_input_grad[0]:
             gx = xp.zeros((g2.shape[0], layer.in_features), dtype=g.dtype)  # (M, in)
             for start, stop in layer.row_ranges():
-                gx += g2[:, start:stop] @ layer.dequantize_rows(start, stop, g.dtype)  # (M, rows) @ (rows, in)
+                gx += matmul(g2[:, start:stop], layer.dequantize_rows(start, stop, g.dtype))  # (M, rows) @ (rows, in)
             gx = gx.reshape(ctx.x_shape)
         gb = g2.sum(axis=0) if ctx.needs_input_grad[1] else None
         return gx, gb, None

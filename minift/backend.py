@@ -12,6 +12,7 @@ The few things NumPy and CuPy spell differently live here as shims: ``scatter_ad
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import numbers
 import os
@@ -326,6 +327,22 @@ def parallel_for(body, n: int, grain: int = 1) -> None:
         raise error
     for f in futures:
         f.result()  # re-raise a worker's exception here
+
+
+@contextlib.contextmanager
+def openblas_threads(n: int):
+    """Let OpenBLAS use ``n`` threads of its own inside the block, then hold it to one again.
+
+    For experiments only (lesson 20 times the two kinds of threads against each other); minift's own
+    work should run with the default. Does nothing where NumPy does not use OpenBLAS.
+    """
+    if _openblas is not None:
+        _openblas[0](int(n))
+    try:
+        yield
+    finally:
+        if _openblas is not None:
+            _openblas[0](1)
 
 
 _SPLIT_FLOPS = 1 << 22  # a product under ~4 MFLOP (~40 µs on one core) is not worth a hand-off

@@ -37,7 +37,18 @@ class TrainerControl:
 
 
 class TrainerCallback:
-    """Override any of these; each gets (args, state, control, **kwargs)."""
+    """Override any of these; each gets (args, state, control, **kwargs).
+
+    ``loss_term(model)`` is minift's one addition to HF's events: a callback may return a Tensor (a
+    regularizer: EWC's penalty, an L2 pull to the initial weights) that the Trainer adds to every optimizer
+    step's loss — once per step, not per micro-batch, since it does not depend on the data — and logs
+    under ``loss_term_name``. ``None`` (the default) adds nothing.
+    """
+
+    loss_term_name = "loss_term"
+
+    def loss_term(self, model):
+        return None
 
     def on_train_begin(self, args, state, control, **kw): ...
     def on_epoch_begin(self, args, state, control, **kw): ...

@@ -96,6 +96,7 @@ class Trainer:
         self.control = TrainerControl()
         self.output_dir = Path(args.output_dir)
         self._best_state = None
+        self._loss_terms = {}  # name -> values since the last log: what callbacks' loss_term added
 
     # ------------------------------------------------------------------ data
     def _model_inputs(self, row: dict) -> dict:
@@ -236,6 +237,9 @@ class Trainer:
                               "grad_norm": grad_norm, "train_seconds": round(self.state.train_seconds, 3)}
                     if len(self.optimizer.param_groups) > 1:
                         record["learning_rates"] = self.lr_scheduler.get_last_lr()
+                    for name, values in self._loss_terms.items():  # the regularizers' share of the loss
+                        record[name] = float(np.mean(values))
+                    self._loss_terms = {}
                     running = []
                     self._log(record, log)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
@@ -284,6 +288,12 @@ class Trainer:
             # END SOLUTION
             (out.loss * weight).backward()
             loss_value += value * weight
+        for cb in self.callbacks:  # regularizers (EWC, L2 to θ₀): one term per step, its gradient added once
+            term = cb.loss_term(self.model)
+            if term is not None:
+                term.backward()
+                self._loss_terms.setdefault(cb.loss_term_name, []).append(term.item())
+                loss_value += term.item()
         return loss_value
 
     def _advance(self, epoch, k) -> bool:

@@ -1,7 +1,7 @@
 """Training: ``TrainingArguments``, the ``Trainer``, callbacks, checkpoints and classic strategies."""
 from .arguments import TrainingArguments
 from .callbacks import (
-    EarlyStoppingCallback, GradualUnfreezingCallback, TrainerCallback, TrainerControl, TrainerState,
+    EarlyStoppingCallback, EWCCallback, GradualUnfreezingCallback, TrainerCallback, TrainerControl, TrainerState,
 )
 from .checkpointing import load_checkpoint, save_checkpoint
 from .strategies import (
@@ -11,7 +11,7 @@ from .strategies import (
 from .trainer import EvalPrediction, Trainer, count_targets, decay_parameter_names
 
 __all__ = [
-    "EarlyStoppingCallback", "EvalPrediction", "bitfit_param_groups", "GradualUnfreezingCallback", "Trainer", "TrainerCallback",
+    "EarlyStoppingCallback", "EWCCallback", "EvalPrediction", "bitfit_param_groups", "GradualUnfreezingCallback", "Trainer", "TrainerCallback",
     "TrainerControl", "TrainerState", "TrainingArguments", "count_targets", "decay_parameter_names",
     "discriminative_param_groups", "freeze_backbone", "full_param_groups", "layer_groups", "layer_parameter_names",
     "llrd_param_groups", "load_checkpoint", "save_checkpoint", "trainable_param_groups",

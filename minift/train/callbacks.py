@@ -133,3 +133,18 @@ def is_better(value, best, greater_is_better):
     if best is None:
         return not math.isnan(value)
     return value > best if greater_is_better else value < best
+
+
+class EWCCallback(TrainerCallback):
+    """Add a regularizer's penalty to every optimizer step's loss: ``mf.continual.EWC`` (or ``L2Anchor``,
+    or anything with ``.penalty(model)`` returning a Tensor). Logged as ``ewc_penalty``."""
+
+    loss_term_name = "ewc_penalty"
+
+    def __init__(self, ewc):
+        if not callable(getattr(ewc, "penalty", None)):
+            raise TypeError(f"EWCCallback needs an object with .penalty(model) (mf.continual.EWC), got {type(ewc).__name__}")
+        self.ewc = ewc
+
+    def loss_term(self, model):
+        return self.ewc.penalty(model)

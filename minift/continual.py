@@ -1,0 +1,365 @@
+"""Continual fine-tuning: Fisher information, EWC, an L2 anchor, experience replay and forgetting metrics.
+
+A model fine-tuned on task A and then on task B forgets A: the gradient steps for B move weights that A
+needed. Three families of remedies, each here in a few visible lines:
+
+* **Regularization** — pull the weights back towards the ones that solved A. EWC (Kirkpatrick et al., 2017)
+  weighs each weight's pull by how much A's log-likelihood depends on it, the diagonal of the Fisher
+  information F; ``L2Anchor`` pulls every weight equally (F = 1), the baseline EWC must beat.
+* **Replay** — keep a few of A's examples (``ReplayBuffer``, reservoir sampling) and mix them into B's batches.
+* **Isolation** — train a separate LoRA adapter per task (see ``minift.peft``): nothing shared is changed.
+
+Forgetting is measured with the accuracy matrix R[i, j] = accuracy on task j after training on task i:
+``average_accuracy``, ``backward_transfer`` and ``forgetting`` read it (Lopez-Paz & Ranzato, 2017;
+Chaudhry et al., 2018).
+
+Conventions (PITFALLS.md): the penalty is Kirkpatrick's (λ/2)·Σ F_i (θ_i − θ*_i)² (Avalanche uses λ·Σ, without
+the ½); the Fisher is the mean over examples of *per-example* squared gradients, never the square of a
+batch-mean gradient.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .autograd.tensor import Tensor
+from .backend import to_numpy, xp
+from .functional import log_softmax
+
+FISHER_KINDS = ("empirical", "true", "sampled")
+
+
+# ============================================================================ Fisher information
+def fisher_diagonal(model, batches, kind="empirical", num_samples=1, seed=0, parameters=None):
+    """The diagonal of the Fisher information of ``model`` on ``batches``: ``{parameter name: array}``.
+
+        F_i = (1/N) Σ_n E_{y ~ q_n} [ (∂ log p_θ(y | x_n) / ∂θ_i)² ]
+
+    one term per example n, with its own gradient (the mean of squares, not the square of the mean):
+
+    * ``"empirical"``: q_n puts all its mass on the example's true label: (∂ log p(y_n | x_n)/∂θ)².
+    * ``"true"``: q_n = the model's own predictive distribution, summed exactly:
+      Σ_c p_c (∂ log p_c/∂θ)² — one backward pass per class.
+    * ``"sampled"``: y drawn from the model's distribution, ``num_samples`` draws averaged (a Monte-Carlo
+      estimate of "true"; seeded by ``seed``).
+
+    ``batches``: an iterable of dicts; the model is called with every key but ``labels`` and returns logits
+    (a Tensor, or an output with ``.logits``) of shape (B, C) or, for token classification, (B, T, C).
+    A sequence's log-likelihood is the sum over its labelled tokens (label −100 is skipped), so for the
+    true Fisher each labelled token contributes Σ_c p_tc (∂ log p_tc/∂θ)²: the cross terms between tokens
+    vanish in expectation, because the score E_y[∂ log p(y)/∂θ] is zero and the tokens' labels are
+    independent given x. Models with ``shifts_labels`` (causal LMs) compare position t with label t + 1.
+
+    ``parameters``: the names to estimate (default: every parameter that requires grad). Per-example
+    gradients are computed by looping over the examples (batch size 1): slow but plain. For a Linear
+    layer they also have a closed form, see ``linear_per_example_grads``.
+    """
+    if kind not in FISHER_KINDS:
+        raise ValueError(f"kind must be one of {FISHER_KINDS}, got {kind!r}")
+    if not (isinstance(num_samples, int) and num_samples >= 1):
+        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    params = _chosen_parameters(model, parameters)
+    fisher = {name: xp.zeros(p.shape, dtype=p.data.dtype) for name, p in params.items()}
+    rng = np.random.default_rng(seed)
+    shifts = bool(getattr(model, "shifts_labels", False))
+    n_examples = 0
+    was_training = model.training
+    model.eval()  # no dropout: the Fisher of the model as it predicts
+    try:
+        for batch in batches:
+            if "labels" not in batch:
+                raise ValueError(f"each batch needs 'labels' (it has {sorted(batch)})")
+            size = len(batch["labels"])
+            for n in range(size):
+                example = {k: v[n:n + 1] for k, v in batch.items()}  # (1, ...): one example
+                labels = np.asarray(to_numpy(example.pop("labels")))
+                logprobs = log_softmax(_logits(model(**example)), axis=-1)  # (1, C) or (1, T, C)
+                if shifts:
+                    logprobs, labels = logprobs[:, :-1], labels[:, 1:]
+                rows = _labelled_rows(logprobs, labels)  # [(position index, true label)]
+                _accumulate_example(fisher, params, logprobs, rows, kind, num_samples, rng)
+                n_examples += 1
+    finally:
+        model.zero_grad()
+        model.train(was_training)
+    if n_examples == 0:
+        raise ValueError("fisher_diagonal got no examples: batches is empty")
+    return {name: f / n_examples for name, f in fisher.items()}
+
+
+def _accumulate_example(fisher, params, logprobs, rows, kind, num_samples, rng):
+    """Add one example's E_y[(∂ log p(y|x)/∂θ)²] to ``fisher`` (see ``fisher_diagonal``)."""
+    # TASK continual.fisher_example: one example's squared log-likelihood gradients, for each kind of Fisher
+    # BEGIN SOLUTION
+    if kind == "empirical":  # the true labels: one gradient of Σ_t log p(y_t)
+        terms = [(1.0, sum_selected(logprobs, [(pos, y) for pos, y in rows]))]
+    elif kind == "sampled":  # y ~ p: num_samples gradients, each weighed 1/num_samples
+        probs = np.exp(to_numpy(logprobs.data)).reshape(-1, logprobs.shape[-1])  # (positions, C)
+        terms = []
+        for _ in range(num_samples):
+            draw = [(pos, int(rng.choice(probs.shape[1], p=probs[pos] / probs[pos].sum()))) for pos, _ in rows]
+            terms.append((1.0 / num_samples, sum_selected(logprobs, draw)))
+    else:  # true: Σ_t Σ_c p_tc (∂ log p_tc)², one gradient per (token, class)
+        probs = np.exp(to_numpy(logprobs.data)).reshape(-1, logprobs.shape[-1])
+        terms = [(float(probs[pos, c]), sum_selected(logprobs, [(pos, c)]))
+                 for pos, _ in rows for c in range(probs.shape[1])]
+    for i, (weight, loglik) in enumerate(terms):
+        for p in params.values():
+            p.grad = None
+        loglik.backward(retain_graph=i < len(terms) - 1)  # the same forward graph serves every term
+        for name, p in params.items():
+            if p.grad is not None:
+                fisher[name] += weight * p.grad * p.grad
+    # END SOLUTION
+
+
+def sum_selected(logprobs, picks):
+    """Σ log p at the (flat position, class) pairs ``picks``: a Tensor with a gradient (0 if none)."""
+    flat = logprobs.reshape(-1, logprobs.shape[-1])  # (positions, C)
+    if not picks:
+        return flat.sum() * 0.0
+    positions = xp.asarray([pos for pos, _ in picks])
+    classes = xp.asarray([c for _, c in picks])
+    return flat[positions, classes].sum()
+
+
+def _labelled_rows(logprobs, labels):
+    """[(flat position, label)] of the positions whose label is not −100."""
+    flat = labels.reshape(-1)
+    if flat.size != int(np.prod(logprobs.shape[:-1])):
+        raise ValueError(f"labels of shape {labels.shape} do not match logits of shape {tuple(logprobs.shape)}")
+    return [(i, int(y)) for i, y in enumerate(flat) if y != -100]
+
+
+def _logits(out):
+    logits = out.logits if hasattr(out, "logits") else out
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"the model must return logits (a Tensor or an output with .logits), got {type(out).__name__}")
+    return logits
+
+
+def _chosen_parameters(model, names):
+    named = dict(model.named_parameters())
+    if names is None:
+        chosen = {n: p for n, p in named.items() if p.requires_grad}
+    else:
+        missing = [n for n in names if n not in named]
+        if missing:
+            raise KeyError(f"the model has no parameters {missing}; it has e.g. {list(named)[:5]}")
+        chosen = {n: named[n] for n in names}
+    if not chosen:
+        raise ValueError("no parameters to estimate: none requires grad (pass parameters=[names])")
+    return chosen
+
+
+def linear_per_example_grads(x, grad_out):
+    """Per-example gradients of a Linear layer's weight, all at once: (B, out, in).
+
+    y_bt = W x_bt + b, so ∂L_b/∂W = Σ_t g_bt x_btᵀ — an outer product per token, summed over the example's
+    tokens (x: (B, in) or (B, T, in); grad_out g = ∂L/∂y of the same leading shape with ``out`` features).
+    One einsum instead of B backward passes; squaring and averaging it gives the Linear layer's empirical
+    Fisher: ``(linear_per_example_grads(x, g) ** 2).mean(0)``.
+    """
+    x = xp.asarray(x)
+    g = xp.asarray(grad_out)
+    if x.ndim == 2:
+        return xp.einsum("bo,bi->boi", g, x)
+    return xp.einsum("bto,bti->boi", g, x)
+
+
+# ============================================================================ EWC and the L2 anchor
+class EWC:
+    """Elastic weight consolidation: penalty(θ) = (λ/2) Σ_k Σ_i F_k,i (θ_i − θ*_k,i)².
+
+    After each task, ``consolidate(model, batches)`` stores the weights θ* and the Fisher diagonal F.
+    ``mode="separate"`` keeps one (θ*_k, F_k) per task (Kirkpatrick et al., 2017: one penalty per old task);
+    ``mode="online"`` keeps one anchor, the latest weights, and one running Fisher F ← γF + F_new (Schwarz et
+    al., 2018; γ = 1 sums, γ < 1 lets old tasks fade). Its gradient is λ Σ_k F_k ⊙ (θ − θ*_k): a spring per
+    weight, stiff where the old tasks' log-likelihood is curved. ``fisher`` is the current diagonal
+    (online: the running one; separate: Σ_k F_k, the total stiffness).
+    """
+
+    def __init__(self, lambda_=1.0, mode="separate", gamma=1.0):
+        if not (isinstance(lambda_, (int, float)) and lambda_ >= 0):
+            raise ValueError(f"lambda_ must be a number >= 0, got {lambda_!r}")
+        if mode not in ("separate", "online"):
+            raise ValueError(f"mode must be 'separate' or 'online', got {mode!r}")
+        if not (isinstance(gamma, (int, float)) and 0 < gamma <= 1):
+            raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
+        self.lambda_ = float(lambda_)
+        self.mode = mode
+        self.gamma = float(gamma)
+        self.anchors = []  # [(θ* {name: array}, F {name: array})], one per task (online: at most one)
+
+    def consolidate(self, model, batches, kind="empirical", parameters=None, **fisher_kwargs):
+        """Estimate F on ``batches`` (a task just learned) and anchor the model's current weights."""
+        fisher = fisher_diagonal(model, batches, kind=kind, parameters=parameters, **fisher_kwargs)
+        self.add_anchor(model, fisher)
+        return fisher
+
+    def add_anchor(self, model, fisher):
+        """Anchor the current weights of ``model`` with a given Fisher diagonal ``{name: array}``."""
+        named = dict(model.named_parameters())
+        _check_matches(named, fisher, "fisher")
+        theta_star = {name: named[name].data.copy() for name in fisher}
+        if self.mode == "online" and self.anchors:
+            _, old = self.anchors[0]
+            if set(old) != set(fisher):
+                raise ValueError(f"online EWC needs the same parameters each time: had {len(old)}, got {len(fisher)}")
+            fisher = {name: self.gamma * old[name] + fisher[name] for name in fisher}  # F ← γF + F_new
+            self.anchors = []
+        self.anchors.append((theta_star, {name: xp.asarray(f) for name, f in fisher.items()}))
+
+    @property
+    def fisher(self):
+        if not self.anchors:
+            raise RuntimeError("no Fisher yet: call consolidate(model, batches) after the first task")
+        total = {name: f.copy() for name, f in self.anchors[0][1].items()}
+        for _, f in self.anchors[1:]:
+            for name in total:
+                total[name] += f[name]
+        return total
+
+    def penalty(self, model):
+        """(λ/2) Σ_k Σ_i F_k,i (θ_i − θ*_k,i)² as a Tensor: add it to the loss."""
+        if not self.anchors:
+            raise RuntimeError("EWC.penalty before any consolidate: call ewc.consolidate(model, batches) after "
+                               "the first task (there is nothing to hold the weights to yet)")
+        named = dict(model.named_parameters())
+        total = None
+        for theta_star, fisher in self.anchors:
+            _check_matches(named, theta_star, "the consolidated weights")
+            for name, anchor in theta_star.items():
+                # TASK continual.ewc_penalty: one parameter's share of the EWC penalty, (λ/2) Σ F (θ − θ*)²
+                # BEGIN SOLUTION
+                diff = named[name] - anchor
+                term = (diff * diff * fisher[name]).sum() * (self.lambda_ / 2)
+                # END SOLUTION
+                total = term if total is None else total + term
+        return total
+
+
+class L2Anchor(EWC):
+    """The baseline: (λ/2) Σ_i (θ_i − θ*_i)² — EWC with F = 1 for every weight (no Fisher to estimate)."""
+
+    def __init__(self, lambda_=1.0):
+        super().__init__(lambda_=lambda_, mode="separate")
+
+    def consolidate(self, model, batches=None, kind=None, parameters=None, **unused):
+        """Anchor the current weights (``batches`` is not needed: every weight gets F = 1)."""
+        params = _chosen_parameters(model, parameters)
+        ones = {name: xp.ones(p.shape, dtype=p.data.dtype) for name, p in params.items()}
+        self.add_anchor(model, ones)
+        return ones
+
+
+def _check_matches(named, stored, what):
+    missing = [n for n in stored if n not in named]
+    if missing:
+        raise ValueError(f"the model has no parameters {missing[:3]} that {what} hold ({len(missing)} missing): "
+                         "is it the model that was consolidated?")
+    wrong = [(n, tuple(named[n].shape), tuple(stored[n].shape)) for n in stored if tuple(named[n].shape) != tuple(stored[n].shape)]
+    if wrong:
+        n, got, want = wrong[0]
+        raise ValueError(f"parameter {n!r} has shape {got} but {what} have {want}")
+
+
+# ============================================================================ replay
+class ReplayBuffer:
+    """A fixed-size uniform sample of everything ``add``-ed so far (reservoir sampling, Vitter's algorithm R).
+
+    The first ``capacity`` items are kept; the i-th item after them (counting from 0 overall) replaces a
+    random slot with probability capacity/(i + 1), so at any time every item seen is in the buffer with the
+    same probability capacity/seen.
+    """
+
+    def __init__(self, capacity, seed=0):
+        if not (isinstance(capacity, int) and capacity >= 1):
+            raise ValueError(f"capacity must be an integer >= 1, got {capacity!r}")
+        self.capacity = capacity
+        self.items = []
+        self.seen = 0
+        self._rng = np.random.default_rng(seed)
+
+    def __len__(self):
+        return len(self.items)
+
+    def add(self, item):
+        if len(self.items) < self.capacity:
+            self.items.append(item)
+        else:
+            j = int(self._rng.integers(0, self.seen + 1))  # uniform in 0 … seen
+            if j < self.capacity:
+                self.items[j] = item
+        self.seen += 1
+
+    def extend(self, items):
+        for item in items:
+            self.add(item)
+
+    def sample(self, n):
+        """``n`` items drawn without replacement (all of them if the buffer holds fewer)."""
+        idx = self._rng.permutation(len(self.items))[:n]
+        return [self.items[int(i)] for i in idx]
+
+    def mixed_with(self, rows, replay_fraction=0.25):
+        """``rows`` (a list of examples or a Dataset) plus replayed items, a ``replay_fraction`` of the result.
+
+        k replayed items with k / (len(rows) + k) = replay_fraction; the Trainer shuffles them into its batches.
+        """
+        if not 0 <= replay_fraction < 1:
+            raise ValueError(f"replay_fraction must be in [0, 1), got {replay_fraction!r}")
+        rows = [rows[i] for i in range(len(rows))]
+        k = int(round(replay_fraction * len(rows) / (1 - replay_fraction)))
+        return rows + self.sample(k)
+
+
+# ============================================================================ forgetting metrics
+def _accuracy_matrix(R):
+    R = np.asarray(R, dtype=np.float64)
+    if R.ndim != 2 or R.shape[0] != R.shape[1] or R.shape[0] == 0:
+        raise ValueError(f"the accuracy matrix must be square (tasks × tasks), got shape {R.shape}")
+    return R
+
+
+def average_accuracy(R):
+    """ACC = (1/T) Σ_j R[T−1, j]: the mean accuracy over all tasks after the last one."""
+    R = _accuracy_matrix(R)
+    return float(R[-1].mean())
+
+
+def backward_transfer(R):
+    """BWT = 1/(T−1) Σ_{j<T−1} (R[T−1, j] − R[j, j]): how training later tasks changed earlier ones.
+
+    Negative = forgetting. Lopez-Paz & Ranzato (2017). 0 for a single task.
+    """
+    R = _accuracy_matrix(R)
+    t = R.shape[0]
+    if t == 1:
+        return 0.0
+    # TASK continual.backward_transfer: the mean change of each earlier task's accuracy from right after it to the end
+    # BEGIN SOLUTION
+    return float(np.mean([R[-1, j] - R[j, j] for j in range(t - 1)]))
+    # END SOLUTION
+
+
+def forgetting(R):
+    """F = 1/(T−1) Σ_{j<T−1} max_{l<T−1} (R[l, j] − R[T−1, j]): each earlier task's best accuracy, minus its last.
+
+    Chaudhry et al. (2018), the max over every row before the last. 0 for a single task. Usually ≥ 0; it
+    is negative only if every earlier task ends better than it ever was before (positive backward transfer).
+    """
+    R = _accuracy_matrix(R)
+    t = R.shape[0]
+    if t == 1:
+        return 0.0
+    return float(np.mean([R[: t - 1, j].max() - R[-1, j] for j in range(t - 1)]))
+
+
+def continual_summary(R):
+    """{"average_accuracy", "backward_transfer", "forgetting"} of the accuracy matrix R."""
+    return {"average_accuracy": average_accuracy(R), "backward_transfer": backward_transfer(R),
+            "forgetting": forgetting(R)}
+
+
+__all__ = ["EWC", "FISHER_KINDS", "L2Anchor", "ReplayBuffer", "average_accuracy", "backward_transfer",
+           "continual_summary", "fisher_diagonal", "forgetting", "linear_per_example_grads"]

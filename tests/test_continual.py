@@ -1,0 +1,332 @@
+"""Continual fine-tuning: the Fisher estimators against closed forms, EWC's penalty and its gradient, online
+EWC by hand, reservoir sampling's uniformity, the forgetting metrics on matrices worked out by hand, the
+EWC callback inside the Trainer, and clear errors."""
+import itertools
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minift as mf
+from minift.continual import (
+    EWC, L2Anchor, ReplayBuffer, average_accuracy, backward_transfer, continual_summary, fisher_diagonal, forgetting,
+    linear_per_example_grads,
+)
+from minift.train import EWCCallback, Trainer, TrainingArguments
+
+from .test_train import classification_rows, config, pad_collator
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    mf.set_default_dtype("float64")
+    yield
+    mf.set_default_dtype("float32")
+
+
+class SoftmaxClassifier(mf.nn.Module):
+    """logits = x Wᵀ + b over the last axis: (B, d) → (B, C) or, per token, (B, T, d) → (B, T, C)."""
+
+    def __init__(self, d, c):
+        super().__init__()
+        self.lin = mf.nn.Linear(d, c)
+
+    def forward(self, x):
+        return self.lin(mf.tensor(x))
+
+
+def model_and_data(seed=0, n=6, d=3, c=4, tokens=None):
+    mf.seed(seed)
+    model = SoftmaxClassifier(d, c)
+    rng = np.random.default_rng(seed)
+    shape = (n, d) if tokens is None else (n, tokens, d)
+    x = rng.standard_normal(shape)
+    y = rng.integers(0, c, shape[:-1])
+    return model, x, y
+
+
+def np_probs(model, x):
+    w, b = model.lin.weight.data, model.lin.bias.data
+    z = x @ w.T + b
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def score(p, x, y, c):
+    """∂ log p_y / ∂(W, b) of a softmax classifier: ((e_y − p) xᵀ, e_y − p), summed over tokens if any."""
+    r = np.eye(c)[y] - p  # (…, C)
+    if x.ndim == 1:
+        return np.outer(r, x), r
+    return r.T @ x, r.sum(0)  # Σ_t r_t x_tᵀ, Σ_t r_t
+
+
+# ============================================================================ Fisher
+def test_empirical_fisher_is_the_mean_of_per_example_squared_gradients():
+    model, x, y = model_and_data()
+    fisher = fisher_diagonal(model, [{"x": x[:4], "labels": y[:4]}, {"x": x[4:], "labels": y[4:]}])
+    p = np_probs(model, x)
+    grads = [score(p[n], x[n], y[n], 4) for n in range(6)]
+    np.testing.assert_allclose(fisher["lin.weight"], np.mean([gw**2 for gw, _ in grads], 0), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(fisher["lin.bias"], np.mean([gb**2 for _, gb in grads], 0), rtol=1e-12, atol=1e-14)
+    batch_mean_squared = np.mean([gb for _, gb in grads], 0) ** 2  # the classic mistake: square of the mean
+    assert not np.allclose(fisher["lin.bias"], batch_mean_squared)
+
+
+def test_true_fisher_of_a_softmax_classifier_equals_its_closed_form():
+    model, x, y = model_and_data(seed=1)
+    fisher = fisher_diagonal(model, [{"x": x, "labels": y}], kind="true")
+    p = np_probs(model, x)
+    expected_w = np.mean([sum(p[n, c] * score(p[n], x[n], c, 4)[0] ** 2 for c in range(4)) for n in range(6)], 0)
+    np.testing.assert_allclose(fisher["lin.weight"], expected_w, rtol=1e-12, atol=1e-14)
+    # for the bias Σ_c p_c (δ_ck − p_k)² = p_k (1 − p_k)
+    np.testing.assert_allclose(fisher["lin.bias"], (p * (1 - p)).mean(0), rtol=1e-12, atol=1e-14)
+    assert fisher_diagonal(model, [{"x": x, "labels": (y + 1) % 4}], kind="true")["lin.bias"] == pytest.approx(
+        fisher["lin.bias"])  # the true Fisher never looks at the labels
+
+
+def test_sampled_fisher_averages_to_the_true_one():
+    model, x, y = model_and_data(seed=2, n=3)
+    true = fisher_diagonal(model, [{"x": x, "labels": y}], kind="true")
+    sampled = fisher_diagonal(model, [{"x": x, "labels": y}], kind="sampled", num_samples=2000, seed=0)
+    for name in true:  # Monte-Carlo: each entry within a tenth of the largest, the total within 5 %
+        np.testing.assert_allclose(sampled[name], true[name], atol=0.1 * true[name].max())
+        assert sampled[name].sum() == pytest.approx(true[name].sum(), rel=0.05)
+    again = fisher_diagonal(model, [{"x": x, "labels": y}], kind="sampled", num_samples=5, seed=3)
+    assert all(np.array_equal(v, fisher_diagonal(model, [{"x": x, "labels": y}], kind="sampled", num_samples=5,
+                                                 seed=3)[k]) for k, v in again.items())  # seeded
+
+
+def test_sequence_fisher_sums_the_labelled_tokens_and_the_true_one_equals_brute_force():
+    model, x, y = model_and_data(seed=3, n=2, d=2, c=3, tokens=3)
+    y[0, 1] = -100  # an unlabelled token: no term
+    p = np_probs(model, x)
+    fisher = fisher_diagonal(model, [{"x": x, "labels": y}], kind="empirical")
+    expected = []
+    for n in range(2):
+        keep = y[n] != -100
+        expected.append(score(p[n][keep], x[n][keep], y[n][keep], 3)[0] ** 2)
+    np.testing.assert_allclose(fisher["lin.weight"], np.mean(expected, 0), rtol=1e-12, atol=1e-14)
+    # true: the expectation over every labelling of the labelled tokens, enumerated (3^T terms)
+    true = fisher_diagonal(model, [{"x": x, "labels": y}], kind="true")
+    brute = []
+    for n in range(2):
+        keep = np.flatnonzero(y[n] != -100)
+        total = 0
+        for labels in itertools.product(range(3), repeat=len(keep)):
+            prob = np.prod([p[n, t, c] for t, c in zip(keep, labels)])
+            total = total + prob * score(p[n][keep], x[n][keep], np.array(labels), 3)[0] ** 2
+        brute.append(total)
+    np.testing.assert_allclose(true["lin.weight"], np.mean(brute, 0), rtol=1e-10, atol=1e-14)
+
+
+def test_linear_per_example_gradients_are_outer_products():
+    rng = np.random.default_rng(0)
+    x, g = rng.standard_normal((4, 5, 3)), rng.standard_normal((4, 5, 2))  # (B, T, in), (B, T, out)
+    mf.seed(0)
+    lin = mf.nn.Linear(3, 2)
+    loop = []
+    for b in range(4):
+        lin.zero_grad()
+        lin(mf.tensor(x[b:b + 1])).backward(g[b:b + 1])
+        loop.append(lin.weight.grad.copy())
+    np.testing.assert_allclose(linear_per_example_grads(x, g), np.stack(loop), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(linear_per_example_grads(x[:, 0], g[:, 0]),
+                               np.einsum("bo,bi->boi", g[:, 0], x[:, 0]))
+
+
+def test_fisher_leaves_no_gradient_and_the_training_mode_as_it_was():
+    model, x, y = model_and_data()
+    model.train()
+    fisher_diagonal(model, [{"x": x, "labels": y}], parameters=["lin.weight"])
+    assert model.training and all(p.grad is None for p in model.parameters())
+
+
+def test_fisher_errors_are_clear():
+    model, x, y = model_and_data()
+    with pytest.raises(ValueError, match="batches is empty"):
+        fisher_diagonal(model, [])
+    with pytest.raises(ValueError, match="kind must be one of"):
+        fisher_diagonal(model, [{"x": x, "labels": y}], kind="exact")
+    with pytest.raises(ValueError, match="needs 'labels'"):
+        fisher_diagonal(model, [{"x": x}])
+    with pytest.raises(KeyError, match="no parameters"):
+        fisher_diagonal(model, [{"x": x, "labels": y}], parameters=["encoder.weight"])
+    with pytest.raises(ValueError, match="do not match"):
+        fisher_diagonal(model, [{"x": x, "labels": np.zeros((6, 2), dtype=int)}])
+
+
+# ============================================================================ EWC
+def perturb(model, seed=0, scale=0.1):
+    rng = np.random.default_rng(seed)
+    for p in model.parameters():
+        p.data += scale * rng.standard_normal(p.shape)
+
+
+def test_ewc_penalty_is_zero_at_the_anchor_and_its_gradient_is_lambda_f_delta():
+    model, x, y = model_and_data()
+    ewc = EWC(lambda_=3.0)
+    fisher = ewc.consolidate(model, [{"x": x, "labels": y}])
+    assert ewc.penalty(model).item() == 0.0
+    anchor = {n: p.data.copy() for n, p in model.named_parameters()}
+    perturb(model)
+    penalty = ewc.penalty(model)
+    delta = {n: p.data - anchor[n] for n, p in model.named_parameters()}
+    assert penalty.item() == pytest.approx(1.5 * sum((fisher[n] * delta[n] ** 2).sum() for n in delta), rel=1e-12)
+    model.zero_grad()
+    penalty.backward()
+    for n, p in model.named_parameters():
+        np.testing.assert_allclose(p.grad, 3.0 * fisher[n] * delta[n], rtol=1e-12, atol=1e-15)
+    assert mf.gradcheck(lambda w: ((w - anchor["lin.weight"]) ** 2 * fisher["lin.weight"]).sum() * 1.5,
+                        (model.lin.weight,))
+
+
+@settings(max_examples=25, deadline=None)
+@given(lam=st.floats(0, 10), gamma=st.floats(0.05, 1.0), seed=st.integers(0, 50))
+def test_online_ewc_keeps_one_anchor_and_the_recursion_gamma_f_plus_f_new(lam, gamma, seed):
+    model, x, y = model_and_data(seed=seed)
+    ewc = EWC(lambda_=lam, mode="online", gamma=gamma)
+    f1 = ewc.consolidate(model, [{"x": x, "labels": y}])
+    perturb(model, seed)
+    f2 = ewc.consolidate(model, [{"x": x[:3], "labels": y[:3]}])
+    assert len(ewc.anchors) == 1
+    for n in f1:
+        np.testing.assert_allclose(ewc.fisher[n], gamma * f1[n] + f2[n], rtol=1e-12)
+    anchor = {n: p.data.copy() for n, p in model.named_parameters()}  # the latest weights
+    perturb(model, seed + 1)
+    expected = lam / 2 * sum(((gamma * f1[n] + f2[n]) * (p.data - anchor[n]) ** 2).sum() for n, p in model.named_parameters())
+    assert ewc.penalty(model).item() == pytest.approx(expected, rel=1e-10, abs=1e-12)
+
+
+def test_separate_ewc_has_one_penalty_per_task():
+    model, x, y = model_and_data()
+    ewc = EWC(lambda_=2.0)
+    f1 = ewc.consolidate(model, [{"x": x, "labels": y}])
+    a1 = {n: p.data.copy() for n, p in model.named_parameters()}
+    perturb(model, 1)
+    f2 = ewc.consolidate(model, [{"x": x, "labels": y}], kind="true")
+    a2 = {n: p.data.copy() for n, p in model.named_parameters()}
+    perturb(model, 2)
+    theta = {n: p.data for n, p in model.named_parameters()}
+    expected = sum((f1[n] * (theta[n] - a1[n]) ** 2).sum() + (f2[n] * (theta[n] - a2[n]) ** 2).sum() for n in theta)
+    assert ewc.penalty(model).item() == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(ewc.fisher["lin.bias"], f1["lin.bias"] + f2["lin.bias"])
+
+
+def test_l2_anchor_is_ewc_with_a_unit_fisher():
+    model, x, y = model_and_data()
+    l2 = L2Anchor(lambda_=0.5)
+    l2.consolidate(model)
+    anchor = {n: p.data.copy() for n, p in model.named_parameters()}
+    perturb(model)
+    expected = 0.25 * sum(((p.data - anchor[n]) ** 2).sum() for n, p in model.named_parameters())
+    assert l2.penalty(model).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_ewc_errors_are_clear():
+    model, x, y = model_and_data()
+    with pytest.raises(RuntimeError, match="before any consolidate"):
+        EWC().penalty(model)
+    with pytest.raises(RuntimeError, match="no Fisher yet"):
+        EWC().fisher
+    ewc = EWC()
+    ewc.consolidate(model, [{"x": x, "labels": y}])
+    other, _, _ = model_and_data(d=5)
+    with pytest.raises(ValueError, match="has shape"):
+        ewc.penalty(other)
+    renamed = mf.nn.Sequential(mf.nn.Linear(3, 4))
+    with pytest.raises(ValueError, match="is it the model that was consolidated"):
+        ewc.penalty(renamed)
+    for bad in (dict(lambda_=-1), dict(mode="offline"), dict(gamma=0), dict(gamma=1.5)):
+        with pytest.raises(ValueError):
+            EWC(**bad)
+    with pytest.raises(TypeError, match="penalty"):
+        EWCCallback(object())
+
+
+def test_the_ewc_callback_adds_the_penalty_gradient_to_each_trainer_step(tmp_path):
+    mf.seed(0)
+    model = mf.models.TransformerForSequenceClassification(config(), num_labels=2)
+    rows = classification_rows(8)
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), disable_tqdm=True, logging_steps=1, save_strategy="no",
+                             plot=False, per_device_train_batch_size=8, max_steps=2, seed=0)
+    trainer = Trainer(model, args, train_dataset=rows, data_collator=pad_collator)
+    batch = trainer._batch(rows, range(8))
+    ewc = EWC(lambda_=5.0)
+    fisher = ewc.consolidate(model, [batch])
+    anchor = {n: p.data.copy() for n, p in model.named_parameters()}
+    perturb(model, scale=0.05)
+    model.zero_grad()
+    data_loss = model(**batch).loss
+    data_loss.backward()
+    data_grads = {n: p.grad.copy() for n, p in model.named_parameters()}
+    model.zero_grad()
+    trainer.callbacks = [EWCCallback(ewc)]
+    trainer.create_optimizer()
+    trainer.create_scheduler(2)
+    total = trainer.training_step([batch])
+    penalty = 2.5 * sum((fisher[n] * (p.data - anchor[n]) ** 2).sum() for n, p in model.named_parameters())
+    assert total == pytest.approx(data_loss.item() + penalty, rel=1e-10)
+    for n, p in model.named_parameters():
+        np.testing.assert_allclose(p.grad, data_grads[n] + 5.0 * fisher[n] * (p.data - anchor[n]), rtol=1e-9, atol=1e-12)
+    model.zero_grad()
+    trainer._loss_terms = {}
+    trainer.train()
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["ewc_penalty"] > 0 for r in log if "loss" in r] == [True, True]
+
+
+# ============================================================================ replay
+def test_reservoir_keeps_every_item_with_the_same_probability():
+    counts = np.zeros(50)
+    for seed in range(2000):
+        buffer = ReplayBuffer(10, seed=seed)
+        buffer.extend(range(50))
+        assert len(buffer) == 10 and buffer.seen == 50 and len(set(buffer.items)) == 10
+        counts[buffer.items] += 1
+    freq = counts / 2000  # each item: 10/50 = 0.2; binomial sd √(0.2·0.8/2000) ≈ 0.009
+    assert np.abs(freq - 0.2).max() < 0.04
+    assert abs(freq[:10].mean() - freq[40:].mean()) < 0.02  # the first ones are not favoured
+
+
+def test_replay_mixes_the_asked_fraction_and_checks_its_input():
+    buffer = ReplayBuffer(100, seed=0)
+    buffer.extend([{"old": i} for i in range(100)])
+    mixed = buffer.mixed_with([{"new": i} for i in range(60)], replay_fraction=0.25)
+    assert len(mixed) == 80 and sum("old" in r for r in mixed) == 20
+    assert buffer.mixed_with([{"new": 0}], 0.0) == [{"new": 0}]
+    with pytest.raises(ValueError, match="replay_fraction"):
+        buffer.mixed_with([], 1.0)
+    with pytest.raises(ValueError, match="capacity"):
+        ReplayBuffer(0)
+
+
+# ============================================================================ forgetting metrics
+def test_forgetting_metrics_on_a_matrix_worked_out_by_hand():
+    R = [[0.9, 0.2, 0.1],
+         [0.6, 0.8, 0.3],
+         [0.5, 0.7, 0.9]]
+    assert average_accuracy(R) == pytest.approx((0.5 + 0.7 + 0.9) / 3)
+    assert backward_transfer(R) == pytest.approx(((0.5 - 0.9) + (0.7 - 0.8)) / 2)
+    assert forgetting(R) == pytest.approx(((0.9 - 0.5) + (0.8 - 0.7)) / 2)
+    assert continual_summary([[0.7]]) == {"average_accuracy": 0.7, "backward_transfer": 0.0, "forgetting": 0.0}
+
+
+@given(st.integers(1, 6).flatmap(lambda t: st.lists(st.floats(0, 1), min_size=t * t, max_size=t * t)))
+def test_no_change_after_training_means_no_transfer_and_no_forgetting(values):
+    t = int(round(len(values) ** 0.5))
+    diag = np.array(values).reshape(t, t)
+    R = np.tril(np.repeat(np.diag(diag)[None, :], t, 0)) + np.triu(diag, 1)  # each column frozen once trained
+    assert backward_transfer(R) == pytest.approx(0.0, abs=1e-12)
+    assert forgetting(R) >= -1e-12
+    worse = R.copy()
+    worse[-1, :-1] -= 0.1  # every earlier task loses 0.1 at the end
+    if t > 1:
+        assert backward_transfer(worse) == pytest.approx(-0.1)
+
+
+def test_forgetting_metrics_reject_a_matrix_that_is_not_square():
+    for bad in ([[0.5, 0.5]], [], [0.5]):
+        with pytest.raises(ValueError, match="square"):
+            average_accuracy(bad)

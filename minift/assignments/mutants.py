@@ -143,6 +143,27 @@ MUTANTS = [
     _m("peft.prefix_kv", "wrong_permute", "the positions and heads axes exchanged", (".transpose(1, 2, 0, 3)", ".transpose(1, 0, 2, 3)")),
     _m("peft.prefix_kv", "halves_not_pairs", "keys from the first L rows, values from the last L (not pairs)",
        ("key = kv[2 * layer]", "key = kv[layer]"), ("value = kv[2 * layer + 1]", "value = kv[layers + layer]")),
+    # ---------------------------------------------------------------- continual learning
+    _m("continual.fisher_example", "not_squared", "the gradient added, not its square", ("fisher[name] += weight * p.grad * p.grad", "fisher[name] += weight * p.grad")),
+    _m("continual.fisher_example", "true_unweighted", "the true Fisher sums the classes without their probabilities",
+       ("terms = [(float(probs[pos, c]), sum_selected", "terms = [(1.0, sum_selected")),
+    _m("continual.fisher_example", "samples_summed", "num_samples draws added up instead of averaged",
+       ("terms.append((1.0 / num_samples, ", "terms.append((1.0, ")),
+    _m("continual.fisher_example", "predicted_label", "the empirical Fisher at the predicted class instead of the label",
+       ("sum_selected(logprobs, [(pos, y) for pos, y in rows])",
+        "sum_selected(logprobs, [(pos, int(logprobs.data.reshape(-1, logprobs.shape[-1])[pos].argmax())) for pos, _ in rows])")),
+    _m("continual.ewc_penalty", "full_lambda", "λ Σ F Δ² (Avalanche's convention) where the docstring says λ/2",
+       ("* (self.lambda_ / 2)", "* self.lambda_")),
+    _m("continual.ewc_penalty", "not_squared", "F Δ instead of F Δ²", ("(diff * diff * fisher[name])", "(diff * fisher[name])")),
+    _m("continual.ewc_penalty", "no_fisher", "every weight pulled equally (the L2 anchor, not EWC)",
+       ("(diff * diff * fisher[name])", "(diff * diff)")),
+    _m("continual.ewc_penalty", "no_anchor", "θ² instead of (θ − θ*)²", ("diff = named[name] - anchor", "diff = named[name]")),
+    _m("continual.backward_transfer", "sign", "R[j, j] − R[T−1, j]: forgetting counted as positive",
+       ("R[-1, j] - R[j, j]", "R[j, j] - R[-1, j]")),
+    _m("continual.backward_transfer", "last_included", "the last task counted too (its change is 0 by definition)",
+       ("for j in range(t - 1)", "for j in range(t)")),
+    _m("continual.backward_transfer", "first_row", "compared with the first row instead of the diagonal",
+       ("R[-1, j] - R[j, j]", "R[-1, j] - R[0, j]")),
 ]
 
 

@@ -68,6 +68,10 @@ TASK_LIST = [
     Task("peft.prefix_kv", "prefix tuning: each layer's learned keys and values from the prefix encoder",
          "minift/peft/prefix.py", 10, ("gradcheck.central_difference", "autograd.unbroadcast", "ops.elementwise_backward",
                                         "fused.layer_norm_backward", "attention.backward")),
+    Task("continual.fisher_example", "one example's squared log-likelihood gradients: empirical, true, sampled Fisher",
+         "minift/continual.py", 10),
+    Task("continual.ewc_penalty", "EWC's penalty (λ/2) Σ F (θ − θ*)²", "minift/continual.py", 5),
+    Task("continual.backward_transfer", "backward transfer from the accuracy matrix", "minift/continual.py", 5),
     # property-based tests as exercises: write the tests, scored by the mutants they kill
     Task("props.unbroadcast", "property tests for unbroadcast (the adjoint of broadcasting)", "tests/test_exercises.py", 5,
          target="autograd.unbroadcast"),

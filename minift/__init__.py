@@ -8,6 +8,7 @@
     loss.backward()          # x.grad now holds dloss/dx
 """
 from . import backend, continual, data, functional, metrics, models, nn, optim, tokenization, train
+from . import multitask  # after train: the MultiTaskTrainer is a Trainer
 from .autograd import (
     Function, GradcheckError, Tensor, arange, enable_grad, gradcheck, is_grad_enabled, no_grad, ones, randn,
     set_grad_enabled, tensor, zeros,

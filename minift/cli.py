@@ -107,8 +107,9 @@ def build_parser() -> ArgumentParser:
 
     ft = sub.add_parser("finetune", help="fine-tune a pretrained model on a task and evaluate it on the test split")
     ft.add_argument("model", help="minilm, smollm2, or a checkpoint directory such as checkpoints/tiny-bert")
-    ft.add_argument("task", help="sentiment, sentiment-tweets, sentiment-amazon, sentiment-nyt, ner or qa")
-    ft.add_argument("--method", default="full", help="probe, full, discriminative, llrd, unfreeze, lora, qlora, dora, ia3, adapter, prompt, prefix or bitfit")
+    ft.add_argument("task", help="sentiment, sentiment-tweets, sentiment-amazon, sentiment-nyt, ner or qa; with "
+                                 "--method multitask several joined by '+', e.g. sentiment+ner")
+    ft.add_argument("--method", default="full", help="probe, full, discriminative, llrd, unfreeze, lora, qlora, dora, ia3, adapter, prompt, prefix, bitfit or multitask")
     ft.add_argument("--max-steps", type=positive_int, default=300)
     ft.add_argument("--batch-size", type=positive_int, default=32)
     ft.add_argument("--max-length", type=positive_int, default=64, help="tokens per example (longer ones are cut)")
@@ -130,6 +131,10 @@ def build_parser() -> ArgumentParser:
                     help="prompt and prefix: how many virtual tokens (each takes a position of the model's context)")
     ft.add_argument("--weight-decay", type=non_negative_float, default=0.01)
     ft.add_argument("--warmup-ratio", type=probability, default=0.1)
+    ft.add_argument("--task-sampling", choices=["round_robin", "proportional", "temperature"], default="round_robin",
+                    help="multitask: which task each step trains on (tasks in turn; p_i = n_i / sum n; p_i ∝ n_i^(1/T))")
+    ft.add_argument("--sampling-temperature", type=positive_float, default=2.0,
+                    help="multitask with --task-sampling temperature: T (1: proportional, larger: closer to uniform)")
     ft.add_argument("--eval-steps", type=positive_int, default=100, help="evaluate on validation every N steps")
     ft.add_argument("--train-limit", type=positive_int, default=None, help="use only the first N training rows")
     ft.add_argument("--eval-limit", type=positive_int, default=None,
@@ -260,6 +265,11 @@ def _finetune(args) -> int:
     options = {k: v for k, v in vars(args).items() if k not in ("command", "debug")}
     cfg = FinetuneConfig(**options)
     results = run_finetune(cfg)
+    if cfg.method == "multitask":  # one row and one results.json per task, and the run's own
+        print(results_table(list(results["tasks"].values())))
+        print(f"results: {Path(cfg.out) / 'results.json'}; per task: "
+              + ", ".join(str(Path(cfg.out) / t / "results.json") for t in results["tasks"]))
+        return 0
     print(results_table([results]))
     print(f"results: {Path(cfg.out) / 'results.json'}")
     return 0

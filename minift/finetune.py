@@ -8,10 +8,12 @@
 3. method — which parameters train, at which learning rate:
    probe (backbone frozen, head only), full, discriminative (head at ``head_learning_rate``), llrd
    (lr·decay^(L − depth)), unfreeze (ULMFiT: one more layer group from the top every 1/(groups) of the run,
-   slanted-triangular learning rates);
+   slanted-triangular learning rates); multitask (TASK is "a+b": one shared body, a head per task, each step
+   drawn from one task — ``minift.multitask``);
 4. the ``Trainer`` (AdamW, warmup, clipping, evaluations on validation, the best checkpoint kept);
 5. the test split: metrics in ``OUT/results.json`` with ``train_seconds`` (optimization only), steps and
-   parameter counts, the curves as PNG and the fine-tuned model in ``OUT/model``.
+   parameter counts, the curves as PNG and the fine-tuned model in ``OUT/model`` (multitask: per task, in
+   ``OUT/TASK/results.json`` and ``OUT/TASK/model`` — the shared body with that task's head).
 """
 from __future__ import annotations
 
@@ -28,10 +30,11 @@ from . import backend
 SENTIMENT_TASKS = ("sentiment", "sentiment-tweets", "sentiment-amazon", "sentiment-nyt")
 TASKS = SENTIMENT_TASKS + ("ner", "qa")
 METHODS = ("probe", "full", "discriminative", "llrd", "unfreeze", "lora", "qlora", "dora", "ia3", "adapter", "prompt",
-           "prefix", "bitfit")
+           "prefix", "bitfit", "multitask")
 PEFT_METHODS = ("lora", "qlora", "dora", "ia3")
 HEADS = {"qa": "qa_outputs"}  # the head each task trains beside a LoRA adapter (default: classifier)
 PRIMARY_METRIC = {"ner": "f1", "qa": "f1"}  # every sentiment task: accuracy
+MULTITASK_TASKS = SENTIMENT_TASKS + ("ner",)  # what --method multitask can combine ("sentiment+ner")
 
 
 @dataclass
@@ -58,15 +61,21 @@ class FinetuneConfig:
     doc_stride: int = 32  # qa: overlap of the windows of a long context
     train_limit: int | None = None  # use only the first N training rows (quick runs)
     eval_limit: int | None = None  # and the first N validation / test rows
+    task_sampling: str = "round_robin"  # multitask: round_robin, proportional or temperature
+    sampling_temperature: float = 2.0  # multitask with temperature sampling: p_i ∝ n_i^(1/T)
     seed: int = 0
     out: str | None = None  # default: runs/<task>-<method>
     save_model: bool = True
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; minift finetune knows {list(TASKS)}")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; expected one of {list(METHODS)}")
+        if self.method == "multitask":
+            self._check_multitask()
+        elif self.task not in TASKS:
+            if "+" in str(self.task):
+                raise ValueError(f"several tasks ({self.task!r}) train together only with --method multitask")
+            raise ValueError(f"unknown task {self.task!r}; minift finetune knows {list(TASKS)}")
         for name in ("max_steps", "batch_size", "max_length", "eval_steps", "eval_batch_size", "doc_stride",
                      "num_virtual_tokens"):
             value = getattr(self, name)
@@ -99,30 +108,58 @@ class FinetuneConfig:
         if self.out is None:
             self.out = str(Path("runs") / f"{self.task}-{self.method}")
 
+    @property
+    def tasks(self) -> list:
+        """The tasks of the run: ["sentiment", "ner"] for "sentiment+ner", [task] otherwise."""
+        return str(self.task).split("+")
+
+    def _check_multitask(self):
+        from .multitask import STRATEGIES
+
+        tasks = self.tasks
+        for t in tasks:
+            if t not in TASKS:
+                raise ValueError(f"unknown task {t!r} in {self.task!r}; minift finetune knows {list(TASKS)}, "
+                                 "joined by '+' for --method multitask (e.g. sentiment+ner)")
+            if t not in MULTITASK_TASKS:
+                raise ValueError(f"--method multitask combines {list(MULTITASK_TASKS)}; {t!r} is not one of them")
+        if len(tasks) < 2:
+            raise ValueError(f"--method multitask needs two or more tasks joined by '+', e.g. sentiment+ner; got "
+                             f"{self.task!r}")
+        if len(set(tasks)) < len(tasks):
+            raise ValueError(f"a task is named twice in {self.task!r}")
+        if self.task_sampling not in STRATEGIES:
+            raise ValueError(f"unknown task sampling {self.task_sampling!r}; expected one of {list(STRATEGIES)}")
+        value = self.sampling_temperature
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"sampling_temperature must be a number > 0, got {value!r}")
+
 
 # ----------------------------------------------------------------------------- data
 def _limit(ds, n):
     return ds if n is None or n >= len(ds) else ds.select(range(n))
 
 
-def prepare_data(cfg: FinetuneConfig, tokenizer):
-    """(train, validation, test, extra): tokenized splits; ``extra`` holds what evaluation needs."""
+def prepare_data(cfg: FinetuneConfig, tokenizer, task=None):
+    """(train, validation, test, extra): tokenized splits of ``task`` (default ``cfg.task``); ``extra`` holds
+    what evaluation needs."""
     from .data import load_dataset
     from .data.alignment import tokenize_and_align_labels
     from .data.qa import prepare_train_features, prepare_validation_features
 
-    raw = load_dataset(cfg.task)
+    task = cfg.task if task is None else task
+    raw = load_dataset(task)
     train = _limit(raw["train"], cfg.train_limit)
     validation = _limit(raw["validation"], cfg.eval_limit)
     test = _limit(raw["test"], cfg.eval_limit)
-    if cfg.task in SENTIMENT_TASKS:
+    if task in SENTIMENT_TASKS:
         def encode(batch):
             return tokenizer(batch["text"], truncation=True, max_length=cfg.max_length)
 
         names = raw["train"].features["label"].names
         splits = [s.map(encode, batched=True, remove_columns=["text"]) for s in (train, validation, test)]
         return (*splits, {"label_names": names})
-    if cfg.task == "ner":
+    if task == "ner":
         names = raw["train"].features["ner_tags"].feature.names
         options = dict(tokenizer=tokenizer, max_length=cfg.max_length, label_names=names)
         splits = [s.map(lambda b: tokenize_and_align_labels(b, **options), batched=True,
@@ -197,6 +234,8 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
     from .train import Trainer, TrainingArguments
     from .train.trainer import check_output_dir
 
+    if cfg.method == "multitask":
+        return run_multitask(cfg, quiet)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
     out = Path(cfg.out)
     check_output_dir(out)  # before the data and the model are loaded, not after training
@@ -296,6 +335,103 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
     return results
 
 
+def run_multitask(cfg: FinetuneConfig, quiet=False):
+    """``--method multitask``: one shared body, a fresh head per task (``minift.multitask``); each optimizer
+    step trains on one task drawn by ``--task-sampling``. The body learns at ``learning_rate``, the heads (and
+    the body's final norm / pooler) at ``head_learning_rate``, as ``discriminative``. Writes per task
+    ``OUT/TASK/results.json`` (its test metrics, with the run's steps and parameters) and ``OUT/TASK/model``
+    (the body with that head: a plain single-task model), and ``OUT/results.json`` holding them all.
+    Returns {"method": "multitask", "tasks": {task: results}, ...}."""
+    from . import tokenization
+    from .data.collators import DataCollatorForTokenClassification, DataCollatorWithPadding
+    from .metrics import classification_metrics, token_classification_metrics
+    from .models.auto import load_backbone
+    from .models.heads import TransformerForSequenceClassification, TransformerForTokenClassification
+    from .multitask import MultiTaskModel, MultiTaskSampler, MultiTaskTrainer
+    from .optim import AdamW
+    from .train import TrainingArguments, discriminative_param_groups
+    from .train.trainer import check_output_dir
+
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
+    out = Path(cfg.out)
+    check_output_dir(out)
+    backend.seed(cfg.seed)
+    tokenizer = tokenization.from_pretrained(cfg.model)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    splits = {t: prepare_data(cfg, tokenizer, task=t) for t in cfg.tasks}  # (train, validation, test, extra)
+    body = load_backbone(cfg.model)
+    heads, collators, metrics = {}, {}, {}
+    for t, (_, _, _, extra) in splits.items():
+        id2label = dict(enumerate(extra["label_names"]))
+        if t == "ner":
+            heads[t] = TransformerForTokenClassification(body.config, backbone=body, id2label=id2label)
+            collators[t] = DataCollatorForTokenClassification(tokenizer)
+            metrics[t] = token_classification_metrics(extra["label_names"])
+        else:
+            heads[t] = TransformerForSequenceClassification(body.config, backbone=body, pooling=cfg.pooling,
+                                                            id2label=id2label)
+            collators[t] = DataCollatorWithPadding(tokenizer)
+            metrics[t] = classification_metrics
+    model = MultiTaskModel(body, heads).train()
+    optimizer = AdamW(discriminative_param_groups(model, cfg.learning_rate, cfg.head_learning_rate, cfg.weight_decay),
+                      lr=cfg.learning_rate)
+    trainable = sum(int(p.data.size) for g in optimizer.param_groups for p in g["params"])
+    total_parameters = model.num_parameters()
+    sampler = MultiTaskSampler({t: len(s[0]) for t, s in splits.items()}, cfg.task_sampling, cfg.sampling_temperature,
+                               seed=cfg.seed)
+    args = TrainingArguments(
+        output_dir=str(out), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size, learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio, eval_strategy="steps", eval_steps=cfg.eval_steps,
+        logging_steps=max(1, min(10, cfg.eval_steps)), save_strategy="no", load_best_model_at_end=True,
+        metric_for_best_model="score", seed=cfg.seed, disable_tqdm=quiet)
+    primary = {t: PRIMARY_METRIC.get(t, "accuracy") for t in cfg.tasks}
+    trainer = MultiTaskTrainer(model, args, train_dataset={t: s[0] for t, s in splits.items()},
+                               eval_dataset={t: s[1] for t, s in splits.items()}, data_collator=collators,
+                               compute_metrics=metrics, sampler=sampler, primary_metrics=primary,
+                               optimizers=(optimizer, None))
+    shares = ", ".join(f"{t} {p:.2f}" for t, p in sampler.probabilities.items())
+    say(f"fine-tuning {cfg.model} on {cfg.task} (multitask, {cfg.task_sampling} sampling: {shares}): "
+        + ", ".join(f"{len(s[0]):,} {t}" for t, s in splits.items())
+        + f" training rows, {trainable:,} of {total_parameters:,} parameters trainable")
+    state = trainer.train()
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {backend.get_backend()}"
+    per_task = {}
+    for t, (_, _, test, _) in splits.items():
+        measured = trainer.evaluate(test, metric_key_prefix="test", task=t)
+        per_task[t] = {
+            "model": cfg.model, "task": t, "method": "multitask", "tasks": cfg.tasks,
+            "test": {k[len("test_"):]: v for k, v in measured.items()}, "primary_metric": primary[t],
+            "train_seconds": round(state.train_seconds, 2), "train_steps": state.global_step,
+            "task_steps": trainer.task_steps[t], "sampling_probability": sampler.probabilities[t],
+            "trainable_parameters": trainable, "total_parameters": total_parameters,
+            "best_validation": {"step": state.best_step, "score": state.best_metric}, "machine": machine,
+            "args": asdict(cfg),
+        }
+        _write_json(out / t / "results.json", per_task[t])
+        if cfg.save_model:
+            from .models import save_pretrained
+
+            save_pretrained(model.heads[t].eval(), out / t / "model", tokenizer=tokenizer)
+    results = {"model": cfg.model, "task": cfg.task, "method": "multitask", "tasks": per_task,
+               "mean_primary_metric": sum(r["test"][r["primary_metric"]] for r in per_task.values()) / len(per_task),
+               "train_seconds": round(state.train_seconds, 2), "train_steps": state.global_step,
+               "sampling": {"strategy": cfg.task_sampling, "probabilities": sampler.probabilities},
+               "trainable_parameters": trainable, "total_parameters": total_parameters, "machine": machine,
+               "args": asdict(cfg)}
+    _write_json(out / "results.json", results)
+    return results
+
+
+def _write_json(path: Path, data):
+    """Write ``data`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
 def evaluate_test(cfg, trainer, test, extra) -> dict:
     """Test metrics without the ``test_`` prefix: accuracy/F1 (classification), entity P/R/F1 (ner),
     exact match / F1 (qa, after mapping the best span of each window back to the text)."""
@@ -314,12 +450,14 @@ def evaluate_test(cfg, trainer, test, extra) -> dict:
 
 def results_table(rows) -> str:
     """A plain-text table of results dicts: method, the primary test metric, trainable parameters, seconds."""
-    lines = [f"{'method':16} {'test metric':>20} {'trainable':>14} {'total':>14} {'train s':>9}"]
-    for r in rows:
+    names = [r["method"] if r["method"] != "multitask" else f"multitask {r['task']}" for r in rows]
+    width = max([16] + [len(n) for n in names])
+    lines = [f"{'method':{width}} {'test metric':>20} {'trainable':>14} {'total':>14} {'train s':>9}"]
+    for name, r in zip(names, rows):
         key = r["primary_metric"]
         value = r["test"][key]
         shown = f"{key} {value:.4f}" if r["task"] != "qa" else f"{key} {value:.2f}"  # SQuAD scores are ×100
-        lines.append(f"{r['method']:16} {shown:>20} {r['trainable_parameters']:>14,} {r['total_parameters']:>14,} "
+        lines.append(f"{name:{width}} {shown:>20} {r['trainable_parameters']:>14,} {r['total_parameters']:>14,} "
                      f"{r['train_seconds']:>9.1f}")
     return "\n".join(lines)
 

@@ -164,6 +164,15 @@ MUTANTS = [
        ("for j in range(t - 1)", "for j in range(t)")),
     _m("continual.backward_transfer", "first_row", "compared with the first row instead of the diagonal",
        ("R[-1, j] - R[j, j]", "R[-1, j] - R[0, j]")),
+    # ---------------------------------------------------------------- multi-task sampling
+    _m("multitask.temperature_probabilities", "power_T", "n_i^T instead of n_i^(1/T): T > 1 sharpens instead of flattening",
+       ("np.log(sizes) / temperature", "np.log(sizes) * temperature")),
+    _m("multitask.temperature_probabilities", "not_normalized", "the weights n_i^(1/T) / max_j n_j^(1/T) returned unnormalized",
+       ("return weights / weights.sum()", "return weights")),
+    _m("multitask.temperature_probabilities", "sizes_over_T", "n_i / T: the temperature cancels in the normalization (always proportional)",
+       ("np.log(sizes) / temperature", "np.log(sizes / temperature)")),
+    _m("multitask.temperature_probabilities", "no_max_shift", "exp(log n / T) without subtracting the largest: overflow for small T",
+       ("np.exp(logits - logits.max())", "np.exp(logits)")),
 ]
 
 

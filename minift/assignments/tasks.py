@@ -72,6 +72,8 @@ TASK_LIST = [
          "minift/continual.py", 10),
     Task("continual.ewc_penalty", "EWC's penalty (λ/2) Σ F (θ − θ*)²", "minift/continual.py", 5),
     Task("continual.backward_transfer", "backward transfer from the accuracy matrix", "minift/continual.py", 5),
+    Task("multitask.temperature_probabilities", "temperature sampling over tasks: p_i ∝ n_i^(1/T), in log space",
+         "minift/multitask.py", 5),
     # property-based tests as exercises: write the tests, scored by the mutants they kill
     Task("props.unbroadcast", "property tests for unbroadcast (the adjoint of broadcasting)", "tests/test_exercises.py", 5,
          target="autograd.unbroadcast"),

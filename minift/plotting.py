@@ -77,3 +77,46 @@ def plot_graph(root, path=None, title="computation graph"):
         fig.savefig(path, dpi=110)
         plt.close(fig)
     return fig
+
+
+def _finish(fig, path):
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig
+
+
+def plot_accuracy_matrix(R, tasks, path=None, title="accuracy after each task"):
+    """Heatmap of the continual-learning accuracy matrix: row i = after training task i, column j = task j."""
+    import numpy as np
+
+    R = np.asarray(R, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.3 * len(tasks) + 2.2, 1.1 * len(tasks) + 1.4))
+    image = ax.imshow(R, vmin=min(0.5, R.min()), vmax=1.0, cmap="viridis")
+    for i in range(R.shape[0]):
+        for j in range(R.shape[1]):
+            ax.text(j, i, f"{R[i, j]:.2f}", ha="center", va="center", color="white" if R[i, j] < 0.8 else "black")
+    ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right")
+    ax.set_yticks(range(len(tasks)), [f"after {t}" for t in tasks])
+    ax.set_xlabel("evaluated on")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    return _finish(fig, path)
+
+
+def plot_forgetting(results: dict, tasks, path=None, title="accuracy on the first task as training goes on"):
+    """One line per method ({method: R}): the accuracy on each task's column, task by task, for the first task."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for method, R in results.items():
+        R = np.asarray(R, dtype=float)
+        ax.plot(range(1, len(R) + 1), R[:, 0], "o-", label=method)
+    ax.set_xticks(range(1, len(tasks) + 1), [f"after {t}" for t in tasks], rotation=20)
+    ax.set_ylabel(f"accuracy on {tasks[0]}")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _finish(fig, path)

@@ -352,3 +352,58 @@ def test_forgetting_metrics_reject_a_matrix_that_is_not_square():
     for bad in ([[0.5, 0.5]], [], [0.5]):
         with pytest.raises(ValueError, match="square"):
             average_accuracy(bad)
+
+
+# ============================================================================ the scenario and its plots
+TINY_BERT = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "checkpoints" / "tiny-bert")
+
+
+def tiny_scenario(tmp_path, method, **kw):
+    from minift.continual_scenario import ContinualConfig, run_continual
+
+    mf.set_default_dtype("float32")
+    cfg = ContinualConfig(model=TINY_BERT, tasks="sentiment,sentiment-tweets", method=method, steps_per_task=3,
+                          batch_size=8, train_limit=48, eval_limit=40, fisher_examples=8, out=str(tmp_path / method), **kw)
+    return run_continual(cfg, quiet=True)
+
+
+def test_lora_per_task_cannot_forget_and_the_summary_reads_r(tmp_path):
+    r = tiny_scenario(tmp_path, "lora")
+    R = np.array(r["R"])
+    assert R.shape == (2, 2)
+    assert R[1, 0] == R[0, 0]  # task 0 is evaluated with its own adapter, which task 1 never touched
+    assert r["backward_transfer"] == pytest.approx(R[1, 0] - R[0, 0]) and r["forgetting"] == pytest.approx(0.0)
+    saved = json.loads((tmp_path / "lora" / "results.json").read_text())
+    assert saved["R"] == r["R"] and saved["method"] == "lora"
+
+
+@pytest.mark.parametrize("method", ["ewc", "replay"])
+def test_scenario_methods_run_and_report_what_they_did(tmp_path, method):
+    r = tiny_scenario(tmp_path, method)
+    assert np.array(r["R"]).shape == (2, 2) and 0 <= r["average_accuracy"] <= 1
+    assert (r["fisher_seconds"] > 0) == (method == "ewc")
+
+
+def test_scenario_config_errors_are_clear(tmp_path):
+    from minift.continual_scenario import ContinualConfig
+
+    with pytest.raises(ValueError, match="two or more"):
+        ContinualConfig(tasks="sentiment")
+    with pytest.raises(ValueError, match="two or more"):
+        ContinualConfig(tasks="sentiment,ner")
+    with pytest.raises(ValueError, match="unknown method"):
+        ContinualConfig(method="ewc2")
+    with pytest.raises(ValueError, match="replay_fraction"):
+        ContinualConfig(replay_fraction=1.0)
+    with pytest.raises(ValueError, match="steps_per_task"):
+        ContinualConfig(steps_per_task=0)
+
+
+def test_accuracy_matrix_and_forgetting_plots_are_real_pngs(tmp_path):
+    from minift.plotting import plot_accuracy_matrix, plot_forgetting
+
+    R = [[0.9, 0.6], [0.7, 0.85]]
+    plot_accuracy_matrix(R, ["movie", "tweets"], path=tmp_path / "R.png")
+    plot_forgetting({"naive": R, "ewc": [[0.9, 0.6], [0.85, 0.8]]}, ["movie", "tweets"], path=tmp_path / "f.png")
+    for name in ("R.png", "f.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"

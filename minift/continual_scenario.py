@@ -61,10 +61,12 @@ class ContinualConfig:
     def __post_init__(self):
         if isinstance(self.tasks, str):
             self.tasks = [t.strip() for t in self.tasks.split(",") if t.strip()]
-        unknown = [t for t in self.tasks if t not in SENTIMENT_TASKS]
-        if unknown or len(self.tasks) < 2:
-            raise ValueError(f"tasks must be two or more of {list(SENTIMENT_TASKS)} (the domain-shift scenario), "
-                             f"got {self.tasks!r}")
+        known = SENTIMENT_TASKS + ("ner",)
+        if any(t not in known for t in self.tasks) or len(self.tasks) < 2 or len(set(self.tasks)) < len(self.tasks):
+            raise ValueError(f"tasks must be two or more different ones of {list(known)}, got {self.tasks!r}")
+        if self.method == "replay" and "ner" in self.tasks:
+            raise ValueError("replay mixes earlier rows into the new task's batches, so every task must share the "
+                             "head: replay runs the sentiment (domain-shift) tasks only, not ner")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; expected one of {list(METHODS)}")
         for name in ("steps_per_task", "batch_size", "max_length", "fisher_examples", "replay_capacity", "lora_r"):
@@ -92,13 +94,19 @@ def _rows(ds, limit=None):
     return [ds[i] for i in range(n)]
 
 
-def run_continual(cfg: ContinualConfig, quiet=False) -> dict:
-    """Train on ``cfg.tasks`` in order with ``cfg.method``; returns (and writes) the results with R."""
+def run_continual(cfg: ContinualConfig, quiet=False, return_model=False):
+    """Train on ``cfg.tasks`` in order with ``cfg.method``; returns (and writes) the results with R.
+
+    ``return_model=True``: returns ``(results, model)``, the model of the last task as it is at the end.
+    """
     from . import tokenization
     from .continual import EWC, L2Anchor, ReplayBuffer, continual_summary
     from .data import load_dataset
-    from .data.collators import DataCollatorWithPadding
+    from .data.alignment import tokenize_and_align_labels
+    from .data.collators import DataCollatorForTokenClassification, DataCollatorWithPadding
+    from .metrics import EvalPrediction, token_classification_metrics
     from .models.auto import AutoModelForSequenceClassification
+    from .models.heads import TransformerForTokenClassification
     from .optim import AdamW
     from .train import EWCCallback, Trainer, TrainingArguments, full_param_groups, trainable_param_groups
     from .train.trainer import check_output_dir
@@ -108,46 +116,80 @@ def run_continual(cfg: ContinualConfig, quiet=False) -> dict:
     check_output_dir(out)  # before anything is loaded or trained
     backend.seed(cfg.seed)
     tokenizer = tokenization.from_pretrained(cfg.model)
-    collator = DataCollatorWithPadding(tokenizer)
 
-    def encode(batch):
-        return tokenizer(batch["text"], truncation=True, max_length=cfg.max_length)
-
-    data = {}
+    # ---- data: each task's train and test rows, tokenized, and its collator
+    data, collators, ner_names = {}, {}, None
     for task in cfg.tasks:
         raw = load_dataset(task)
-        data[task] = {split: raw[split].map(encode, batched=True, remove_columns=["text"]) for split in ("train", "test")}
-    model = AutoModelForSequenceClassification.from_pretrained(cfg.model, id2label={0: "negative", 1: "positive"})
+        if task == "ner":
+            ner_names = raw["train"].features["ner_tags"].feature.names
+            encode = lambda b: tokenize_and_align_labels(b, tokenizer=tokenizer, max_length=cfg.max_length,  # noqa: E731
+                                                         label_names=ner_names)
+            columns = raw["train"].column_names
+            collators[task] = DataCollatorForTokenClassification(tokenizer)
+        else:
+            encode = lambda b: tokenizer(b["text"], truncation=True, max_length=cfg.max_length)  # noqa: E731
+            columns = ["text"]
+            collators[task] = DataCollatorWithPadding(tokenizer)
+        data[task] = {split: raw[split].map(encode, batched=True, remove_columns=columns) for split in ("train", "test")}
 
+    # ---- models: the sentiment tasks share one classifier; NER gets its own head on the same encoder
+    def new_models():
+        sentiment = AutoModelForSequenceClassification.from_pretrained(cfg.model, id2label={0: "negative", 1: "positive"})
+        ner = (TransformerForTokenClassification(sentiment.config, backbone=sentiment.model,
+                                                 id2label=dict(enumerate(ner_names))).train() if ner_names else None)
+        return {task: ner if task == "ner" else sentiment for task in cfg.tasks}
+
+    models = new_models()
+    if cfg.method == "lora":  # nothing shared is trained: one adapter (and head copy) per task on a frozen base
+        from .peft import LoraConfig, get_peft_model
+
+        def lora_config(saved):
+            return LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules=["q_proj", "v_proj"],
+                              modules_to_save=saved)
+
+        first_of_kind = {}
+        for i, task in enumerate(cfg.tasks):
+            kind = "ner" if task == "ner" else "sentiment"
+            saved = ["classifier"] if kind == "ner" else ["classifier", "pooler"]
+            if kind not in first_of_kind:
+                fresh = new_models()[task] if first_of_kind else models[task]  # a task kind's own base copy
+                first_of_kind[kind] = get_peft_model(fresh, lora_config(saved), adapter_name=f"task{i}")
+            else:
+                first_of_kind[kind].add_adapter(f"task{i}", lora_config(saved))
+            models[task] = first_of_kind[kind]
+
+    shared = set.intersection(*({(n, tuple(p.shape)) for n, p in m.named_parameters() if p.requires_grad}
+                                for m in models.values()))
+    shared_names = sorted(n for n, _ in shared)  # what EWC / L2 hold: the parameters every task's model trains
     regularizer = {"ewc": lambda: EWC(cfg.ewc_lambda), "ewc-true": lambda: EWC(cfg.ewc_lambda),
                    "online-ewc": lambda: EWC(cfg.ewc_lambda, mode="online", gamma=cfg.online_gamma),
                    "l2": lambda: L2Anchor(cfg.l2_lambda)}.get(cfg.method, lambda: None)()
     fisher_kind = "true" if cfg.method == "ewc-true" else "empirical"
     replay = ReplayBuffer(cfg.replay_capacity, seed=cfg.seed) if cfg.method == "replay" else None
-    if cfg.method == "lora":
-        from .peft import LoraConfig, get_peft_model
 
-        def lora_config():
-            return LoraConfig(r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, target_modules=["q_proj", "v_proj"],
-                              modules_to_save=["classifier", "pooler"])
-
-        model = get_peft_model(model, lora_config(), adapter_name="task0")
-
-    def accuracy_on(task):
+    def score(task, trainer, adapter=None):
+        """Accuracy (sentiment) or entity F1 (NER) on the task's test rows."""
+        model = models[task]
+        if adapter is not None:
+            model.set_adapter(adapter)
         rows = _rows(data[task]["test"], cfg.eval_limit)
-        predictions, label_ids, _ = trainer.predict(rows)
+        evaluator = Trainer(model, trainer.args, data_collator=collators[task])
+        predictions, label_ids, _ = evaluator.predict(rows)
+        if task == "ner":
+            return float(token_classification_metrics(ner_names)(EvalPrediction(predictions, label_ids))["f1"])
         return float((predictions.argmax(-1) == label_ids).mean())
 
     n = len(cfg.tasks)
     R = np.zeros((n, n))
     seconds = {"train": 0.0, "fisher": 0.0}
     for i, task in enumerate(cfg.tasks):
+        model = models[task]
+        if cfg.method == "lora":
+            model.set_adapter(f"task{i}")
         train_rows = _rows(data[task]["train"], cfg.train_limit)
         if replay is not None and len(replay):
             train_rows = replay.mixed_with(train_rows, cfg.replay_fraction)
-        if cfg.method == "lora" and i > 0:
-            model.add_adapter(f"task{i}", lora_config())
-            model.set_adapter(f"task{i}")
         params = (trainable_param_groups if cfg.method == "lora" else full_param_groups)(model, cfg.learning_rate, 0.01)
         args = TrainingArguments(output_dir=str(out / f"task{i}-{task}"), max_steps=cfg.steps_per_task,
                                  per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=64,
@@ -155,34 +197,39 @@ def run_continual(cfg: ContinualConfig, quiet=False) -> dict:
                                  logging_steps=max(1, min(10, cfg.steps_per_task)), save_strategy="no",
                                  eval_strategy="no", seed=cfg.seed + i, disable_tqdm=quiet, plot=False)
         callbacks = [EWCCallback(regularizer)] if regularizer is not None and regularizer.anchors else []
-        trainer = Trainer(model, args, train_dataset=train_rows, data_collator=collator, callbacks=callbacks,
+        trainer = Trainer(model, args, train_dataset=train_rows, data_collator=collators[task], callbacks=callbacks,
                           optimizers=(AdamW(params, lr=cfg.learning_rate), None))
         say(f"[{cfg.method}] task {i + 1}/{n}: {task}, {len(train_rows):,} training rows")
         state = trainer.train()
         seconds["train"] += state.train_seconds
         for j, other in enumerate(cfg.tasks):  # row i of R: every task after training task i
-            if cfg.method == "lora":
-                model.set_adapter(f"task{min(i, j)}")  # a task's own adapter; a future task: the newest
-            R[i, j] = accuracy_on(other)
+            adapter = None
+            if cfg.method == "lora" and j <= i:  # a trained task: its own adapter, untouched since
+                adapter = f"task{j}"
+            elif cfg.method == "lora":  # not trained yet: the newest adapter of its kind (or its own, still zero)
+                trained = [k for k in range(i + 1) if models[cfg.tasks[k]] is models[other]]
+                adapter = f"task{trained[-1] if trained else j}"
+            R[i, j] = score(other, trainer, adapter)
         if cfg.method == "lora":
             model.set_adapter(f"task{i}")
-        say("  accuracy on " + ", ".join(f"{t} {R[i, j]:.3f}" for j, t in enumerate(cfg.tasks)))
+        say("  scores: " + ", ".join(f"{t} {R[i, j]:.3f}" for j, t in enumerate(cfg.tasks)))
         if regularizer is not None and i < n - 1:
             t0 = time.perf_counter()
             fisher_rows = _rows(data[task]["train"], cfg.fisher_examples)
-            batches = [collator(fisher_rows[k:k + 16]) for k in range(0, len(fisher_rows), 16)]
-            regularizer.consolidate(model, batches, kind=fisher_kind)
+            batches = [collators[task](fisher_rows[k:k + 16]) for k in range(0, len(fisher_rows), 16)]
+            regularizer.consolidate(model, batches, kind=fisher_kind, parameters=shared_names)
             seconds["fisher"] += time.perf_counter() - t0
         if replay is not None:
             replay.extend(_rows(data[task]["train"], cfg.train_limit))
-    results = {"model": cfg.model, "method": cfg.method, "tasks": cfg.tasks, "R": R.round(4).tolist(),
+    results = {"model": cfg.model, "method": cfg.method, "tasks": cfg.tasks,
+               "metric": {t: "f1" if t == "ner" else "accuracy" for t in cfg.tasks}, "R": R.round(4).tolist(),
                **{k: round(v, 4) for k, v in continual_summary(R).items()},
                "train_seconds": round(seconds["train"], 2), "fisher_seconds": round(seconds["fisher"], 2),
                "args": asdict(cfg)}
     tmp = out / ".results.json.tmp"
     tmp.write_text(json.dumps(results, indent=1))
     os.replace(tmp, out / "results.json")
-    return results
+    return (results, models[cfg.tasks[-1]]) if return_model else results
 
 
 def continual_table(results: list) -> str:

@@ -358,11 +358,11 @@ def test_forgetting_metrics_reject_a_matrix_that_is_not_square():
 TINY_BERT = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "checkpoints" / "tiny-bert")
 
 
-def tiny_scenario(tmp_path, method, **kw):
+def tiny_scenario(tmp_path, method, tasks="sentiment,sentiment-tweets", **kw):
     from minift.continual_scenario import ContinualConfig, run_continual
 
     mf.set_default_dtype("float32")
-    cfg = ContinualConfig(model=TINY_BERT, tasks="sentiment,sentiment-tweets", method=method, steps_per_task=3,
+    cfg = ContinualConfig(model=TINY_BERT, tasks=tasks, method=method, steps_per_task=3,
                           batch_size=8, train_limit=48, eval_limit=40, fisher_examples=8, out=str(tmp_path / method), **kw)
     return run_continual(cfg, quiet=True)
 
@@ -384,13 +384,27 @@ def test_scenario_methods_run_and_report_what_they_did(tmp_path, method):
     assert (r["fisher_seconds"] > 0) == (method == "ewc")
 
 
+@pytest.mark.parametrize("method", ["ewc", "lora"])
+def test_task_shift_keeps_each_task_its_own_head_on_one_encoder(tmp_path, method):
+    r = tiny_scenario(tmp_path, method, tasks="sentiment,ner")
+    R = np.array(r["R"])
+    assert R.shape == (2, 2) and r["metric"] == {"sentiment": "accuracy", "ner": "f1"}
+    assert 0 <= R.min() and R.max() <= 1
+    if method == "lora":
+        assert R[1, 0] == R[0, 0]  # the sentiment adapter and head were not touched by the NER task
+
+
 def test_scenario_config_errors_are_clear(tmp_path):
     from minift.continual_scenario import ContinualConfig
 
     with pytest.raises(ValueError, match="two or more"):
         ContinualConfig(tasks="sentiment")
     with pytest.raises(ValueError, match="two or more"):
-        ContinualConfig(tasks="sentiment,ner")
+        ContinualConfig(tasks="sentiment,qa")
+    with pytest.raises(ValueError, match="two or more"):
+        ContinualConfig(tasks="sentiment,sentiment")
+    with pytest.raises(ValueError, match="domain-shift"):
+        ContinualConfig(tasks="sentiment,ner", method="replay")
     with pytest.raises(ValueError, match="unknown method"):
         ContinualConfig(method="ewc2")
     with pytest.raises(ValueError, match="replay_fraction"):

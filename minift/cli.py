@@ -142,6 +142,28 @@ def build_parser() -> ArgumentParser:
     ft.add_argument("--seed", type=non_negative_int, default=0)
     ft.add_argument("--out", default=None, help="output directory (default runs/TASK-METHOD)")
 
+    cl = sub.add_parser("continual", help="fine-tune on tasks one after another; the accuracy matrix and forgetting")
+    cl.add_argument("model", help="minilm, or a checkpoint directory such as checkpoints/tiny-bert")
+    cl.add_argument("tasks", help="comma-separated, in training order: sentiment sources (domain shift, e.g. "
+                                  "sentiment,sentiment-tweets,sentiment-amazon,sentiment-nyt) and ner (task shift)")
+    cl.add_argument("--method", default="naive",
+                    help="naive, ewc, ewc-true, online-ewc, l2, replay or lora; several comma-separated for one table")
+    cl.add_argument("--steps-per-task", type=positive_int, default=100)
+    cl.add_argument("--batch-size", type=positive_int, default=16)
+    cl.add_argument("--learning-rate", type=positive_float, default=None, help="default 5e-4 for lora, 5e-5 otherwise")
+    cl.add_argument("--max-length", type=positive_int, default=64)
+    cl.add_argument("--ewc-lambda", type=non_negative_float, default=None, help="EWC's λ (penalty (λ/2) Σ F Δ²)")
+    cl.add_argument("--l2-lambda", type=non_negative_float, default=None, help="l2: the penalty (λ/2) Σ Δ²")
+    cl.add_argument("--online-gamma", type=probability, default=1.0, help="online-ewc: F ← γF + F_new")
+    cl.add_argument("--fisher-examples", type=positive_int, default=100, help="training rows per task for its Fisher")
+    cl.add_argument("--replay-capacity", type=positive_int, default=1000)
+    cl.add_argument("--replay-fraction", type=probability, default=0.25, help="replay: share of each task's data")
+    cl.add_argument("--lora-r", type=positive_int, default=8)
+    cl.add_argument("--train-limit", type=positive_int, default=None, help="use only the first N training rows")
+    cl.add_argument("--eval-limit", type=positive_int, default=400, help="test rows per task")
+    cl.add_argument("--seed", type=non_negative_int, default=0)
+    cl.add_argument("--out", default="runs/continual", help="output directory: one folder per method, and table.md")
+
     z = sub.add_parser("zoo", help="the pinned pretrained models and datasets")
     z.add_argument("action", choices=["list"])
 
@@ -275,6 +297,28 @@ def _finetune(args) -> int:
     return 0
 
 
+def _continual(args) -> int:
+    from .continual_scenario import ContinualConfig, continual_table, run_continual
+    from .train.trainer import check_output_dir
+
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "debug", "method", "out") and v is not None}
+    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    configs = [ContinualConfig(method=m, out=str(Path(args.out) / m), **options) for m in methods]  # all checked first
+    check_output_dir(Path(args.out))
+    results = []
+    for cfg in configs:
+        r = run_continual(cfg)
+        results.append(r)
+        print(f"{cfg.method}: R (row i: after task i; columns: {', '.join(cfg.tasks)})")
+        for row in r["R"]:
+            print("  " + "  ".join(f"{v:.3f}" for v in row))
+    table = continual_table(results)
+    print(table)
+    (Path(args.out) / "table.md").write_text(table + "\n")
+    print(f"results: {Path(args.out)}/<method>/results.json, {Path(args.out) / 'table.md'}")
+    return 0
+
+
 def _zoo(args) -> int:
     from . import zoo
 
@@ -306,6 +350,8 @@ def run(args, argv=None) -> int:
         return _assignments(args)
     if args.command == "finetune":
         return _finetune(args)
+    if args.command == "continual":
+        return _continual(args)
     if args.command == "demo":
         if args.engine:
             from .demo import run_demo

@@ -421,3 +421,20 @@ def test_accuracy_matrix_and_forgetting_plots_are_real_pngs(tmp_path):
     plot_forgetting({"naive": R, "ewc": [[0.9, 0.6], [0.85, 0.8]]}, ["movie", "tweets"], path=tmp_path / "f.png")
     for name in ("R.png", "f.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_runs_several_methods_into_one_table_and_errors_in_one_line(tmp_path, capsys):
+    from minift.cli import main
+
+    mf.set_default_dtype("float32")
+    out = tmp_path / "cl"
+    rc = main(["continual", TINY_BERT, "sentiment,sentiment-tweets", "--method", "naive,l2", "--steps-per-task", "2",
+               "--train-limit", "24", "--eval-limit", "16", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "| naive |" in printed and "| l2 |" in printed
+    assert (out / "table.md").read_text().count("\n") == 4  # header, rule, two methods
+    for method in ("naive", "l2"):
+        assert json.loads((out / method / "results.json").read_text())["method"] == method
+    assert main(["continual", TINY_BERT, "sentiment,qa"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("minift: tasks must be two or more") and err.count("\n") == 1

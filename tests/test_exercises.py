@@ -96,3 +96,35 @@ def test_a_merged_lora_layer_computes_what_the_unmerged_one_does(sizes, alpha, d
     layer.unmerge()
     np.testing.assert_allclose(layer.base_layer.weight.data, w, rtol=1e-9, atol=1e-12)
     # END SOLUTION
+
+
+@pytest.mark.task("props.ewc_penalty")
+@given(lam=st.floats(0.1, 100), scale=st.floats(0.1, 3), data=st.data())
+def test_the_ewc_penalty_is_a_fisher_weighted_half_square_distance(lam, scale, data):
+    """EWC's penalty (λ/2) Σ F (θ − θ*)² is 0 at the anchor, grows as the square of the distance (×t² when the
+    move is t times longer), ignores weights whose F is 0, and for F = 1 is (λ/2)‖θ − θ*‖² computed by hand."""
+    from minift.continual import EWC
+
+    # TASK props.ewc_penalty: properties of EWC's penalty (see the docstring)
+    # BEGIN SOLUTION
+    model = mf.nn.Linear(3, 2)
+    fisher = {n: np.abs(data.draw(float_arrays(p.shape, noncontiguous=False))) for n, p in model.named_parameters()}
+    move = {n: data.draw(float_arrays(p.shape, noncontiguous=False)) for n, p in model.named_parameters()}
+    anchor = {n: p.data.copy() for n, p in model.named_parameters()}
+
+    def penalty_after(step, f):
+        ewc = EWC(lambda_=lam)
+        for n, p in model.named_parameters():
+            p.data[...] = anchor[n]
+        ewc.add_anchor(model, f)
+        for n, p in model.named_parameters():
+            p.data[...] = anchor[n] + step * move[n]
+        return ewc.penalty(model).item()
+
+    assert penalty_after(0.0, fisher) == 0.0
+    np.testing.assert_allclose(penalty_after(scale, fisher), scale**2 * penalty_after(1.0, fisher), rtol=1e-9, atol=1e-12)
+    assert penalty_after(1.0, {n: np.zeros_like(f) for n, f in fisher.items()}) == 0.0
+    ones = {n: np.ones_like(f) for n, f in fisher.items()}
+    by_hand = lam / 2 * sum(float((m**2).sum()) for m in move.values())
+    np.testing.assert_allclose(penalty_after(1.0, ones), by_hand, rtol=1e-9, atol=1e-12)
+    # END SOLUTION

@@ -83,6 +83,8 @@ TASK_LIST = [
          target="ops.matmul_backward"),
     Task("props.lora_merge", "property tests for merging a LoRA adapter (merged computes as unmerged)",
          "tests/test_exercises.py", 5, target="peft.lora_merge"),
+    Task("props.ewc_penalty", "property tests for EWC's penalty (zero at the anchor, quadratic, Fisher-weighted)",
+         "tests/test_exercises.py", 5, target="continual.ewc_penalty"),
 ]
 
 TASK_BY_ID = {t.id: t for t in TASK_LIST}

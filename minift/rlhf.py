@@ -1,0 +1,217 @@
+"""The losses and estimators of alignment — PPO, DPO, GRPO, reward models — each a few visible lines.
+
+Names, arguments and conventions are TRL's (``trl``'s PPO, DPO, GRPO and reward trainers), so a number
+computed here can be compared with one computed there. Inputs are NumPy arrays or Tensors; losses return
+Tensors with gradients (with respect to the inputs that are Tensors), the rest plain arrays.
+
+Shapes: (B, T) per-token arrays (B sequences, T positions) with a ``mask`` (1 for a token that counts, 0 for
+prompt and padding); (B,) per-sequence arrays.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import functional as F
+from .autograd.tensor import Tensor
+from .backend import to_numpy, xp
+
+KL_KINDS = ("k1", "k2", "k3")
+DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo")
+
+
+def _tensor(x):
+    """A Tensor as it is; an array (or list) as a constant Tensor."""
+    return x if isinstance(x, Tensor) else Tensor(xp.asarray(x))
+
+
+def _array(x):
+    return np.asarray(to_numpy(x.data if isinstance(x, Tensor) else x), dtype=np.float64)
+
+
+def masked_mean(values, mask):
+    """Σ values·mask / Σ mask: the mean over the positions that count (a Tensor if ``values`` is one)."""
+    count = float(_array(mask).sum())
+    if count == 0:
+        raise ValueError("the mask is all zeros: no position to average over")
+    m = xp.asarray(_array(mask)).astype(values.dtype if hasattr(values, "dtype") else np.float64)
+    return (values * m).sum() / count
+
+
+def _check_same_shape(**arrays):
+    shapes = {name: tuple(np.shape(a.data if isinstance(a, Tensor) else a)) for name, a in arrays.items()}
+    if len(set(shapes.values())) > 1:
+        raise ValueError("shapes differ: " + ", ".join(f"{n} {s}" for n, s in shapes.items()))
+
+
+# ============================================================================ PPO
+def compute_gae(rewards, values, mask=None, gamma=1.0, lam=0.95):
+    """Generalized advantage estimation (Schulman et al., 2016) → ``(advantages, returns)``, arrays (B, T).
+
+        δ_t = r_t + γ V_{t+1} − V_t,        A_t = δ_t + γλ A_{t+1},        returns = A + V
+
+    over each sequence's positions with mask 1, in order: the next position is the next one with mask 1,
+    and after the last there is nothing (V = 0, A = 0: no value is bootstrapped past the end). Positions
+    with mask 0 get advantage and return 0. With γ = λ = 1, A_t = Σ_{s ≥ t} r_s − V_t.
+    """
+    r, v = _array(rewards), _array(values)
+    _check_same_shape(rewards=r, values=v)
+    if r.ndim != 2:
+        raise ValueError(f"rewards and values must be (batch, positions), got shape {r.shape}")
+    m = np.ones_like(r) if mask is None else _array(mask)
+    _check_same_shape(rewards=r, mask=m)
+    advantages = np.zeros_like(r)
+    for b in range(r.shape[0]):
+        positions = np.flatnonzero(m[b])
+        next_value, next_advantage = 0.0, 0.0  # past the last counted position: nothing
+        for t in positions[::-1]:
+            delta = r[b, t] + gamma * next_value - v[b, t]
+            advantages[b, t] = delta + gamma * lam * next_advantage
+            next_value, next_advantage = v[b, t], advantages[b, t]
+    returns = (advantages + v) * (m != 0)
+    return advantages, returns
+
+
+def whiten(values, mask=None, shift_mean=True):
+    """(x − mean) / std over the positions that count (TRL's ``masked_whiten``, unbiased variance)."""
+    x = _array(values)
+    m = np.ones_like(x) if mask is None else _array(mask)
+    n = m.sum()
+    if n < 2:
+        raise ValueError("whitening needs at least two positions with mask 1")
+    mean = (x * m).sum() / n
+    var = (((x - mean) ** 2) * m).sum() / (n - 1)
+    out = (x - mean) / np.sqrt(var + 1e-8)
+    if not shift_mean:
+        out += mean
+    return out * (m != 0)
+
+
+def ppo_policy_loss(logprobs, old_logprobs, advantages, mask, cliprange=0.2):
+    """PPO's clipped surrogate (Schulman et al., 2017), as TRL → ``(loss, stats)``.
+
+        ρ = exp(log π − log π_old),    loss = masked mean of max(−A ρ, −A clip(ρ, 1 − ε, 1 + ε))
+
+    The max of the two negatives is the min of the two objectives: a step cannot gain by moving ρ past
+    1 ± ε in the direction A favours (there the clipped term wins and its gradient is 0).
+    ``stats``: ``clipfrac`` (share of positions where the clipped term is the larger), ``approx_kl``
+    (½ masked mean of (log π − log π_old)²), ``ratio_mean``.
+    """
+    _check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask)
+    logprobs = _tensor(logprobs)
+    old = xp.asarray(_array(old_logprobs)).astype(logprobs.dtype)
+    adv = xp.asarray(_array(advantages)).astype(logprobs.dtype)
+    log_ratio = logprobs - old
+    ratio = F.exp(log_ratio)
+    unclipped = -ratio * adv
+    clipped = -F.clip(ratio, 1.0 - cliprange, 1.0 + cliprange) * adv
+    loss = masked_mean(F.maximum(unclipped, clipped), mask)
+    lr = _array(log_ratio)
+    stats = {"clipfrac": float(masked_mean(_array(clipped) > _array(unclipped), mask)),
+             "approx_kl": float(0.5 * masked_mean(lr**2, mask)),
+             "ratio_mean": float(masked_mean(np.exp(lr), mask))}
+    return loss, stats
+
+
+def ppo_value_loss(values, old_values, returns, mask, cliprange_value=0.2):
+    """½ · masked mean of max((V − R)², (clip(V, V_old − ε, V_old + ε) − R)²): the clipped value loss (TRL)."""
+    _check_same_shape(values=values, old_values=old_values, returns=returns, mask=mask)
+    values = _tensor(values)
+    old = xp.asarray(_array(old_values)).astype(values.dtype)
+    ret = xp.asarray(_array(returns)).astype(values.dtype)
+    clipped_values = F.clip(values - old, -cliprange_value, cliprange_value) + old
+    return 0.5 * masked_mean(F.maximum((values - ret) ** 2, (clipped_values - ret) ** 2), mask)
+
+
+def kl_penalty(logprobs, ref_logprobs, kind="k1"):
+    """Per-token estimates of KL(π ‖ π_ref) from a token sampled from π (Schulman's k1, k2, k3).
+
+        k1 = log π − log π_ref          (unbiased, can be negative)
+        k2 = ½ (log π − log π_ref)²      (biased, ≥ 0)
+        k3 = e^{log π_ref − log π} − 1 − (log π_ref − log π)   (unbiased, ≥ 0 pointwise)
+
+    Under y ~ π, E[k1] = E[k3] = KL(π ‖ π_ref).
+    """
+    if kind not in KL_KINDS:
+        raise ValueError(f"kind must be one of {KL_KINDS}, got {kind!r}")
+    _check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs)
+    logprobs = _tensor(logprobs)
+    ref = xp.asarray(_array(ref_logprobs)).astype(logprobs.dtype)
+    if kind == "k1":
+        return logprobs - ref
+    if kind == "k2":
+        return 0.5 * (logprobs - ref) ** 2
+    log_ratio = ref - logprobs  # log(π_ref / π)
+    return F.exp(log_ratio) - 1.0 - log_ratio
+
+
+# ============================================================================ DPO and reward models
+def dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+             beta=0.1, loss_type="sigmoid", label_smoothing=0.0):
+    """Direct preference optimization (Rafailov et al., 2023) as TRL → ``(losses, chosen_rewards, rejected_rewards)``.
+
+    With sequence log-probs (summed over completion tokens) and h = (π_c − ref_c) − (π_r − ref_r):
+
+        sigmoid:  −(1 − ls) log σ(βh) − ls log σ(−βh)      (ls: label smoothing, "conservative DPO")
+        hinge:    relu(1 − βh)                             (SLiC)
+        ipo:      (h − 1/(2β))²                            (IPO, Azar et al.)
+
+    ``losses``: per pair, a Tensor (take ``.mean()``); the implicit rewards β(π − ref) of each completion,
+    arrays without gradient. At π = π_ref, h = 0 and the sigmoid loss is log 2.
+    """
+    if loss_type not in DPO_LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {DPO_LOSS_TYPES}, got {loss_type!r}")
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta!r}")
+    if not 0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing!r}")
+    _check_same_shape(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
+                      reference_chosen_logps=reference_chosen_logps, reference_rejected_logps=reference_rejected_logps)
+    pc, pr = _tensor(policy_chosen_logps), _tensor(policy_rejected_logps)
+    rc = xp.asarray(_array(reference_chosen_logps)).astype(pc.dtype)
+    rr = xp.asarray(_array(reference_rejected_logps)).astype(pc.dtype)
+    h = (pc - rc) - (pr - rr)  # how much more the policy prefers chosen over rejected than the reference does
+    if loss_type == "sigmoid":
+        losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    elif loss_type == "hinge":
+        losses = F.relu(1.0 - beta * h)
+    else:
+        losses = (h - 1.0 / (2 * beta)) ** 2
+    chosen_rewards = beta * (_array(pc) - _array(rc))
+    rejected_rewards = beta * (_array(pr) - _array(rr))
+    return losses, chosen_rewards, rejected_rewards
+
+
+def bradley_terry_loss(chosen_rewards, rejected_rewards, margin=None):
+    """A reward model's pairwise loss: mean of −log σ(r_chosen − r_rejected − margin) (TRL's RewardTrainer).
+
+    P(chosen ≻ rejected) = σ(r_c − r_r) under the Bradley–Terry model; the margin (optional, per pair)
+    asks the chosen reward to win by at least that much.
+    """
+    _check_same_shape(chosen_rewards=chosen_rewards, rejected_rewards=rejected_rewards)
+    diff = _tensor(chosen_rewards) - _tensor(rejected_rewards)
+    if margin is not None:
+        _check_same_shape(chosen_rewards=chosen_rewards, margin=margin)
+        diff = diff - xp.asarray(_array(margin)).astype(diff.dtype)
+    return -F.logsigmoid(diff).mean()
+
+
+# ============================================================================ GRPO
+def grpo_advantages(rewards, num_generations, scale_rewards=True):
+    """GRPO's group-relative advantages (Shao et al., 2024), as TRL: rewards (B·G,) in groups of G completions
+    of one prompt (consecutive), each reward minus its group's mean, divided by (the group's unbiased
+    standard deviation + 1e-4) when ``scale_rewards``. No value model: the group is the baseline.
+    """
+    r = _array(rewards).reshape(-1)
+    if not (isinstance(num_generations, int) and num_generations >= 2):
+        raise ValueError(f"num_generations must be an integer >= 2 (a group needs a spread), got {num_generations!r}")
+    if r.size % num_generations:
+        raise ValueError(f"{r.size} rewards do not split into groups of num_generations = {num_generations}")
+    groups = r.reshape(-1, num_generations)  # (prompts, G)
+    advantages = groups - groups.mean(axis=1, keepdims=True)
+    if scale_rewards:
+        advantages = advantages / (groups.std(axis=1, ddof=1, keepdims=True) + 1e-4)
+    return advantages.reshape(-1)
+
+
+__all__ = ["DPO_LOSS_TYPES", "KL_KINDS", "bradley_terry_loss", "compute_gae", "dpo_loss", "grpo_advantages",
+           "kl_penalty", "masked_mean", "ppo_policy_loss", "ppo_value_loss", "whiten"]

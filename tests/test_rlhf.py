@@ -1,0 +1,211 @@
+"""Alignment losses against their formulas written out again in NumPy, the properties the issue lists (ρ ≡ 1,
+the clipped side's zero gradient, GAE as discounted sums, the KL estimators' expectations, DPO at π = π_ref),
+gradient checks of every loss in float64, and clear errors."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minift as mf
+from minift.rlhf import (
+    bradley_terry_loss, compute_gae, dpo_loss, grpo_advantages, kl_penalty, masked_mean, ppo_policy_loss,
+    ppo_value_loss, whiten,
+)
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    mf.set_default_dtype("float64")
+    yield
+    mf.set_default_dtype("float32")
+
+
+def rand(*shape, seed=0, scale=1.0):
+    return scale * np.random.default_rng(seed).standard_normal(shape)
+
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+# ============================================================================ GAE
+def gae_by_sums(r, v, gamma, lam):
+    """A_t = Σ_l (γλ)^l δ_{t+l} with δ_t = r_t + γ V_{t+1} − V_t (V past the end = 0): the closed form."""
+    T = len(r)
+    v_next = np.append(v[1:], 0.0)
+    delta = r + gamma * v_next - v
+    return np.array([sum((gamma * lam) ** l * delta[t + l] for l in range(T - t)) for t in range(T)])
+
+
+@settings(max_examples=40, deadline=None)
+@given(T=st.integers(1, 8), gamma=st.floats(0.5, 1.0), lam=st.floats(0.0, 1.0), seed=st.integers(0, 99))
+def test_gae_equals_the_discounted_sum_of_td_errors(T, gamma, lam, seed):
+    r, v = rand(2, T, seed=seed), rand(2, T, seed=seed + 1)
+    advantages, returns = compute_gae(r, v, gamma=gamma, lam=lam)
+    for b in range(2):
+        np.testing.assert_allclose(advantages[b], gae_by_sums(r[b], v[b], gamma, lam), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(returns, advantages + v)
+
+
+def test_gae_with_gamma_and_lambda_1_is_the_return_minus_the_value():
+    r, v = rand(3, 6, seed=1), rand(3, 6, seed=2)
+    advantages, returns = compute_gae(r, v, gamma=1.0, lam=1.0)
+    reward_to_go = np.cumsum(r[:, ::-1], axis=1)[:, ::-1]
+    np.testing.assert_allclose(advantages, reward_to_go - v, rtol=1e-12)
+    np.testing.assert_allclose(returns, reward_to_go, rtol=1e-12)
+
+
+def test_gae_skips_masked_positions_and_bootstraps_nothing_past_the_end():
+    r, v = rand(1, 6, seed=3), rand(1, 6, seed=4)
+    mask = np.array([[0, 0, 1, 1, 1, 0]])  # a prompt of two tokens, three response tokens, one pad
+    advantages, returns = compute_gae(r, v, mask, gamma=0.9, lam=0.8)
+    assert advantages[0, [0, 1, 5]].tolist() == [0, 0, 0] and returns[0, [0, 1, 5]].tolist() == [0, 0, 0]
+    np.testing.assert_allclose(advantages[0, 2:5], gae_by_sums(r[0, 2:5], v[0, 2:5], 0.9, 0.8), rtol=1e-12)
+
+
+# ============================================================================ PPO
+def test_ppo_policy_loss_with_ratio_one_is_minus_the_mean_advantage_and_its_gradient():
+    lp = rand(2, 5, seed=5)
+    adv = rand(2, 5, seed=6)
+    mask = np.ones((2, 5))
+    mask[1, 3:] = 0
+    t = mf.tensor(lp, requires_grad=True)
+    loss, stats = ppo_policy_loss(t, lp, adv, mask)
+    assert loss.item() == pytest.approx(-(adv * mask).sum() / mask.sum(), rel=1e-12)
+    assert stats["clipfrac"] == 0.0 and stats["approx_kl"] == 0.0 and stats["ratio_mean"] == pytest.approx(1.0)
+    loss.backward()
+    np.testing.assert_allclose(t.grad, -adv * mask / mask.sum(), rtol=1e-12)  # ∂ρ/∂log π = ρ = 1
+
+
+def test_outside_the_clip_range_the_clipped_side_has_zero_gradient():
+    old = np.zeros((1, 4))
+    lp = np.log(np.array([[1.5, 0.5, 1.5, 0.5]]))  # ρ = 1.5 or 0.5: outside [0.8, 1.2]
+    adv = np.array([[1.0, -1.0, -1.0, 1.0]])
+    t = mf.tensor(lp, requires_grad=True)
+    loss, stats = ppo_policy_loss(t, old, adv, np.ones((1, 4)), cliprange=0.2)
+    loss.backward()
+    # A > 0 with ρ > 1 + ε, and A < 0 with ρ < 1 − ε: clipped, no gradient; the other two are not clipped
+    assert t.grad[0, 0] == 0 and t.grad[0, 1] == 0
+    np.testing.assert_allclose(t.grad[0, 2:], -adv[0, 2:] * np.exp(lp[0, 2:]) / 4)
+    assert stats["clipfrac"] == 0.5
+    expected = np.maximum(-adv * np.exp(lp), -adv * np.clip(np.exp(lp), 0.8, 1.2)).mean()
+    assert loss.item() == pytest.approx(expected)
+
+
+def test_ppo_losses_gradcheck():
+    lp, old, adv = rand(2, 3, seed=7, scale=0.1), rand(2, 3, seed=8, scale=0.1), rand(2, 3, seed=9)
+    mask = np.array([[1, 1, 0], [1, 1, 1]])
+    assert mf.gradcheck(lambda x: ppo_policy_loss(x, old, adv, mask, cliprange=0.3)[0],
+                        (mf.tensor(lp, requires_grad=True),))
+    v, v_old, ret = rand(2, 3, seed=10), rand(2, 3, seed=11), rand(2, 3, seed=12)
+    assert mf.gradcheck(lambda x: ppo_value_loss(x, v_old, ret, mask, cliprange_value=0.5), (mf.tensor(v, requires_grad=True),))
+
+
+def test_ppo_value_loss_is_half_the_masked_mean_of_the_larger_squared_error():
+    v, v_old, ret = rand(3, 4, seed=13), rand(3, 4, seed=14), rand(3, 4, seed=15)
+    mask = (rand(3, 4, seed=16) > -0.5).astype(float)
+    clipped = v_old + np.clip(v - v_old, -0.2, 0.2)
+    expected = 0.5 * (np.maximum((v - ret) ** 2, (clipped - ret) ** 2) * mask).sum() / mask.sum()
+    assert ppo_value_loss(v, v_old, ret, mask).item() == pytest.approx(expected, rel=1e-12)
+
+
+# ============================================================================ KL
+def test_kl_estimators_average_to_the_kl_and_k3_is_never_negative():
+    rng = np.random.default_rng(0)
+    p, q = rng.dirichlet(np.ones(6)), rng.dirichlet(np.ones(6))  # π and π_ref over 6 tokens
+    lp, lq = np.log(p), np.log(q)
+    kl = float((p * (lp - lq)).sum())
+    k1 = kl_penalty(lp, lq, "k1").numpy()
+    k3 = kl_penalty(lp, lq, "k3").numpy()
+    assert (p * k1).sum() == pytest.approx(kl, rel=1e-12)  # the expectation under y ~ π, exactly
+    assert (p * k3).sum() == pytest.approx(kl, rel=1e-12)
+    assert (k3 >= 0).all() and (k1 < 0).any()  # k3 pointwise ≥ 0; k1 only on average
+    np.testing.assert_allclose(kl_penalty(lp, lq, "k2").numpy(), 0.5 * (lp - lq) ** 2)
+    assert mf.gradcheck(lambda x: kl_penalty(x, lq, "k3"), (mf.tensor(lp, requires_grad=True),))
+
+
+# ============================================================================ DPO and Bradley–Terry
+def test_dpo_at_the_reference_is_log_2_and_each_loss_type_matches_its_formula():
+    pc, pr, rc, rr = (rand(5, seed=s) for s in (20, 21, 22, 23))
+    losses, chosen, rejected = dpo_loss(rc, rr, rc, rr, beta=0.1)
+    np.testing.assert_allclose(losses.numpy(), math.log(2), rtol=1e-12)
+    assert (chosen == 0).all() and (rejected == 0).all()
+    h = (pc - rc) - (pr - rr)
+    beta, ls = 0.3, 0.1
+    expected = {"sigmoid": -(1 - ls) * np.log(sigmoid(beta * h)) - ls * np.log(sigmoid(-beta * h)),
+                "hinge": np.maximum(0, 1 - beta * h), "ipo": (h - 1 / (2 * beta)) ** 2}
+    for loss_type, want in expected.items():
+        losses, chosen, rejected = dpo_loss(pc, pr, rc, rr, beta=beta, loss_type=loss_type,
+                                            label_smoothing=ls if loss_type == "sigmoid" else 0.0)
+        np.testing.assert_allclose(losses.numpy(), want, rtol=1e-10, err_msg=loss_type)
+    np.testing.assert_allclose(chosen, beta * (pc - rc))
+    np.testing.assert_allclose(rejected, beta * (pr - rr))
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "ipo"])
+def test_dpo_gradchecks_and_raises_the_chosen_log_prob(loss_type):
+    pc, pr, rc, rr = (rand(4, seed=s, scale=0.5) for s in (30, 31, 32, 33))
+    assert mf.gradcheck(lambda a, b: dpo_loss(a, b, rc, rr, beta=0.5, loss_type=loss_type)[0].mean(),
+                        (mf.tensor(pc, requires_grad=True), mf.tensor(pr, requires_grad=True)))
+    if loss_type != "ipo":  # descending the loss raises log π(chosen) and lowers log π(rejected)
+        a, b = mf.tensor(pc, requires_grad=True), mf.tensor(pr, requires_grad=True)
+        dpo_loss(a, b, rc, rr, beta=0.5, loss_type=loss_type)[0].mean().backward()
+        assert (a.grad <= 0).all() and (b.grad >= 0).all()
+
+
+def test_bradley_terry_loss_and_gradient_by_hand():
+    rc, rr, margin = rand(6, seed=40), rand(6, seed=41), np.abs(rand(6, seed=42))
+    a = mf.tensor(rc, requires_grad=True)
+    loss = bradley_terry_loss(a, rr, margin)
+    d = rc - rr - margin
+    assert loss.item() == pytest.approx(np.mean(-np.log(sigmoid(d))), rel=1e-12)
+    loss.backward()
+    np.testing.assert_allclose(a.grad, -sigmoid(-d) / 6, rtol=1e-12)  # ∂/∂r_c of −log σ(d)
+    assert bradley_terry_loss(np.zeros(3), np.zeros(3)).item() == pytest.approx(math.log(2))
+
+
+# ============================================================================ GRPO
+@given(groups=st.integers(1, 4), G=st.integers(2, 6), seed=st.integers(0, 99))
+def test_grpo_advantages_are_centered_per_group_and_scaled_by_the_unbiased_std(groups, G, seed):
+    r = rand(groups * G, seed=seed)
+    a = grpo_advantages(r, G)
+    per_group = r.reshape(groups, G)
+    expected = (per_group - per_group.mean(1, keepdims=True)) / (per_group.std(1, ddof=1, keepdims=True) + 1e-4)
+    np.testing.assert_allclose(a, expected.reshape(-1), rtol=1e-10)
+    np.testing.assert_allclose(a.reshape(groups, G).sum(1), 0, atol=1e-9)
+    np.testing.assert_allclose(grpo_advantages(r, G, scale_rewards=False).reshape(groups, G),
+                               per_group - per_group.mean(1, keepdims=True), atol=1e-12)
+
+
+def test_a_group_with_equal_rewards_has_zero_advantage():
+    assert (grpo_advantages([1.0, 1.0, 1.0, 0.0, 1.0, 0.0], 3)[:3] == 0).all()
+
+
+# ============================================================================ helpers and errors
+def test_whiten_and_masked_mean():
+    x = rand(2, 5, seed=50)
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    w = whiten(x, mask)
+    kept = w[mask == 1]
+    assert kept.mean() == pytest.approx(0, abs=1e-12) and kept.std(ddof=1) == pytest.approx(1, rel=1e-6)
+    assert (w[mask == 0] == 0).all()
+    assert masked_mean(x, mask) == pytest.approx(x[mask == 1].mean())
+
+
+def test_errors_are_clear():
+    with pytest.raises(ValueError, match="shapes differ"):
+        compute_gae(np.zeros((2, 3)), np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="all zeros"):
+        ppo_policy_loss(np.zeros((1, 2)), np.zeros((1, 2)), np.zeros((1, 2)), np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="kind must be"):
+        kl_penalty(np.zeros(2), np.zeros(2), "k4")
+    with pytest.raises(ValueError, match="loss_type"):
+        dpo_loss(*(np.zeros(2),) * 4, loss_type="kto")
+    with pytest.raises(ValueError, match="beta"):
+        dpo_loss(*(np.zeros(2),) * 4, beta=0)
+    with pytest.raises(ValueError, match="groups of num_generations"):
+        grpo_advantages(np.zeros(5), 2)
+    with pytest.raises(ValueError, match=">= 2"):
+        grpo_advantages(np.zeros(4), 1)

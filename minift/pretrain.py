@@ -198,6 +198,7 @@ def perplexity(model, batches) -> float:
     ``batches``: (input_ids, attention_mask or None, labels) triples; causal models shift labels by one.
     """
     total, count = 0.0, 0
+    was_training = model.training
     model.eval()
     with no_grad():
         for ids, attn, labels in batches:
@@ -210,7 +211,7 @@ def perplexity(model, batches) -> float:
             if n:
                 total += F.cross_entropy(logits.reshape(b * t, v), flat, reduction="sum").item()
                 count += n
-    model.train()
+    model.train(was_training)  # as it was: an evaluation does not switch dropout back on
     if count == 0:
         raise ValueError("perplexity: no token to predict in the evaluation batches")
     return math.exp(total / count)

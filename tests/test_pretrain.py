@@ -156,3 +156,19 @@ def test_the_default_out_depends_on_the_family_and_is_not_a_shipped_checkpoint()
     default = output_dirs(PretrainConfig(family="bert"))
     assert default == (Path("out/pretrain-bert"), Path("runs/pretrain-bert"))
     assert output_dirs(PretrainConfig(out="x/ck")) == (Path("x/ck"), Path("runs/ck"))  # as documented
+
+
+def test_perplexity_leaves_the_model_in_the_mode_it_found_it():
+    import numpy as np
+
+    import minift as mf
+    from minift.pretrain import perplexity
+
+    cfg = mf.models.TransformerConfig(family="gpt2", vocab_size=20, hidden_size=8, num_hidden_layers=1,
+                                      num_attention_heads=2, max_position_embeddings=8)
+    model = mf.models.TransformerForCausalLM(cfg)
+    ids = np.arange(6).reshape(1, 6) % 20
+    for training in (False, True):
+        model.train(training)
+        assert perplexity(model, [(ids, None, ids)]) > 1
+        assert model.training is training

@@ -43,6 +43,35 @@ def _check_same_shape(**arrays):
         raise ValueError("shapes differ: " + ", ".join(f"{n} {s}" for n, s in shapes.items()))
 
 
+# ============================================================================ log-probabilities of sequences
+def token_logprobs(logits, input_ids):
+    """log π(x_t | x_<t) for t = 1 … T−1: (B, T−1) from a causal LM's logits (B, T, V) and its input (B, T).
+
+    Position t's logits predict token t + 1, so the logits are cut at the end and the tokens at the start.
+    A Tensor with gradients through the logits.
+    """
+    logits = _tensor(logits)
+    ids = xp.asarray(_array(input_ids).astype(np.int64))
+    logprobs = F.log_softmax(logits[:, :-1], axis=-1)  # (B, T−1, V)
+    return F.take_along_axis(logprobs, ids[:, 1:, None], axis=-1).reshape(ids.shape[0], ids.shape[1] - 1)
+
+
+def sequence_logprobs(model, input_ids, attention_mask, completion_mask, average=False):
+    """Σ_t log π(x_t | x_<t) over each sequence's completion tokens: (B,) Tensor (DPO's log π(y | x)).
+
+    ``completion_mask`` (B, T): 1 on the completion's tokens (not the prompt, not padding). ``average``:
+    divide by the number of completion tokens (a length-normalized log-prob, as IPO and SimPO use; DPO
+    sums).
+    """
+    per_token = token_logprobs(model(input_ids, attention_mask=attention_mask).logits, input_ids)  # (B, T−1)
+    mask = xp.asarray(_array(completion_mask)[:, 1:])  # token t+1 is predicted at position t
+    counts = mask.sum(axis=1)
+    if (counts == 0).any():
+        raise ValueError(f"sequences {np.flatnonzero(to_numpy(counts) == 0).tolist()} have no completion token")
+    total = (per_token * mask.astype(per_token.dtype)).sum(axis=1)
+    return total / counts.astype(per_token.dtype) if average else total
+
+
 # ============================================================================ PPO
 def compute_gae(rewards, values, mask=None, gamma=1.0, lam=0.95):
     """Generalized advantage estimation (Schulman et al., 2016) → ``(advantages, returns)``, arrays (B, T).
@@ -214,4 +243,5 @@ def grpo_advantages(rewards, num_generations, scale_rewards=True):
 
 
 __all__ = ["DPO_LOSS_TYPES", "KL_KINDS", "bradley_terry_loss", "compute_gae", "dpo_loss", "grpo_advantages",
-           "kl_penalty", "masked_mean", "ppo_policy_loss", "ppo_value_loss", "whiten"]
+           "kl_penalty", "masked_mean", "ppo_policy_loss", "ppo_value_loss", "sequence_logprobs", "token_logprobs",
+           "whiten"]

@@ -209,3 +209,34 @@ def test_errors_are_clear():
         grpo_advantages(np.zeros(5), 2)
     with pytest.raises(ValueError, match=">= 2"):
         grpo_advantages(np.zeros(4), 1)
+
+
+# ============================================================================ sequence log-probs
+def test_sequence_logprobs_sum_the_completion_tokens_given_their_prefix():
+    from minift.rlhf import sequence_logprobs, token_logprobs
+
+    mf.seed(0)
+    cfg = mf.models.TransformerConfig(family="llama", vocab_size=17, hidden_size=8, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16)
+    model = mf.models.TransformerForCausalLM(cfg)
+    ids = np.random.default_rng(0).integers(0, 17, (2, 7))
+    attention = np.ones((2, 7), dtype=np.int64)
+    attention[1, 5:] = 0  # the second sequence is padded after 5 tokens
+    completion = np.zeros((2, 7), dtype=np.int64)
+    completion[0, 3:] = 1  # a prompt of 3 tokens, then 4 completion tokens
+    completion[1, 2:5] = 1
+    total = sequence_logprobs(model, ids, attention, completion)
+    expected = []
+    for b in range(2):  # each completion token scored by a forward pass over its prefix alone
+        s = 0.0
+        for t in np.flatnonzero(completion[b]):
+            logits = model(ids[b:b + 1, :t]).logits.numpy()[0, -1]
+            s += logits[ids[b, t]] - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
+        expected.append(s)
+    np.testing.assert_allclose(total.numpy(), expected, rtol=1e-10)
+    np.testing.assert_allclose(sequence_logprobs(model, ids, attention, completion, average=True).numpy(),
+                               np.array(expected) / completion.sum(1), rtol=1e-10)
+    logits = mf.tensor(np.random.default_rng(1).standard_normal((2, 4, 5)), requires_grad=True)
+    assert mf.gradcheck(lambda z: token_logprobs(z, ids[:, :4] % 5), (logits,))
+    with pytest.raises(ValueError, match="no completion token"):
+        sequence_logprobs(model, ids, attention, np.zeros((2, 7)))

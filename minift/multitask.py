@@ -32,6 +32,7 @@ up worse than it would alone with the same number of its own steps. Lesson 13 me
 from __future__ import annotations
 
 import math
+import zlib
 from collections import Counter
 
 import numpy as np  # host side: task draws, data order and metrics are host data, as in the Trainer
@@ -211,7 +212,7 @@ class MultiTaskTrainer(Trainer):
     ``MultiTaskModel`` with a head for each task.
 
     Every optimizer step: ``task = next(sampler)``, then that task's next ``gradient_accumulation_steps``
-    micro-batches (each task has its own epochs, shuffled with (seed, task index, epoch)); forward, backward,
+    micro-batches (each task has its own epochs, shuffled with (seed, task name, epoch)); forward, backward,
     clip, step — the ``Trainer``'s loop, unchanged. ``sampler`` defaults to round-robin over the training
     tasks, seeded with ``args.seed``. One "epoch" here is as many micro-batches as all the tasks hold together.
 
@@ -284,9 +285,10 @@ class MultiTaskTrainer(Trainer):
         return max(1, micro // self.args.gradient_accumulation_steps)
 
     def task_order(self, task, epoch: int):
-        """The order of ``task``'s training rows in its ``epoch``: a permutation seeded by (seed, task, epoch)."""
-        index = list(self.train_dataset).index(task)
-        return np.random.default_rng([self.args.seed, index, epoch]).permutation(len(self.train_dataset[task]))
+        """The order of ``task``'s training rows in its ``epoch``: a permutation seeded by (seed, the task's name,
+        epoch) — so a task's batches come in the same order whichever tasks train beside it (alone too)."""
+        key = zlib.crc32(task.encode())  # a stable number for the name (Python's hash() changes per process)
+        return np.random.default_rng([self.args.seed, key, epoch]).permutation(len(self.train_dataset[task]))
 
     def _task_micro_batches(self, task, skip):
         """Endless batches of ``task``, after the first ``skip`` (a resumed run continues where it stopped)."""

@@ -14,7 +14,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minift as mf
-from minift import functional as F
 from minift.cli import main
 from minift.data.collators import DataCollatorForTokenClassification, DataCollatorWithPadding
 from minift.models import TransformerConfig, TransformerModel

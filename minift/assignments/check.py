@@ -101,10 +101,10 @@ def _check_mutants(root: Path, out) -> list:
     out(f"mutants: {len(MUTANTS)}, {len(jobs)} runs (property tasks face their target's), each on the hypothesis "
         f"profiles {', '.join(profiles)}")
     results = run_mutants(root, profiles=profiles, out=out, jobs=jobs)
-    out(f"{'task':34} {'mutants':>7} " + " ".join(f"{'killed (' + p + ')':>20}" for p in profiles))
+    out(f"{'task':36} {'mutants':>7} " + " ".join(f"{'killed (' + p + ')':>20}" for p in profiles))
     for t in TASKS:
         mine = {name: r for (test_task, _, name), r in results.items() if test_task == t}
-        out(f"{t:34} {len(mine):7d} " + " ".join(f"{sum(r[p] for r in mine.values()):20d}" for p in profiles))
+        out(f"{t:36} {len(mine):7d} " + " ".join(f"{sum(r[p] for r in mine.values()):20d}" for p in profiles))
         problems += [f"{t}: mutant {name!r} survives on the {p!r} profile" for name, r in mine.items()
                      for p in profiles if not r[p]]
     return problems
@@ -138,7 +138,7 @@ def check_isolation(root: Path, out, task_ids=()) -> list:
             still_pass = [n for n, o in results.get(task.id, []) if o != "failed"]
             broken = sorted({t for t, runs in results.items() if t not in allowed and t not in props
                              and any(o != "passed" for _, o in runs)})
-            out(f"  {task.id:30} its tests fail: {not still_pass}; other tasks broken: {', '.join(broken) or 'none'}")
+            out(f"  {task.id:36} its tests fail: {not still_pass}; other tasks broken: {', '.join(broken) or 'none'}")
             problems += [f"{task.id}: with only it stripped, {n} still passes" for n in still_pass]
             problems += [f"{task.id}: stripping it breaks the tests of {t}, which does not declare it in depends"
                          for t in broken]

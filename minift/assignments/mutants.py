@@ -284,7 +284,7 @@ def run_mutants(root, task_ids=(), profiles=("assignments", "dev"), out=print, w
                 with lock:
                     results[(test_task, m.task, m.name)] = killed
                     by = "" if test_task == m.task else f" (by {test_task})"
-                    out(f"  {m.task:30} {m.name + by:24} {verdict}")
+                    out(f"  {m.task:36} {m.name + by:24} {verdict}")
 
         threads = [threading.Thread(target=worker, args=(k,)) for k in range(max(1, min(workers, len(jobs))))]
         for t in threads:

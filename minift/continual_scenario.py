@@ -46,8 +46,8 @@ class ContinualConfig:
     batch_size: int = 16
     learning_rate: float | None = None  # default: 5e-4 for lora, 5e-5 otherwise
     max_length: int = 64
-    ewc_lambda: float = 1e6  # the Fisher's entries are tiny (1e-8 … 1e-4): λ makes the springs felt
-    l2_lambda: float = 1.0
+    ewc_lambda: float = 1e5  # the Fisher's entries are tiny (1e-9 … 1e-3): λ makes the springs felt (1e7 is too stiff)
+    l2_lambda: float = 0.01  # Σ (θ − θ*)² over 22.7M weights: a small λ gives a penalty like EWC's
     online_gamma: float = 1.0
     fisher_examples: int = 100  # training rows of each task on which its Fisher is estimated
     replay_capacity: int = 1000

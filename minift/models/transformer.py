@@ -158,9 +158,20 @@ def _input_ids(input_ids):
 
 
 def _padding_mask(attention_mask, batch, seq_len, past):
-    """``attention_mask`` (B, past + T) of 1 = real token / 0 = padding, as booleans; None stays None."""
+    """``attention_mask`` as booleans; None stays None. Two forms:
+
+    * (B, past + T): 1 = real token, 0 = padding (Hugging Face's usual mask);
+    * (B, T, past + T): 1 where query t may attend to key s — for packed sequences, a block per example,
+      so that no example sees another (the causal mask is still applied on top).
+    """
     if attention_mask is None:
         return None
+    mask = xp.asarray(attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask)
+    if mask.ndim == 3:
+        if mask.shape != (batch, seq_len, past + seq_len):
+            raise ValueError(f"a 3-D attention_mask must be (batch, seq_len, past + seq_len) = "
+                             f"{(batch, seq_len, past + seq_len)}, got {tuple(mask.shape)}")
+        return mask.astype(bool)
     mask = _id_matrix(attention_mask, "attention_mask").astype(bool)
     if mask.shape != (batch, past + seq_len):
         raise ValueError(
@@ -176,7 +187,7 @@ def _default_position_ids(mask, batch, seq_len, past):
     With a padding mask, a token's position is the number of real tokens before it, so that left
     padding does not shift a prompt's positions (a padded prompt is then embedded as the unpadded one).
     """
-    if mask is None:
+    if mask is None or mask.ndim == 3:  # a 3-D (packing) mask comes with its own position_ids
         return xp.broadcast_to(xp.arange(past, past + seq_len), (batch, seq_len))
     real_before = xp.cumsum(mask, axis=1) - 1  # (B, past + T): index among the real tokens
     return xp.maximum(real_before, 0)[:, past:]  # (B, T); padding gets position 0

@@ -63,7 +63,8 @@ class MultiHeadAttention(Module):
         self.last_attention = None  # (B, H, T, T_k) probabilities of the last call, for attention maps
 
     def forward(self, x, key_padding_mask=None, position_ids=None, cache=None, keep_attention=False):
-        """``key_padding_mask``: (B, T_k) bool, True for real tokens; ``position_ids``: (B, T) ints (RoPE)."""
+        """``key_padding_mask``: (B, T_k) bool, True for real tokens — or (B, T, T_k), True where query t may
+        attend to key s (packed sequences); ``position_ids``: (B, T) ints (RoPE)."""
         b, t, _ = x.shape
         h = self.num_heads
         hk = self.num_kv_heads
@@ -85,7 +86,9 @@ class MultiHeadAttention(Module):
         k = F.repeat_kv(k, h // hk)  # (B, H_kv, T_k, D) -> (B, H, T_k, D)
         v = F.repeat_kv(v, h // hk)
         mask = None
-        if key_padding_mask is not None:
+        if key_padding_mask is not None and key_padding_mask.ndim == 3:  # packed sequences: (B, T, T_k)
+            mask = xp.asarray(key_padding_mask, dtype=bool)[:, None, :, :]  # (B, 1, T, T_k): the same for every head
+        elif key_padding_mask is not None:
             mask = xp.asarray(key_padding_mask, dtype=bool)[:, None, None, :]  # (B, 1, 1, T_k)
         dropout_p = self.dropout_p if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal,

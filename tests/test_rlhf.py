@@ -240,3 +240,76 @@ def test_sequence_logprobs_sum_the_completion_tokens_given_their_prefix():
     assert mf.gradcheck(lambda z: token_logprobs(z, ids[:, :4] % 5), (logits,))
     with pytest.raises(ValueError, match="no completion token"):
         sequence_logprobs(model, ids, attention, np.zeros((2, 7)))
+
+
+# ============================================================================ DPO training
+@pytest.fixture(scope="module")
+def smol_tokenizer():
+    return mf.tokenization.from_pretrained("smollm2")
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer():  # tiny-gpt's 4096-token BPE: fast, no chat template (chat=False)
+    from pathlib import Path
+
+    return mf.tokenization.from_pretrained(str(Path(__file__).resolve().parents[1] / "checkpoints" / "tiny-gpt"))
+
+
+def tiny_policy(vocab):
+    mf.set_default_dtype("float64")
+    mf.seed(0)
+    cfg = mf.models.TransformerConfig(family="llama", vocab_size=vocab, hidden_size=8, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    return mf.models.TransformerForCausalLM(cfg)
+
+
+PAIRS = [{"prompt": "Is it good?", "chosen": " yes", "rejected": " no"},
+         {"prompt": "Is it bad?", "chosen": " no", "rejected": " yes"}]
+
+
+def test_dpo_starts_at_log_2_with_the_adapter_as_the_only_difference_and_learns(tiny_tokenizer, tmp_path):
+    from minift.peft import LoraConfig, get_peft_model
+    from minift.rlhf import DataCollatorForPreference, DPOMetricsCallback, DPOModel, sequence_logprobs
+
+    tok = tiny_tokenizer
+    policy = get_peft_model(tiny_policy(tok.vocab_size), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]))
+    dpo = DPOModel(policy, beta=0.5)
+    collate = DataCollatorForPreference(tok, chat=False)
+    batch = collate(PAIRS)
+    assert batch["input_ids"].shape[0] == 4 and (batch["completion_mask"].sum(1) > 0).all()
+    loss = dpo(**batch).loss
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-12)  # B = 0 at the start: the policy is the reference
+    with policy.disable_adapter():  # the reference is the base model
+        base = sequence_logprobs(policy, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]).numpy()
+    np.testing.assert_allclose(dpo.reference_logps(**batch).numpy(), base)
+    trainable = {n for n, p in dpo.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+
+    args = mf.train.TrainingArguments(output_dir=str(tmp_path / "dpo"), max_steps=30, learning_rate=0.1,
+                                      per_device_train_batch_size=2, logging_steps=10, save_strategy="no",
+                                      remove_unused_columns=False, disable_tqdm=True, plot=False, seed=0)
+    trainer = mf.train.Trainer(dpo, args, train_dataset=PAIRS, data_collator=collate,
+                               callbacks=[DPOMetricsCallback(dpo)])
+    trainer.train()
+    logs = [r for r in trainer.state.log_history if "loss" in r]
+    assert logs[-1]["loss"] < logs[0]["loss"] < math.log(2) and logs[-1]["rewards/accuracies"] == 1.0
+    assert logs[-1]["rewards/margins"] > logs[0]["rewards/margins"] > 0
+    assert logs[-1]["rewards/rejected"] < 0  # (the chosen reward may fall too, only less: DPO moves the margin)
+
+
+def test_dpo_with_an_explicit_reference_keeps_it_out_of_the_parameters(smol_tokenizer):
+    from minift.rlhf import DataCollatorForPreference, DPOModel
+
+    tok = smol_tokenizer  # the chat template: prompt and answer as a user and an assistant turn
+    policy, reference = tiny_policy(tok.vocab_size), tiny_policy(tok.vocab_size)
+    dpo = DPOModel(policy, ref_model=reference, beta=0.1, loss_type="ipo")
+    assert len(list(dpo.parameters())) == len(list(policy.parameters()))
+    batch = DataCollatorForPreference(tok)(PAIRS)
+    expected = (0 - 1 / (2 * 0.1)) ** 2  # h = 0: the two models are built from the same seed
+    assert dpo(**batch).loss.item() == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="needs a reference"):
+        DPOModel(tiny_policy(tok.vocab_size))
+    with pytest.raises(ValueError, match="loss_type"):
+        DPOModel(policy, ref_model=reference, loss_type="kto")
+    with pytest.raises(KeyError, match="lacks"):
+        DataCollatorForPreference(tok)([{"prompt": "x", "chosen": "y"}])

@@ -795,3 +795,36 @@ def test_unloaded_peft_model_refuses_to_save_and_bad_types_are_refused(tmp_path)
         IA3Config(init_ia3_weights="x")
     with pytest.raises(ValueError, match="no adapter named 'zzz'"):
         _adapted().save_pretrained(tmp_path / "z", adapter_name="zzz")
+
+
+def test_prompt_tuned_causal_lm_counts_every_label_as_a_target():
+    """With n virtual tokens in front (labels −100), the last virtual token predicts the first real label:
+    the loss averages over every label ≠ −100, and the Trainer's count (shifts_labels False) says the same."""
+    from minift.peft import PromptTuningConfig
+    from minift.train import count_targets
+
+    mf.set_default_dtype("float64")
+    try:
+        mf.seed(0)
+        cfg = mf.models.TransformerConfig(family="llama", vocab_size=19, hidden_size=8, num_hidden_layers=1,
+                                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)
+        lm = mf.models.TransformerForCausalLM(cfg)
+        pt = get_peft_model(lm, PromptTuningConfig(num_virtual_tokens=3))
+        ids = np.random.default_rng(0).integers(0, 19, (2, 5))
+        labels = ids.copy()
+        labels[1, 3:] = -100
+        batch = {"input_ids": ids, "labels": labels}
+        n = count_targets(batch, pt.shifts_labels)
+        assert n == int((labels != -100).sum()) == 8
+        total = pt(**batch).loss.item() * n  # the mean loss times the count: the summed NLL over the targets
+        first_only = np.full_like(labels, -100)
+        first_only[:, 0] = labels[:, 0]  # the first real tokens alone: targets, predicted by the last virtual one
+        assert count_targets({"input_ids": ids, "labels": first_only}, pt.shifts_labels) == 2
+        first_nll = pt(input_ids=ids, labels=first_only).loss.item() * 2
+        logits = pt(input_ids=ids).logits.numpy()  # (2, 5, V): the real positions (the virtual ones are cut)
+        logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        rest = -sum(logp[b, t - 1, labels[b, t]] for b in range(2) for t in range(1, 5) if labels[b, t] != -100)
+        assert np.isfinite(first_nll) and first_nll > 0
+        assert total == pytest.approx(first_nll + rest, rel=1e-10)
+    finally:
+        mf.set_default_dtype("float32")

@@ -119,6 +119,12 @@ class PromptTuningModel(TrainableCounts, Module):
         finally:
             embed._modules["tokens"] = original
 
+    @property
+    def shifts_labels(self):
+        """False even for a causal LM: the n virtual tokens come first with labels −100, so the first real
+        label *is* a target (the last virtual token predicts it). The Trainer counts every label ≠ −100."""
+        return False
+
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, **kw):
         ids = xp.asarray(input_ids)
         ids = ids[None, :] if ids.ndim == 1 else ids

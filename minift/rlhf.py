@@ -14,7 +14,7 @@ import numpy as np
 from . import functional as F
 from .autograd.grad_mode import no_grad
 from .autograd.tensor import Tensor
-from .backend import to_numpy, xp
+from .backend import get_default_dtype, to_numpy, xp
 from .nn.attention import MultiHeadAttention
 from .nn.layers import Dropout
 from .nn.module import Module
@@ -25,8 +25,15 @@ DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo")
 
 
 def _tensor(x):
-    """A Tensor as it is; an array (or list) as a constant Tensor."""
-    return x if isinstance(x, Tensor) else Tensor(xp.asarray(x))
+    """A float Tensor as it is; an array (or list) as a constant Tensor. Integers (rewards of 0/1, a list
+    of ints) become floats of the default dtype: the other inputs are cast to this one's dtype, and an
+    integer one would truncate them (a reference log-prob of −0.5 would become 0)."""
+    if isinstance(x, Tensor) and x.dtype.kind == "f":
+        return x
+    data = xp.asarray(x.data if isinstance(x, Tensor) else x)
+    if data.dtype.kind != "f":
+        data = data.astype(get_default_dtype())
+    return Tensor(data)
 
 
 def _array(x):

@@ -166,6 +166,23 @@ def test_bradley_terry_loss_and_gradient_by_hand():
     assert bradley_terry_loss(np.zeros(3), np.zeros(3)).item() == pytest.approx(math.log(2))
 
 
+def test_integer_inputs_are_read_as_floats_not_truncated():
+    """Integer rewards or values (0/1, a list of ints) must not turn the other inputs into integers."""
+    mask = [[1, 1]]
+    as_floats = ppo_value_loss([[0.0, 1.0]], [[0.5, 0.5]], [[0.3, 0.3]], mask).item()
+    assert ppo_value_loss([[0, 1]], [[0.5, 0.5]], [[0.3, 0.3]], mask).item() == pytest.approx(as_floats)
+    lp, old, adv = [[0, -1]], [[-0.5, -0.5]], [[1, 1]]
+    assert ppo_policy_loss(lp, old, adv, mask)[0].item() == pytest.approx(
+        ppo_policy_loss(np.array(lp, dtype=float), old, adv, mask)[0].item())
+    np.testing.assert_allclose(kl_penalty([[0, -1]], [[-0.5, -0.5]], "k3").numpy(),
+                               kl_penalty([[0.0, -1.0]], [[-0.5, -0.5]], "k3").numpy())
+    ref = ([-1.5, -2.5], [-2.9, -3.1])
+    np.testing.assert_allclose(dpo_loss([-1, -2], [-3, -3], *ref)[0].numpy(),
+                               dpo_loss([-1.0, -2.0], [-3.0, -3.0], *ref)[0].numpy())
+    assert bradley_terry_loss(mf.tensor([1, 2]), [0.5, 3]).item() == pytest.approx(
+        bradley_terry_loss([1.0, 2.0], [0.5, 3.0]).item())
+
+
 # ============================================================================ GRPO
 @given(groups=st.integers(1, 4), G=st.integers(2, 6), seed=st.integers(0, 99))
 def test_grpo_advantages_are_centered_per_group_and_scaled_by_the_unbiased_std(groups, G, seed):

@@ -41,12 +41,20 @@ def _array(x):
 
 
 def masked_mean(values, mask):
-    """Σ values·mask / Σ mask: the mean over the positions that count (a Tensor if ``values`` is one)."""
-    count = float(_array(mask).sum())
+    """Σ values·mask / Σ mask: the mean over the positions that count; ``mask`` has the shape of ``values``.
+
+    A Tensor (with gradients) if ``values`` is one; otherwise a float computed on the host with NumPy (a
+    statistic such as PPO's clipfrac), so that a host array never meets a mask on the GPU in one product.
+    As in TRL, a position with mask 0 still enters the product: it must hold a finite number (0 · NaN = NaN).
+    """
+    _check_same_shape(values=values, mask=mask)
+    m = _array(mask)
+    count = float(m.sum())
     if count == 0:
         raise ValueError("the mask is all zeros: no position to average over")
-    m = xp.asarray(_array(mask)).astype(values.dtype if hasattr(values, "dtype") else np.float64)
-    return (values * m).sum() / count
+    if isinstance(values, Tensor):
+        return (values * xp.asarray(m).astype(values.dtype)).sum() / count
+    return float((_array(values) * m).sum() / count)
 
 
 def _check_same_shape(**arrays):
@@ -116,6 +124,7 @@ def whiten(values, mask=None, shift_mean=True):
     """(x − mean) / std over the positions that count (TRL's ``masked_whiten``, unbiased variance)."""
     x = _array(values)
     m = np.ones_like(x) if mask is None else _array(mask)
+    _check_same_shape(values=x, mask=m)
     n = m.sum()
     if n < 2:
         raise ValueError("whitening needs at least two positions with mask 1")

@@ -211,6 +211,46 @@ def test_whiten_and_masked_mean():
     assert masked_mean(x, mask) == pytest.approx(x[mask == 1].mean())
 
 
+def test_masked_mean_and_whiten_want_a_mask_of_the_values_shape():
+    x = rand(2, 3, seed=51)
+    for mask in (np.ones((2, 1)), np.ones((1, 3)), np.ones(6)):  # would broadcast: Σ mask no longer counts them
+        with pytest.raises(ValueError, match="shapes differ"):
+            masked_mean(x, mask)
+        with pytest.raises(ValueError, match="shapes differ"):
+            masked_mean(mf.tensor(x), mask)
+        with pytest.raises(ValueError, match="shapes differ"):
+            whiten(x, mask)
+
+
+def test_statistics_of_host_arrays_never_touch_the_device_arrays(monkeypatch):
+    """masked_mean of a NumPy array (PPO's clipfrac, approx_kl) is computed with NumPy: on the CuPy backend a
+    NumPy array times a mask made with ``xp`` is a TypeError."""
+    import minift.rlhf as rlhf
+
+    class NoDevice:
+        def __getattr__(self, name):
+            raise AssertionError(f"xp.{name} used for host values")
+
+    x, mask = rand(2, 3, seed=52), np.array([[1, 1, 0], [1, 0, 1]])
+    monkeypatch.setattr(rlhf, "xp", NoDevice())
+    assert masked_mean(x, mask) == pytest.approx(x[mask == 1].mean())
+    assert masked_mean(x > 0, mask) == pytest.approx((x > 0)[mask == 1].mean())
+
+
+@pytest.mark.cupy
+@pytest.mark.skipif(not mf.backend.cupy_available(), reason="CuPy with a GPU is not available on this machine")
+def test_ppo_policy_loss_and_its_statistics_run_on_cupy():
+    lp, old, adv = rand(2, 3, seed=53, scale=0.3), rand(2, 3, seed=54, scale=0.3), rand(2, 3, seed=55)
+    mask = np.array([[1, 1, 0], [1, 1, 1]])
+    want_loss, want_stats = ppo_policy_loss(mf.tensor(lp), old, adv, mask)
+    mf.set_backend("cupy")
+    try:
+        loss, stats = ppo_policy_loss(mf.tensor(mf.backend.asarray(lp)), old, adv, mask)
+    finally:
+        mf.set_backend("numpy")
+    assert loss.item() == pytest.approx(want_loss.item()) and stats == pytest.approx(want_stats)
+
+
 def test_errors_are_clear():
     with pytest.raises(ValueError, match="shapes differ"):
         compute_gae(np.zeros((2, 3)), np.zeros((2, 4)))

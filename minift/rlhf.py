@@ -248,18 +248,30 @@ def bradley_terry_loss(chosen_rewards, rejected_rewards, margin=None):
 # ============================================================================ GRPO
 def grpo_advantages(rewards, num_generations, scale_rewards=True):
     """GRPO's group-relative advantages (Shao et al., 2024), as TRL: rewards (B·G,) in groups of G completions
-    of one prompt (consecutive), each reward minus its group's mean, divided by (the group's unbiased
-    standard deviation + 1e-4) when ``scale_rewards``. No value model: the group is the baseline.
+    of one prompt (consecutive), each reward minus its group's mean, then divided by a standard deviation:
+
+        A_i = (r_i − mean(group of i)) / (σ + 1e-4)
+
+    ``scale_rewards`` takes TRL's values: ``True`` or ``"group"``: σ = the group's unbiased standard
+    deviation; ``"batch"``: σ = the unbiased standard deviation of all B·G rewards (PPO Lite); ``False`` or
+    ``"none"``: no division (Dr. GRPO). No value model: the group is the baseline.
     """
     r = _array(rewards).reshape(-1)
-    if not (isinstance(num_generations, int) and num_generations >= 2):
+    if isinstance(num_generations, bool) or not (isinstance(num_generations, (int, np.integer)) and num_generations >= 2):
         raise ValueError(f"num_generations must be an integer >= 2 (a group needs a spread), got {num_generations!r}")
+    num_generations = int(num_generations)
+    scale = {True: "group", False: "none"}[scale_rewards] if isinstance(scale_rewards, bool) else scale_rewards
+    if scale not in ("group", "batch", "none"):
+        raise ValueError(f"scale_rewards must be True or 'group', 'batch', or False or 'none' (TRL's values), "
+                         f"got {scale_rewards!r}")
     if r.size % num_generations:
         raise ValueError(f"{r.size} rewards do not split into groups of num_generations = {num_generations}")
     groups = r.reshape(-1, num_generations)  # (prompts, G)
     advantages = groups - groups.mean(axis=1, keepdims=True)
-    if scale_rewards:
+    if scale == "group":
         advantages = advantages / (groups.std(axis=1, ddof=1, keepdims=True) + 1e-4)
+    elif scale == "batch":
+        advantages = advantages / (r.std(ddof=1) + 1e-4)
     return advantages.reshape(-1)
 
 

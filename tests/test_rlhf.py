@@ -200,6 +200,21 @@ def test_a_group_with_equal_rewards_has_zero_advantage():
     assert (grpo_advantages([1.0, 1.0, 1.0, 0.0, 1.0, 0.0], 3)[:3] == 0).all()
 
 
+def test_grpo_scale_rewards_takes_trls_values():
+    """TRL's scale_rewards is "group" (= True), "batch" or "none" (= False): "none" must not scale."""
+    r = rand(12, seed=60)
+    per_group = r.reshape(3, 4)
+    centered = (per_group - per_group.mean(1, keepdims=True)).reshape(-1)
+    np.testing.assert_allclose(grpo_advantages(r, 4, scale_rewards="none"), centered, atol=1e-12)
+    np.testing.assert_allclose(grpo_advantages(r, 4, scale_rewards="group"), grpo_advantages(r, 4, True))
+    np.testing.assert_allclose(grpo_advantages(r, 4, scale_rewards="batch"), centered / (r.std(ddof=1) + 1e-4))
+    np.testing.assert_allclose(grpo_advantages(r, np.int64(4)), grpo_advantages(r, 4))
+    with pytest.raises(ValueError, match="scale_rewards must be"):
+        grpo_advantages(r, 4, scale_rewards="std")
+    with pytest.raises(ValueError, match=">= 2"):
+        grpo_advantages(r[:2], True)
+
+
 # ============================================================================ helpers and errors
 def test_whiten_and_masked_mean():
     x = rand(2, 5, seed=50)

@@ -57,6 +57,11 @@ def masked_mean(values, mask):
     return float((_array(values) * m).sum() / count)
 
 
+def _check_clip_range(name, value):
+    if not (isinstance(value, (int, float, np.integer, np.floating)) and 0 <= value < float("inf")):
+        raise ValueError(f"{name} must be a finite number >= 0 (the ε of the clip), got {value!r}")
+
+
 def _check_same_shape(**arrays):
     shapes = {name: tuple(np.shape(a.data if isinstance(a, Tensor) else a)) for name, a in arrays.items()}
     if len(set(shapes.values())) > 1:
@@ -71,7 +76,13 @@ def token_logprobs(logits, input_ids):
     A Tensor with gradients through the logits.
     """
     logits = _tensor(logits)
-    ids = xp.asarray(_array(input_ids).astype(np.int64))
+    ids = np.asarray(to_numpy(input_ids.data if isinstance(input_ids, Tensor) else input_ids))
+    if logits.ndim != 3 or ids.ndim != 2 or tuple(logits.shape[:2]) != ids.shape:
+        raise ValueError(f"token_logprobs needs logits (B, T, V) and input_ids (B, T) with the same B and T, "
+                         f"got logits {tuple(logits.shape)} and input_ids {ids.shape}")
+    if ids.dtype.kind not in "iu" and not (ids.dtype.kind == "f" and (ids == np.round(ids)).all()):
+        raise TypeError(f"input_ids must be integer token ids, got dtype {ids.dtype}")
+    ids = xp.asarray(ids.astype(np.int64))
     logprobs = F.log_softmax(logits[:, :-1], axis=-1)  # (B, T−1, V)
     return F.take_along_axis(logprobs, ids[:, 1:, None], axis=-1).reshape(ids.shape[0], ids.shape[1] - 1)
 
@@ -102,6 +113,9 @@ def compute_gae(rewards, values, mask=None, gamma=1.0, lam=0.95):
     and after the last there is nothing (V = 0, A = 0: no value is bootstrapped past the end). Positions
     with mask 0 get advantage and return 0. With γ = λ = 1, A_t = Σ_{s ≥ t} r_s − V_t.
     """
+    for name, value in (("gamma", gamma), ("lam", lam)):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {value!r}")
     r, v = _array(rewards), _array(values)
     _check_same_shape(rewards=r, values=v)
     if r.ndim != 2:
@@ -146,6 +160,7 @@ def ppo_policy_loss(logprobs, old_logprobs, advantages, mask, cliprange=0.2):
     ``stats``: ``clipfrac`` (share of positions where the clipped term is the larger), ``approx_kl``
     (½ masked mean of (log π − log π_old)²), ``ratio_mean``.
     """
+    _check_clip_range("cliprange", cliprange)
     _check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask)
     logprobs = _tensor(logprobs)
     old = xp.asarray(_array(old_logprobs)).astype(logprobs.dtype)
@@ -164,6 +179,7 @@ def ppo_policy_loss(logprobs, old_logprobs, advantages, mask, cliprange=0.2):
 
 def ppo_value_loss(values, old_values, returns, mask, cliprange_value=0.2):
     """½ · masked mean of max((V − R)², (clip(V, V_old − ε, V_old + ε) − R)²): the clipped value loss (TRL)."""
+    _check_clip_range("cliprange_value", cliprange_value)
     _check_same_shape(values=values, old_values=old_values, returns=returns, mask=mask)
     values = _tensor(values)
     old = xp.asarray(_array(old_values)).astype(values.dtype)
@@ -205,8 +221,11 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
         hinge:    relu(1 − βh)                             (SLiC)
         ipo:      (h − 1/(2β))²                            (IPO, Azar et al.)
 
-    ``losses``: per pair, a Tensor (take ``.mean()``); the implicit rewards β(π − ref) of each completion,
-    arrays without gradient. At π = π_ref, h = 0 and the sigmoid loss is log 2.
+    Label smoothing belongs to the sigmoid loss only (TRL warned and ignored it for the others; here it is
+    an error). For IPO, TRL averages the log-probs over the completion's tokens before forming h: pass
+    ``sequence_logprobs(..., average=True)`` to match it. ``losses``: per pair, a Tensor (take ``.mean()``);
+    the implicit rewards β(π − ref) of each completion, arrays without gradient. At π = π_ref, h = 0 and
+    the sigmoid loss is log 2.
     """
     if loss_type not in DPO_LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {DPO_LOSS_TYPES}, got {loss_type!r}")
@@ -214,6 +233,9 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
         raise ValueError(f"beta must be > 0, got {beta!r}")
     if not 0 <= label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing!r}")
+    if label_smoothing and loss_type != "sigmoid":
+        raise ValueError(f"label_smoothing applies to the sigmoid loss only; the {loss_type} loss has none "
+                         f"(got label_smoothing={label_smoothing!r})")
     _check_same_shape(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
                       reference_chosen_logps=reference_chosen_logps, reference_rejected_logps=reference_rejected_logps)
     pc, pr = _tensor(policy_chosen_logps), _tensor(policy_rejected_logps)
@@ -238,6 +260,8 @@ def bradley_terry_loss(chosen_rewards, rejected_rewards, margin=None):
     asks the chosen reward to win by at least that much.
     """
     _check_same_shape(chosen_rewards=chosen_rewards, rejected_rewards=rejected_rewards)
+    if np.size(chosen_rewards.data if isinstance(chosen_rewards, Tensor) else chosen_rewards) == 0:
+        raise ValueError("bradley_terry_loss got no pairs: the rewards are empty")
     diff = _tensor(chosen_rewards) - _tensor(rejected_rewards)
     if margin is not None:
         _check_same_shape(chosen_rewards=chosen_rewards, margin=margin)

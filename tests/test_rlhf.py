@@ -283,6 +283,32 @@ def test_errors_are_clear():
         grpo_advantages(np.zeros(4), 1)
 
 
+def test_bad_options_and_inputs_are_clear_errors():
+    z = np.zeros((1, 3))
+    for bad in (-0.2, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="cliprange must be a finite number >= 0"):
+            ppo_policy_loss(z, z, z, np.ones((1, 3)), cliprange=bad)
+        with pytest.raises(ValueError, match="cliprange_value must be a finite number >= 0"):
+            ppo_value_loss(z, z, z, np.ones((1, 3)), cliprange_value=bad)
+    for bad in (dict(gamma=1.5), dict(lam=-0.1), dict(gamma=float("nan"))):
+        with pytest.raises(ValueError, match="must be in \\[0, 1\\]"):
+            compute_gae(z, z, **bad)
+    for loss_type in ("hinge", "ipo"):  # a silently ignored option: the loss would not be the one asked for
+        with pytest.raises(ValueError, match="sigmoid loss only"):
+            dpo_loss(*(np.zeros(2),) * 4, loss_type=loss_type, label_smoothing=0.1)
+    with pytest.raises(ValueError, match="no pairs"):
+        bradley_terry_loss([], [])
+    from minift.rlhf import token_logprobs
+
+    logits = np.zeros((2, 4, 5))
+    for ids in (np.zeros((2, 3), dtype=int), np.zeros((3, 4), dtype=int), np.zeros(4, dtype=int)):
+        with pytest.raises(ValueError, match=r"logits \(B, T, V\) and input_ids \(B, T\)"):
+            token_logprobs(logits, ids)
+    with pytest.raises(TypeError, match="integer token ids"):
+        token_logprobs(logits, np.full((2, 4), 1.5))
+    np.testing.assert_allclose(token_logprobs(logits, np.ones((2, 4))).numpy(), np.log(0.2))  # 1.0 is an id
+
+
 # ============================================================================ sequence log-probs
 def test_sequence_logprobs_sum_the_completion_tokens_given_their_prefix():
     from minift.rlhf import sequence_logprobs, token_logprobs

@@ -19,6 +19,8 @@ batch-mean gradient.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .autograd.tensor import Tensor
@@ -55,8 +57,9 @@ def fisher_diagonal(model, batches, kind="empirical", num_samples=1, seed=0, par
     """
     if kind not in FISHER_KINDS:
         raise ValueError(f"kind must be one of {FISHER_KINDS}, got {kind!r}")
-    if not (isinstance(num_samples, int) and num_samples >= 1):
+    if not (_is_integer(num_samples) and num_samples >= 1):
         raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    num_samples = int(num_samples)
     params = _chosen_parameters(model, parameters)
     fisher = {name: xp.zeros(p.shape, dtype=p.data.dtype) for name, p in params.items()}
     rng = np.random.default_rng(seed)
@@ -130,6 +133,16 @@ def _labelled_rows(logprobs, labels):
     return [(i, int(y)) for i, y in enumerate(flat) if y != -100]
 
 
+def _is_integer(x):
+    """An int or a NumPy integer, not a bool (True is an int to Python, never a count here)."""
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _is_finite_number(x):
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_)) \
+        and math.isfinite(x)
+
+
 def _logits(out):
     logits = out.logits if hasattr(out, "logits") else out
     if not isinstance(logits, Tensor):
@@ -179,11 +192,11 @@ class EWC:
     """
 
     def __init__(self, lambda_=1.0, mode="separate", gamma=1.0):
-        if not (isinstance(lambda_, (int, float)) and lambda_ >= 0):
-            raise ValueError(f"lambda_ must be a number >= 0, got {lambda_!r}")
+        if not (_is_finite_number(lambda_) and lambda_ >= 0):
+            raise ValueError(f"lambda_ must be a finite number >= 0, got {lambda_!r}")
         if mode not in ("separate", "online"):
             raise ValueError(f"mode must be 'separate' or 'online', got {mode!r}")
-        if not (isinstance(gamma, (int, float)) and 0 < gamma <= 1):
+        if not (_is_finite_number(gamma) and 0 < gamma <= 1):
             raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
         self.lambda_ = float(lambda_)
         self.mode = mode
@@ -273,9 +286,9 @@ class ReplayBuffer:
     """
 
     def __init__(self, capacity, seed=0):
-        if not (isinstance(capacity, int) and capacity >= 1):
+        if not (_is_integer(capacity) and capacity >= 1):
             raise ValueError(f"capacity must be an integer >= 1, got {capacity!r}")
-        self.capacity = capacity
+        self.capacity = int(capacity)
         self.items = []
         self.seen = 0
         self._rng = np.random.default_rng(seed)
@@ -298,6 +311,8 @@ class ReplayBuffer:
 
     def sample(self, n):
         """``n`` items drawn without replacement (all of them if the buffer holds fewer)."""
+        if not (_is_integer(n) and n >= 0):
+            raise ValueError(f"n must be an integer >= 0, got {n!r}")  # −1 would slice off one item
         idx = self._rng.permutation(len(self.items))[:n]
         return [self.items[int(i)] for i in idx]
 

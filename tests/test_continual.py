@@ -324,6 +324,24 @@ def test_replay_mixes_the_asked_fraction_and_checks_its_input():
 
 # ============================================================================ forgetting metrics
 @pytest.mark.task("continual.backward_transfer")
+def test_counts_and_coefficients_accept_numpy_numbers_and_reject_the_rest():
+    buffer = ReplayBuffer(np.int64(3))
+    buffer.extend(range(10))
+    assert buffer.capacity == 3 and len(buffer.sample(np.int64(2))) == 2
+    for bad in (-1, 2.5, True):  # sample(-1) returned all but one item
+        with pytest.raises(ValueError, match="n must be an integer >= 0"):
+            buffer.sample(bad)
+    with pytest.raises(ValueError, match="capacity must be an integer"):
+        ReplayBuffer(True)
+    assert EWC(np.float32(2.0), mode="online", gamma=np.float64(0.5)).lambda_ == 2.0
+    for bad in (float("inf"), float("nan"), True, "1"):  # λ = ∞ makes the penalty ∞ · 0 = NaN at the anchor
+        with pytest.raises(ValueError, match="lambda_ must be a finite number"):
+            EWC(bad)
+    model, x, y = model_and_data()
+    f = fisher_diagonal(model, [{"x": x, "labels": y}], kind="sampled", num_samples=np.int64(2))
+    assert f["lin.bias"].shape == (4,)
+
+
 def test_forgetting_metrics_on_a_matrix_worked_out_by_hand():
     R = [[0.9, 0.2, 0.1],
          [0.6, 0.8, 0.3],

@@ -20,6 +20,7 @@ batch-mean gradient.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -67,14 +68,23 @@ def fisher_diagonal(model, batches, kind="empirical", num_samples=1, seed=0, par
     n_examples = 0
     was_training = model.training
     model.eval()  # no dropout: the Fisher of the model as it predicts
+    if isinstance(batches, Mapping):
+        raise TypeError(f"batches must be an iterable of batches (dicts), got one dict with keys {sorted(batches)}: "
+                        "wrap it in a list, [batch]")
     try:
         for batch in batches:
+            if not isinstance(batch, Mapping):
+                raise TypeError(f"each batch must be a dict of model inputs and 'labels', got {type(batch).__name__}")
             if "labels" not in batch:
                 raise ValueError(f"each batch needs 'labels' (it has {sorted(batch)})")
             size = len(batch["labels"])
+            lengths = {k: len(v) for k, v in batch.items()}
+            if any(n != size for n in lengths.values()):
+                raise ValueError(f"the columns of a batch must have one row per example, got {lengths} rows")
             for n in range(size):
                 example = {k: v[n:n + 1] for k, v in batch.items()}  # (1, ...): one example
-                labels = np.asarray(to_numpy(example.pop("labels")))
+                labels = example.pop("labels")
+                labels = np.asarray(to_numpy(labels.data if isinstance(labels, Tensor) else labels))
                 logprobs = log_softmax(_logits(model(**example)), axis=-1)  # (1, C) or (1, T, C)
                 if shifts:
                     logprobs, labels = logprobs[:, :-1], labels[:, 1:]
@@ -130,6 +140,12 @@ def _labelled_rows(logprobs, labels):
     flat = labels.reshape(-1)
     if flat.size != int(np.prod(logprobs.shape[:-1])):
         raise ValueError(f"labels of shape {labels.shape} do not match logits of shape {tuple(logprobs.shape)}")
+    kept = flat[flat != -100]
+    classes = logprobs.shape[-1]
+    if kept.size and (kept.dtype.kind not in "iuf" or (kept != np.round(kept)).any()
+                      or kept.min() < 0 or kept.max() >= classes):  # −1 would pick the last class
+        bad = next(y for y in kept if not (y == round(float(y)) and 0 <= y < classes))
+        raise ValueError(f"labels must be class ids in [0, {classes}) or -100 (skipped), got {bad!r}")
     return [(i, int(y)) for i, y in enumerate(flat) if y != -100]
 
 
@@ -155,9 +171,15 @@ def _chosen_parameters(model, names):
     if names is None:
         chosen = {n: p for n, p in named.items() if p.requires_grad}
     else:
+        if isinstance(names, str):
+            raise TypeError(f"parameters must be a list of names, got the string {names!r}: write [{names!r}]")
         missing = [n for n in names if n not in named]
         if missing:
             raise KeyError(f"the model has no parameters {missing}; it has e.g. {list(named)[:5]}")
+        frozen = [n for n in names if not named[n].requires_grad]
+        if frozen:  # no gradient reaches them: their Fisher would be 0, their EWC spring slack
+            raise ValueError(f"parameters {frozen[:3]} do not require grad ({len(frozen)} of them): no gradient "
+                             "reaches them; unfreeze them or leave them out")
         chosen = {n: named[n] for n in names}
     if not chosen:
         raise ValueError("no parameters to estimate: none requires grad (pass parameters=[names])")

@@ -161,6 +161,27 @@ def test_fisher_errors_are_clear():
         fisher_diagonal(model, [{"x": x, "labels": np.zeros((6, 2), dtype=int)}])
 
 
+def test_fisher_checks_what_it_is_given():
+    model, x, y = model_and_data()
+    batch = {"x": x, "labels": y}
+    with pytest.raises(TypeError, match=r"wrap it in a list, \[batch\]"):  # iterating a dict gives its keys
+        fisher_diagonal(model, batch)
+    with pytest.raises(TypeError, match="write \\['lin.weight'\\]"):  # not the names 'l', 'i', 'n', …
+        fisher_diagonal(model, [batch], parameters="lin.weight")
+    for labels in (np.full(6, -1), np.full(6, 4), y + 0.5):  # −1 picked the last class; 0.5 was truncated
+        with pytest.raises(ValueError, match=r"class ids in \[0, 4\) or -100"):
+            fisher_diagonal(model, [{"x": x, "labels": labels}])
+    with pytest.raises(ValueError, match="one row per example"):
+        fisher_diagonal(model, [{"x": x[:3], "labels": y}])
+    model.lin.bias.requires_grad = False
+    with pytest.raises(ValueError, match="do not require grad"):  # its Fisher would be 0: no spring at all
+        fisher_diagonal(model, [batch], parameters=["lin.bias"])
+    model.lin.bias.requires_grad = True
+    want = fisher_diagonal(model, [batch])
+    for labels in (mf.tensor(y), y.astype(float), y.tolist()):  # a Tensor of labels was an int() TypeError
+        np.testing.assert_allclose(fisher_diagonal(model, [{"x": x, "labels": labels}])["lin.bias"], want["lin.bias"])
+
+
 # ============================================================================ EWC
 def perturb(model, seed=0, scale=0.1):
     rng = np.random.default_rng(seed)

@@ -234,7 +234,15 @@ class EWC:
     def add_anchor(self, model, fisher):
         """Anchor the current weights of ``model`` with a given Fisher diagonal ``{name: array}``."""
         named = dict(model.named_parameters())
+        if not fisher:
+            raise ValueError("fisher is empty: give at least one parameter's diagonal {name: array}")
+        # backend arrays first (a NumPy Fisher loaded from disk must not meet a CuPy one in F ← γF + F_new)
+        fisher = {name: xp.asarray(f.data if isinstance(f, Tensor) else f) for name, f in fisher.items()}
         _check_matches(named, fisher, "fisher")
+        fisher = {name: f.astype(named[name].data.dtype, copy=False) for name, f in fisher.items()}
+        bad = [name for name, f in fisher.items() if not bool(xp.isfinite(f).all()) or bool((f < 0).any())]
+        if bad:  # a negative entry would push the weight away from θ*: the penalty could fall without bound
+            raise ValueError(f"a Fisher diagonal is finite and >= 0; {bad[:3]} ({len(bad)} parameters) are not")
         theta_star = {name: named[name].data.copy() for name in fisher}
         if self.mode == "online" and self.anchors:
             _, old = self.anchors[0]
@@ -242,7 +250,7 @@ class EWC:
                 raise ValueError(f"online EWC needs the same parameters each time: had {len(old)}, got {len(fisher)}")
             fisher = {name: self.gamma * old[name] + fisher[name] for name in fisher}  # F ← γF + F_new
             self.anchors = []
-        self.anchors.append((theta_star, {name: xp.asarray(f) for name, f in fisher.items()}))
+        self.anchors.append((theta_star, fisher))
 
     @property
     def fisher(self):

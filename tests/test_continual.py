@@ -286,6 +286,22 @@ def test_ewc_errors_are_clear():
         EWCCallback(object())
 
 
+def test_add_anchor_takes_array_likes_and_rejects_what_is_no_fisher():
+    model, x, y = model_and_data()
+    ones = {n: np.ones(p.shape) for n, p in model.named_parameters()}
+    as_lists = EWC(2.0)
+    as_lists.add_anchor(model, {n: f.tolist() for n, f in ones.items()})  # was: 'list' object has no attribute 'shape'
+    as_arrays = EWC(2.0)
+    as_arrays.add_anchor(model, ones)
+    perturb(model)
+    assert as_lists.penalty(model).item() == pytest.approx(as_arrays.penalty(model).item())
+    with pytest.raises(ValueError, match="fisher is empty"):  # the penalty was None, not a Tensor
+        EWC().add_anchor(model, {})
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite and >= 0"):
+            EWC().add_anchor(model, {n: np.full(f.shape, bad) for n, f in ones.items()})
+
+
 def test_the_ewc_callback_adds_the_penalty_gradient_to_each_trainer_step(tmp_path):
     mf.seed(0)
     model = mf.models.TransformerForSequenceClassification(config(), num_labels=2)

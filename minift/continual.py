@@ -194,8 +194,11 @@ def linear_per_example_grads(x, grad_out):
     One einsum instead of B backward passes; squaring and averaging it gives the Linear layer's empirical
     Fisher: ``(linear_per_example_grads(x, g) ** 2).mean(0)``.
     """
-    x = xp.asarray(x)
-    g = xp.asarray(grad_out)
+    x = xp.asarray(x.data if isinstance(x, Tensor) else x)
+    g = xp.asarray(grad_out.data if isinstance(grad_out, Tensor) else grad_out)
+    if x.ndim not in (2, 3) or g.ndim != x.ndim or g.shape[:-1] != x.shape[:-1]:
+        raise ValueError(f"x and grad_out must be (B, features) or (B, T, features) with the same leading shape, "
+                         f"got x {tuple(x.shape)} and grad_out {tuple(g.shape)}")
     if x.ndim == 2:
         return xp.einsum("bo,bi->boi", g, x)
     return xp.einsum("bto,bti->boi", g, x)
@@ -349,7 +352,8 @@ class ReplayBuffer:
     def mixed_with(self, rows, replay_fraction=0.25):
         """``rows`` (a list of examples or a Dataset) plus replayed items, a ``replay_fraction`` of the result.
 
-        k replayed items with k / (len(rows) + k) = replay_fraction; the Trainer shuffles them into its batches.
+        k replayed items with k / (len(rows) + k) = replay_fraction (fewer, so a smaller fraction, while the
+        buffer holds fewer than k); the Trainer shuffles them into its batches.
         """
         if not 0 <= replay_fraction < 1:
             raise ValueError(f"replay_fraction must be in [0, 1), got {replay_fraction!r}")
@@ -390,8 +394,9 @@ def backward_transfer(R):
 def forgetting(R):
     """F = 1/(T−1) Σ_{j<T−1} max_{l<T−1} (R[l, j] − R[T−1, j]): each earlier task's best accuracy, minus its last.
 
-    Chaudhry et al. (2018), the max over every row before the last. 0 for a single task. Usually ≥ 0; it
-    is negative only if every earlier task ends better than it ever was before (positive backward transfer).
+    Chaudhry et al. (2018), the max over every row before the last. 0 for a single task. Usually ≥ 0; a
+    task's own term is negative only if it ends better than it ever was before, and the mean is negative
+    when such gains outweigh the other tasks' losses.
     """
     R = _accuracy_matrix(R)
     t = R.shape[0]

@@ -140,6 +140,14 @@ def test_linear_per_example_gradients_are_outer_products():
                                np.einsum("bo,bi->boi", g[:, 0], x[:, 0]))
 
 
+def test_linear_per_example_grads_checks_shapes_and_takes_tensors():
+    x, g = np.random.default_rng(3).standard_normal((2, 3)), np.random.default_rng(4).standard_normal((2, 4))
+    np.testing.assert_allclose(linear_per_example_grads(mf.tensor(x), mf.tensor(g)), linear_per_example_grads(x, g))
+    for xs, gs in (((2, 3), (3, 4)), ((2, 5, 3), (2, 4)), ((3,), (4,)), ((2, 2, 5, 3), (2, 2, 5, 4))):
+        with pytest.raises(ValueError, match="same leading shape"):  # einsum's messages named subscripts
+            linear_per_example_grads(np.ones(xs), np.ones(gs))
+
+
 def test_fisher_leaves_no_gradient_and_the_training_mode_as_it_was():
     model, x, y = model_and_data()
     model.train()
@@ -387,6 +395,8 @@ def test_forgetting_metrics_on_a_matrix_worked_out_by_hand():
     assert backward_transfer(R) == pytest.approx(((0.5 - 0.9) + (0.7 - 0.8)) / 2)
     assert forgetting(R) == pytest.approx(((0.9 - 0.5) + (0.8 - 0.7)) / 2)
     assert continual_summary([[0.7]]) == {"average_accuracy": 0.7, "backward_transfer": 0.0, "forgetting": 0.0}
+    # negative forgetting without every task ending at its best: task 0 gains 0.4, task 1 loses 0.1
+    assert forgetting([[0.5, 0.0, 0.0], [0.5, 0.9, 0.0], [0.9, 0.8, 0.5]]) == pytest.approx((-0.4 + 0.1) / 2)
 
 
 @pytest.mark.task("continual.backward_transfer")

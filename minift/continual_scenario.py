@@ -49,7 +49,7 @@ class ContinualConfig:
     ewc_lambda: float = 1e5  # the Fisher's entries are tiny (1e-9 … 1e-3): λ makes the springs felt (1e7 is too stiff)
     l2_lambda: float = 0.01  # Σ (θ − θ*)² over 22.7M weights: a small λ gives a penalty like EWC's
     online_gamma: float = 1.0
-    fisher_examples: int = 100  # training rows of each task on which its Fisher is estimated
+    fisher_examples: int = 100  # training rows of each task on which its Fisher is estimated (≤ train_limit)
     replay_capacity: int = 1000
     replay_fraction: float = 0.25
     lora_r: int = 8
@@ -83,8 +83,10 @@ class ContinualConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if not 0 <= self.replay_fraction < 1:
+        if not (isinstance(self.replay_fraction, (int, float)) and 0 <= self.replay_fraction < 1):
             raise ValueError(f"replay_fraction must be in [0, 1), got {self.replay_fraction!r}")
+        if not (isinstance(self.online_gamma, (int, float)) and 0 < self.online_gamma <= 1):  # before any loading
+            raise ValueError(f"online_gamma must be in (0, 1] (F ← γF + F_new), got {self.online_gamma!r}")
         if self.out is None:
             self.out = str(Path("runs") / f"continual-{self.method}")
 
@@ -215,7 +217,7 @@ def run_continual(cfg: ContinualConfig, quiet=False, return_model=False):
         say("  scores: " + ", ".join(f"{t} {R[i, j]:.3f}" for j, t in enumerate(cfg.tasks)))
         if regularizer is not None and i < n - 1:
             t0 = time.perf_counter()
-            fisher_rows = _rows(data[task]["train"], cfg.fisher_examples)
+            fisher_rows = _rows(data[task]["train"], min(cfg.fisher_examples, cfg.train_limit or cfg.fisher_examples))
             batches = [collators[task](fisher_rows[k:k + 16]) for k in range(0, len(fisher_rows), 16)]
             regularizer.consolidate(model, batches, kind=fisher_kind, parameters=shared_names)
             seconds["fisher"] += time.perf_counter() - t0

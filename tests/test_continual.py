@@ -476,6 +476,30 @@ def test_scenario_config_errors_are_clear(tmp_path):
         ContinualConfig(replay_fraction=1.0)
     with pytest.raises(ValueError, match="steps_per_task"):
         ContinualConfig(steps_per_task=0)
+    for bad in (0, 1.5, float("nan")):  # was EWC's "gamma must be in (0, 1]", after the data and model loaded
+        with pytest.raises(ValueError, match="online_gamma must be in"):
+            ContinualConfig(method="online-ewc", online_gamma=bad)
+    with pytest.raises(ValueError, match="replay_fraction"):
+        ContinualConfig(replay_fraction="0.25")
+
+
+def test_the_fisher_is_estimated_on_the_rows_the_task_trained_on(tmp_path, monkeypatch):
+    """--train-limit 8 means the first 8 training rows, for the Fisher too (fisher_examples=100 read 100)."""
+    seen = []
+    consolidate = EWC.consolidate
+
+    def counting(self, model, batches, **kw):
+        seen.append(sum(len(b["labels"]) for b in batches))
+        return consolidate(self, model, batches, **kw)
+
+    monkeypatch.setattr(EWC, "consolidate", counting)
+    from minift.continual_scenario import ContinualConfig, run_continual
+
+    mf.set_default_dtype("float32")
+    run_continual(ContinualConfig(model=TINY_BERT, tasks="sentiment,sentiment-tweets", method="ewc", steps_per_task=2,
+                                  batch_size=8, train_limit=8, eval_limit=8, fisher_examples=100,
+                                  out=str(tmp_path / "ewc")), quiet=True)
+    assert seen == [8]
 
 
 def test_accuracy_matrix_and_forgetting_plots_are_real_pngs(tmp_path):

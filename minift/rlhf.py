@@ -94,6 +94,10 @@ def sequence_logprobs(model, input_ids, attention_mask, completion_mask, average
     divide by the number of completion tokens (a length-normalized log-prob, as IPO and SimPO use; DPO
     sums).
     """
+    if attention_mask is None:
+        _check_same_shape(input_ids=input_ids, completion_mask=completion_mask)
+    else:
+        _check_same_shape(input_ids=input_ids, attention_mask=attention_mask, completion_mask=completion_mask)
     per_token = token_logprobs(model(input_ids, attention_mask=attention_mask).logits, input_ids)  # (B, T−1)
     mask = xp.asarray(_array(completion_mask)[:, 1:])  # token t+1 is predicted at position t
     counts = mask.sum(axis=1)

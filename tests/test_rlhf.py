@@ -338,6 +338,9 @@ def test_sequence_logprobs_sum_the_completion_tokens_given_their_prefix():
     assert mf.gradcheck(lambda z: token_logprobs(z, ids[:, :4] % 5), (logits,))
     with pytest.raises(ValueError, match="no completion token"):
         sequence_logprobs(model, ids, attention, np.zeros((2, 7)))
+    for bad in (np.ones((1, 7)), np.ones((2, 6))):  # (1, 7) broadcast over the batch; (2, 6) a NumPy error
+        with pytest.raises(ValueError, match="shapes differ"):
+            sequence_logprobs(model, ids, attention, bad)
 
 
 # ============================================================================ DPO training

@@ -13,7 +13,7 @@ Forgetting is measured with the accuracy matrix R[i, j] = accuracy on task j aft
 ``average_accuracy``, ``backward_transfer`` and ``forgetting`` read it (Lopez-Paz & Ranzato, 2017;
 Chaudhry et al., 2018).
 
-Conventions (PITFALLS.md): the penalty is Kirkpatrick's (λ/2)·Σ F_i (θ_i − θ*_i)² (Avalanche uses λ·Σ, without
+Conventions: the penalty is Kirkpatrick's (λ/2)·Σ F_i (θ_i − θ*_i)² (Avalanche uses λ·Σ, without
 the ½); the Fisher is the mean over examples of *per-example* squared gradients, never the square of a
 batch-mean gradient.
 """

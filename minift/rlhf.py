@@ -1,8 +1,11 @@
 """The losses and estimators of alignment — PPO, DPO, GRPO, reward models — each a few visible lines.
 
 Names, arguments and conventions are TRL's (``trl``'s PPO, DPO, GRPO and reward trainers), so a number
-computed here can be compared with one computed there. Inputs are NumPy arrays or Tensors; losses return
-Tensors with gradients (with respect to the inputs that are Tensors), the rest plain arrays.
+computed here can be compared with one computed there. Inputs are NumPy arrays, lists or Tensors (integers
+are read as floats); losses return Tensors with gradients with respect to the current model's side — the
+log-probs, values or rewards being trained, when they are Tensors — while the old, reference and target
+inputs (``old_logprobs``, ``reference_*``, ``advantages``, ``returns``, ``margin``) are constants even when
+given as Tensors. Advantages, whitened values and statistics are plain NumPy arrays or floats.
 
 Shapes: (B, T) per-token arrays (B sequences, T positions) with a ``mask`` (1 for a token that counts, 0 for
 prompt and padding); (B,) per-sequence arrays.
@@ -139,7 +142,9 @@ def compute_gae(rewards, values, mask=None, gamma=1.0, lam=0.95):
 
 
 def whiten(values, mask=None, shift_mean=True):
-    """(x − mean) / std over the positions that count (TRL's ``masked_whiten``, unbiased variance)."""
+    """(x − mean) / √(var + 1e-8) over the positions that count (TRL's ``masked_whiten``, unbiased variance);
+    positions with mask 0 are set to 0 (TRL leaves them whitened and its PPO then fills them with 0).
+    ``shift_mean=False`` adds the mean back: only the scale changes (TRL's ``whiten_rewards``)."""
     x = _array(values)
     m = np.ones_like(x) if mask is None else _array(mask)
     _check_same_shape(values=x, mask=m)
@@ -162,7 +167,8 @@ def ppo_policy_loss(logprobs, old_logprobs, advantages, mask, cliprange=0.2):
     The max of the two negatives is the min of the two objectives: a step cannot gain by moving ρ past
     1 ± ε in the direction A favours (there the clipped term wins and its gradient is 0).
     ``stats``: ``clipfrac`` (share of positions where the clipped term is the larger), ``approx_kl``
-    (½ masked mean of (log π − log π_old)²), ``ratio_mean``.
+    (½ masked mean of (log π − log π_old)²; TRL's PPO takes the plain mean over every position, padding
+    included, so its number is smaller by the share of padding), ``ratio_mean``.
     """
     _check_clip_range("cliprange", cliprange)
     _check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask)

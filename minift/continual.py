@@ -140,13 +140,12 @@ def _labelled_rows(logprobs, labels):
     flat = labels.reshape(-1)
     if flat.size != int(np.prod(logprobs.shape[:-1])):
         raise ValueError(f"labels of shape {labels.shape} do not match logits of shape {tuple(logprobs.shape)}")
-    kept = flat[flat != -100]
     classes = logprobs.shape[-1]
-    if kept.size and (kept.dtype.kind not in "iuf" or (kept != np.round(kept)).any()
-                      or kept.min() < 0 or kept.max() >= classes):  # −1 would pick the last class
-        bad = next(y for y in kept if not (y == round(float(y)) and 0 <= y < classes))
-        raise ValueError(f"labels must be class ids in [0, {classes}) or -100 (skipped), got {bad!r}")
-    return [(i, int(y)) for i, y in enumerate(flat) if y != -100]
+    rows = [(i, y) for i, y in enumerate(flat.tolist()) if y != -100]
+    for _, y in rows:  # −1 would pick the last class, 0.5 be truncated
+        if not (isinstance(y, (bool, int, float)) and float(y).is_integer() and 0 <= y < classes):
+            raise ValueError(f"labels must be class ids in [0, {classes}) or -100 (skipped), got {y!r}")
+    return [(i, int(y)) for i, y in rows]
 
 
 def _is_integer(x):

@@ -176,7 +176,8 @@ def test_fisher_checks_what_it_is_given():
         fisher_diagonal(model, batch)
     with pytest.raises(TypeError, match="write \\['lin.weight'\\]"):  # not the names 'l', 'i', 'n', …
         fisher_diagonal(model, [batch], parameters="lin.weight")
-    for labels in (np.full(6, -1), np.full(6, 4), y + 0.5):  # −1 picked the last class; 0.5 was truncated
+    # −1 picked the last class, 0.5 was truncated; NaN and strings are no class either
+    for labels in (np.full(6, -1), np.full(6, 4), y + 0.5, np.full(6, np.nan), np.array(list("abcdef"))):
         with pytest.raises(ValueError, match=r"class ids in \[0, 4\) or -100"):
             fisher_diagonal(model, [{"x": x, "labels": labels}])
     with pytest.raises(ValueError, match="one row per example"):
@@ -188,6 +189,9 @@ def test_fisher_checks_what_it_is_given():
     want = fisher_diagonal(model, [batch])
     for labels in (mf.tensor(y), y.astype(float), y.tolist()):  # a Tensor of labels was an int() TypeError
         np.testing.assert_allclose(fisher_diagonal(model, [{"x": x, "labels": labels}])["lin.bias"], want["lin.bias"])
+    binary = y % 2  # boolean labels read as 0 and 1
+    np.testing.assert_allclose(fisher_diagonal(model, [{"x": x, "labels": binary.astype(bool)}])["lin.bias"],
+                               fisher_diagonal(model, [{"x": x, "labels": binary}])["lin.bias"])
 
 
 # ============================================================================ EWC

@@ -303,6 +303,8 @@ def _continual(args) -> int:
 
     options = {k: v for k, v in vars(args).items() if k not in ("command", "debug", "method", "out") and v is not None}
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    if not methods or len(set(methods)) < len(methods):
+        raise CommandLineError(f"--method needs one or more different methods, comma-separated, got {args.method!r}")
     configs = [ContinualConfig(method=m, out=str(Path(args.out) / m), **options) for m in methods]  # all checked first
     check_output_dir(Path(args.out))
     results = []
@@ -375,7 +377,8 @@ def one_line(error: BaseException) -> str:
 
 
 # The errors a user can cause; anything else is a bug in minift and says so.
-USER_ERRORS = (ValueError, TypeError, KeyError, IndexError, OSError, RuntimeError, json.JSONDecodeError)
+USER_ERRORS = (ValueError, TypeError, KeyError, IndexError, OSError, RuntimeError, FloatingPointError,
+               json.JSONDecodeError)  # FloatingPointError: a loss that became NaN or inf (a rate, a λ too large)
 
 
 def main(argv=None) -> int:

@@ -531,3 +531,11 @@ def test_cli_runs_several_methods_into_one_table_and_errors_in_one_line(tmp_path
     assert main(["continual", TINY_BERT, "sentiment,qa"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("minift: tasks must be two or more") and err.count("\n") == 1
+    for bad in ("", "naive,naive"):
+        assert main(["continual", TINY_BERT, "sentiment,sentiment-tweets", "--method", bad]) == 2
+        assert "--method needs one or more different methods" in capsys.readouterr().err
+    rc = main(["continual", TINY_BERT, "sentiment,sentiment-tweets", "--method", "ewc", "--ewc-lambda", "1e300",
+               "--steps-per-task", "2", "--train-limit", "16", "--eval-limit", "8", "--fisher-examples", "8",
+               "--out", str(tmp_path / "nan")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and err[-1].startswith("minift: step") and "internal error" not in err[-1]  # the loss became inf

@@ -516,6 +516,7 @@ def test_accuracy_matrix_and_forgetting_plots_are_real_pngs(tmp_path):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the λ = 1e300 run overflows on purpose
 def test_cli_runs_several_methods_into_one_table_and_errors_in_one_line(tmp_path, capsys):
     from minift.cli import main
 

@@ -70,8 +70,8 @@ def test_top_p_zero_keeps_the_most_likely_token():
 def test_top_p_always_keeps_at_least_the_argmax(row, top_p):
     logits = np.array([row])
     z = filter_logits(logits, top_p=top_p)
-    assert np.isfinite(z[0, int(np.argmax(logits))])
     kept = np.isfinite(z[0])
+    assert kept[logits[0] == logits[0].max()].any()  # a most likely token (with ties: one of them) is kept
     p = np.exp(logits[0] - logits[0].max())
     p /= p.sum()
     if top_p > 0:  # the kept set holds at least top_p of the mass (up to rounding)

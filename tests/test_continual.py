@@ -371,8 +371,6 @@ def test_replay_mixes_the_asked_fraction_and_checks_its_input():
         ReplayBuffer(0)
 
 
-# ============================================================================ forgetting metrics
-@pytest.mark.task("continual.backward_transfer")
 def test_counts_and_coefficients_accept_numpy_numbers_and_reject_the_rest():
     buffer = ReplayBuffer(np.int64(3))
     buffer.extend(range(10))
@@ -391,6 +389,8 @@ def test_counts_and_coefficients_accept_numpy_numbers_and_reject_the_rest():
     assert f["lin.bias"].shape == (4,)
 
 
+# ============================================================================ forgetting metrics
+@pytest.mark.task("continual.backward_transfer")
 def test_forgetting_metrics_on_a_matrix_worked_out_by_hand():
     R = [[0.9, 0.2, 0.1],
          [0.6, 0.8, 0.3],

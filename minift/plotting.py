@@ -13,6 +13,16 @@ if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def _finish(fig, path):
+    """Lay the figure out; save it to ``path`` (creating its folder) and close it when a path is given."""
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig
+
+
 def plot_curves(curves: dict, path=None, title="", xlabel="step", ylabel="loss", logy=False, smooth=0):
     """One line per entry of ``curves`` ({label: values}); saved to ``path`` when given. Returns the Figure.
 
@@ -35,12 +45,7 @@ def plot_curves(curves: dict, path=None, title="", xlabel="step", ylabel="loss",
     ax.grid(alpha=0.3)
     if len(curves) > 1 or any(curves):
         ax.legend()
-    fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_graph(root, path=None, title="computation graph"):
@@ -72,20 +77,7 @@ def plot_graph(root, path=None, title="computation graph"):
     ax.set_ylim(min(ys) - 0.8, max(ys) + 0.8)
     ax.axis("off")
     ax.set_title(title)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return fig
-
-
-def _finish(fig, path):
-    fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_accuracy_matrix(R, tasks, path=None, title="accuracy after each task"):

@@ -382,10 +382,9 @@ class DataCollatorForPreference:
 
     def __init__(self, tokenizer, max_length=None, chat=True):
         self.tokenizer, self.max_length, self.chat = tokenizer, max_length, chat
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def __call__(self, rows):
-        from .sft import sft_example
+        from .sft import DataCollatorForSFT, sft_example
 
         for k, r in enumerate(rows):
             missing = {"prompt", "chosen", "rejected"} - set(r)
@@ -393,16 +392,9 @@ class DataCollatorForPreference:
                 raise KeyError(f"preference row {k} lacks {sorted(missing)} (it has {sorted(r)})")
         examples = [sft_example(self.tokenizer, r["prompt"], r[side], self.max_length, self.chat)
                     for side in ("chosen", "rejected") for r in rows]
-        width = max(len(e["input_ids"]) for e in examples)
-        ids = np.full((len(examples), width), self.pad_id, dtype=np.int64)
-        attention = np.zeros((len(examples), width), dtype=np.int64)
-        completion = np.zeros((len(examples), width), dtype=np.int64)
-        for i, e in enumerate(examples):
-            n = len(e["input_ids"])
-            ids[i, :n] = e["input_ids"]
-            attention[i, :n] = 1
-            completion[i, :n] = np.asarray(e["labels"]) != -100
-        return {"input_ids": ids, "attention_mask": attention, "completion_mask": completion}
+        batch = DataCollatorForSFT(self.tokenizer)(examples)  # padded ids, (B, T) mask, labels −100 off the completion
+        completion = (batch["labels"] != -100).astype(np.int64)
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "completion_mask": completion}
 
 
 class DPOMetricsCallback(TrainerCallback):

@@ -240,7 +240,7 @@ def test_masked_mean_and_whiten_want_a_mask_of_the_values_shape():
 def test_statistics_of_host_arrays_never_touch_the_device_arrays(monkeypatch):
     """masked_mean of a NumPy array (PPO's clipfrac, approx_kl) is computed with NumPy: on the CuPy backend a
     NumPy array times a mask made with ``xp`` is a TypeError."""
-    import minift.rlhf as rlhf
+    import minift.rlhf.losses as rlhf
 
     class NoDevice:
         def __getattr__(self, name):

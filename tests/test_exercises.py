@@ -128,3 +128,35 @@ def test_the_ewc_penalty_is_a_fisher_weighted_half_square_distance(lam, scale, d
     by_hand = lam / 2 * sum(float((m**2).sum()) for m in move.values())
     np.testing.assert_allclose(penalty_after(1.0, ones), by_hand, rtol=1e-9, atol=1e-12)
     # END SOLUTION
+
+
+@pytest.mark.task("props.compute_gae")
+@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 7)), gamma=st.floats(0.1, 1.0), lam=st.floats(0.0, 1.0),
+       data=st.data())
+def test_gae_satisfies_its_recursion_on_the_counted_positions(shape, gamma, lam, data):
+    """GAE (``rlhf.compute_gae``): on the positions with mask 1, taken in order, A_t = δ_t + γλ A_next with
+    δ_t = r_t + γ V_next − V_t (nothing after the last); returns = A + V there; every masked position gets 0;
+    with γ = λ = 1, A is the reward-to-go minus the value."""
+    from minift.rlhf import compute_gae
+
+    # TASK props.compute_gae: properties of generalized advantage estimation (see the docstring)
+    # BEGIN SOLUTION
+    rewards = data.draw(float_arrays(shape, noncontiguous=False))
+    values = data.draw(float_arrays(shape, noncontiguous=False))
+    mask = np.array(data.draw(st.lists(st.booleans(), min_size=shape[0] * shape[1], max_size=shape[0] * shape[1])),
+                    dtype=float).reshape(shape)
+    advantages, returns = compute_gae(rewards, values, mask, gamma=gamma, lam=lam)
+    assert (advantages[mask == 0] == 0).all() and (returns[mask == 0] == 0).all()
+    for b in range(shape[0]):
+        counted = np.flatnonzero(mask[b])
+        for k, t in enumerate(counted):
+            nxt = counted[k + 1] if k + 1 < len(counted) else None
+            v_next = values[b, nxt] if nxt is not None else 0.0
+            a_next = advantages[b, nxt] if nxt is not None else 0.0
+            delta = rewards[b, t] + gamma * v_next - values[b, t]
+            np.testing.assert_allclose(advantages[b, t], delta + gamma * lam * a_next, rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(returns[b, t], advantages[b, t] + values[b, t], rtol=1e-9, atol=1e-9)
+    undiscounted, _ = compute_gae(rewards, values, mask, gamma=1.0, lam=1.0)
+    to_go = np.cumsum((rewards * mask)[:, ::-1], axis=1)[:, ::-1]  # Σ_{s ≥ t} r_s over counted s
+    np.testing.assert_allclose(undiscounted[mask == 1], (to_go - values)[mask == 1], rtol=1e-9, atol=1e-9)
+    # END SOLUTION

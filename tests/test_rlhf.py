@@ -39,6 +39,7 @@ def gae_by_sums(r, v, gamma, lam):
     return np.array([sum((gamma * lam) ** l * delta[t + l] for l in range(T - t)) for t in range(T)])
 
 
+@pytest.mark.task("rlhf.compute_gae")
 @settings(max_examples=40, deadline=None)
 @given(T=st.integers(1, 8), gamma=st.floats(0.5, 1.0), lam=st.floats(0.0, 1.0), seed=st.integers(0, 99))
 def test_gae_equals_the_discounted_sum_of_td_errors(T, gamma, lam, seed):
@@ -49,6 +50,7 @@ def test_gae_equals_the_discounted_sum_of_td_errors(T, gamma, lam, seed):
     np.testing.assert_allclose(returns, advantages + v)
 
 
+@pytest.mark.task("rlhf.compute_gae")
 def test_gae_with_gamma_and_lambda_1_is_the_return_minus_the_value():
     r, v = rand(3, 6, seed=1), rand(3, 6, seed=2)
     advantages, returns = compute_gae(r, v, gamma=1.0, lam=1.0)
@@ -57,6 +59,7 @@ def test_gae_with_gamma_and_lambda_1_is_the_return_minus_the_value():
     np.testing.assert_allclose(returns, reward_to_go, rtol=1e-12)
 
 
+@pytest.mark.task("rlhf.compute_gae")
 def test_gae_skips_masked_positions_and_bootstraps_nothing_past_the_end():
     r, v = rand(1, 6, seed=3), rand(1, 6, seed=4)
     mask = np.array([[0, 0, 1, 1, 1, 0]])  # a prompt of two tokens, three response tokens, one pad
@@ -66,6 +69,7 @@ def test_gae_skips_masked_positions_and_bootstraps_nothing_past_the_end():
 
 
 # ============================================================================ PPO
+@pytest.mark.task("rlhf.ppo_policy_loss")
 def test_ppo_policy_loss_with_ratio_one_is_minus_the_mean_advantage_and_its_gradient():
     lp = rand(2, 5, seed=5)
     adv = rand(2, 5, seed=6)
@@ -79,6 +83,7 @@ def test_ppo_policy_loss_with_ratio_one_is_minus_the_mean_advantage_and_its_grad
     np.testing.assert_allclose(t.grad, -adv * mask / mask.sum(), rtol=1e-12)  # ∂ρ/∂log π = ρ = 1
 
 
+@pytest.mark.task("rlhf.ppo_policy_loss")
 def test_outside_the_clip_range_the_clipped_side_has_zero_gradient():
     old = np.zeros((1, 4))
     lp = np.log(np.array([[1.5, 0.5, 1.5, 0.5]]))  # ρ = 1.5 or 0.5: outside [0.8, 1.2]
@@ -112,6 +117,7 @@ def test_ppo_value_loss_is_half_the_masked_mean_of_the_larger_squared_error():
 
 
 # ============================================================================ KL
+@pytest.mark.task("rlhf.kl_penalty")
 def test_kl_estimators_average_to_the_kl_and_k3_is_never_negative():
     rng = np.random.default_rng(0)
     p, q = rng.dirichlet(np.ones(6)), rng.dirichlet(np.ones(6))  # π and π_ref over 6 tokens
@@ -127,6 +133,7 @@ def test_kl_estimators_average_to_the_kl_and_k3_is_never_negative():
 
 
 # ============================================================================ DPO and Bradley–Terry
+@pytest.mark.task("rlhf.dpo_loss")
 def test_dpo_at_the_reference_is_log_2_and_each_loss_type_matches_its_formula():
     pc, pr, rc, rr = (rand(5, seed=s) for s in (20, 21, 22, 23))
     losses, chosen, rejected = dpo_loss(rc, rr, rc, rr, beta=0.1)
@@ -144,6 +151,7 @@ def test_dpo_at_the_reference_is_log_2_and_each_loss_type_matches_its_formula():
     np.testing.assert_allclose(rejected, beta * (pr - rr))
 
 
+@pytest.mark.task("rlhf.dpo_loss")
 @pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "ipo"])
 def test_dpo_gradchecks_and_raises_the_chosen_log_prob(loss_type):
     pc, pr, rc, rr = (rand(4, seed=s, scale=0.5) for s in (30, 31, 32, 33))
@@ -155,6 +163,7 @@ def test_dpo_gradchecks_and_raises_the_chosen_log_prob(loss_type):
         assert (a.grad <= 0).all() and (b.grad >= 0).all()
 
 
+@pytest.mark.task("rlhf.bradley_terry_loss")
 def test_bradley_terry_loss_and_gradient_by_hand():
     rc, rr, margin = rand(6, seed=40), rand(6, seed=41), np.abs(rand(6, seed=42))
     a = mf.tensor(rc, requires_grad=True)
@@ -184,6 +193,7 @@ def test_integer_inputs_are_read_as_floats_not_truncated():
 
 
 # ============================================================================ GRPO
+@pytest.mark.task("rlhf.grpo_advantages")
 @given(groups=st.integers(1, 4), G=st.integers(2, 6), seed=st.integers(0, 99))
 def test_grpo_advantages_are_centered_per_group_and_scaled_by_the_unbiased_std(groups, G, seed):
     r = rand(groups * G, seed=seed)
@@ -196,10 +206,12 @@ def test_grpo_advantages_are_centered_per_group_and_scaled_by_the_unbiased_std(g
                                per_group - per_group.mean(1, keepdims=True), atol=1e-12)
 
 
+@pytest.mark.task("rlhf.grpo_advantages")
 def test_a_group_with_equal_rewards_has_zero_advantage():
     assert (grpo_advantages([1.0, 1.0, 1.0, 0.0, 1.0, 0.0], 3)[:3] == 0).all()
 
 
+@pytest.mark.task("rlhf.grpo_advantages")
 def test_grpo_scale_rewards_takes_trls_values():
     """TRL's scale_rewards is "group" (= True), "batch" or "none" (= False): "none" must not scale."""
     r = rand(12, seed=60)

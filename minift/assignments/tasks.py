@@ -75,6 +75,24 @@ TASK_LIST = [
     Task("continual.backward_transfer", "backward transfer from the accuracy matrix", "minift/continual.py", 5),
     Task("multitask.temperature_probabilities", "temperature sampling over tasks: p_i ∝ n_i^(1/T), in log space",
          "minift/multitask.py", 5),
+    Task("sft.completion_labels", "SFT labels: −100 on the prompt, the completion and its EOS trained",
+         "minift/sft.py", 5),
+    Task("rlhf.bradley_terry_loss", "a reward model's pairwise loss −log σ(r_c − r_r − margin)", "minift/rlhf/losses.py", 5,
+         ("autograd.unbroadcast",)),
+    Task("rlhf.compute_gae", "generalized advantage estimation, backwards over each sequence's positions",
+         "minift/rlhf/losses.py", 10),
+    Task("rlhf.kl_penalty", "the k1, k2, k3 estimators of KL(π ‖ π_ref) per token", "minift/rlhf/losses.py", 5,
+         ("gradcheck.central_difference", "autograd.unbroadcast", "ops.elementwise_backward")),
+    Task("rlhf.ppo_policy_loss", "PPO's clipped surrogate: the max of −Aρ and −A·clip(ρ, 1 ± ε)", "minift/rlhf/losses.py", 10,
+         ("autograd.unbroadcast", "ops.elementwise_backward")),
+    Task("rlhf.ppo_rewards", "PPO's per-token rewards: −β·KL on every token, the score on the last real one",
+         "minift/rlhf/ppo.py", 5),
+    Task("rlhf.dpo_loss", "DPO's sigmoid, hinge and IPO losses and the implicit rewards", "minift/rlhf/losses.py", 10,
+         ("gradcheck.central_difference", "autograd.unbroadcast", "ops.elementwise_backward")),
+    Task("rlhf.grpo_advantages", "GRPO's group-relative advantages (r − group mean) / (group std + 1e-4)",
+         "minift/rlhf/losses.py", 5),
+    Task("rlhf.grpo_loss", "GRPO's loss: clipped ratio, k3 KL to the reference, the grpo/bnpo/dr_grpo normalizations",
+         "minift/rlhf/grpo.py", 10),
     # property-based tests as exercises: write the tests, scored by the mutants they kill
     Task("props.unbroadcast", "property tests for unbroadcast (the adjoint of broadcasting)", "tests/test_exercises.py", 5,
          target="autograd.unbroadcast"),
@@ -86,6 +104,8 @@ TASK_LIST = [
          "tests/test_exercises.py", 5, target="peft.lora_merge"),
     Task("props.ewc_penalty", "property tests for EWC's penalty (zero at the anchor, quadratic, Fisher-weighted)",
          "tests/test_exercises.py", 5, target="continual.ewc_penalty"),
+    Task("props.compute_gae", "property tests for GAE (γ = λ = 1 is returns minus values; masked positions are 0)",
+         "tests/test_exercises.py", 5, target="rlhf.compute_gae"),
 ]
 
 TASK_BY_ID = {t.id: t for t in TASK_LIST}

@@ -124,6 +124,8 @@ def compute_gae(rewards, values, mask=None, gamma=1.0, lam=0.95):
         raise ValueError(f"rewards and values must be (batch, positions), got shape {r.shape}")
     m = np.ones_like(r) if mask is None else _array(mask)
     _check_same_shape(rewards=r, mask=m)
+    # TASK rlhf.compute_gae: generalized advantage estimation, backwards over each sequence's positions
+    # BEGIN SOLUTION
     advantages = np.zeros_like(r)
     for b in range(r.shape[0]):
         positions = np.flatnonzero(m[b])
@@ -133,6 +135,7 @@ def compute_gae(rewards, values, mask=None, gamma=1.0, lam=0.95):
             advantages[b, t] = delta + gamma * lam * next_advantage
             next_value, next_advantage = v[b, t], advantages[b, t]
     returns = (advantages + v) * (m != 0)
+    # END SOLUTION
     return advantages, returns
 
 
@@ -170,11 +173,14 @@ def ppo_policy_loss(logprobs, old_logprobs, advantages, mask, cliprange=0.2):
     logprobs = _tensor(logprobs)
     old = xp.asarray(_array(old_logprobs)).astype(logprobs.dtype)
     adv = xp.asarray(_array(advantages)).astype(logprobs.dtype)
+    # TASK rlhf.ppo_policy_loss: PPO's clipped surrogate: the max of −Aρ and −A·clip(ρ, 1 ± ε)
+    # BEGIN SOLUTION
     log_ratio = logprobs - old
     ratio = F.exp(log_ratio)
     unclipped = -ratio * adv
     clipped = -F.clip(ratio, 1.0 - cliprange, 1.0 + cliprange) * adv
     loss = masked_mean(F.maximum(unclipped, clipped), mask)
+    # END SOLUTION
     lr = _array(log_ratio)
     stats = {"clipfrac": float(masked_mean(_array(clipped) > _array(unclipped), mask)),
              "approx_kl": float(0.5 * masked_mean(lr**2, mask)),
@@ -207,12 +213,15 @@ def kl_penalty(logprobs, ref_logprobs, kind="k1"):
     _check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs)
     logprobs = _tensor(logprobs)
     ref = xp.asarray(_array(ref_logprobs)).astype(logprobs.dtype)
+    # TASK rlhf.kl_penalty: the k1, k2, k3 estimators of KL(π ‖ π_ref) per token
+    # BEGIN SOLUTION
     if kind == "k1":
         return logprobs - ref
     if kind == "k2":
         return 0.5 * (logprobs - ref) ** 2
     log_ratio = ref - logprobs  # log(π_ref / π)
     return F.exp(log_ratio) - 1.0 - log_ratio
+    # END SOLUTION
 
 
 # ============================================================================ DPO and reward models
@@ -246,6 +255,8 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
     pc, pr = _tensor(policy_chosen_logps), _tensor(policy_rejected_logps)
     rc = xp.asarray(_array(reference_chosen_logps)).astype(pc.dtype)
     rr = xp.asarray(_array(reference_rejected_logps)).astype(pc.dtype)
+    # TASK rlhf.dpo_loss: DPO's sigmoid, hinge and IPO losses and the implicit rewards
+    # BEGIN SOLUTION
     h = (pc - rc) - (pr - rr)  # how much more the policy prefers chosen over rejected than the reference does
     if loss_type == "sigmoid":
         losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
@@ -255,6 +266,7 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
         losses = (h - 1.0 / (2 * beta)) ** 2
     chosen_rewards = beta * (_array(pc) - _array(rc))
     rejected_rewards = beta * (_array(pr) - _array(rr))
+    # END SOLUTION
     return losses, chosen_rewards, rejected_rewards
 
 
@@ -267,11 +279,14 @@ def bradley_terry_loss(chosen_rewards, rejected_rewards, margin=None):
     _check_same_shape(chosen_rewards=chosen_rewards, rejected_rewards=rejected_rewards)
     if np.size(chosen_rewards.data if isinstance(chosen_rewards, Tensor) else chosen_rewards) == 0:
         raise ValueError("bradley_terry_loss got no pairs: the rewards are empty")
+    # TASK rlhf.bradley_terry_loss: a reward model's pairwise loss −log σ(r_c − r_r − margin)
+    # BEGIN SOLUTION
     diff = _tensor(chosen_rewards) - _tensor(rejected_rewards)
     if margin is not None:
         _check_same_shape(chosen_rewards=chosen_rewards, margin=margin)
         diff = diff - xp.asarray(_array(margin)).astype(diff.dtype)
     return -F.logsigmoid(diff).mean()
+    # END SOLUTION
 
 
 # ============================================================================ GRPO
@@ -295,12 +310,15 @@ def grpo_advantages(rewards, num_generations, scale_rewards=True):
                          f"got {scale_rewards!r}")
     if r.size % num_generations:
         raise ValueError(f"{r.size} rewards do not split into groups of num_generations = {num_generations}")
+    # TASK rlhf.grpo_advantages: GRPO's group-relative advantages (r − group mean) / (group std + 1e-4)
+    # BEGIN SOLUTION
     groups = r.reshape(-1, num_generations)  # (prompts, G)
     advantages = groups - groups.mean(axis=1, keepdims=True)
     if scale == "group":
         advantages = advantages / (groups.std(axis=1, ddof=1, keepdims=True) + 1e-4)
     elif scale == "batch":
         advantages = advantages / (r.std(ddof=1) + 1e-4)
+    # END SOLUTION
     return advantages.reshape(-1)
 
 

@@ -13,6 +13,14 @@ first token of each example gets label −100 (the previous example's last token
 """
 from __future__ import annotations
 
+import json
+import math
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
 import numpy as np
 
 TEMPLATES = {
@@ -50,7 +58,11 @@ def sft_example(tokenizer, prompt, completion, max_length=None, chat=True):
                          "(prompt 'The movie was', completion ' great'), or use chat=True")
     if len(full_ids) == len(prompt_ids):
         raise ValueError("the completion adds no token: nothing to learn")
-    labels = [-100] * len(prompt_ids) + full_ids[len(prompt_ids):]
+    # TASK sft.completion_labels: SFT labels: −100 on the prompt, the completion and its EOS trained
+    # BEGIN SOLUTION
+    n_prompt = len(prompt_ids)  # the prompt and the template's markup up to the assistant's header
+    labels = [-100] * n_prompt + full_ids[n_prompt:]  # unshifted (the model shifts); the EOS / end of turn is trained
+    # END SOLUTION
     if max_length is not None:
         if max_length <= len(prompt_ids):
             raise ValueError(f"max_length={max_length} leaves no completion token (the prompt has {len(prompt_ids)})")
@@ -146,4 +158,282 @@ class DataCollatorForSFT:
         return batch
 
 
-__all__ = ["DataCollatorForSFT", "TEMPLATES", "instruction_dataset", "pack_examples", "sft_example"]
+# ----------------------------------------------------------------------------- the run: minift align sft
+DATASETS = ("sentiment", "ner", "qa")
+METHODS = ("lora", "full", "qlora")
+PLAIN_ANSWER_CUE = "\nAnswer:"  # a model without a chat template reads "<prompt>\nAnswer:" and continues " <answer>"
+
+
+@dataclass
+class SFTConfig:
+    """The options of ``minift align sft``, with TRL's ``SFTConfig`` names where it has one (``max_length``,
+    ``packing``, ``learning_rate``, ``per_device_train_batch_size`` …)."""
+    model: str = "smollm2"
+    dataset: str = "sentiment"
+    method: str = "lora"
+    max_steps: int = 100
+    per_device_train_batch_size: int = 8
+    learning_rate: float | None = None  # default: 2e-4 with LoRA / QLoRA, 2e-5 for full fine-tuning
+    max_length: int = 256  # an example's tokens (the prompt's text is cut at its end to fit, never the answer)
+    packing: bool = False
+    lora_r: int = 8
+    lora_alpha: float = 16
+    lora_dropout: float = 0.05
+    target_modules: str | list = "q_proj,k_proj,v_proj,o_proj"
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    logging_steps: int = 10
+    train_limit: int | None = 2000
+    eval_limit: int | None = 200  # held-out instructions (the test split) evaluated before and after
+    max_new_tokens: int = 8  # greedy answer length for the exact-answer accuracy (sentiment)
+    seed: int = 0
+    out: str | None = None  # default: runs/sft-<dataset>-<method>
+
+    def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; minift align sft knows {list(DATASETS)}")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; minift align sft knows {list(METHODS)}")
+        for name in ("max_steps", "per_device_train_batch_size", "max_length", "lora_r", "logging_steps",
+                     "max_new_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("train_limit", "eval_limit"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be None or an integer >= 1, got {value!r}")
+        if self.learning_rate is None:
+            self.learning_rate = 2e-5 if self.method == "full" else 2e-4
+        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
+                and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
+        if isinstance(self.target_modules, str):
+            self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
+        if self.out is None:
+            self.out = str(Path("runs") / f"sft-{self.dataset}-{self.method}")
+
+
+def fit_example(tokenizer, prompt, completion, max_length, chat):
+    """``sft_example`` with the prompt's text cut at its end, word by word, until prompt + completion fit in
+    ``max_length`` tokens (the longest prefix of the words that fits, by bisection). The completion is kept
+    whole: cutting the answer would teach the model to stop early."""
+    if not chat:
+        prompt, completion = prompt + PLAIN_ANSWER_CUE, " " + completion
+    example = sft_example(tokenizer, prompt, completion, chat=chat)
+    if len(example["input_ids"]) <= max_length:
+        return example
+    words = prompt[: -len(PLAIN_ANSWER_CUE)].split(" ") if not chat else prompt.split(" ")
+    cue = "" if chat else PLAIN_ANSWER_CUE
+    lo, hi = 0, len(words) - 1  # invariant: words[:lo] fits (an empty text is assumed to), words[:hi + 1] does not
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(sft_example(tokenizer, " ".join(words[:mid]) + cue, completion, chat=chat)["input_ids"]) <= max_length:
+            lo = mid
+        else:
+            hi = mid - 1
+    example = sft_example(tokenizer, " ".join(words[:lo]) + cue, completion, chat=chat)
+    if len(example["input_ids"]) > max_length:
+        raise ValueError(f"max_length={max_length} cannot hold even the template and the answer "
+                         f"({len(example['input_ids'])} tokens without any of the prompt's text)")
+    return example
+
+
+def completion_loss(model, examples, collator, batch_size=8):
+    """Mean −log p(completion token | what precedes it) over every completion token of ``examples``: each
+    batch's mean loss weighted by its number of targets n_b, Σ_b n_b·loss_b / Σ_b n_b (not the mean of the
+    batch means)."""
+    from .autograd.grad_mode import no_grad
+
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    with no_grad():
+        for start in range(0, len(examples), batch_size):
+            batch = collator(examples[start:start + batch_size])
+            n = int((batch["labels"][:, 1:] != -100).sum())  # host-side count: the targets after the shift
+            if n:
+                total += model(**batch).loss.item() * n
+                count += n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def answer_accuracy(model, tokenizer, pairs, chat, max_new_tokens=8):
+    """Exact-answer accuracy by greedy generation: the fraction of ``pairs`` whose generated answer,
+    stripped of spaces and cut at the end of turn, equals the completion (e.g. "positive"); also the fraction
+    whose answer merely contains the right label and not the other ("mentions"). Returns (exact, mentions,
+    a few samples)."""
+    from . import backend
+    from .models.generation import generate
+
+    exact = mentions = 0
+    samples = []
+    for pair in pairs:
+        prompt = pair["prompt"] if chat else pair["prompt"] + PLAIN_ANSWER_CUE
+        if chat:
+            ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                                tokenize=True)
+        else:
+            ids = tokenizer.encode(prompt, add_special_tokens=False)
+        room = model.config.max_position_embeddings - max_new_tokens
+        ids = np.asarray(list(ids)[-room:], dtype=np.int64)[None, :]  # (1, T): the prompt's end if too long
+        out = backend.to_numpy(generate(model, ids, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id))
+        answer = tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True).strip().lower()
+        want = pair["completion"].strip().lower()
+        exact += answer == want
+        others = [w for w in ("positive", "negative") if w != want]
+        mentions += want in answer and not any(o in answer for o in others)
+        if len(samples) < 5:
+            samples.append({"expected": want, "generated": answer})
+    return exact / len(pairs), mentions / len(pairs), samples
+
+
+def load_policy(model_name, method, seed=0):
+    """The causal LM of ``model_name`` (float, or its Linear weights in 4-bit blocks for ``qlora``: a GGUF
+    model's own blocks, any other model quantized to NF4). Returns (model, tokenizer, chat)."""
+    from . import backend, tokenization
+    from .models.auto import AutoModelForCausalLM
+
+    backend.seed(seed)
+    gguf = method == "qlora" and (model_name == "smollm2" or str(model_name).endswith(".gguf"))
+    model = AutoModelForCausalLM.from_pretrained(model_name, keep_quantized=gguf)
+    if method == "qlora" and not gguf:
+        from .models import quantize_model
+
+        quantize_model(model, "NF4")
+    tokenizer = tokenization.from_pretrained(model_name)
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    return model, tokenizer, chat
+
+
+def run_sft(cfg: SFTConfig, quiet=False):
+    """Supervised fine-tuning of ``cfg.model`` on ``cfg.dataset``'s instructions; writes into ``cfg.out``
+    ``log.jsonl``, ``loss.png`` (the Trainer's), ``results.json`` and the adapter (PEFT's format) or model.
+
+    The loss is on the completion tokens only (``sft_example``); ``packing`` puts examples end to end
+    (``pack_examples``). Before and after: the completion loss on the held-out instructions (the test
+    split) and, for sentiment, the exact-answer accuracy by greedy generation.
+    """
+    from .nn.quantized import quantized_weight_count
+    from .train import Trainer, TrainingArguments
+    from .train.trainer import check_output_dir
+
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
+    out = Path(cfg.out)
+    check_output_dir(out)  # before anything is loaded
+    model, tokenizer, chat = load_policy(cfg.model, cfg.method, cfg.seed)
+    max_length = min(cfg.max_length, model.config.max_position_embeddings)
+    train_pairs = instruction_dataset(cfg.dataset, "train", limit=cfg.train_limit)
+    eval_pairs = instruction_dataset(cfg.dataset, "test", limit=cfg.eval_limit)
+    train = [fit_example(tokenizer, p["prompt"], p["completion"], max_length, chat) for p in train_pairs]
+    held_out = [fit_example(tokenizer, p["prompt"], p["completion"], max_length, chat) for p in eval_pairs]
+    if cfg.packing:
+        train = pack_examples(train, max_length)
+    collator = DataCollatorForSFT(tokenizer)
+    total_parameters = model.num_parameters() + quantized_weight_count(model)
+    if cfg.method in ("lora", "qlora"):
+        from .peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                                 target_modules=cfg.target_modules, task_type="CAUSAL_LM"))
+    trainable = sum(int(p.data.size) for p in model.parameters() if p.requires_grad)
+
+    def measure():
+        m = {"completion_loss": completion_loss(model, held_out, collator)}
+        if cfg.dataset == "sentiment":
+            m["exact_accuracy"], m["mentions_accuracy"], m["samples"] = answer_accuracy(
+                model, tokenizer, eval_pairs, chat, cfg.max_new_tokens)
+        return m
+
+    say(f"SFT of {cfg.model} on {cfg.dataset} ({cfg.method}, {'chat template' if chat else 'plain text'}"
+        f"{', packed' if cfg.packing else ''}): {len(train_pairs):,} training examples in {len(train):,} rows, "
+        f"{trainable:,} of {total_parameters:,} parameters trainable; measuring before training…")
+    before = measure()
+    args = TrainingArguments(
+        output_dir=str(out), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.per_device_train_batch_size,
+        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
+        logging_steps=min(cfg.logging_steps, cfg.max_steps), save_strategy="no", remove_unused_columns=False,
+        seed=cfg.seed, disable_tqdm=quiet)
+    trainer = Trainer(model, args, train_dataset=train, data_collator=collator)
+    state = trainer.train()
+    after = measure()
+    results = {"model": cfg.model, "dataset": cfg.dataset, "method": cfg.method, "chat_template": chat,
+               "before": before, "after": after, "train_seconds": round(state.train_seconds, 2),
+               "train_steps": state.global_step, "train_rows": len(train), "held_out_examples": len(held_out),
+               "trainable_parameters": trainable, "total_parameters": total_parameters,
+               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "args": asdict(cfg)}
+    _save_model(model, cfg.method, tokenizer, out, say)
+    _write_json(out / "results.json", results)
+    say(f"held-out completion loss {before['completion_loss']:.4f} → {after['completion_loss']:.4f}"
+        + (f"; exact-answer accuracy {before['exact_accuracy']:.3f} → {after['exact_accuracy']:.3f}"
+           if "exact_accuracy" in after else ""))
+    return results
+
+
+def _save_model(model, method, tokenizer, out, say):
+    """LoRA / QLoRA: the adapter in PEFT's format (``OUT/adapter``), except for GPT-2-family models, whose q, k
+    and v are one ``c_attn`` matrix in Hugging Face (no PEFT file can name them): merged and saved whole
+    instead (not possible on 4-bit weights). Full fine-tuning: the model, ``OUT/model``."""
+    from .models import save_pretrained
+
+    if method in ("lora", "qlora") and model.config.family != "gpt2":
+        model.save_pretrained(out / "adapter")
+    elif method == "qlora":
+        say("(GPT-2's q, k, v are one c_attn matrix in Hugging Face and 4-bit weights take no merge: only "
+            "results.json is saved)")
+    else:
+        if method == "lora":
+            model = model.merge_and_unload()
+        save_pretrained(model.eval(), out / "model", tokenizer=tokenizer)
+
+
+def _write_json(path, data):
+    """``data`` as JSON into ``path`` atomically: a temporary file, then a rename."""
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def add_cli_arguments(parser):
+    """The options of ``minift align sft MODEL``."""
+    from .cli import non_negative_float, positive_float, positive_int, probability
+
+    d = SFTConfig()
+    parser.add_argument("model", help="smollm2 (chat template) or a checkpoint directory such as checkpoints/tiny-gpt")
+    parser.add_argument("--dataset", choices=DATASETS, default=d.dataset, help="the instructions: " + ", ".join(DATASETS))
+    parser.add_argument("--method", choices=METHODS, default=d.method)
+    parser.add_argument("--max-steps", type=positive_int, default=d.max_steps)
+    parser.add_argument("--per-device-train-batch-size", "--batch-size", dest="per_device_train_batch_size",
+                        type=positive_int, default=d.per_device_train_batch_size)
+    parser.add_argument("--learning-rate", type=positive_float, default=None,
+                        help="default: 2e-4 with lora/qlora, 2e-5 with full")
+    parser.add_argument("--max-length", type=positive_int, default=d.max_length,
+                        help="tokens per example (the prompt's text is cut to fit; at most the model's context)")
+    parser.add_argument("--packing", action="store_true", help="put examples end to end in rows of max-length tokens")
+    parser.add_argument("--lora-r", type=positive_int, default=d.lora_r)
+    parser.add_argument("--lora-alpha", type=positive_float, default=d.lora_alpha)
+    parser.add_argument("--lora-dropout", type=probability, default=d.lora_dropout)
+    parser.add_argument("--target-modules", default=",".join(d.target_modules) if isinstance(d.target_modules, list)
+                        else d.target_modules, help="comma-separated Linear names that get LoRA adapters")
+    parser.add_argument("--warmup-ratio", type=probability, default=d.warmup_ratio)
+    parser.add_argument("--weight-decay", type=non_negative_float, default=d.weight_decay)
+    parser.add_argument("--logging-steps", type=positive_int, default=d.logging_steps)
+    parser.add_argument("--train-limit", type=positive_int, default=d.train_limit)
+    parser.add_argument("--eval-limit", type=positive_int, default=d.eval_limit)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=d.max_new_tokens)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--out", default=None, help="output directory (default: runs/sft-DATASET-METHOD)")
+
+
+def run_from_args(args, quiet=False):
+    """``minift align sft``: the parsed options → ``SFTConfig`` → ``run_sft``; returns its results."""
+    names = {f.name for f in fields(SFTConfig)}
+    cfg = SFTConfig(**{k: v for k, v in vars(args).items() if k in names})
+    args.out = cfg.out  # the CLI prints where the results went
+    return run_sft(cfg, quiet=quiet)
+
+
+__all__ = ["DATASETS", "DataCollatorForSFT", "METHODS", "SFTConfig", "TEMPLATES", "add_cli_arguments",
+           "answer_accuracy", "completion_loss", "fit_example", "instruction_dataset", "pack_examples", "run_from_args",
+           "run_sft", "sft_example"]

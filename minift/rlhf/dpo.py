@@ -4,6 +4,13 @@ The loss itself is ``losses.dpo_loss``; this file wires it to a model and to dat
 """
 from __future__ import annotations
 
+import math
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
 import numpy as np
 
 from ..autograd.grad_mode import no_grad
@@ -118,4 +125,205 @@ class DPOMetricsCallback(TrainerCallback):
             self.seen = []
 
 
-__all__ = ["DPOMetricsCallback", "DPOModel", "DataCollatorForPreference", "disable_dropout"]
+# ----------------------------------------------------------------------------- the run: minift align dpo
+METHODS = ("lora", "full")
+
+
+@dataclass
+class DPOConfig:
+    """The options of ``minift align dpo``, with TRL's ``DPOConfig`` names (``beta``, ``loss_type``,
+    ``label_smoothing``, ``max_length``, ``learning_rate``, ``per_device_train_batch_size`` …)."""
+    policy: str = "checkpoints/tiny-gpt"
+    source: str = "sentiment"  # preference_dataset's source: the reviews ranked by their human rating
+    method: str = "lora"
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    label_smoothing: float = 0.0
+    max_length: int = 64  # prompt + completion tokens (the completion's end is cut; at most the model's context)
+    max_steps: int = 200
+    per_device_train_batch_size: int = 8
+    learning_rate: float | None = None  # default: 5e-4 with LoRA, 5e-5 for full fine-tuning
+    warmup_ratio: float = 0.1
+    lora_r: int = 8
+    lora_alpha: float = 16
+    target_modules: str | list = "q_proj,k_proj,v_proj,o_proj"
+    min_margin: float = 1.0  # the chosen review's rating must beat the rejected one's by this much
+    prompt: str = ""  # the prompt in front of every review (preference_dataset's)
+    train_limit: int | None = None
+    eval_limit: int | None = 256  # held-out pairs (the test split) measured before and after
+    logging_steps: int = 10
+    seed: int = 0
+    out: str | None = None  # default: runs/dpo-<method>
+
+    def __post_init__(self):
+        from .losses import DPO_LOSS_TYPES
+
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; minift align dpo knows {list(METHODS)}")
+        if self.loss_type not in DPO_LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {list(DPO_LOSS_TYPES)}, got {self.loss_type!r}")
+        for name in ("max_length", "max_steps", "per_device_train_batch_size", "lora_r", "logging_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("train_limit", "eval_limit"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be None or an integer >= 1, got {value!r}")
+        if self.learning_rate is None:
+            self.learning_rate = 5e-5 if self.method == "full" else 5e-4
+        for name in ("learning_rate", "beta"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if isinstance(self.target_modules, str):
+            self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
+        if self.out is None:
+            self.out = str(Path("runs") / f"dpo-{self.method}")
+
+
+def preference_metrics(dpo_model, collator, pairs, batch_size=16):
+    """TRL's reward statistics over whole data set ``pairs``: the implicit rewards r = β(log π − log π_ref) of
+    every chosen and rejected completion; ``rewards/accuracies`` = mean [r_c > r_r] (TRL's strict >: 0 at
+    π = π_ref, where every reward is 0), ``rewards/margins`` = mean (r_c − r_r), the mean rewards, the mean
+    DPO loss, and ``logps/accuracies`` = mean [log π(chosen) > log π(rejected)] (what the policy itself
+    prefers, without the reference: the base model's preference before training). Host-side statistics
+    (NumPy) of the per-pair numbers."""
+    from .. import backend
+    from .losses import dpo_loss
+
+    rows = {"chosen": [], "rejected": [], "loss": [], "policy_chosen": [], "policy_rejected": []}
+    with no_grad():
+        for start in range(0, len(pairs), batch_size):
+            batch = collator(pairs[start:start + batch_size])
+            b = len(batch["input_ids"]) // 2
+            policy = sequence_logprobs(dpo_model.policy, **batch).data  # (2B,): chosen then rejected
+            reference = dpo_model.reference_logps(**batch).data
+            losses, chosen, rejected = dpo_loss(policy[:b], policy[b:], reference[:b], reference[b:],
+                                                beta=dpo_model.beta, loss_type=dpo_model.loss_type,
+                                                label_smoothing=dpo_model.label_smoothing)
+            for key, value in (("chosen", chosen), ("rejected", rejected), ("loss", losses.data),
+                               ("policy_chosen", policy[:b]), ("policy_rejected", policy[b:])):
+                rows[key].append(backend.to_numpy(value))
+    c, r = np.concatenate(rows["chosen"]), np.concatenate(rows["rejected"])
+    pc, pr = np.concatenate(rows["policy_chosen"]), np.concatenate(rows["policy_rejected"])
+    return {"loss": float(np.concatenate(rows["loss"]).mean()), "rewards/chosen": float(c.mean()),
+            "rewards/rejected": float(r.mean()), "rewards/accuracies": float((c > r).mean()),
+            "rewards/margins": float((c - r).mean()), "logps/accuracies": float((pc > pr).mean()), "pairs": len(c)}
+
+
+def run_dpo(cfg: DPOConfig, quiet=False):
+    """DPO of ``cfg.policy`` on preference pairs from ``preference_dataset``; writes into ``cfg.out``
+    ``log.jsonl`` (with TRL's rewards/* keys), ``loss.png``, ``rewards.png``, ``accuracies.png``,
+    ``results.json`` (held-out reward statistics before and after) and the adapter or the model.
+
+    LoRA: the reference is the policy with its adapter disabled. Full fine-tuning: a second, frozen copy
+    of the model loaded from the same weights (``ref_model``).
+    """
+    from .. import plotting
+    from ..nn.quantized import quantized_weight_count
+    from ..sft import _save_model, _write_json, load_policy
+    from ..train import Trainer, TrainingArguments
+    from ..train.trainer import check_output_dir
+    from .preference_data import preference_dataset
+
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
+    out = Path(cfg.out)
+    check_output_dir(out)
+    policy, tokenizer, chat = load_policy(cfg.policy, cfg.method, cfg.seed)
+    total_parameters = policy.num_parameters() + quantized_weight_count(policy)
+    max_length = min(cfg.max_length, policy.config.max_position_embeddings)
+    train = preference_dataset(source=cfg.source, split="train", limit=cfg.train_limit, min_margin=cfg.min_margin,
+                               seed=cfg.seed, prompt=cfg.prompt)
+    held_out = preference_dataset(source=cfg.source, split="test", limit=cfg.eval_limit, min_margin=cfg.min_margin,
+                                  seed=cfg.seed, prompt=cfg.prompt)
+    if not train or not held_out:
+        raise ValueError(f"no preference pairs (train {len(train)}, test {len(held_out)}) from source {cfg.source!r} "
+                         f"with min_margin={cfg.min_margin}: lower --min-margin")
+    ref_model = None
+    if cfg.method == "lora":
+        from ..peft import LoraConfig, get_peft_model
+
+        policy = get_peft_model(policy, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                                   target_modules=cfg.target_modules, task_type="CAUSAL_LM"))
+    else:
+        ref_model, _, _ = load_policy(cfg.policy, cfg.method, cfg.seed)
+        ref_model.eval().requires_grad_(False)
+    dpo = DPOModel(policy, ref_model=ref_model, beta=cfg.beta, loss_type=cfg.loss_type,
+                   label_smoothing=cfg.label_smoothing)
+    collator = DataCollatorForPreference(tokenizer, max_length=max_length, chat=chat)
+    trainable = sum(int(p.data.size) for p in dpo.parameters() if p.requires_grad)
+    say(f"DPO of {cfg.policy} ({cfg.method}, β = {cfg.beta}, {cfg.loss_type}): {len(train):,} training pairs, "
+        f"{trainable:,} of {total_parameters:,} parameters trainable; measuring {len(held_out)} held-out pairs…")
+    before = preference_metrics(dpo, collator, held_out)
+    args = TrainingArguments(
+        output_dir=str(out), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.per_device_train_batch_size,
+        learning_rate=cfg.learning_rate, warmup_ratio=cfg.warmup_ratio, weight_decay=0.0,
+        logging_steps=min(cfg.logging_steps, cfg.max_steps), save_strategy="no", remove_unused_columns=False,
+        seed=cfg.seed, disable_tqdm=quiet)
+    trainer = Trainer(dpo, args, train_dataset=train, data_collator=collator, callbacks=[DPOMetricsCallback(dpo)])
+    state = trainer.train()
+    after = preference_metrics(dpo, collator, held_out)
+    logs = [r for r in state.log_history if "rewards/margins" in r]
+    if logs:
+        plotting.plot_curves({k: [r[k] for r in logs] for k in ("rewards/chosen", "rewards/rejected", "rewards/margins")},
+                             out / "rewards.png", title="DPO's implicit rewards β(log π − log π_ref), training batches",
+                             xlabel=f"logging step (every {args.logging_steps} steps)", ylabel="reward")
+        plotting.plot_curves({"rewards/accuracies": [r["rewards/accuracies"] for r in logs]}, out / "accuracies.png",
+                             title="reward accuracy, training batches",
+                             xlabel=f"logging step (every {args.logging_steps} steps)", ylabel="accuracy")
+    results = {"policy": cfg.policy, "method": cfg.method, "chat_template": chat, "before": before, "after": after,
+               "train_seconds": round(state.train_seconds, 2), "train_steps": state.global_step,
+               "train_pairs": len(train), "trainable_parameters": trainable, "total_parameters": total_parameters,
+               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "args": asdict(cfg)}
+    _save_model(policy, cfg.method, tokenizer, out, say)
+    _write_json(out / "results.json", results)
+    say(f"held-out reward accuracy {before['rewards/accuracies']:.3f} → {after['rewards/accuracies']:.3f}, "
+        f"margin {before['rewards/margins']:.3f} → {after['rewards/margins']:.3f}")
+    return results
+
+
+def add_cli_arguments(parser):
+    """The options of ``minift align dpo POLICY``."""
+    from ..cli import positive_float, positive_int, probability
+    from .losses import DPO_LOSS_TYPES
+
+    d = DPOConfig()
+    parser.add_argument("policy", help="checkpoints/tiny-gpt (plain text) or smollm2 (chat template)")
+    parser.add_argument("--source", default=d.source, help="preference_dataset's source of ranked texts")
+    parser.add_argument("--method", choices=METHODS, default=d.method,
+                        help="lora: the reference is the adapter disabled; full: a frozen copy is the reference")
+    parser.add_argument("--beta", type=positive_float, default=d.beta, help="β: larger keeps π closer to π_ref")
+    parser.add_argument("--loss-type", choices=DPO_LOSS_TYPES, default=d.loss_type)
+    parser.add_argument("--label-smoothing", type=probability, default=d.label_smoothing)
+    parser.add_argument("--max-length", type=positive_int, default=d.max_length)
+    parser.add_argument("--max-steps", type=positive_int, default=d.max_steps)
+    parser.add_argument("--per-device-train-batch-size", "--batch-size", dest="per_device_train_batch_size",
+                        type=positive_int, default=d.per_device_train_batch_size)
+    parser.add_argument("--learning-rate", type=positive_float, default=None,
+                        help="default: 5e-4 with lora, 5e-5 with full")
+    parser.add_argument("--warmup-ratio", type=probability, default=d.warmup_ratio)
+    parser.add_argument("--lora-r", type=positive_int, default=d.lora_r)
+    parser.add_argument("--lora-alpha", type=positive_float, default=d.lora_alpha)
+    parser.add_argument("--target-modules", default=",".join(d.target_modules) if isinstance(d.target_modules, list)
+                        else d.target_modules)
+    parser.add_argument("--min-margin", type=float, default=d.min_margin,
+                        help="the chosen text's rating must beat the rejected one's by this much")
+    parser.add_argument("--prompt", default=d.prompt, help="the prompt in front of every completion")
+    parser.add_argument("--train-limit", type=positive_int, default=d.train_limit)
+    parser.add_argument("--eval-limit", type=positive_int, default=d.eval_limit)
+    parser.add_argument("--logging-steps", type=positive_int, default=d.logging_steps)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--out", default=None, help="output directory (default: runs/dpo-METHOD)")
+
+
+def run_from_args(args, quiet=False):
+    """``minift align dpo``: the parsed options → ``DPOConfig`` → ``run_dpo``; returns its results."""
+    names = {f.name for f in fields(DPOConfig)}
+    cfg = DPOConfig(**{k: v for k, v in vars(args).items() if k in names})
+    args.out = cfg.out
+    return run_dpo(cfg, quiet=quiet)
+
+
+__all__ = ["DPOConfig", "DPOMetricsCallback", "DPOModel", "DataCollatorForPreference", "METHODS", "add_cli_arguments",
+           "disable_dropout", "preference_metrics", "run_dpo", "run_from_args"]

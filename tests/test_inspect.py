@@ -1,0 +1,314 @@
+"""The instruments: the file inspector against the headers read independently (the safetensors library, the
+gguf reader, the arrays themselves), the token view's table against the batch and its warnings on batches
+built to trigger each, and clear errors."""
+import argparse
+import json
+import math
+import struct
+import warnings
+
+import numpy as np
+import pytest
+
+import minift as mf
+from minift.inspect import InspectError, format_report, inspect_path, read_safetensors_header
+from minift.inspect import add_cli_arguments, run_from_args
+from minift.models import TransformerConfig, save_pretrained
+from minift.peft import LoraConfig, get_peft_model
+
+SHIPPED = ["checkpoints/tiny-gpt", "checkpoints/tiny-bert"]
+
+
+def tiny(family="bert", head="TransformerForSequenceClassification", hidden=16, **kw):
+    mf.seed(0)
+    cfg = TransformerConfig(family=family, vocab_size=32, hidden_size=hidden, num_hidden_layers=2,
+                            num_attention_heads=2, max_position_embeddings=16, pad_token_id=0, **kw)
+    cls = getattr(mf.models, head)
+    return (cls(cfg, num_labels=2) if "Classification" in head else cls(cfg)).eval()
+
+
+def library_view(file):
+    """{name: (shape, dtype name, nbytes)} through the safetensors library and NumPy: the independent reading."""
+    from safetensors import safe_open
+
+    out = {}
+    with safe_open(str(file), framework="numpy") as f:
+        for name in f.keys():
+            a = f.get_tensor(name)
+            out[name] = (list(a.shape), a.dtype, a.size * a.dtype.itemsize)
+    return out
+
+
+def cli(*argv):
+    parser = argparse.ArgumentParser()
+    add_cli_arguments(parser)
+    return run_from_args(parser.parse_args([str(a) for a in argv]))
+
+
+# ----------------------------------------------------------------------------- safetensors files
+NUMPY_TO_SAFETENSORS = {"float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32",
+                        "int8": "I8", "uint8": "U8", "bool": "BOOL"}
+
+
+def test_a_lone_safetensors_file_every_dtype_and_the_metadata(tmp_path):
+    from safetensors.numpy import save_file
+
+    rs = np.random.default_rng(0)
+    arrays = {f"t_{dt}": (rs.normal(size=(3, 5, 2)) * 10).astype(dt) for dt in NUMPY_TO_SAFETENSORS}
+    arrays["scalar"] = np.array(1.5, dtype=np.float32)
+    arrays["empty"] = np.zeros((0, 4), dtype=np.float32)
+    file = tmp_path / "w.safetensors"
+    save_file(arrays, str(file), metadata={"made_by": "test"})
+    report = inspect_path(file)
+    assert report["kind"] == "safetensors" and report["metadata"] == {"made_by": "test"}
+    rows = {r["name"]: r for r in report["tensors"]}
+    assert set(rows) == set(arrays)
+    for name, a in arrays.items():
+        assert rows[name]["shape"] == list(a.shape)
+        assert rows[name]["dtype"] == NUMPY_TO_SAFETENSORS[a.dtype.name]
+        assert rows[name]["bytes"] == math.prod(a.shape) * a.dtype.itemsize == a.nbytes
+    assert report["total_bytes"] == sum(a.nbytes for a in arrays.values())
+    assert report["total_elements"] == sum(a.size for a in arrays.values())
+    # the data region is exactly the tensors' bytes: the header accounts for every byte of the file
+    (n,) = struct.unpack("<Q", file.read_bytes()[:8])
+    assert file.stat().st_size == 8 + n + report["total_bytes"]
+    assert "t_float16" in format_report(report) and "BOOL" in format_report(report)
+
+
+@pytest.mark.parametrize("fmt", ["minift", "hf"])
+@pytest.mark.parametrize("family,head", [("gpt2", "TransformerForCausalLM"), ("bert", "TransformerForMaskedLM"),
+                                         ("llama", "TransformerForSequenceClassification")])
+def test_a_saved_model_in_both_formats_matches_the_library_and_the_arrays(tmp_path, fmt, family, head):
+    model = tiny(family, head)
+    save_pretrained(model, tmp_path, format=fmt)
+    report = inspect_path(tmp_path)
+    assert report["kind"] == ("minift checkpoint" if fmt == "minift" else "hf model")
+    view = library_view(tmp_path / "model.safetensors")
+    assert {r["name"]: (r["shape"], r["bytes"]) for r in report["tensors"]} == {
+        k: (shape, nbytes) for k, (shape, _, nbytes) in view.items()}
+    assert report["total_bytes"] == sum(v[2] for v in view.values())
+    assert report["summary"]["layers"] == 2 and report["summary"]["hidden size"] == 16
+    if fmt == "minift":  # the file holds the model's unique arrays: tied ones once
+        state = model.state_dict()
+        unique = {id(v): v for v in state.values()}
+        assert report["total_elements"] == sum(v.size for v in unique.values())
+        tied = len(state) - len(unique)
+        assert sum("is tied to" in n for n in report["notes"]) == tied
+        assert report["summary"]["architecture"] == head
+    else:
+        assert report["config"]["model_type"] == family
+
+
+def test_a_sharded_hf_directory_is_read_through_its_index(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    save_pretrained(tiny("llama", "TransformerForCausalLM"), tmp_path / "one", format="hf")
+    whole = load_file(str(tmp_path / "one" / "model.safetensors"))
+    names = sorted(whole)
+    shards = {"model-00001-of-00002.safetensors": names[:5], "model-00002-of-00002.safetensors": names[5:]}
+    d = tmp_path / "sharded"
+    d.mkdir()
+    (d / "config.json").write_text((tmp_path / "one" / "config.json").read_text())
+    for file, keys in shards.items():
+        save_file({k: whole[k] for k in keys}, str(d / file), metadata={"format": "pt"})
+    index = {"metadata": {}, "weight_map": {k: f for f, keys in shards.items() for k in keys}}
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
+    report = inspect_path(d)
+    assert report["files"] == sorted(shards)
+    assert {r["name"]: r["file"] for r in report["tensors"]} == index["weight_map"]
+    assert report["total_bytes"] == inspect_path(tmp_path / "one")["total_bytes"] == sum(a.nbytes for a in whole.values())
+    assert any("sharded: 2 files" in n for n in report["notes"])
+    index["weight_map"]["model.ghost.weight"] = "model-00001-of-00002.safetensors"
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(InspectError, match="disagree.*model.ghost.weight"):
+        inspect_path(d)
+    index["weight_map"]["model.ghost.weight"] = "model-00003-of-00002.safetensors"
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(InspectError, match="lists shards that are not in"):
+        inspect_path(d)
+
+
+@pytest.mark.parametrize("path", SHIPPED)
+def test_every_shipped_checkpoint(path, capsys, tmp_path):
+    report = inspect_path(path)
+    view = library_view(f"{path}/model.safetensors")
+    assert report["kind"] == "minift checkpoint" and report["num_tensors"] == len(view)
+    for r in report["tensors"]:
+        shape, dtype, nbytes = view[r["name"]]
+        assert r["shape"] == shape and r["dtype"] == NUMPY_TO_SAFETENSORS[dtype.name] and r["bytes"] == nbytes
+    cfg = json.loads(open(f"{path}/config.json").read())
+    assert report["summary"]["vocabulary"] == cfg["vocab_size"] and report["summary"]["layers"] == cfg["num_hidden_layers"]
+    assert cli(path, "--json", tmp_path / "r.json") == 0
+    out = capsys.readouterr().out
+    assert f"{report['num_tensors']} tensors, {report['total_elements']:,} values" in out
+    assert all(r["name"] in out for r in report["tensors"])  # every tensor listed
+    assert json.loads((tmp_path / "r.json").read_text())["total_bytes"] == report["total_bytes"]
+
+
+# ----------------------------------------------------------------------------- PEFT adapters
+def lora_adapter(tmp_path, name="lora", hidden=16, **options):
+    model = tiny("bert", hidden=hidden)
+    config = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], modules_to_save=["classifier"]) | options
+    pm = get_peft_model(model, LoraConfig(**config))
+    pm.save_pretrained(tmp_path / name)
+    return pm, tmp_path / name
+
+
+@pytest.mark.parametrize("use_rslora,scaling", [(False, 8 / 4), (True, 8 / math.sqrt(4))])
+def test_a_lora_adapter_rank_scaling_targets_and_saved_modules(tmp_path, use_rslora, scaling):
+    from minift.peft.hub import hf_module_names
+
+    pm, d = lora_adapter(tmp_path, use_rslora=use_rslora)
+    report = inspect_path(d)
+    a = report["adapter"]
+    assert report["kind"] == "peft adapter" and a["peft_type"] == "LORA"
+    assert (a["r"], a["lora_alpha"], a["use_rslora"]) == (4, 8, use_rslora)
+    assert a["scaling"] == pytest.approx(scaling)
+    names = hf_module_names(pm.base_model)
+    expected = sorted(names[f"model.layers.{i}.attn.{p}"] for i in range(2) for p in ("q_proj", "v_proj"))
+    assert a["adapted_modules"] == expected and a["by_suffix"] == {"query": 2, "value": 2}
+    assert a["saved_modules"] == ["classifier"] and a["modules_to_save"] == ["classifier"]
+    assert a["ranks_in_file"] == [4]
+    view = library_view(d / "adapter_model.safetensors")
+    assert {r["name"]: (r["shape"], r["bytes"]) for r in report["tensors"]} == {k: (s, b) for k, (s, _, b) in view.items()}
+    for m in expected:  # lora_A (r, in), lora_B (out, r)
+        assert view[f"base_model.model.{m}.lora_A.weight"][0] == [4, 16]
+        assert view[f"base_model.model.{m}.lora_B.weight"][0] == [16, 4]
+    text = format_report(report)
+    assert ("lora_alpha / √r = 8 / √4 = 4" if use_rslora else "lora_alpha / r = 8 / 4 = 2") in text
+    assert "saved whole: classifier" in text
+
+
+@pytest.mark.parametrize("fmt", ["minift", "hf"])
+def test_against_the_base_lists_the_touched_modules(tmp_path, fmt, capsys):
+    pm, d = lora_adapter(tmp_path)
+    save_pretrained(tiny("bert"), tmp_path / "base", format=fmt)
+    c = inspect_path(d, against=tmp_path / "base")["against"]
+    assert c["problems"] == [] and c["touched"] == sorted(inspect_path(d)["adapter"]["adapted_modules"] + ["classifier"])
+    assert c["selected_by_targets"] == inspect_path(d)["adapter"]["adapted_modules"]
+    assert cli(d, "--against", tmp_path / "base") == 0
+    assert "every target and saved module matches the base" in capsys.readouterr().out
+
+
+def test_against_a_base_it_does_not_fit_names_each_problem(tmp_path, capsys):
+    _, d = lora_adapter(tmp_path)
+    cfg = json.loads((d / "adapter_config.json").read_text())
+    cfg["target_modules"] = ["query", "value", "q_proj"]  # PEFT's short names: q_proj is Llama's, not BERT's
+    cfg["modules_to_save"] = ["score"]  # GPT-2/Llama's head name
+    (d / "adapter_config.json").write_text(json.dumps(cfg))
+    save_pretrained(tiny("bert"), tmp_path / "base", format="hf")
+    c = inspect_path(d, against=tmp_path / "base")["against"]
+    assert c["unmatched_targets"] == ["q_proj"] and c["unmatched_modules_to_save"] == ["score"]
+    assert len(c["selected_by_targets"]) == 4 and c["shape_mismatches"] == [] and c["selected_without_tensors"] == []
+    assert cli(d, "--against", tmp_path / "base") == 1  # a problem: non-zero exit, each one printed
+    out = capsys.readouterr().out
+    assert "ERROR: target_modules entry 'q_proj' matches no module" in out and "'score'" in out
+    save_pretrained(tiny("bert", hidden=8), tmp_path / "narrow", format="hf")  # same names, other widths
+    c = inspect_path(d, against=tmp_path / "narrow")["against"]
+    assert len(c["shape_mismatches"]) == 8  # lora_A and lora_B of 4 modules
+    assert "lora_A is [4, 16], but the base weight is [8, 8]" in c["shape_mismatches"][0]
+    save_pretrained(tiny("llama"), tmp_path / "llama", format="hf")
+    c = inspect_path(d, against=tmp_path / "llama")["against"]
+    assert c["touched"] == [] and len(c["absent_from_base"]) == 5 and c["unmatched_targets"] == ["query", "value"]
+
+
+# ----------------------------------------------------------------------------- GGUF
+@pytest.mark.zoo
+def test_the_smollm2_gguf_against_the_gguf_readers_own_fields():
+    import gguf
+
+    file = mf.zoo.path("smollm2", "model.gguf")
+    report = inspect_path(file)
+    reader = gguf.GGUFReader(str(file))
+    assert report["kind"] == "gguf" and report["num_tensors"] == len(reader.tensors) == 272
+    s = report["summary"]
+    assert s["architecture"] == reader.fields["general.architecture"].contents() == "llama"
+    assert s["layers"] == reader.fields["llama.block_count"].contents() == 30
+    assert s["hidden size"] == 576 and s["heads"] == 9 and s["key/value heads"] == 3
+    assert s["vocabulary"] == len(reader.fields["tokenizer.ggml.tokens"].data) == 49152
+    for row, t in zip(report["tensors"], reader.tensors):
+        assert row["name"] == t.name and row["shape"] == [int(n) for n in reversed(t.shape)]
+        assert row["dtype"] == t.tensor_type.name and row["bytes"] == t.n_bytes
+        block, type_size = gguf.GGML_QUANT_SIZES[t.tensor_type]  # bytes = blocks × bytes per block
+        assert row["bytes"] == math.prod(row["shape"]) // block * type_size
+    kinds = {r["dtype"] for r in report["tensors"]}
+    assert kinds == {"F32", "Q4_1", "Q8_0"} and s["file type"] == "MOSTLY_Q4_1"
+    assert report["metadata"]["tokenizer.ggml.tokens"] == "[49152 × string]"
+
+
+# ----------------------------------------------------------------------------- bad inputs
+def test_bad_paths_get_one_clear_line(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        inspect_path(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InspectError, match="expected config.json \\+ model.safetensors.*adapter_config.json"):
+        inspect_path(tmp_path / "empty")
+    (tmp_path / "pickled").mkdir()
+    (tmp_path / "pickled" / "pytorch_model.bin").write_bytes(b"\x80\x04not really")
+    with pytest.raises(InspectError, match="pytorch_model.bin is refused: it is a Python pickle"):
+        inspect_path(tmp_path / "pickled")
+    (tmp_path / "pickled" / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(InspectError, match="no model.safetensors: pytorch_model.bin is refused"):
+        inspect_path(tmp_path / "pickled")
+    (tmp_path / "model.pt").write_bytes(b"\x80\x04")
+    with pytest.raises(InspectError, match="model.pt is refused: it is a Python pickle"):
+        inspect_path(tmp_path / "model.pt")
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(InspectError, match="expected a .safetensors or .gguf file"):
+        inspect_path(tmp_path / "notes.txt")
+    (tmp_path / "badjson").mkdir()
+    (tmp_path / "badjson" / "config.json").write_text("{nope")
+    with pytest.raises(InspectError, match="config.json is not valid JSON"):
+        inspect_path(tmp_path / "badjson")
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    (tmp_path / "adapter" / "adapter_model.bin").write_bytes(b"\x80")
+    with pytest.raises(InspectError, match="adapter_model.bin is refused"):
+        inspect_path(tmp_path / "adapter")
+    with pytest.raises(InspectError, match="--against compares a PEFT adapter"):
+        inspect_path("checkpoints/tiny-gpt", against="checkpoints/tiny-bert")
+
+
+def test_corrupt_headers_are_reported_not_trusted(tmp_path):
+    from safetensors.numpy import save_file
+
+    good = tmp_path / "good.safetensors"
+    save_file({"w": np.ones((2, 3), np.float32)}, str(good))
+    raw = good.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+
+    def write(name, data):
+        (tmp_path / name).write_bytes(data)
+        return tmp_path / name
+
+    def with_header(h):
+        text = json.dumps(h).encode()
+        return struct.pack("<Q", len(text)) + text + raw[8 + n:]
+
+    cases = {
+        "short.safetensors": (raw[:5], "too short"),
+        "long.safetensors": (struct.pack("<Q", 10 ** 12) + raw[8:], "claims 1,000,000,000,000 bytes"),
+        "notjson.safetensors": (struct.pack("<Q", 4) + b"{{{{" + raw[8 + n:], "not JSON"),
+        "list.safetensors": (with_header([1, 2]), "a JSON list"),
+        "entry.safetensors": (with_header({"w": {"dtype": "F32"}}), "entry 'w'"),
+        "shape.safetensors": (with_header({"w": {**header["w"], "shape": [3, 3]}}), "data_offsets span 24"),
+        "offsets.safetensors": (with_header({"w": {**header["w"], "data_offsets": [0, 4000]}}), "outside the 24"),
+    }
+    for name, (data, message) in cases.items():
+        with pytest.raises(InspectError, match=message):
+            read_safetensors_header(write(name, data))
+    assert read_safetensors_header(good)[0]["w"]["bytes"] == 24
+    with pytest.raises(InspectError, match="not a readable GGUF file"):
+        inspect_path(write("bad.gguf", b"GGUF" + b"\x00" * 20))
+
+
+def test_against_flags_targets_the_file_has_no_tensors_for(tmp_path):
+    _, d = lora_adapter(tmp_path)
+    cfg = json.loads((d / "adapter_config.json").read_text())
+    cfg["target_modules"] = ["query", "value", "key"]  # loading would leave both key adapters at B = 0
+    (d / "adapter_config.json").write_text(json.dumps(cfg))
+    save_pretrained(tiny("bert"), tmp_path / "base", format="hf")
+    c = inspect_path(d, against=tmp_path / "base")["against"]
+    assert c["selected_without_tensors"] == [f"bert.encoder.layer.{i}.attention.self.key" for i in range(2)]
+    assert c["unmatched_targets"] == [] and len(c["problems"]) == 1

@@ -40,6 +40,10 @@ def sft_example(tokenizer, prompt, completion, max_length=None, chat=True):
     Checks that the tokens of the prompt part are a prefix of the tokens of the whole (a template or a
     tokenizer that merges across the boundary would otherwise shift the mask). ``max_length`` cuts the
     end of the completion.
+
+    With P = the number of prompt tokens (markup included) and ids the whole sequence, the labels are
+    UNshifted, the model shifts them: labels_t = −100 for t < P and labels_t = ids_t for t ≥ P, so the
+    completion's last token — EOS or the end-of-turn marker — is trained even when pad = EOS (trl#734).
     """
     if chat:
         prompt_ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
@@ -215,27 +219,37 @@ class SFTConfig:
 
 
 def fit_example(tokenizer, prompt, completion, max_length, chat):
-    """``sft_example`` with the prompt's text cut at its end, word by word, until prompt + completion fit in
-    ``max_length`` tokens (the longest prefix of the words that fits, by bisection). The completion is kept
-    whole: cutting the answer would teach the model to stop early."""
-    if not chat:
-        prompt, completion = prompt + PLAIN_ANSWER_CUE, " " + completion
-    example = sft_example(tokenizer, prompt, completion, chat=chat)
+    """``sft_example`` for prompt → completion, cut to fit ``max_length`` tokens by dropping words from the
+    MIDDLE of the prompt's text (its first and last words stay, with " … " between them): an instruction at
+    its start (sentiment, NER) and a question at its end (QA) both survive. The number of words kept is the
+    largest that fits (bisection). The completion is kept whole: cutting the answer would teach the model to
+    stop early. Without a chat template the prompt is followed by ``PLAIN_ANSWER_CUE`` and the completion
+    starts with a space (BPE joins a space to the word after it)."""
+    cue = "" if chat else PLAIN_ANSWER_CUE
+    answer = completion if chat else " " + completion
+
+    def build(text):
+        return sft_example(tokenizer, text + cue, answer, chat=chat)
+
+    example = build(prompt)
     if len(example["input_ids"]) <= max_length:
         return example
-    words = prompt[: -len(PLAIN_ANSWER_CUE)].split(" ") if not chat else prompt.split(" ")
-    cue = "" if chat else PLAIN_ANSWER_CUE
-    lo, hi = 0, len(words) - 1  # invariant: words[:lo] fits (an empty text is assumed to), words[:hi + 1] does not
+    words = prompt.split(" ")
+
+    def kept(k):  # the first ⌈k/2⌉ and the last ⌊k/2⌋ words
+        return " ".join(words[: k - k // 2] + ["…"] + (words[len(words) - k // 2:] if k // 2 else []))
+
+    lo, hi = 0, len(words) - 1  # the longest k with build(kept(k)) in max_length tokens: k in [lo, hi]
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if len(sft_example(tokenizer, " ".join(words[:mid]) + cue, completion, chat=chat)["input_ids"]) <= max_length:
+        if len(build(kept(mid))["input_ids"]) <= max_length:
             lo = mid
         else:
             hi = mid - 1
-    example = sft_example(tokenizer, " ".join(words[:lo]) + cue, completion, chat=chat)
+    example = build(kept(lo))
     if len(example["input_ids"]) > max_length:
-        raise ValueError(f"max_length={max_length} cannot hold even the template and the answer "
-                         f"({len(example['input_ids'])} tokens without any of the prompt's text)")
+        raise ValueError(f"max_length={max_length} cannot hold the template and the answer "
+                         f"({len(example['input_ids'])} tokens with none of the prompt's words)")
     return example
 
 

@@ -3,9 +3,11 @@ template), packing equal to training the examples one by one (logits and loss, f
 RoPE), the 3-D attention mask, instruction data from the real data sets, and clear errors."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import minift as mf
-from minift.sft import DataCollatorForSFT, instruction_dataset, pack_examples, sft_example
+from minift.sft import DataCollatorForSFT, fit_example, instruction_dataset, pack_examples, sft_example
 
 
 @pytest.fixture(autouse=True)
@@ -20,6 +22,7 @@ def smol_tokenizer():
     return mf.tokenization.from_pretrained("smollm2")
 
 
+@pytest.mark.task("sft.completion_labels")
 def test_chat_example_masks_everything_but_the_answer_and_its_end_of_turn(smol_tokenizer):
     tok = smol_tokenizer
     ex = sft_example(tok, "Is this review positive or negative?\n\nA delight.", "positive")
@@ -31,6 +34,7 @@ def test_chat_example_masks_everything_but_the_answer_and_its_end_of_turn(smol_t
     assert [y for y in ex["labels"] if y != -100] == ex["input_ids"][first:]
 
 
+@pytest.mark.task("sft.completion_labels")
 def test_plain_example_ends_with_eos_and_cuts_at_max_length(smol_tokenizer):
     tok = smol_tokenizer
     ex = sft_example(tok, "The movie was", " great fun", chat=False)
@@ -117,3 +121,175 @@ def test_instruction_data_is_built_from_the_real_sets():
     assert all(p["completion"] in p["prompt"] for p in qa)  # an extractive answer is in its context
     with pytest.raises(ValueError, match="instruction_dataset knows"):
         instruction_dataset("squad")
+
+
+# ============================================================================ the labels, token by token
+class CharTokenizer:
+    """One id per character (no merges, so every boundary is known), pad = EOS = 3 as in many decoders (trl#734);
+    a chat template ``<s>`` user … EOS ``<a>`` assistant … EOS with BOS = 1, the assistant header = 2."""
+    pad_token_id = eos_token_id = 3
+
+    def encode(self, text, add_special_tokens=False):
+        return [ord(c) for c in text]
+
+    def apply_chat_template(self, messages, add_generation_prompt=False, tokenize=True):
+        ids = []
+        for m in messages:
+            ids += [1] + self.encode(m["content"]) + [3] if m["role"] == "user" else [2] + self.encode(m["content"]) + [3]
+        return ids + [2] if add_generation_prompt else ids
+
+
+@pytest.mark.task("sft.completion_labels")
+@pytest.mark.parametrize("chat", [True, False])
+def test_labels_by_hand_on_a_tokenizer_whose_pad_is_its_eos(chat):
+    tok = CharTokenizer()
+    ex = sft_example(tok, "hi?", "yes", chat=chat)
+    if chat:  # <s> h i ? EOS <a> | y e s EOS: the user's EOS is prompt (−100), the assistant's is trained
+        assert ex["input_ids"] == [1, 104, 105, 63, 3, 2, 121, 101, 115, 3]
+        assert ex["labels"] == [-100] * 6 + [121, 101, 115, 3]
+    else:  # h i ? | y e s EOS
+        assert ex["input_ids"] == [104, 105, 63, 121, 101, 115, 3]
+        assert ex["labels"] == [-100] * 3 + [121, 101, 115, 3]
+
+
+@pytest.mark.task("sft.completion_labels")
+@settings(max_examples=40, deadline=None)
+@given(prompt=st.text("abcdefgh?", min_size=1, max_size=12), completion=st.text("xyz", min_size=1, max_size=6),
+       chat=st.booleans())
+def test_labels_are_the_tokens_themselves_on_the_completion_and_minus_100_before_it(prompt, completion, chat):
+    tok = CharTokenizer()
+    ex = sft_example(tok, prompt, completion, chat=chat)
+    ids, labels = ex["input_ids"], ex["labels"]
+    assert len(labels) == len(ids)  # unshifted: the model shifts
+    trained = [i for i, y in enumerate(labels) if y != -100]
+    n = len(completion) + 1  # the completion's characters and its EOS
+    assert trained == list(range(len(ids) - n, len(ids)))  # one block, at the end
+    assert [ids[i] for i in trained] == [ord(c) for c in completion] + [3] == [labels[i] for i in trained]
+
+
+# ============================================================================ fitting an example, the run
+@pytest.fixture(scope="module")
+def tiny_gpt_tokenizer():
+    return mf.tokenization.from_pretrained(str(TINY_GPT))
+
+
+TINY_GPT = __import__("pathlib").Path(__file__).resolve().parents[1] / "checkpoints" / "tiny-gpt"
+
+
+def test_fit_example_cuts_the_middle_of_the_prompt_and_keeps_the_answer_whole(tiny_gpt_tokenizer):
+    tok = tiny_gpt_tokenizer
+    prompt = "Say yes or no.\n\n" + " ".join(["word"] * 200) + " Question: is it?"
+    ex = fit_example(tok, prompt, "yes", max_length=40, chat=False)
+    assert len(ex["input_ids"]) <= 40
+    text = tok.decode(ex["input_ids"])
+    assert text.startswith("Say yes or no.") and "…" in text and "Question: is it?\nAnswer: yes" in text
+    assert tok.decode([y for y in ex["labels"] if y != -100]) == " yes<|endoftext|>"
+    short = fit_example(tok, "Is it good?", "yes", max_length=40, chat=False)  # fits: nothing cut
+    assert tok.decode(short["input_ids"]) == "Is it good?\nAnswer: yes<|endoftext|>"
+    longer = fit_example(tok, prompt, "yes", max_length=41, chat=False)  # the most words that fit, no fewer
+    assert len(ex["input_ids"]) > 40 - 4 and len(longer["input_ids"]) >= len(ex["input_ids"])
+    with pytest.raises(ValueError, match="cannot hold the template and the answer"):
+        fit_example(tok, prompt, "yes " * 30, max_length=20, chat=False)
+
+
+def sft_config(tmp_path, **kw):
+    from minift.sft import SFTConfig
+
+    options = dict(model=str(TINY_GPT), dataset="sentiment", method="lora", max_steps=20, per_device_train_batch_size=8,
+                   learning_rate=3e-3, max_length=64, lora_r=4, train_limit=48, eval_limit=8, logging_steps=4,
+                   out=str(tmp_path / "run"))
+    options.update(kw)
+    return SFTConfig(**options)
+
+
+def test_the_sft_run_learns_the_answers_and_writes_its_results(tmp_path):
+    import json
+
+    from minift.sft import run_sft
+
+    results = run_sft(sft_config(tmp_path), quiet=True)
+    out = tmp_path / "run"
+    assert json.loads((out / "results.json").read_text())["after"] == results["after"]
+    assert {"log.jsonl", "loss.png", "results.json", "model"} <= {p.name for p in out.iterdir()}  # gpt2: merged
+    before, after = results["before"], results["after"]
+    assert before["completion_loss"] > 3 and after["completion_loss"] < 0.5 * before["completion_loss"]
+    assert before["exact_accuracy"] == 0.0  # tiny-gpt was pretrained on reviews: it continues them, it does not answer
+    assert all(s["generated"] in ("positive", "negative") for s in after["samples"])  # it now answers with a label
+    assert after["mentions_accuracy"] >= after["exact_accuracy"] > 0
+    assert 0 < results["trainable_parameters"] < results["total_parameters"] and results["train_steps"] == 20
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_dir(tmp_path_factory, tiny_gpt_tokenizer):
+    """A random llama-family causal LM with a 256-token context, saved with tiny-gpt's tokenizer."""
+    from minift.models import save_pretrained
+
+    mf.set_default_dtype("float32")
+    mf.seed(0)
+    cfg = mf.models.TransformerConfig(family="llama", vocab_size=tiny_gpt_tokenizer.vocab_size, hidden_size=16,
+                                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                      max_position_embeddings=256)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    save_pretrained(mf.models.TransformerForCausalLM(cfg).eval(), path, tokenizer=tiny_gpt_tokenizer)
+    return path
+
+
+def test_packing_on_a_llama_puts_several_examples_in_a_row_and_saves_a_peft_adapter(tmp_path, tiny_llama_dir):
+    import json
+
+    from minift.sft import run_sft
+
+    plain = run_sft(sft_config(tmp_path, model=str(tiny_llama_dir), out=str(tmp_path / "a"), max_steps=2,
+                               dataset="ner", max_length=200), quiet=True)
+    packed = run_sft(sft_config(tmp_path, model=str(tiny_llama_dir), out=str(tmp_path / "b"), max_steps=2,
+                                dataset="ner", max_length=200, packing=True), quiet=True)
+    assert plain["train_rows"] == 48 and packed["train_rows"] < 48 / 2 and packed["args"]["packing"]
+    assert plain["before"] == packed["before"]  # the same model and held-out data before training
+    assert "exact_accuracy" not in packed["after"]  # only sentiment has one exact answer
+    config = json.loads((tmp_path / "b" / "adapter" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["r"] == 4 and (tmp_path / "b" / "adapter" /
+                                                                    "adapter_model.safetensors").exists()
+
+
+def test_full_fine_tuning_trains_every_parameter(tmp_path):
+    from minift.sft import run_sft
+
+    r = run_sft(sft_config(tmp_path, method="full", max_steps=2, learning_rate=1e-4), quiet=True)
+    assert r["trainable_parameters"] == r["total_parameters"]
+
+
+def test_sft_options_and_output_dir_errors_are_clear(tmp_path):
+    from minift.sft import run_sft
+
+    with pytest.raises(ValueError, match="unknown dataset 'squad'"):
+        sft_config(tmp_path, dataset="squad")
+    with pytest.raises(ValueError, match="unknown method 'dora'"):
+        sft_config(tmp_path, method="dora")
+    with pytest.raises(ValueError, match="max_steps must be an integer >= 1"):
+        sft_config(tmp_path, max_steps=0)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OSError, match="cannot write to the output directory"):  # before anything loads
+        run_sft(sft_config(tmp_path, out=str(tmp_path / "afile")), quiet=True)
+    busy = tmp_path / "busy"  # an existing, non-empty folder is written into (check_output_dir's rule)
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    run_sft(sft_config(tmp_path, out=str(busy), max_steps=1), quiet=True)
+    assert (busy / "notes.txt").read_text() == "mine" and (busy / "results.json").exists()
+
+
+def test_the_command_line_options_reach_the_config():
+    from minift.cli import ArgumentParser, CommandLineError
+    from minift.sft import SFTConfig, add_cli_arguments
+
+    parser = ArgumentParser(prog="minift align sft")
+    add_cli_arguments(parser)
+    args = parser.parse_args(["smollm2", "--dataset", "qa", "--method", "qlora", "--batch-size", "4", "--packing"])
+    names = {f for f in SFTConfig.__dataclass_fields__}
+    cfg = SFTConfig(**{k: v for k, v in vars(args).items() if k in names})
+    assert (cfg.model, cfg.dataset, cfg.method, cfg.per_device_train_batch_size, cfg.packing) == \
+        ("smollm2", "qa", "qlora", 4, True)
+    assert cfg.learning_rate == 2e-4 and cfg.out.endswith("sft-qa-qlora")
+    with pytest.raises(CommandLineError, match="invalid choice"):
+        parser.parse_args(["smollm2", "--dataset", "squad"])
+    with pytest.raises(CommandLineError, match="expected an integer >= 1"):
+        parser.parse_args(["smollm2", "--max-steps", "0"])

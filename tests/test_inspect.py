@@ -312,3 +312,205 @@ def test_against_flags_targets_the_file_has_no_tensors_for(tmp_path):
     c = inspect_path(d, against=tmp_path / "base")["against"]
     assert c["selected_without_tensors"] == [f"bert.encoder.layer.{i}.attention.self.key" for i in range(2)]
     assert c["unmatched_targets"] == [] and len(c["problems"]) == 1
+
+
+# ----------------------------------------------------------------------------- the token view
+from hypothesis import given, strategies as st  # noqa: E402
+
+from minift.data import DataCollatorForTokenClassification, DataCollatorWithPadding, tokenize_and_align_labels  # noqa: E402
+from minift.inspect import TokenViewWarning, show_batch  # noqa: E402
+from minift.sft import DataCollatorForSFT, pack_examples, sft_example  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def gpt_tok():
+    return mf.tokenization.from_pretrained("checkpoints/tiny-gpt")
+
+
+@pytest.fixture(scope="module")
+def bert_tok():
+    return mf.tokenization.from_pretrained("checkpoints/tiny-bert")
+
+
+def quiet_view(batch, tok, **kw):
+    """show_batch with every warning an error: a good batch must raise none."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = show_batch(batch, tok, **kw)
+    assert table.warnings == []
+    return table
+
+
+def reasons(table):
+    return [r["reason"] for r in table.rows]
+
+
+def test_a_good_sft_batch_prompt_masked_completion_and_eos_trained(gpt_tok):
+    tok = gpt_tok
+    examples = [sft_example(tok, "The movie was", " great fun", chat=False), sft_example(tok, "Bad", " film", chat=False)]
+    batch = DataCollatorForSFT(tok)(examples)
+    table = quiet_view(batch, tok)
+    assert table.kind == "causal lm"
+    assert np.array_equal(table.column("label"), batch["labels"])
+    assert np.array_equal(table.column("id"), batch["input_ids"])
+    assert np.array_equal(table.column("attention"), batch["attention_mask"])
+    for i, ex in enumerate(examples):
+        n, n_prompt = len(ex["input_ids"]), ex["labels"].count(-100)
+        row = [r for r in table.rows if r["example"] == i]
+        assert [r["reason"] for r in row[:n_prompt]] == ["prompt"] * n_prompt
+        assert all(r["reason"] is None for r in row[n_prompt:n])  # trained: label = the token
+        assert all(r["reason"] == "padding" for r in row[n:])
+        assert [r["position"] for r in row if r["eos"]] == [n - 1]  # the EOS, trained, is the last real token
+    assert tok.decode([r["id"] for r in table.rows if r["example"] == 0 and r["reason"] is None]) \
+        == " great fun" + tok.decode([tok.eos_token_id])
+
+
+@pytest.mark.zoo
+def test_a_good_chat_sft_batch_with_smollm2(tmp_path):
+    tok = mf.tokenization.from_pretrained("smollm2")  # pad = EOS = <|im_end|>: the trl#734 setting, done right
+    examples = [sft_example(tok, "Is this review positive or negative?\n\nA delight.", "positive"),
+                sft_example(tok, "Say no.", "no")]
+    batch = DataCollatorForSFT(tok)(examples)
+    table = quiet_view(batch, tok)
+    assert np.array_equal(table.column("label"), batch["labels"])
+    eos_rows = [r for r in table.rows if r["eos"]]
+    assert all(r["attention"] == 1 for r in eos_rows)  # a pad <|im_end|> is padding, not an EOS
+    assert [r["label"] == tok.eos_token_id for r in eos_rows].count(True) == 2  # each answer's end of turn trained
+    page = table._repr_html_()  # one coloured row per shown token: trained green, masked yellow, padding grey
+    from minift.inspect.tokens import COLOURS
+
+    shown = [r for r in table._shown() if isinstance(r, dict)]
+    for status in ("trained", "masked", "padding"):
+        assert page.count(COLOURS[status]) == sum(table.status(r) == status for r in shown) > 0
+
+
+def test_a_packed_batch_shows_each_boundary(gpt_tok):
+    tok = gpt_tok
+    examples = [sft_example(tok, "A", " good one", chat=False), sft_example(tok, "B", " bad", chat=False),
+                sft_example(tok, "C", " fine", chat=False)]
+    rows = pack_examples(examples, max_length=64)
+    batch = DataCollatorForSFT(tok)(rows)
+    assert batch["attention_mask"].ndim == 3
+    table = quiet_view(batch, tok)
+    starts = np.cumsum([0] + [len(e["input_ids"]) for e in examples])[:-1]
+    assert np.flatnonzero(table.column("boundary")[0]).tolist() == starts[1:].tolist()
+    assert table.column("segment")[0].tolist() == rows[0]["sequence_ids"]
+    assert np.array_equal(table.column("position_id"), batch["position_ids"])
+    assert [reasons(table)[s] for s in starts[1:]] == ["boundary", "boundary"]
+    without_positions = {k: v for k, v in batch.items() if k != "position_ids"}  # the 3-D mask alone tells
+    assert np.array_equal(quiet_view(without_positions, tok).column("boundary"), table.column("boundary"))
+    assert str(table).count("|boundary") == 2
+    flattened = {"input_ids": batch["input_ids"], "labels": batch["labels"], "position_ids": batch["position_ids"]}
+    assert np.array_equal(quiet_view(flattened, tok).column("boundary"), table.column("boundary"))  # HF's
+    # DataCollatorWithFlattening: position ids alone mark the examples
+
+
+def test_a_good_ner_batch_specials_continuations_and_padding(bert_tok):
+    tok = bert_tok
+    data = {"tokens": [["Angela", "Merkel", "visited", "Paris"], ["hi"]], "ner_tags": [[1, 2, 0, 3], [0]]}
+    out = tokenize_and_align_labels(data, tok, max_length=32)
+    batch = DataCollatorForTokenClassification(tok)([{k: out[k][i] for k in out} for i in range(2)])
+    table = quiet_view(batch, tok)
+    assert table.kind == "token classification"
+    assert np.array_equal(table.column("label"), batch["labels"])
+    pieces = tok.convert_ids_to_tokens(batch["input_ids"].reshape(-1))
+    for r, piece in zip(table.rows, pieces):
+        expected = (None if r["label"] != -100 else "padding" if r["attention"] == 0 else
+                    "special" if r["id"] in tok.all_special_ids else "continuation")
+        assert r["reason"] == expected and (expected != "continuation" or piece.startswith("##"))
+    trained = table.column("label") != -100
+    assert trained.sum(axis=1).tolist() == [4, 1]  # one label per word
+
+
+def test_a_classifier_batch_reads_the_last_real_token(gpt_tok):
+    tok = gpt_tok
+    rows = [{"input_ids": tok.encode(text), "label": y} for text, y in [("a fine film", 1), ("bad", 0), ("ok ok", 1)]]
+    batch = DataCollatorWithPadding(tok)(rows)
+    table = quiet_view(batch, tok)
+    assert table.kind == "sequence classification" and table.sequence_labels == [1, 0, 1]
+    last_real = [max(t for t in range(batch["input_ids"].shape[1]) if batch["attention_mask"][i, t])
+                 for i in range(3)]  # a loop, independently of last_token_index
+    assert [int(np.flatnonzero(row)[0]) for row in table.column("reads")] == last_real
+    assert "(label 0)" in str(table) and "<- classifier reads" in str(table)
+
+
+# the bad batches, one per warning
+def test_an_example_with_no_trained_token_warns(gpt_tok):
+    tok = gpt_tok
+    batch = DataCollatorForSFT(tok)([sft_example(tok, "A", " b", chat=False), sft_example(tok, "C", " d", chat=False)])
+    batch["labels"][1] = -100  # a response template that never matched: the whole example masked
+    with pytest.warns(TokenViewWarning, match="example 1 has no trained token"):
+        table = show_batch(batch, tok)
+    assert len(table.warnings) == 1 and "masked" in reasons(table)
+    packed = DataCollatorForSFT(tok)(pack_examples([sft_example(tok, "A", " b", chat=False),
+                                                    sft_example(tok, "C", " d", chat=False)], 32))
+    seg = packed["position_ids"][0]
+    second = np.flatnonzero(np.cumsum(seg == 0) == 2)
+    packed["labels"][0, second] = -100
+    with pytest.warns(TokenViewWarning, match="example 0, packed example 2 has no trained token"):
+        show_batch(packed, tok)
+
+
+def test_a_masked_eos_warns(gpt_tok):
+    """pad = EOS, and the LM collator masks every pad id: the real EOS (mask 1) gets −100 too (trl#734)."""
+    tok = gpt_tok
+    eos = tok.eos_token_id
+    ids = [tok.encode("good film", add_special_tokens=False) + [eos], tok.encode("bad", add_special_tokens=False) + [eos]]
+    width = max(map(len, ids))
+    input_ids = np.array([x + [eos] * (width - len(x)) for x in ids])  # padded with EOS
+    mask = np.array([[1] * len(x) + [0] * (width - len(x)) for x in ids])
+    labels = np.where(input_ids == eos, -100, input_ids)  # "mask the pads" = mask every EOS
+    with pytest.warns(TokenViewWarning, match="EOS .* has label -100, so the model never learns to stop"):
+        table = show_batch({"input_ids": input_ids, "attention_mask": mask, "labels": labels}, tok)
+    assert len(table.warnings) == 2
+    fixed = labels.copy()
+    fixed[mask == 1] = input_ids[mask == 1]  # mask the padding by the attention mask instead
+    quiet_view({"input_ids": input_ids, "attention_mask": mask, "labels": fixed}, tok)
+
+
+def test_a_classifier_reading_a_pad_warns(gpt_tok):
+    tok = gpt_tok
+    batch = DataCollatorWithPadding(tok)([{"input_ids": tok.encode("a fine film"), "label": 1},
+                                          {"input_ids": tok.encode("bad"), "label": 0}])
+    with pytest.warns(TokenViewWarning, match="example 1: the classifier reads position 2, a pad"):
+        table = show_batch(batch, tok, classifier_reads=[-1, -1])  # logits[:, -1] on right padding
+    assert len(table.warnings) == 1
+    quiet_view(batch, tok, classifier_reads="last")
+    assert not quiet_view(batch, tok, classifier_reads="first").column("reads")[:, 1:].any()
+
+
+def test_bad_batches_get_clear_errors(gpt_tok):
+    ids = np.array([[5, 6, 7], [8, 9, 1]])
+    with pytest.raises(ValueError, match="expects a dict with 'input_ids'"):
+        show_batch({"ids": ids}, gpt_tok)
+    with pytest.raises(ValueError, match="labels: expected one per token, shape \\(2, 3\\), got \\(2, 2\\)"):
+        show_batch({"input_ids": ids, "labels": ids[:, :2]}, gpt_tok)
+    with pytest.raises(ValueError, match="expected one per row \\(2,\\)"):
+        show_batch({"input_ids": ids, "labels": np.array([1, 0, 1])}, gpt_tok)
+    with pytest.raises(ValueError, match="attention_mask: expected \\(2, 3\\)"):
+        show_batch({"input_ids": ids, "attention_mask": np.ones((2, 4))}, gpt_tok)
+    with pytest.raises(ValueError, match="classifier_reads: expected 2 positions"):
+        show_batch({"input_ids": ids}, gpt_tok, classifier_reads=[0, 3])
+    with pytest.raises(KeyError, match="no column 'loss'"):
+        show_batch({"input_ids": ids}, gpt_tok).column("loss")
+
+
+@given(st.data())
+def test_property_the_table_is_the_batch(gpt_tok, data):
+    """For any right-padded batch: the label, id and mask columns are the batch's; −100 on a pad says padding."""
+    b = data.draw(st.integers(1, 3))
+    t = data.draw(st.integers(1, 6))
+    lengths = data.draw(st.lists(st.integers(1, t), min_size=b, max_size=b))
+    ids = np.array(data.draw(st.lists(st.lists(st.integers(2, 200), min_size=t, max_size=t), min_size=b, max_size=b)))
+    mask = (np.arange(t)[None, :] < np.array(lengths)[:, None]).astype(np.int64)  # (B, T)
+    labels = np.where(np.array(data.draw(st.lists(st.lists(st.booleans(), min_size=t, max_size=t), min_size=b,
+                                                  max_size=b))), ids, -100)
+    labels[mask == 0] = -100
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TokenViewWarning)
+        table = show_batch({"input_ids": ids, "attention_mask": mask, "labels": labels}, gpt_tok)
+    assert np.array_equal(table.column("label"), labels) and np.array_equal(table.column("attention"), mask)
+    assert all(r["reason"] == "padding" for r in table.rows if r["attention"] == 0)
+    assert all((r["reason"] is None) == (r["label"] != -100) for r in table.rows)
+    no_trained = [i for i in range(b) if not (labels[i] != -100).any()]
+    assert sum("no trained token" in w for w in table.warnings) == len(no_trained)

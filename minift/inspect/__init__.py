@@ -12,3 +12,6 @@ from .files import (
 
 __all__ = ["InspectError", "adapter_scaling", "add_cli_arguments", "compare_with_base", "format_report",
            "human_bytes", "inspect_path", "read_safetensors_header", "run_from_args"]
+from .tokens import TokenTable, TokenViewWarning, show_batch
+
+__all__ += ["TokenTable", "TokenViewWarning", "show_batch"]

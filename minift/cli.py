@@ -7,10 +7,21 @@ line on stderr naming what was wrong and what to do, and a non-zero exit status 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import sys
 from pathlib import Path
+
+
+# minift align KIND: the module that parses each kind's options (add_cli_arguments) and runs it (run_from_args)
+ALIGN_KINDS = {
+    "sft": ("minift.sft", "supervised fine-tuning on prompt → completion data, loss on the completion only"),
+    "rm": ("minift.rlhf.reward", "a reward model trained with the Bradley–Terry loss on preference pairs"),
+    "ppo": ("minift.rlhf.ppo", "PPO: rollouts scored by a reward model, a KL penalty to the reference, GAE"),
+    "dpo": ("minift.rlhf.dpo", "DPO: preference pairs, the reference being the policy with its adapter off"),
+    "grpo": ("minift.rlhf.grpo", "GRPO: groups of completions per prompt, a verifiable reward, no value model"),
+}
 
 
 class CommandLineError(Exception):
@@ -163,6 +174,16 @@ def build_parser() -> ArgumentParser:
     cl.add_argument("--eval-limit", type=positive_int, default=400, help="test rows per task")
     cl.add_argument("--seed", type=non_negative_int, default=0)
     cl.add_argument("--out", default="runs/continual", help="output directory: one folder per method, and table.md")
+
+    al = sub.add_parser("align", help="instruction tuning and alignment: sft, rm (reward model), ppo, dpo, grpo")
+    kinds = al.add_subparsers(dest="kind", required=True, metavar="KIND", parser_class=ArgumentParser)
+    for kind, (module, what) in ALIGN_KINDS.items():
+        k = kinds.add_parser(kind, help=what, description=what)
+        k.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        try:  # DEVGUARD (removed when every kind exists)
+            importlib.import_module(module).add_cli_arguments(k)
+        except (ImportError, AttributeError):
+            pass
 
     z = sub.add_parser("zoo", help="the pinned pretrained models and datasets")
     z.add_argument("action", choices=["list"])
@@ -321,6 +342,19 @@ def _continual(args) -> int:
     return 0
 
 
+def _align(args) -> int:
+    """``minift align KIND …``: each kind's module parses its options and runs (``run_from_args``)."""
+    module = importlib.import_module(ALIGN_KINDS[args.kind][0])
+    results = module.run_from_args(args)
+    summary = {k: v for k, v in results.items() if k in ("before", "after", "train_seconds", "train_steps")}
+    for key, value in summary.items():
+        print(f"{key}: {json.dumps(value)}")
+    out = getattr(args, "out", None)
+    if out:
+        print(f"results: {Path(out) / 'results.json'}")
+    return 0
+
+
 def _zoo(args) -> int:
     from . import zoo
 
@@ -354,6 +388,8 @@ def run(args, argv=None) -> int:
         return _finetune(args)
     if args.command == "continual":
         return _continual(args)
+    if args.command == "align":
+        return _align(args)
     if args.command == "demo":
         if args.engine:
             from .demo import run_demo

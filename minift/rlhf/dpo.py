@@ -162,6 +162,10 @@ class DPOConfig:
             raise ValueError(f"unknown method {self.method!r}; minift align dpo knows {list(METHODS)}")
         if self.loss_type not in DPO_LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {list(DPO_LOSS_TYPES)}, got {self.loss_type!r}")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing!r}")
+        if self.label_smoothing and self.loss_type != "sigmoid":
+            raise ValueError(f"label_smoothing applies to the sigmoid loss only, got loss_type={self.loss_type!r}")
         for name in ("max_length", "max_steps", "per_device_train_batch_size", "lora_r", "logging_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -173,6 +173,17 @@ MUTANTS = [
        ("np.log(sizes) / temperature", "np.log(sizes / temperature)")),
     _m("multitask.temperature_probabilities", "no_max_shift", "exp(log n / T) without subtracting the largest: overflow for small T",
        ("np.exp(logits - logits.max())", "np.exp(logits)")),
+    # ---------------------------------------------------------------- instruction tuning (minift.sft)
+    _m("sft.completion_labels", "prompt_trained", "the loss on every token, prompt and template included",
+       ("labels = [-100] * n_prompt + full_ids[n_prompt:]", "labels = list(full_ids)")),
+    _m("sft.completion_labels", "first_answer_token_masked", "one token too many masked: the answer's first token is never trained",
+       ("[-100] * n_prompt + full_ids[n_prompt:]", "[-100] * (n_prompt + 1) + full_ids[n_prompt + 1:]")),
+    _m("sft.completion_labels", "eos_masked", "the EOS / end of turn masked: the model never learns to stop",
+       ("full_ids[n_prompt:]", "full_ids[n_prompt:-1] + [-100]")),
+    _m("sft.completion_labels", "pre_shifted", "labels shifted by one here while the model shifts them again",
+       ("[-100] * n_prompt + full_ids[n_prompt:]", "[-100] * (n_prompt - 1) + full_ids[n_prompt:] + [-100]")),
+    _m("sft.completion_labels", "last_prompt_token_trained", "one token too few masked: the prompt's last token carries loss",
+       ("[-100] * n_prompt + full_ids[n_prompt:]", "[-100] * (n_prompt - 1) + full_ids[n_prompt - 1:]")),
     # ---------------------------------------------------------------- alignment (minift.rlhf.losses)
     _m("rlhf.compute_gae", "no_lambda", "A_t = δ_t + γ A_{t+1}: λ forgotten", ("delta + gamma * lam * next_advantage", "delta + gamma * next_advantage")),
     _m("rlhf.compute_gae", "undiscounted_value", "δ_t = r_t + V_{t+1} − V_t: the next value not discounted by γ",

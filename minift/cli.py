@@ -185,6 +185,11 @@ def build_parser() -> ArgumentParser:
         except (ImportError, AttributeError):
             pass
 
+    ins = sub.add_parser("inspect", help="what a checkpoint, HF directory, PEFT adapter or GGUF file holds (headers only)")
+    from .inspect import add_cli_arguments as inspect_arguments
+
+    inspect_arguments(ins)
+
     z = sub.add_parser("zoo", help="the pinned pretrained models and datasets")
     z.add_argument("action", choices=["list"])
 
@@ -390,6 +395,10 @@ def run(args, argv=None) -> int:
         return _continual(args)
     if args.command == "align":
         return _align(args)
+    if args.command == "inspect":
+        from .inspect import run_from_args as inspect_run
+
+        return inspect_run(args)
     if args.command == "demo":
         if args.engine:
             from .demo import run_demo

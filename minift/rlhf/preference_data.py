@@ -58,8 +58,9 @@ def preference_dataset(source="sentiment", split="train", limit=None, min_margin
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be None or an integer >= 1, got {limit!r}")
+    text_ratings = ratings(source)  # checks the source's name first
     texts = load_dataset(source)[split]["text"]
-    rows = pair_by_rating(list(texts), ratings(source), min_margin=min_margin, seed=seed, prompt=prompt)
+    rows = pair_by_rating(list(texts), text_ratings, min_margin=min_margin, seed=seed, prompt=prompt)
     return rows if limit is None else rows[:limit]
 
 

@@ -20,6 +20,11 @@ from __future__ import annotations
 from .grad_mode import is_grad_enabled
 
 
+# An instrument may watch the graph being built (``minift.inspect.memory_report``): when set, it is called with
+# every Node as it is made. None in normal use: the cost is one comparison per op.
+node_observer = None
+
+
 class Context:
     """Scratch space shared by a Function's forward and backward."""
 
@@ -63,4 +68,6 @@ class Function:
         result = Tensor._wrap(out, requires_grad=track)
         if track:
             result._node = Node(cls, ctx, args)
+            if node_observer is not None:
+                node_observer(result._node)
         return result

@@ -15,3 +15,6 @@ __all__ = ["InspectError", "adapter_scaling", "add_cli_arguments", "compare_with
 from .tokens import TokenTable, TokenViewWarning, show_batch
 
 __all__ += ["TokenTable", "TokenViewWarning", "show_batch"]
+from .memory import MemoryReport, memory_report
+
+__all__ += ["MemoryReport", "memory_report"]

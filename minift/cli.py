@@ -353,6 +353,9 @@ def _align(args) -> int:
     results = module.run_from_args(args)
     summary = {k: v for k, v in results.items() if k in ("before", "after", "train_seconds", "train_steps")}
     for key, value in summary.items():
+        if isinstance(value, dict):  # the numbers; samples and tables are in results.json
+            value = {k: round(v, 4) if isinstance(v, float) else v for k, v in value.items()
+                     if isinstance(v, (int, float))}
         print(f"{key}: {json.dumps(value)}")
     out = getattr(args, "out", None)
     if out:

@@ -94,6 +94,19 @@ def test_the_loss_is_minus_log_sigmoid_of_the_difference_of_rewards_scored_one_t
     assert got["rewards/chosen"] == pytest.approx(c.mean(), abs=1e-5)
 
 
+def test_the_collator_cuts_each_text_to_max_length_and_pads_both_sides_to_one_width(bert_tokenizer):
+    long = " ".join(["wonderful"] * 200)
+    rows = [{"prompt": "", "chosen": " " + long, "rejected": " dull"}, {"prompt": "Review:", "chosen": " fine", "rejected": " bad"}]
+    batch = RewardDataCollatorWithPadding(bert_tokenizer, max_length=8)(rows)
+    assert batch["input_ids_chosen"].shape == batch["input_ids_rejected"].shape == (2, 8)
+    assert batch["input_ids_chosen"][0, -1] == bert_tokenizer.token_to_id("[SEP]")  # cut, the closing token kept
+    assert batch["attention_mask_rejected"].sum(axis=1).tolist() == [3, 5]  # [CLS] dull [SEP]; [CLS] review : bad [SEP]
+    alone = bert_tokenizer(["Review: fine"])["input_ids"][0].tolist()  # prompt + completion, one text
+    assert batch["input_ids_chosen"][1, :len(alone)].tolist() == alone
+    stacked = DataCollatorForRewardModeling(bert_tokenizer, max_length=8)(rows)
+    np.testing.assert_array_equal(stacked["input_ids"], np.concatenate([batch["input_ids_chosen"], batch["input_ids_rejected"]]))
+
+
 def test_the_pair_loss_puts_no_gradient_on_a_shift_of_every_reward_and_the_centering_term_does(bert_tokenizer):
     """r → r + b cancels in r_c − r_r: ∂L/∂(head bias) = Σ(−σ(−d) + σ(−d))/B = 0; with TRL's centering term
     c·mean((r_c + r_r)²) the bias gets 4c·mean(r_c + r_r)."""
@@ -243,6 +256,9 @@ def test_bad_inputs_and_options_are_clear_errors(tmp_path, bert_tokenizer):
     two = mf.models.AutoModelForSequenceClassification.from_pretrained(str(TINY_BERT), num_labels=2)
     with pytest.raises(ValueError, match=r"one output per text, \(N, 1\); this model gives \(2, 2\)"):
         reward_function(two, bert_tokenizer)(["a", "b"])
+    mf.models.save_pretrained(reward_model(str(TINY_BERT), pooling="mean"), tmp_path / "saved")
+    with pytest.raises(ValueError, match="reads pooling='mean'; it cannot be loaded with pooling='pooler'"):
+        reward_model(str(tmp_path / "saved"), pooling="pooler")  # a saved head keeps the pooling it was trained on
     with pytest.raises(ValueError, match="pairwise_accuracy needs"):
         pairwise_accuracy([], [])
     with pytest.raises(ValueError, match="center_rewards_coefficient must be None or a finite number >= 0"):

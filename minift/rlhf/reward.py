@@ -67,10 +67,17 @@ def reward_model(name_or_path="minilm", pooling=None, seed=0):
     backend.seed(seed)
     options = {} if pooling is None else {"pooling": pooling}
     model = AutoModelForSequenceClassification.from_pretrained(name_or_path, num_labels=1, **options)
+    if pooling is not None and (model.config.classifier_pooling or _default_pooling(model.config)) != pooling:
+        raise ValueError(f"{name_or_path} holds a reward model whose head reads pooling="
+                         f"{model.config.classifier_pooling!r}; it cannot be loaded with pooling={pooling!r}")
     if model.config.num_labels != 1:
         raise ValueError(f"{name_or_path} holds a classifier with {model.config.num_labels} outputs; a reward "
                          "model has one (num_labels=1)")
     return model
+
+
+def _default_pooling(config):
+    return "pooler" if config.family == "bert" else "last"
 
 
 @dataclass
@@ -371,6 +378,8 @@ class RewardConfig:
             raise ValueError(f"unknown method {self.method!r}; minift align rm knows {list(METHODS)}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
+        if not isinstance(self.use_margin, bool):
+            raise ValueError(f"use_margin must be True or False, got {self.use_margin!r}")
         for name in ("max_steps", "per_device_train_batch_size", "lora_r", "logging_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -163,6 +163,23 @@ def test_dpo_gradchecks_and_raises_the_chosen_log_prob(loss_type):
         assert (a.grad <= 0).all() and (b.grad >= 0).all()
 
 
+@pytest.mark.task("rlhf.dpo_loss")
+@pytest.mark.parametrize("loss_type, label_smoothing", [("sigmoid", 0.0), ("sigmoid", 0.2), ("hinge", 0.0), ("ipo", 0.0)])
+def test_the_dpo_trace_gives_each_pairs_loss_rewards_and_the_gradient_autograd_computes(loss_type, label_smoothing):
+    pc, pr, rc, rr = rand(6, seed=1, scale=3), rand(6, seed=2, scale=3), rand(6, seed=3, scale=3), rand(6, seed=4, scale=3)
+    chosen, rejected = mf.tensor(pc, requires_grad=True), mf.tensor(pr, requires_grad=True)
+    losses, cr, rjr, trace = dpo_loss(chosen, rejected, rc, rr, beta=0.5, loss_type=loss_type,
+                                      label_smoothing=label_smoothing, trace=True)
+    losses.sum().backward()
+    assert len(trace) == 6 and trace[0]["policy_chosen"] == pc[0] and trace[5]["ref_rejected"] == rr[5]
+    assert np.allclose(trace.column("h"), (pc - rc) - (pr - rr))
+    assert np.allclose(trace.column("loss"), losses.data) and np.isclose(trace.column("loss").mean(), losses.data.mean())
+    assert np.allclose(trace.column("reward_chosen"), cr) and np.allclose(trace.column("reward_rejected"), rjr)
+    assert np.allclose(trace.column("dloss/dlogp_chosen"), chosen.grad)
+    assert np.allclose(chosen.grad, -rejected.grad)
+    assert "dloss/dlogp_chosen" in str(trace).splitlines()[0] and len(str(trace).splitlines()) == 7
+
+
 @pytest.mark.task("rlhf.bradley_terry_loss")
 def test_bradley_terry_loss_and_gradient_by_hand():
     rc, rr, margin = rand(6, seed=40), rand(6, seed=41), np.abs(rand(6, seed=42))

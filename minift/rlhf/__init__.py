@@ -5,9 +5,9 @@
     dpo.py      DPOModel (policy + reference) and its preference collator, for the Trainer
 """
 from .dpo import DataCollatorForPreference, DPOMetricsCallback, DPOModel, disable_dropout
-from .losses import (DPO_LOSS_TYPES, KL_KINDS, bradley_terry_loss, compute_gae, dpo_loss, grpo_advantages, kl_penalty,
+from .losses import (DPO_LOSS_TYPES, KL_KINDS, Trace, bradley_terry_loss, compute_gae, dpo_loss, grpo_advantages, kl_penalty,
                      masked_mean, ppo_policy_loss, ppo_value_loss, sequence_logprobs, token_logprobs, whiten)
 
-__all__ = ["DPOMetricsCallback", "DPOModel", "DPO_LOSS_TYPES", "DataCollatorForPreference", "KL_KINDS",
+__all__ = ["DPOMetricsCallback", "DPOModel", "DPO_LOSS_TYPES", "DataCollatorForPreference", "KL_KINDS", "Trace",
            "bradley_terry_loss", "compute_gae", "disable_dropout", "dpo_loss", "grpo_advantages", "kl_penalty",
            "masked_mean", "ppo_policy_loss", "ppo_value_loss", "sequence_logprobs", "token_logprobs", "whiten"]

@@ -66,6 +66,32 @@ def _check_same_shape(**arrays):
         raise ValueError("shapes differ: " + ", ".join(f"{n} {s}" for n, s in shapes.items()))
 
 
+class Trace(list):
+    """A step trace: a list of rows (dicts), one per token or per sequence, printed as a table. Built from
+    equal-length columns; ``column(name)`` gives one back as an array."""
+
+    def __init__(self, columns):
+        columns = {k: np.asarray(v).reshape(-1) for k, v in columns.items()}
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"trace columns differ in length: { {k: len(v) for k, v in columns.items()} }")
+        n = lengths.pop() if lengths else 0
+        super().__init__({k: v[i].item() for k, v in columns.items()} for i in range(n))
+        self.names = list(columns)
+
+    def column(self, name):
+        return np.array([row[name] for row in self])
+
+    def __str__(self):
+        def cell(v):
+            return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+        widths = {k: max(len(k), *(len(cell(r[k])) for r in self)) if self else len(k) for k in self.names}
+        lines = ["  ".join(k.rjust(widths[k]) for k in self.names)]
+        lines += ["  ".join(cell(r[k]).rjust(widths[k]) for k in self.names) for r in self]
+        return "\n".join(lines)
+
+
 # ============================================================================ log-probabilities of sequences
 def token_logprobs(logits, input_ids):
     """log π(x_t | x_<t) for t = 1 … T−1: (B, T−1) from a causal LM's logits (B, T, V) and its input (B, T).
@@ -226,7 +252,7 @@ def kl_penalty(logprobs, ref_logprobs, kind="k1"):
 
 # ============================================================================ DPO and reward models
 def dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
-             beta=0.1, loss_type="sigmoid", label_smoothing=0.0):
+             beta=0.1, loss_type="sigmoid", label_smoothing=0.0, trace=False):
     """Direct preference optimization (Rafailov et al., 2023) as TRL → ``(losses, chosen_rewards, rejected_rewards)``.
 
     With sequence log-probs (summed over completion tokens) and h = (π_c − ref_c) − (π_r − ref_r):
@@ -240,6 +266,10 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
     ``sequence_logprobs(..., average=True)`` to match it. ``losses``: per pair, a Tensor (take ``.mean()``);
     the implicit rewards β(π − ref) of each completion, arrays without gradient. At π = π_ref, h = 0 and
     the sigmoid loss is log 2.
+
+    ``trace=True`` returns a fourth item, a ``Trace``: one row per pair with the four log-probs, h, the loss,
+    both rewards and ∂loss/∂log π(chosen) (the rejected one's is its negative) — so "the loss went down but
+    the chosen reward fell" or "this pair no longer gets any gradient" can be read off, pair by pair.
     """
     if loss_type not in DPO_LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {DPO_LOSS_TYPES}, got {loss_type!r}")
@@ -267,7 +297,20 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
     chosen_rewards = beta * (_array(pc) - _array(rc))
     rejected_rewards = beta * (_array(pr) - _array(rr))
     # END SOLUTION
-    return losses, chosen_rewards, rejected_rewards
+    if not trace:
+        return losses, chosen_rewards, rejected_rewards
+    hv = beta * (_array(pc) - _array(rc) - _array(pr) + _array(rr))  # βh, on the host
+    sig = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
+    if loss_type == "sigmoid":  # d/dh of −(1 − ls) log σ(βh) − ls log σ(−βh), times dh/dπ_c = 1
+        grad = -beta * ((1 - label_smoothing) * sig(-hv) - label_smoothing * sig(hv))
+    elif loss_type == "hinge":
+        grad = np.where(1.0 - hv > 0, -beta, 0.0)
+    else:
+        grad = 2.0 * (hv / beta - 1.0 / (2 * beta))
+    columns = {"policy_chosen": _array(pc), "policy_rejected": _array(pr), "ref_chosen": _array(rc),
+               "ref_rejected": _array(rr), "h": hv / beta, "loss": _array(losses), "reward_chosen": chosen_rewards,
+               "reward_rejected": rejected_rewards, "dloss/dlogp_chosen": grad}
+    return losses, chosen_rewards, rejected_rewards, Trace(columns)
 
 
 def bradley_terry_loss(chosen_rewards, rejected_rewards, margin=None):
@@ -323,6 +366,6 @@ def grpo_advantages(rewards, num_generations, scale_rewards=True):
 
 
 
-__all__ = ["DPO_LOSS_TYPES", "KL_KINDS", "bradley_terry_loss", "compute_gae", "dpo_loss", "grpo_advantages",
+__all__ = ["DPO_LOSS_TYPES", "KL_KINDS", "Trace", "bradley_terry_loss", "compute_gae", "dpo_loss", "grpo_advantages",
            "kl_penalty", "masked_mean", "ppo_policy_loss", "ppo_value_loss", "sequence_logprobs", "token_logprobs",
            "whiten"]

@@ -28,7 +28,8 @@ from .autograd.tensor import Tensor
 from .backend import to_numpy, xp
 from .functional import log_softmax
 
-FISHER_KINDS = ("empirical", "true", "sampled")
+FISHER_KINDS = ("empirical", "true", "sampled", "squared_minibatch")
+PENALTY_SCALES = ("half", "full")  # (λ/2) Σ F (θ − θ*)² as Kirkpatrick et al.; λ Σ F (θ − θ*)² as Avalanche
 
 
 # ============================================================================ Fisher information
@@ -44,6 +45,11 @@ def fisher_diagonal(model, batches, kind="empirical", num_samples=1, seed=0, par
       Σ_c p_c (∂ log p_c/∂θ)² — one backward pass per class.
     * ``"sampled"``: y drawn from the model's distribution, ``num_samples`` draws averaged (a Monte-Carlo
       estimate of "true"; seeded by ``seed``).
+    * ``"squared_minibatch"``: NOT a Fisher estimate, but what Avalanche's ``EWCPlugin`` computes, kept to
+      compare with it: the square of each batch's *mean-loss* gradient, averaged over the batches,
+      (1/K) Σ_k (∂ (1/|B_k|) Σ_{n∈B_k} −log p(y_n|x_n) / ∂θ)². Its cross terms between examples do not vanish
+      (they are squared after the sum), and it shrinks as the batch grows: with batches of B
+      roughly independent examples it is about 1/B of the empirical Fisher (plus the mean gradient squared).
 
     ``batches``: an iterable of dicts; the model is called with every key but ``labels`` and returns logits
     (a Tensor, or an output with ``.logits``) of shape (B, C) or, for token classification, (B, T, C).
@@ -71,6 +77,8 @@ def fisher_diagonal(model, batches, kind="empirical", num_samples=1, seed=0, par
     if isinstance(batches, Mapping):
         raise TypeError(f"batches must be an iterable of batches (dicts), got one dict with keys {sorted(batches)}: "
                         "wrap it in a list, [batch]")
+    if kind == "squared_minibatch":
+        return _squared_minibatch_gradients(model, batches, params, shifts, was_training)
     try:
         for batch in batches:
             if not isinstance(batch, Mapping):
@@ -97,6 +105,36 @@ def fisher_diagonal(model, batches, kind="empirical", num_samples=1, seed=0, par
     if n_examples == 0:
         raise ValueError("fisher_diagonal got no examples: batches is empty")
     return {name: f / n_examples for name, f in fisher.items()}
+
+
+def _squared_minibatch_gradients(model, batches, params, shifts, was_training):
+    """Avalanche's importance: the mean over batches of (∂ mean-loss of the batch / ∂θ)² (see ``fisher_diagonal``)."""
+    from .functional import cross_entropy
+
+    total = {name: xp.zeros(p.shape, dtype=p.data.dtype) for name, p in params.items()}
+    n_batches = 0
+    try:
+        for batch in batches:
+            if not isinstance(batch, Mapping) or "labels" not in batch:
+                raise ValueError("each batch must be a dict with 'labels'")
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            labels = np.asarray(to_numpy(batch["labels"].data if isinstance(batch["labels"], Tensor) else batch["labels"]))
+            logits = _logits(model(**inputs))
+            if shifts:
+                logits, labels = logits[:, :-1], labels[:, 1:]
+            for p in params.values():
+                p.grad = None
+            cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100).backward()
+            for name, p in params.items():
+                if p.grad is not None:
+                    total[name] += p.grad * p.grad
+            n_batches += 1
+    finally:
+        model.zero_grad()
+        model.train(was_training)
+    if n_batches == 0:
+        raise ValueError("fisher_diagonal got no examples: batches is empty")
+    return {name: f / n_batches for name, f in total.items()}
 
 
 def _accumulate_example(fisher, params, logprobs, rows, kind, num_samples, rng):
@@ -207,6 +245,10 @@ def linear_per_example_grads(x, grad_out):
 class EWC:
     """Elastic weight consolidation: penalty(θ) = (λ/2) Σ_k Σ_i F_k,i (θ_i − θ*_k,i)².
 
+    ``penalty_scale``: ``"half"`` (the default) is the paper's λ/2 — the Laplace approximation's quadratic
+    ½ (θ − θ*)ᵀ F (θ − θ*) times λ; ``"full"`` drops the ½, as Avalanche's ``EWCPlugin`` does: the same λ is then
+    twice as strong, and a λ tuned in one library must be halved (or doubled) for the other.
+
     After each task, ``consolidate(model, batches)`` stores the weights θ* and the Fisher diagonal F.
     ``mode="separate"`` keeps one (θ*_k, F_k) per task (Kirkpatrick et al., 2017: one penalty per old task);
     ``mode="online"`` keeps one anchor, the latest weights, and one running Fisher F ← γF + F_new (Schwarz et
@@ -215,7 +257,11 @@ class EWC:
     (online: the running one; separate: Σ_k F_k, the total stiffness).
     """
 
-    def __init__(self, lambda_=1.0, mode="separate", gamma=1.0):
+    def __init__(self, lambda_=1.0, mode="separate", gamma=1.0, penalty_scale="half"):
+        if penalty_scale not in PENALTY_SCALES:
+            raise ValueError(f"penalty_scale must be 'half' (λ/2, Kirkpatrick et al.) or 'full' (λ, Avalanche), "
+                             f"got {penalty_scale!r}")
+        self.penalty_scale = penalty_scale
         if not (_is_finite_number(lambda_) and lambda_ >= 0):
             raise ValueError(f"lambda_ must be a finite number >= 0, got {lambda_!r}")
         if mode not in ("separate", "online"):
@@ -280,7 +326,7 @@ class EWC:
                 term = (diff * diff * fisher[name]).sum() * (self.lambda_ / 2)
                 # END SOLUTION
                 total = term if total is None else total + term
-        return total
+        return total * 2.0 if self.penalty_scale == "full" else total  # "full": (λ/2)·2 = λ, Avalanche's
 
 
 class L2Anchor(EWC):

@@ -226,6 +226,51 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_its_gradient_is_lambda_f_delta():
     assert mf.gradcheck(lambda w: penalty_of_weight(ewc, model, w), (model.lin.weight,))
 
 
+@pytest.mark.task("continual.ewc_penalty")
+def test_the_full_penalty_scale_is_avalanches_lambda_without_the_half():
+    model, _, _ = model_and_data()
+    fisher = random_fisher(model)
+    half, full = EWC(lambda_=3.0), EWC(lambda_=3.0, penalty_scale="full")
+    for ewc in (half, full):
+        ewc.add_anchor(model, fisher)
+    anchor = {n: p.data.copy() for n, p in model.named_parameters()}
+    perturb(model)
+    delta = {n: p.data - anchor[n] for n, p in model.named_parameters()}
+    by_hand = sum((fisher[n] * delta[n] ** 2).sum() for n in delta)  # Σ F (θ − θ*)²
+    assert half.penalty(model).item() == pytest.approx(1.5 * by_hand, rel=1e-12)
+    penalty = full.penalty(model)
+    assert penalty.item() == pytest.approx(3.0 * by_hand, rel=1e-12)  # λ Σ F (θ − θ*)²
+    model.zero_grad()
+    penalty.backward()
+    for n, p in model.named_parameters():  # gradient 2λ F (θ − θ*)
+        np.testing.assert_allclose(p.grad, 6.0 * fisher[n] * delta[n], rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="penalty_scale must be 'half'"):
+        EWC(penalty_scale="lambda/2")
+
+
+def test_squared_minibatch_is_avalanches_square_of_each_batch_mean_gradient():
+    model, x, y = model_and_data(n=8)
+    batches = [{"x": x[:4], "labels": y[:4]}, {"x": x[4:], "labels": y[4:]}]
+    got = fisher_diagonal(model, batches, kind="squared_minibatch")
+    p = np_probs(model, x)
+    expected_w, expected_b = 0, 0
+    for k in (slice(0, 4), slice(4, 8)):  # the mean loss's gradient is minus the mean score
+        gw = -np.mean([score(p[n], x[n], y[n], 4)[0] for n in range(8)[k]], 0)
+        gb = -np.mean([score(p[n], x[n], y[n], 4)[1] for n in range(8)[k]], 0)
+        expected_w, expected_b = expected_w + gw**2 / 2, expected_b + gb**2 / 2
+    np.testing.assert_allclose(got["lin.weight"], expected_w, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(got["lin.bias"], expected_b, rtol=1e-10, atol=1e-14)
+    # with batches of one example each it IS the empirical Fisher; with larger batches it is not
+    ones = [{"x": x[n:n + 1], "labels": y[n:n + 1]} for n in range(8)]
+    empirical = fisher_diagonal(model, batches, kind="empirical")
+    np.testing.assert_allclose(fisher_diagonal(model, ones, kind="squared_minibatch")["lin.weight"],
+                               empirical["lin.weight"], rtol=1e-10, atol=1e-14)
+    assert got["lin.weight"].sum() < 0.7 * empirical["lin.weight"].sum()
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(ValueError, match="batches is empty"):
+        fisher_diagonal(model, [], kind="squared_minibatch")
+
+
 def penalty_of_weight(ewc, model, w):
     """The penalty as a function of the weight matrix alone (for gradcheck)."""
     model.lin.weight = w

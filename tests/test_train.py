@@ -201,6 +201,29 @@ def test_the_mean_of_micro_batch_means_is_not_the_big_batch_loss(tmp_path):
     assert trainer.state.log_history[0]["loss"] == pytest.approx(big, abs=1e-12)
 
 
+def test_the_mean_normalization_switch_reproduces_the_mean_of_micro_batch_means(tmp_path):
+    rows = token_rows(4)
+    f64(1)
+    model = TransformerForTokenClassification(config(), num_labels=3)
+    start = {n: p.data.copy() for n, p in model.named_parameters()}
+    grads = []  # each row's own mean-loss gradient, one by one
+    for r in rows:
+        model.zero_grad()
+        model(**pad_collator([r])).loss.backward()
+        grads.append({n: np.zeros_like(p.data) if p.grad is None else p.grad.copy() for n, p in model.named_parameters()})
+    singles = [model(**pad_collator([r])).loss.item() for r in rows]  # the last row's gradient is left in .grad:
+    a = args(tmp_path, per_device_train_batch_size=1, gradient_accumulation_steps=4, max_steps=1, max_grad_norm=0.0,
+             lr_scheduler_type="constant", accumulation_normalization="mean")  # train() must start from zero
+    trainer = Trainer(model, a, train_dataset=rows, data_collator=pad_collator,
+                      optimizers=(optim.SGD(model.parameters(), lr=0.5), None))
+    trainer.train()
+    for n, p in model.named_parameters():  # one SGD step along the mean of the four gradients
+        np.testing.assert_allclose(p.data, start[n] - 0.5 * np.mean([g[n] for g in grads], 0), atol=1e-10, err_msg=n)
+    assert trainer.state.log_history[0]["loss"] == pytest.approx(np.mean(singles), abs=1e-12)
+    with pytest.raises(ValueError, match="accumulation_normalization must be 'tokens'"):
+        args(tmp_path, accumulation_normalization="sum")
+
+
 # ----------------------------------------------------------------------------- the loop
 def classification_rows(n=24, seed=0):
     rs = np.random.default_rng(seed)

@@ -22,6 +22,10 @@ class TrainingArguments:
     per_device_train_batch_size: int = 8
     per_device_eval_batch_size: int = 8
     gradient_accumulation_steps: int = 1
+    # how the micro-batches' mean losses combine: "tokens" weighs each by its share of the targets, so the step
+    # is the big batch's (Hugging Face since 4.46); "mean" takes the plain mean of the means (HF before it, and
+    # most hand-written loops), which over-weighs the targets of short micro-batches (transformers#34191)
+    accumulation_normalization: str = "tokens"
     learning_rate: float = 5e-5
     weight_decay: float = 0.0  # never applied to biases and norm weights
     adam_beta1: float = 0.9
@@ -47,6 +51,10 @@ class TrainingArguments:
     plot: bool = True  # write the loss / learning-rate / metric curves as PNG at the end
 
     def __post_init__(self):
+        if self.accumulation_normalization not in ("tokens", "mean"):
+            raise ValueError("accumulation_normalization must be 'tokens' (each micro-batch weighed by its share of "
+                             "the targets) or 'mean' (the mean of the micro-batch means), got "
+                             f"{self.accumulation_normalization!r}")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                      "logging_steps", "save_steps"):
             _check_int(name, getattr(self, name), minimum=1)

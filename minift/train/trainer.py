@@ -209,6 +209,7 @@ class Trainer:
         shifts = bool(getattr(self.model, "shifts_labels", False))
         accumulation = args.gradient_accumulation_steps
         self.model.train()
+        self.model.zero_grad()  # a gradient left from before train() (a test backward, a probe) must not enter step 1
         log_path = self.output_dir / "log.jsonl"
         log = open(log_path, "a" if resume_from_checkpoint else "w")
         bar = tqdm(total=total, initial=self.state.global_step, desc="train", disable=args.disable_tqdm,
@@ -264,7 +265,8 @@ class Trainer:
         """Forward and backward over the micro-batches of one optimizer step; returns their mean loss.
 
         Each micro-batch's mean loss is weighted by n_k / N (its share of the targets) before backward, so
-        the summed gradient is the gradient of the mean over all N targets.
+        the summed gradient is the gradient of the mean over all N targets; with
+        ``accumulation_normalization="mean"`` each by 1/K instead (K micro-batches with a target).
         """
         counts = [count_targets(b, shifts_labels) for b in micro_batches]
         total_targets = sum(counts)
@@ -286,6 +288,8 @@ class Trainer:
             # BEGIN SOLUTION
             weight = n / total_targets
             # END SOLUTION
+            if self.args.accumulation_normalization == "mean":  # the mean of the means (the switch's other side)
+                weight = 1.0 / sum(1 for c in counts if c)
             (out.loss * weight).backward()
             loss_value += value * weight
         for cb in self.callbacks:  # regularizers (EWC, L2 to θ₀): one term per step, its gradient added once

@@ -224,6 +224,20 @@ def test_grpo_advantages_are_centered_per_group_and_scaled_by_the_unbiased_std(g
 
 
 @pytest.mark.task("rlhf.grpo_advantages")
+def test_the_std_switch_divides_by_g_minus_1_or_by_g():
+    rewards = np.array([1.0, 0.0, 0.0, 0.0, 3.0, 1.0, 2.0, 2.0])
+    for groups in (rewards.reshape(2, 4),):
+        centred = groups - groups.mean(1, keepdims=True)
+        unbiased = np.sqrt((centred**2).sum(1, keepdims=True) / 3)
+        biased = np.sqrt((centred**2).sum(1, keepdims=True) / 4)
+        np.testing.assert_allclose(grpo_advantages(rewards, 4), (centred / (unbiased + 1e-4)).reshape(-1), rtol=1e-12)
+        np.testing.assert_allclose(grpo_advantages(rewards, 4, std_unbiased=False),
+                                   (centred / (biased + 1e-4)).reshape(-1), rtol=1e-12)
+    ratio = grpo_advantages(rewards, 4, std_unbiased=False)[0] / grpo_advantages(rewards, 4)[0]
+    assert ratio == pytest.approx(np.sqrt(4 / 3), rel=1e-3)
+
+
+@pytest.mark.task("rlhf.grpo_advantages")
 def test_a_group_with_equal_rewards_has_zero_advantage():
     assert (grpo_advantages([1.0, 1.0, 1.0, 0.0, 1.0, 0.0], 3)[:3] == 0).all()
 

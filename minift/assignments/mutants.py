@@ -222,7 +222,7 @@ MUTANTS = [
        ("diff = diff - xp.asarray", "diff = diff + xp.asarray")),
     _m("rlhf.bradley_terry_loss", "summed", "summed over pairs instead of averaged", ("-F.logsigmoid(diff).mean()", "-F.logsigmoid(diff).sum()")),
     _m("rlhf.grpo_advantages", "biased_std", "NumPy's default std (ddof = 0) where TRL uses torch's unbiased one",
-       ("groups.std(axis=1, ddof=1, keepdims=True)", "groups.std(axis=1, keepdims=True)")),
+       ("groups.std(axis=1, ddof=ddof, keepdims=True)", "groups.std(axis=1, keepdims=True)")),
     _m("rlhf.grpo_advantages", "no_epsilon", "divided by the std alone: a group of equal rewards gives 0/0",
        ("keepdims=True) + 1e-4)", "keepdims=True))")),
     _m("rlhf.grpo_advantages", "batch_mean", "the baseline is the whole batch's mean, not the group's",

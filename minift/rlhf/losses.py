@@ -333,7 +333,7 @@ def bradley_terry_loss(chosen_rewards, rejected_rewards, margin=None):
 
 
 # ============================================================================ GRPO
-def grpo_advantages(rewards, num_generations, scale_rewards=True):
+def grpo_advantages(rewards, num_generations, scale_rewards=True, std_unbiased=True):
     """GRPO's group-relative advantages (Shao et al., 2024), as TRL: rewards (B·G,) in groups of G completions
     of one prompt (consecutive), each reward minus its group's mean, then divided by a standard deviation:
 
@@ -342,11 +342,16 @@ def grpo_advantages(rewards, num_generations, scale_rewards=True):
     ``scale_rewards`` takes TRL's values: ``True`` or ``"group"``: σ = the group's unbiased standard
     deviation; ``"batch"``: σ = the unbiased standard deviation of all B·G rewards (PPO Lite); ``False`` or
     ``"none"``: no division (Dr. GRPO). No value model: the group is the baseline.
+
+    ``std_unbiased``: TRL divides by ``torch.std`` — the unbiased estimate, Σ(r − r̄)² / (G − 1); ``False`` takes
+    NumPy's default Σ(r − r̄)² / G, as a hand-written ``np.std`` does. For G = 4 the two differ by √(4/3):
+    the same rewards give advantages 15 % larger with the biased one.
     """
     r = _array(rewards).reshape(-1)
     if isinstance(num_generations, bool) or not (isinstance(num_generations, (int, np.integer)) and num_generations >= 2):
         raise ValueError(f"num_generations must be an integer >= 2 (a group needs a spread), got {num_generations!r}")
     num_generations = int(num_generations)
+    ddof = 1 if std_unbiased else 0
     scale = {True: "group", False: "none"}[scale_rewards] if isinstance(scale_rewards, bool) else scale_rewards
     if scale not in ("group", "batch", "none"):
         raise ValueError(f"scale_rewards must be True or 'group', 'batch', or False or 'none' (TRL's values), "
@@ -358,9 +363,9 @@ def grpo_advantages(rewards, num_generations, scale_rewards=True):
     groups = r.reshape(-1, num_generations)  # (prompts, G)
     advantages = groups - groups.mean(axis=1, keepdims=True)
     if scale == "group":
-        advantages = advantages / (groups.std(axis=1, ddof=1, keepdims=True) + 1e-4)
+        advantages = advantages / (groups.std(axis=1, ddof=ddof, keepdims=True) + 1e-4)
     elif scale == "batch":
-        advantages = advantages / (r.std(ddof=1) + 1e-4)
+        advantages = advantages / (r.std(ddof=ddof) + 1e-4)
     # END SOLUTION
     return advantages.reshape(-1)
 

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..autograd.grad_mode import no_grad
 from ..autograd.tensor import Tensor
-from ..backend import to_numpy, xp
+from ..backend import to_numpy
 from ..models.transformer import ModelOutput
 from ..nn.module import Module
 from .losses import bradley_terry_loss

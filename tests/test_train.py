@@ -224,6 +224,30 @@ def test_the_mean_normalization_switch_reproduces_the_mean_of_micro_batch_means(
         args(tmp_path, accumulation_normalization="sum")
 
 
+def test_the_first_step_trace_shows_each_micro_batch_and_sums_to_the_logged_loss(tmp_path):
+    rows = token_rows(4)
+    f64(1)
+    model = TransformerForTokenClassification(config(), num_labels=3)
+    a = args(tmp_path, per_device_train_batch_size=1, gradient_accumulation_steps=4, max_steps=2, max_grad_norm=0.5,
+             lr_scheduler_type="constant", trace_first_step=True)
+    trainer = Trainer(model, a, train_dataset=rows, data_collator=pad_collator)
+    trainer.train()
+    trace = trainer.first_step_trace
+    counts = trace.column("targets")
+    assert len(trace) == 4 and sorted(counts.tolist()) == sorted(count_targets(pad_collator([r])) for r in rows)
+    np.testing.assert_allclose(trace.column("weight"), counts / counts.sum(), rtol=1e-12)
+    np.testing.assert_allclose(trace.column("weighted_loss"), trace.column("mean_loss") * trace.column("weight"))
+    assert trace.column("weighted_loss").sum() == pytest.approx(trainer.state.log_history[0]["loss"], abs=1e-12)
+    first = trainer.first_step
+    assert first["grad_norm"] == pytest.approx(trainer.state.log_history[0]["grad_norm"], rel=1e-9)  # before clipping
+    assert first["max_grad_norm"] == 0.5 and first["learning_rate"] == 0.05
+    assert "micro-batch 3" in str(trace)
+    untraced = Trainer(TransformerForTokenClassification(config(), num_labels=3), args(tmp_path / "b", max_steps=1),
+                       train_dataset=rows, data_collator=pad_collator)
+    untraced.train()
+    assert untraced.first_step_trace is None
+
+
 # ----------------------------------------------------------------------------- the loop
 def classification_rows(n=24, seed=0):
     rs = np.random.default_rng(seed)

@@ -18,3 +18,6 @@ __all__ += ["TokenTable", "TokenViewWarning", "show_batch"]
 from .memory import MemoryReport, memory_report
 
 __all__ += ["MemoryReport", "memory_report"]
+from .trace import Trace
+
+__all__ += ["Trace"]

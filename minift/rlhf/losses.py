@@ -17,6 +17,7 @@ import numpy as np
 from .. import functional as F
 from ..autograd.tensor import Tensor
 from ..backend import get_default_dtype, to_numpy, xp
+from ..inspect.trace import Trace
 
 KL_KINDS = ("k1", "k2", "k3")
 DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo")
@@ -64,32 +65,6 @@ def _check_same_shape(**arrays):
     shapes = {name: tuple(np.shape(a.data if isinstance(a, Tensor) else a)) for name, a in arrays.items()}
     if len(set(shapes.values())) > 1:
         raise ValueError("shapes differ: " + ", ".join(f"{n} {s}" for n, s in shapes.items()))
-
-
-class Trace(list):
-    """A step trace: a list of rows (dicts), one per token or per sequence, printed as a table. Built from
-    equal-length columns; ``column(name)`` gives one back as an array."""
-
-    def __init__(self, columns):
-        columns = {k: np.asarray(v).reshape(-1) for k, v in columns.items()}
-        lengths = {len(v) for v in columns.values()}
-        if len(lengths) > 1:
-            raise ValueError(f"trace columns differ in length: { {k: len(v) for k, v in columns.items()} }")
-        n = lengths.pop() if lengths else 0
-        super().__init__({k: v[i].item() for k, v in columns.items()} for i in range(n))
-        self.names = list(columns)
-
-    def column(self, name):
-        return np.array([row[name] for row in self])
-
-    def __str__(self):
-        def cell(v):
-            return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-        widths = {k: max(len(k), *(len(cell(r[k])) for r in self)) if self else len(k) for k in self.names}
-        lines = ["  ".join(k.rjust(widths[k]) for k in self.names)]
-        lines += ["  ".join(cell(r[k]).rjust(widths[k]) for k in self.names) for r in self]
-        return "\n".join(lines)
 
 
 # ============================================================================ log-probabilities of sequences

@@ -48,6 +48,7 @@ class TrainingArguments:
     dataloader_drop_last: bool = False
     remove_unused_columns: bool = True
     disable_tqdm: bool = False
+    trace_first_step: bool = False  # keep a table of the first optimizer step (Trainer.first_step_trace)
     plot: bool = True  # write the loss / learning-rate / metric curves as PNG at the end
 
     def __post_init__(self):

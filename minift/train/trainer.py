@@ -97,6 +97,8 @@ class Trainer:
         self.output_dir = Path(args.output_dir)
         self._best_state = None
         self._loss_terms = {}  # name -> values since the last log: what callbacks' loss_term added
+        self._trace_rows = None  # a list while the first step is traced (args.trace_first_step)
+        self.first_step_trace, self.first_step = None, None
 
     # ------------------------------------------------------------------ data
     def _model_inputs(self, row: dict) -> dict:
@@ -210,6 +212,7 @@ class Trainer:
         accumulation = args.gradient_accumulation_steps
         self.model.train()
         self.model.zero_grad()  # a gradient left from before train() (a test backward, a probe) must not enter step 1
+        self._trace_rows = [] if args.trace_first_step and self.state.global_step == 0 else None
         log_path = self.output_dir / "log.jsonl"
         log = open(log_path, "a" if resume_from_checkpoint else "w")
         bar = tqdm(total=total, initial=self.state.global_step, desc="train", disable=args.disable_tqdm,
@@ -221,6 +224,8 @@ class Trainer:
                 t0 = time.perf_counter()
                 group = [next(batches) for _ in range(accumulation)]
                 loss = self.training_step([b for _, _, b in group], shifts)
+                if self._trace_rows is not None:
+                    self._finish_trace(loss)
                 grad_norm = clip_grad_norm_(self.model.parameters(), args.max_grad_norm) if args.max_grad_norm else None
                 self.optimizer.step()
                 self.lr_scheduler.step()
@@ -292,13 +297,34 @@ class Trainer:
                 weight = 1.0 / sum(1 for c in counts if c)
             (out.loss * weight).backward()
             loss_value += value * weight
+            if self._trace_rows is not None:
+                self._trace_rows.append({"part": f"micro-batch {len(self._trace_rows)}", "targets": n, "mean_loss": value,
+                                         "weight": weight, "weighted_loss": value * weight})
         for cb in self.callbacks:  # regularizers (EWC, L2 to θ₀): one term per step, its gradient added once
             term = cb.loss_term(self.model)
             if term is not None:
                 term.backward()
                 self._loss_terms.setdefault(cb.loss_term_name, []).append(term.item())
                 loss_value += term.item()
+                if self._trace_rows is not None:
+                    self._trace_rows.append({"part": cb.loss_term_name, "targets": 0, "mean_loss": term.item(),
+                                             "weight": 1.0, "weighted_loss": term.item()})
         return loss_value
+
+    def _finish_trace(self, loss):
+        """``first_step_trace``: the first step's micro-batches (targets n_k, mean loss, weight, weighted loss) and
+        the regularizers' terms — the weighted losses sum to the step's loss — then the gradient's norm before
+        clipping and the learning rate the step uses, in ``first_step``."""
+        from ..backend import xp
+        from ..inspect.trace import Trace
+
+        grads = [p.grad.reshape(-1) for p in self.model.parameters() if p.grad is not None]
+        norm = math.sqrt(sum(float(xp.vdot(g, g)) for g in grads))  # ‖g‖₂ before clipping, as clip_grad_norm_ reports
+        rows, self._trace_rows = self._trace_rows, None
+        self.first_step_trace = Trace({k: [r[k] for r in rows] for k in ("part", "targets", "mean_loss", "weight",
+                                                                         "weighted_loss")})
+        self.first_step = {"loss": loss, "grad_norm": norm,
+                           "max_grad_norm": self.args.max_grad_norm, "learning_rate": self.lr_scheduler.get_last_lr()[0]}
 
     def _advance(self, epoch, k) -> bool:
         """Count one optimizer step that ended on micro-batch ``k`` of ``epoch``; True when the epoch ended."""

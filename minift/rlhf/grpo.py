@@ -1,0 +1,450 @@
+"""GRPO (Shao et al., 2024, DeepSeekMath), as TRL's ``GRPOTrainer``: no value model, the group is the baseline.
+
+For each prompt, G completions are sampled; each gets a reward r_i from a rule (a *verifiable* reward) or a
+model; its advantage is how much better it did than its group (``losses.grpo_advantages``):
+
+    A_i = (r_i − mean(r_group)) / (std(r_group) + 1e-4)         the same A_i on every token of completion i
+
+and the policy minimizes, per completion token t of completion i, PPO's clipped term plus a KL penalty to the
+reference (the k3 estimator, ``losses.kl_penalty``):
+
+    ρ_it = π(y_it | ·) / π_old(y_it | ·)
+    ℓ_it = −min(ρ_it A_i, clip(ρ_it, 1 − ε, 1 + ε_high) A_i) + β · (e^{log π_ref − log π} − (log π_ref − log π) − 1)
+
+summed in one of TRL's three ways (``loss_type``), with m_it the completion mask and |o_i| = Σ_t m_it:
+
+    "grpo":     (1/B) Σ_i (1/|o_i|) Σ_t m_it ℓ_it        each completion's mean, then the mean over completions
+    "bnpo":     Σ_it m_it ℓ_it / Σ_it m_it               the mean over every token of the batch
+    "dr_grpo":  Σ_it m_it ℓ_it / (B · L_max)             a constant normalizer (Dr. GRPO, Liu et al., 2025)
+
+"grpo" gives each completion the same weight whatever its length, so each token of a short completion weighs
+more than a token of a long one: a wrong answer is pushed down less per token when it is long (the length
+bias Dr. GRPO removes by dividing by a constant, L_max = ``max_completion_length``).
+
+With one pass per batch (``num_iterations=1``) π_old = π, so ρ = 1 and at the start π = π_ref: the loss is
+−mean(A) over tokens — 0 for "grpo" only when the group's completions are equally long — but its gradient is
+not 0: ∂ℓ/∂log π = −A (ρ = 1). That gradient, A ∇ log π, is the policy gradient with the group as baseline.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import re
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from .. import functional as F
+from ..autograd.grad_mode import no_grad
+from ..backend import to_numpy, xp
+from ..inspect.trace import Trace
+from .losses import _array, _check_same_shape, _tensor, grpo_advantages, token_logprobs
+
+GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo")
+
+
+# ============================================================================ the loss
+def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, beta=0.04, epsilon=0.2, epsilon_high=None,
+              loss_type="grpo", max_completion_length=None, trace=False):
+    """GRPO's loss (see the module docstring) → ``(loss, stats)`` [, ``Trace``].
+
+    ``logprobs`` (B, L): log π of each completion token (a Tensor with gradients); ``old_logprobs`` and
+    ``ref_logprobs`` (B, L): constants; ``advantages`` (B,): one per completion; ``mask`` (B, L): 1 on the
+    completion's tokens (through its EOS), 0 on padding. ``epsilon_high`` defaults to ``epsilon`` (DAPO's
+    "clip higher" sets it larger). ``beta = 0`` drops the KL term (TRL's default since 0.19; 0.04 before).
+    ``max_completion_length`` (for "dr_grpo"): L_max, default the width L of the batch.
+
+    ``stats``: ``kl`` (the masked mean of k3), ``clip_ratio`` (TRL's: the share of tokens where the clip is
+    active — ρ < 1 − ε with A < 0, or ρ > 1 + ε_high with A > 0), ``ratio_mean``. ``trace=True`` adds a
+    per-token ``Trace`` (completion, position, the three log-probs, ρ, clipped, A, k3, the token's term and its
+    weight in the loss) whose Σ weight · term is the loss.
+    """
+    if loss_type not in GRPO_LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {GRPO_LOSS_TYPES} (TRL's), got {loss_type!r}")
+    epsilon_high = epsilon if epsilon_high is None else epsilon_high
+    for name, value in (("beta", beta), ("epsilon", epsilon), ("epsilon_high", epsilon_high)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    _check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, ref_logprobs=ref_logprobs, mask=mask)
+    logprobs = _tensor(logprobs)
+    if logprobs.ndim != 2:
+        raise ValueError(f"logprobs must be (completions, tokens), got shape {tuple(logprobs.shape)}")
+    b, width = logprobs.shape
+    adv_host = _array(advantages).reshape(-1)
+    if adv_host.shape != (b,):
+        raise ValueError(f"advantages must hold one number per completion, ({b},), got shape {np.shape(advantages)}")
+    m_host = _array(mask)
+    lengths = m_host.sum(axis=1)
+    if (lengths == 0).any():
+        raise ValueError(f"completions {np.flatnonzero(lengths == 0).tolist()} have no token with mask 1")
+    max_len = width if max_completion_length is None else max_completion_length
+    if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < width:
+        raise ValueError(f"max_completion_length must be an integer >= the completions' width {width}, got "
+                         f"{max_completion_length!r}")
+    dtype = logprobs.dtype
+    old = xp.asarray(_array(old_logprobs)).astype(dtype)
+    ref = xp.asarray(_array(ref_logprobs)).astype(dtype)
+    adv = xp.asarray(adv_host).astype(dtype)
+    m = xp.asarray(m_host).astype(dtype)
+    # TASK rlhf.grpo_loss: GRPO's loss: clipped ratio, k3 KL to the reference, the grpo/bnpo/dr_grpo normalizations
+    # BEGIN SOLUTION
+    ratio = F.exp(logprobs - old)  # ρ, (B, L)
+    per_token_adv = adv[:, None]  # one advantage per completion, on each of its tokens
+    unclipped = ratio * per_token_adv
+    clipped = F.clip(ratio, 1.0 - epsilon, 1.0 + epsilon_high) * per_token_adv
+    per_token = -F.minimum(unclipped, clipped)
+    if beta:
+        log_ratio_ref = ref - logprobs  # log(π_ref / π)
+        per_token = per_token + beta * (F.exp(log_ratio_ref) - log_ratio_ref - 1.0)
+    if loss_type == "grpo":
+        loss = ((per_token * m).sum(axis=1) / m.sum(axis=1)).mean()
+    elif loss_type == "bnpo":
+        loss = (per_token * m).sum() / m.sum()
+    else:
+        loss = (per_token * m).sum() / (b * max_len)
+    # END SOLUTION
+    lp, old_h, ref_h = _array(logprobs), _array(old_logprobs), _array(ref_logprobs)
+    rho = np.exp(lp - old_h)
+    k3 = np.exp(ref_h - lp) - (ref_h - lp) - 1.0
+    active = ((rho < 1 - epsilon) & (adv_host[:, None] < 0)) | ((rho > 1 + epsilon_high) & (adv_host[:, None] > 0))
+    count = m_host.sum()
+    stats = {"kl": float((k3 * m_host).sum() / count), "clip_ratio": float((active * m_host).sum() / count),
+             "ratio_mean": float((rho * m_host).sum() / count)}
+    if not trace:
+        return loss, stats
+    if loss_type == "grpo":
+        weights = m_host / (b * lengths[:, None])
+    elif loss_type == "bnpo":
+        weights = m_host / count
+    else:
+        weights = m_host / (b * max_len)
+    terms = -np.minimum(rho * adv_host[:, None], np.clip(rho, 1 - epsilon, 1 + epsilon_high) * adv_host[:, None]) + beta * k3
+    rows, cols = np.nonzero(m_host)
+    table = Trace({"completion": rows, "t": cols, "logprob": lp[rows, cols], "old": old_h[rows, cols],
+                   "ref": ref_h[rows, cols], "ratio": rho[rows, cols], "clipped": active[rows, cols],
+                   "advantage": adv_host[rows], "k3": k3[rows, cols], "term": terms[rows, cols],
+                   "weight": weights[rows, cols]})
+    return loss, stats, table
+
+
+# ============================================================================ verifiable rewards
+POSITIVE_WORDS = frozenset(
+    "good great best wonderful excellent fun funny beautiful brilliant delight delightful enjoyable moving "
+    "charming superb fine love loved lovely perfect touching warm witty smart fresh terrific amazing".split())
+NEGATIVE_WORDS = frozenset(
+    "bad worst awful boring dull terrible mess poor stupid waste tedious flat weak lame horrible ugly "
+    "annoying pointless bland".split())
+_WORD = re.compile(r"[a-z']+")
+
+
+def positive_word_reward(completion, prompt=None):
+    """1.0 if the completion uses a word of ``POSITIVE_WORDS`` and none of ``NEGATIVE_WORDS``, else 0.0.
+
+    A RULE, not a model: it can be checked by reading the text (a "verifiable" reward, as the answer of a
+    math problem is). tiny-gpt wrote movie reviews before; this asks it to write approving ones."""
+    words = set(_WORD.findall(completion.lower()))
+    return float(bool(words & POSITIVE_WORDS) and not words & NEGATIVE_WORDS)
+
+
+def arithmetic_reward(completion, prompt):
+    """1.0 if the first integer in the completion is the answer to the prompt's "a + b" (or a − b, a × b),
+    else 0.0: a verifiable reward for an instruction model such as SmolLM2."""
+    match = re.search(r"(-?\d+)\s*([+\-*×x])\s*(-?\d+)", prompt)
+    if not match:
+        raise ValueError(f"arithmetic_reward needs a prompt with 'a + b', 'a - b' or 'a * b', got {prompt[:60]!r}")
+    a, op, b = int(match.group(1)), match.group(2), int(match.group(3))
+    answer = a + b if op == "+" else a - b if op == "-" else a * b
+    found = re.search(r"-?\d+", completion)
+    return float(found is not None and int(found.group()) == answer)
+
+
+REWARDS = {"positive_words": positive_word_reward, "arithmetic": arithmetic_reward}
+
+
+def prompts_for(task, tokenizer, split, n, prompt_tokens, chat, seed=0):
+    """(prompt texts, their token ids (n, P)) — every prompt the same number of tokens, so a batch needs no padding.
+
+    ``positive_words``: the first ``prompt_tokens`` tokens of real movie reviews (the split of
+    ``load_dataset("sentiment")``); ``arithmetic``: "What is a + b?" with random one- and two-digit numbers."""
+    rng = np.random.default_rng(seed)
+    if task == "positive_words":
+        from ..data.tasks import load_dataset
+
+        texts, ids = [], []
+        for text in load_dataset("sentiment")[split]["text"]:
+            enc = tokenizer.encode(text, add_special_tokens=False)
+            if len(enc) > prompt_tokens:
+                ids.append(list(enc[:prompt_tokens]))
+                texts.append(tokenizer.decode(ids[-1]))
+            if len(ids) == n:
+                break
+        return texts, np.asarray(ids, dtype=np.int64)
+    if task == "arithmetic":
+        offset = 0 if split == "train" else 10_000  # other draws for held-out prompts
+        rng = np.random.default_rng(seed + offset)
+        texts = [f"What is {a} + {b}? Answer with the number only." for a, b in rng.integers(1, 50, size=(n, 2))]
+        encoded = [tokenizer.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=True)
+                   if chat else tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        width = max(len(e) for e in encoded)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if any(len(e) != width for e in encoded):  # left-pad with the pad id: only the chat template's tokens differ
+            encoded = [[pad] * (width - len(e)) + list(e) for e in encoded]
+        return texts, np.asarray(encoded, dtype=np.int64)
+    raise ValueError(f"unknown task {task!r}; GRPO knows {sorted(REWARDS)}")
+
+
+# ============================================================================ sampling and log-probs
+def sample_completions(model, prompt_ids, num_generations, max_completion_length, temperature, eos_token_id,
+                       pad_token_id, top_k=None):
+    """G completions of each prompt: (ids (B·G, P + L), completion mask (B·G, L)); completions i·G … i·G + G − 1
+    belong to prompt i. The mask is 1 through each completion's first EOS and 0 after it."""
+    from ..models.generation import generate
+
+    prompts = np.repeat(np.asarray(prompt_ids), num_generations, axis=0)  # (B·G, P)
+    ids = to_numpy(generate(model, prompts, max_new_tokens=max_completion_length, do_sample=True,
+                            temperature=temperature, top_k=top_k, eos_token_id=eos_token_id, pad_token_id=pad_token_id))
+    completion = ids[:, prompts.shape[1]:]  # (B·G, L)
+    is_eos = completion == eos_token_id
+    after_eos = np.cumsum(is_eos, axis=1) - is_eos > 0  # positions after the first EOS
+    return ids, (~after_eos).astype(np.int64)
+
+
+def completion_logprobs(model, ids, prompt_length):
+    """log π(y_t | prompt, y_<t) of each completion token: (B, L) Tensor (with gradients if the model has them)."""
+    return token_logprobs(model(ids).logits, ids)[:, prompt_length - 1:]
+
+
+# ============================================================================ the run: minift align grpo
+METHODS = ("lora", "full")
+
+
+@dataclass
+class GRPOConfig:
+    """The options of ``minift align grpo``, with TRL's ``GRPOConfig`` names (``num_generations``, ``beta``,
+    ``epsilon``, ``epsilon_high``, ``loss_type``, ``scale_rewards``, ``max_completion_length``,
+    ``temperature``, ``learning_rate``)."""
+    policy: str = "checkpoints/tiny-gpt"
+    task: str = "positive_words"
+    method: str = "lora"
+    num_generations: int = 8
+    prompts_per_step: int = 4
+    max_steps: int = 50
+    max_completion_length: int = 16
+    prompt_tokens: int = 4  # positive_words: the prompt is a review's first tokens
+    temperature: float = 1.0
+    top_k: int | None = None
+    beta: float = 0.04
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    loss_type: str = "grpo"
+    scale_rewards: bool = True
+    learning_rate: float | None = None  # default: 5e-3 with LoRA, 1e-4 for full fine-tuning
+    max_grad_norm: float = 1.0
+    lora_r: int = 8
+    lora_alpha: float = 16
+    target_modules: str | list = "q_proj,k_proj,v_proj,o_proj"
+    eval_prompts: int = 16
+    logging_steps: int = 5
+    seed: int = 0
+    out: str | None = None  # default: runs/grpo-<task>-<method>
+
+    def __post_init__(self):
+        if self.task not in REWARDS:
+            raise ValueError(f"unknown task {self.task!r}; minift align grpo knows {sorted(REWARDS)}")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; minift align grpo knows {list(METHODS)}")
+        if self.loss_type not in GRPO_LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {list(GRPO_LOSS_TYPES)}, got {self.loss_type!r}")
+        for name in ("prompts_per_step", "max_steps", "max_completion_length", "prompt_tokens", "lora_r",
+                     "logging_steps", "eval_prompts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.num_generations, bool) or not isinstance(self.num_generations, int) or self.num_generations < 2:
+            raise ValueError(f"num_generations must be an integer >= 2 (a group needs a spread), got {self.num_generations!r}")
+        for name in ("temperature",):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.learning_rate is None:
+            self.learning_rate = 1e-4 if self.method == "full" else 5e-3
+        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
+        if isinstance(self.target_modules, str):
+            self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
+        if self.out is None:
+            self.out = str(Path("runs") / f"grpo-{self.task}-{self.method}")
+        grpo_loss(np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1), np.ones((1, 1)), beta=self.beta,
+                  epsilon=self.epsilon, epsilon_high=self.epsilon_high, loss_type=self.loss_type)  # the options, now
+
+
+def _reference(policy, ref_model):
+    """A function ids → reference log-probs of the completion tokens: the frozen copy, or the adapter off."""
+    def reference(ids, prompt_length):
+        with no_grad():
+            if ref_model is not None:
+                return completion_logprobs(ref_model, ids, prompt_length).data
+            with policy.disable_adapter():
+                return completion_logprobs(policy, ids, prompt_length).data
+    return reference
+
+
+def mean_reward(policy, tokenizer, prompt_texts, prompt_ids, cfg, reward_fn, seed):
+    """The mean reward of ``num_generations`` sampled completions of each prompt (seeded: before and after
+    training see the same random numbers), and a few samples."""
+    from .. import backend
+
+    backend.seed(seed)
+    ids, mask = sample_completions(policy, prompt_ids, cfg.num_generations, cfg.max_completion_length, cfg.temperature,
+                                   tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.top_k)
+    texts = [tokenizer.decode(row[: int(m.sum())].tolist(), skip_special_tokens=True)
+             for row, m in zip(ids[:, prompt_ids.shape[1]:], mask)]
+    prompts = np.repeat(np.asarray(prompt_texts, dtype=object), cfg.num_generations)
+    rewards = np.array([reward_fn(t, p) for t, p in zip(texts, prompts)])
+    samples = [{"prompt": str(p), "completion": t, "reward": float(r)} for p, t, r in list(zip(prompts, texts, rewards))[::cfg.num_generations][:5]]
+    return float(rewards.mean()), samples
+
+
+def run_grpo(cfg: GRPOConfig, quiet=False):
+    """GRPO of ``cfg.policy`` on ``cfg.task``'s prompts with its verifiable reward; writes into ``cfg.out``
+    ``log.jsonl`` (TRL's keys: reward, reward_std, kl, completion_length, clip_ratio, loss), ``reward.png``,
+    ``results.json`` (the mean reward on held-out prompts before and after, samples) and the adapter or model.
+
+    Each step: ``prompts_per_step`` prompts, ``num_generations`` sampled completions each, their rewards, the
+    group advantages, the reference log-probs, one gradient step on ``grpo_loss`` (``num_iterations`` = 1:
+    π_old = π, detached)."""
+    import json
+    import time
+
+    from .. import backend, plotting
+    from ..optim import AdamW, clip_grad_norm_
+    from ..sft import _save_model, _write_json, load_policy
+    from ..train.trainer import check_output_dir
+
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
+    out = Path(cfg.out)
+    check_output_dir(out)
+    policy, tokenizer, chat = load_policy(cfg.policy, cfg.method, cfg.seed)
+    if cfg.task == "positive_words" and chat:
+        chat = False  # the review's first words are continued as text, not answered
+    room = policy.config.max_position_embeddings - cfg.max_completion_length
+    reward_fn = REWARDS[cfg.task]
+    n_train = cfg.prompts_per_step * cfg.max_steps
+    train_texts, train_ids = prompts_for(cfg.task, tokenizer, "train", n_train, cfg.prompt_tokens, chat, cfg.seed)
+    eval_texts, eval_ids = prompts_for(cfg.task, tokenizer, "test", cfg.eval_prompts, cfg.prompt_tokens, chat, cfg.seed)
+    if train_ids.shape[1] > room:
+        raise ValueError(f"prompts of {train_ids.shape[1]} tokens + max_completion_length {cfg.max_completion_length} "
+                         f"exceed the model's context of {policy.config.max_position_embeddings}")
+    ref_model = None
+    if cfg.method == "lora":
+        from ..peft import LoraConfig, get_peft_model
+
+        policy = get_peft_model(policy, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                                   target_modules=cfg.target_modules, task_type="CAUSAL_LM"))
+    else:
+        ref_model, _, _ = load_policy(cfg.policy, cfg.method, cfg.seed)
+        ref_model.eval().requires_grad_(False)
+    reference = _reference(policy, ref_model)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    say(f"GRPO of {cfg.policy} on {cfg.task} ({cfg.method}, G = {cfg.num_generations}, β = {cfg.beta}, "
+        f"{cfg.loss_type}): {sum(int(p.data.size) for p in params):,} parameters trainable; measuring before…")
+    before, before_samples = mean_reward(policy, tokenizer, eval_texts, eval_ids, cfg, reward_fn, cfg.seed + 1)
+    backend.seed(cfg.seed)
+    log = open(out / "log.jsonl", "w")
+    history, train_seconds = [], 0.0
+    try:
+        for step in range(1, cfg.max_steps + 1):
+            t0 = time.perf_counter()
+            rows = slice((step - 1) * cfg.prompts_per_step, step * cfg.prompts_per_step)
+            prompt_ids = train_ids[rows]
+            ids, mask = sample_completions(policy, prompt_ids, cfg.num_generations, cfg.max_completion_length,
+                                           cfg.temperature, tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.top_k)
+            p = prompt_ids.shape[1]
+            texts = [tokenizer.decode(row[: int(m.sum())].tolist(), skip_special_tokens=True)
+                     for row, m in zip(ids[:, p:], mask)]
+            prompts = np.repeat(np.asarray(train_texts[rows], dtype=object), cfg.num_generations)  # (B·G,)
+            rewards = np.array([reward_fn(t, q) for t, q in zip(texts, prompts)])
+            advantages = grpo_advantages(rewards, cfg.num_generations, scale_rewards=cfg.scale_rewards)
+            ref_logps = reference(ids, p)
+            policy.train()
+            logps = completion_logprobs(policy, ids, p)
+            loss, stats = grpo_loss(logps, logps.data, ref_logps, advantages, mask, beta=cfg.beta, epsilon=cfg.epsilon,
+                                    epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
+                                    max_completion_length=cfg.max_completion_length)
+            optimizer.zero_grad()
+            loss.backward()
+            grad_norm = clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            train_seconds += time.perf_counter() - t0
+            groups = rewards.reshape(-1, cfg.num_generations)
+            record = {"step": step, "loss": loss.item(), "reward": float(rewards.mean()),
+                      "reward_std": float(groups.std(axis=1, ddof=1).mean()), "kl": stats["kl"],
+                      "clip_ratio": stats["clip_ratio"], "completion_length": float(mask.sum(axis=1).mean()),
+                      "grad_norm": float(grad_norm)}
+            history.append(record)
+            log.write(json.dumps(record) + "\n")
+            if step % cfg.logging_steps == 0 or step == cfg.max_steps:
+                say(f"step {step}: reward {np.mean([r['reward'] for r in history[-cfg.logging_steps:]]):.3f}, "
+                    f"kl {stats['kl']:.4f}")
+    finally:
+        log.close()
+    after, after_samples = mean_reward(policy, tokenizer, eval_texts, eval_ids, cfg, reward_fn, cfg.seed + 1)
+    plotting.plot_curves({"reward (training batch)": [r["reward"] for r in history]}, out / "reward.png",
+                         title=f"GRPO on {cfg.task}", xlabel="step", ylabel="mean reward")
+    results = {"policy": cfg.policy, "task": cfg.task, "method": cfg.method,
+               "before": {"mean_reward": before}, "after": {"mean_reward": after, "kl": history[-1]["kl"]},
+               "samples_before": before_samples, "samples_after": after_samples,
+               "train_seconds": round(train_seconds, 2), "train_steps": cfg.max_steps,
+               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "args": asdict(cfg)}
+    _save_model(policy, cfg.method, tokenizer, out, say)
+    _write_json(out / "results.json", results)
+    say(f"held-out mean reward {before:.3f} → {after:.3f}")
+    return results
+
+
+def add_cli_arguments(parser):
+    """The options of ``minift align grpo POLICY``."""
+    from ..cli import non_negative_float, positive_float, positive_int
+
+    d = GRPOConfig()
+    parser.add_argument("policy", help="checkpoints/tiny-gpt (task positive_words) or smollm2 (task arithmetic)")
+    parser.add_argument("--task", choices=sorted(REWARDS), default=d.task,
+                        help="the verifiable reward: positive_words (a review approving by a word list), arithmetic")
+    parser.add_argument("--method", choices=METHODS, default=d.method,
+                        help="lora: the reference is the adapter disabled; full: a frozen copy is the reference")
+    parser.add_argument("--num-generations", type=positive_int, default=d.num_generations, help="G, at least 2")
+    parser.add_argument("--prompts-per-step", type=positive_int, default=d.prompts_per_step)
+    parser.add_argument("--max-steps", type=positive_int, default=d.max_steps)
+    parser.add_argument("--max-completion-length", type=positive_int, default=d.max_completion_length)
+    parser.add_argument("--prompt-tokens", type=positive_int, default=d.prompt_tokens)
+    parser.add_argument("--temperature", type=positive_float, default=d.temperature)
+    parser.add_argument("--top-k", type=positive_int, default=None)
+    parser.add_argument("--beta", type=non_negative_float, default=d.beta, help="the k3 KL coefficient (0: no reference)")
+    parser.add_argument("--epsilon", type=non_negative_float, default=d.epsilon)
+    parser.add_argument("--epsilon-high", type=non_negative_float, default=None, help="default: --epsilon")
+    parser.add_argument("--loss-type", choices=GRPO_LOSS_TYPES, default=d.loss_type)
+    parser.add_argument("--no-scale-rewards", dest="scale_rewards", action="store_false",
+                        help="do not divide the advantages by the group's std (Dr. GRPO)")
+    parser.add_argument("--learning-rate", type=positive_float, default=None, help="default: 5e-3 lora, 1e-4 full")
+    parser.add_argument("--lora-r", type=positive_int, default=d.lora_r)
+    parser.add_argument("--lora-alpha", type=positive_float, default=d.lora_alpha)
+    parser.add_argument("--eval-prompts", type=positive_int, default=d.eval_prompts)
+    parser.add_argument("--logging-steps", type=positive_int, default=d.logging_steps)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--out", default=None, help="output directory (default: runs/grpo-TASK-METHOD)")
+
+
+def run_from_args(args, quiet=False):
+    """``minift align grpo``: the parsed options → ``GRPOConfig`` → ``run_grpo``; returns its results."""
+    names = {f.name for f in fields(GRPOConfig)}
+    cfg = GRPOConfig(**{k: v for k, v in vars(args).items() if k in names})
+    args.out = cfg.out
+    return run_grpo(cfg, quiet=quiet)
+
+
+__all__ = ["GRPOConfig", "GRPO_LOSS_TYPES", "NEGATIVE_WORDS", "POSITIVE_WORDS", "REWARDS", "add_cli_arguments",
+           "arithmetic_reward", "completion_logprobs", "grpo_loss", "mean_reward", "positive_word_reward", "prompts_for",
+           "run_from_args", "run_grpo", "sample_completions"]

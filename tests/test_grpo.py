@@ -1,0 +1,240 @@
+"""GRPO: the loss against the formula written out again token by token in NumPy for each of TRL's three
+normalizations, its gradient against finite differences and the closed form at ρ = 1, the clip bounds, the
+trace, the verifiable rewards by hand, sampling's masks and log-probs, a short run on tiny-gpt that raises the
+reward, and clear errors."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minift as mf
+from minift.rlhf.grpo import (GRPOConfig, arithmetic_reward, completion_logprobs, grpo_loss, positive_word_reward,
+                              run_grpo, sample_completions)
+from minift.rlhf.losses import grpo_advantages
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_GPT = ROOT / "checkpoints" / "tiny-gpt"
+
+
+@pytest.fixture
+def float64():
+    mf.set_default_dtype("float64")
+    yield
+    mf.set_default_dtype("float32")
+
+
+def case(seed=0, b=4, width=5, spread=0.3):
+    rng = np.random.default_rng(seed)
+    lp = rng.normal(-2, 1, size=(b, width))
+    old = lp + rng.normal(0, spread, size=(b, width))
+    ref = lp + rng.normal(0, spread, size=(b, width))
+    adv = rng.normal(0, 1, size=b)
+    lengths = rng.integers(1, width + 1, size=b)
+    lengths[0] = width
+    mask = (np.arange(width)[None, :] < lengths[:, None]).astype(float)
+    return lp, old, ref, adv, mask
+
+
+def by_hand(lp, old, ref, adv, mask, beta, eps, eps_high, loss_type, max_len):
+    """The loss token by token, with Python loops (another way to write it)."""
+    b, width = lp.shape
+    terms = np.zeros_like(lp)
+    for i in range(b):
+        for t in range(width):
+            rho = math.exp(lp[i, t] - old[i, t])
+            surrogate = min(rho * adv[i], min(max(rho, 1 - eps), 1 + eps_high) * adv[i])
+            k3 = math.exp(ref[i, t] - lp[i, t]) - (ref[i, t] - lp[i, t]) - 1
+            terms[i, t] = -surrogate + beta * k3
+    if loss_type == "grpo":
+        return np.mean([sum(terms[i, t] for t in range(width) if mask[i, t]) / mask[i].sum() for i in range(b)])
+    if loss_type == "bnpo":
+        return (terms * mask).sum() / mask.sum()
+    return (terms * mask).sum() / (b * max_len)
+
+
+@pytest.mark.task("rlhf.grpo_loss")
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_grpo_loss_equals_the_formula_token_by_token(float64, loss_type, seed):
+    lp, old, ref, adv, mask = case(seed, spread=0.4)
+    for beta, eps, eps_high in ((0.04, 0.2, 0.2), (0.1, 0.1, 0.28), (0.0, 0.2, 0.2)):
+        loss, stats = grpo_loss(lp, old, ref, adv, mask, beta=beta, epsilon=eps, epsilon_high=eps_high,
+                                loss_type=loss_type, max_completion_length=8)
+        assert loss.item() == pytest.approx(by_hand(lp, old, ref, adv, mask, beta, eps, eps_high, loss_type, 8), rel=1e-10)
+    k3 = np.exp(ref - lp) - (ref - lp) - 1
+    assert stats["kl"] == pytest.approx((k3 * mask).sum() / mask.sum(), rel=1e-12)
+
+
+@pytest.mark.task("rlhf.grpo_loss")
+def test_at_the_start_the_loss_is_minus_the_mean_advantage_but_the_gradient_is_minus_a(float64):
+    # π = π_old = π_ref: ρ = 1, k3 = 0; each completion's tokens weigh 1/(B |o_i|) in "grpo"
+    lp = np.random.default_rng(0).normal(-2, 1, size=(4, 3))
+    rewards = np.array([1.0, 0.0, 0.0, 1.0])  # one prompt, G = 4
+    adv = grpo_advantages(rewards, 4)
+    mask = np.ones((4, 3))
+    logprobs = mf.tensor(lp, requires_grad=True)
+    loss, stats = grpo_loss(logprobs, lp, lp, adv, mask, beta=0.04)
+    assert abs(loss.item()) < 1e-12 and stats["kl"] == 0 and stats["clip_ratio"] == 0  # equal lengths: −mean A = 0
+    loss.backward()
+    np.testing.assert_allclose(logprobs.grad, -adv[:, None] / (4 * 3) * np.ones((4, 3)), rtol=1e-10)
+    assert np.abs(logprobs.grad).max() > 0.05  # "the loss is 0 but the gradient is not"
+    short = mask.copy()
+    short[1, 1:] = 0  # a short completion: now the weights differ and the loss is no longer 0
+    unequal, _ = grpo_loss(lp, lp, lp, adv, short, beta=0.04)
+    assert unequal.item() == pytest.approx(-np.mean(adv), abs=1e-12)  # each completion's mean is −A_i
+
+
+@pytest.mark.task("rlhf.grpo_loss")
+def test_the_gradient_matches_finite_differences_for_every_normalization(float64):
+    lp, old, ref, adv, mask = case(3, spread=0.05)  # small ratios: inside the clip, a smooth function
+    for loss_type in ("grpo", "bnpo", "dr_grpo"):
+        assert mf.gradcheck(lambda x: grpo_loss(x, old, ref, adv, mask, beta=0.1, loss_type=loss_type,
+                                                max_completion_length=7)[0], [mf.tensor(lp, requires_grad=True)])
+
+
+@pytest.mark.task("rlhf.grpo_loss")
+def test_the_clip_bounds_epsilon_and_epsilon_high(float64):
+    # one token, A > 0, ρ = 1.25: clipped at 1 + ε = 1.2 (no gradient from the surrogate), not at 1 + ε_high = 1.28
+    old = np.array([[0.0]])
+    lp = np.log(np.array([[1.25]]))
+    for eps_high, clipped in ((None, True), (0.28, False)):
+        x = mf.tensor(lp, requires_grad=True)
+        loss, stats = grpo_loss(x, old, lp, np.array([1.0]), np.ones((1, 1)), beta=0.0, epsilon=0.2, epsilon_high=eps_high)
+        loss.backward()
+        assert stats["clip_ratio"] == (1.0 if clipped else 0.0)
+        assert loss.item() == pytest.approx(-1.2 if clipped else -1.25, rel=1e-12)
+        assert x.grad[0, 0] == pytest.approx(0.0 if clipped else -1.25, abs=1e-12)  # ∂(−ρA)/∂log π = −ρA
+    # A < 0, ρ = 0.7: clipped at 1 − ε = 0.8 (the min picks the clipped −0.8 < −0.7)
+    lp = np.log(np.array([[0.7]]))
+    loss, stats = grpo_loss(lp, old, lp, np.array([-1.0]), np.ones((1, 1)), beta=0.0, epsilon=0.2)
+    assert loss.item() == pytest.approx(0.8, rel=1e-12) and stats["clip_ratio"] == 1.0
+
+
+@pytest.mark.task("rlhf.grpo_loss")
+def test_dr_grpo_has_no_length_bias_and_grpo_does(float64):
+    # two completions with the same negative advantage, lengths 1 and 4: per-token weight of each
+    lp = np.zeros((2, 4))
+    mask = np.array([[1.0, 0, 0, 0], [1, 1, 1, 1]])
+    adv = np.array([-1.0, -1.0])
+    grads = {}
+    for loss_type in ("grpo", "bnpo", "dr_grpo"):
+        x = mf.tensor(lp, requires_grad=True)
+        grpo_loss(x, lp, lp, adv, mask, beta=0.0, loss_type=loss_type, max_completion_length=4)[0].backward()
+        grads[loss_type] = x.grad[:, 0]
+    assert grads["grpo"].tolist() == pytest.approx([1 / 2, 1 / 8])  # a long wrong answer is pushed down less per token
+    assert grads["bnpo"].tolist() == pytest.approx([1 / 5, 1 / 5])
+    assert grads["dr_grpo"].tolist() == pytest.approx([1 / 8, 1 / 8])
+
+
+@pytest.mark.task("rlhf.grpo_loss")
+def test_the_trace_reproduces_the_loss(float64):
+    lp, old, ref, adv, mask = case(5, spread=0.4)
+    for loss_type in ("grpo", "bnpo", "dr_grpo"):
+        loss, stats, trace = grpo_loss(lp, old, ref, adv, mask, beta=0.05, loss_type=loss_type, trace=True)
+        assert len(trace) == int(mask.sum())
+        assert (trace.column("weight") * trace.column("term")).sum() == pytest.approx(loss.item(), rel=1e-10)
+        assert trace.column("clipped").mean() == pytest.approx(stats["clip_ratio"])
+        np.testing.assert_allclose(trace.column("ratio"), np.exp(lp - old)[mask > 0])
+        np.testing.assert_allclose(trace.column("advantage"), adv[np.nonzero(mask)[0]])
+    assert "advantage" in str(trace).splitlines()[0]
+
+
+def test_grpo_loss_checks_its_inputs(float64):
+    lp, old, ref, adv, mask = case()
+    with pytest.raises(ValueError, match="loss_type must be one of"):
+        grpo_loss(lp, old, ref, adv, mask, loss_type="dapo")
+    with pytest.raises(ValueError, match="one number per completion"):
+        grpo_loss(lp, old, ref, adv[:2], mask)
+    with pytest.raises(ValueError, match="shapes differ"):
+        grpo_loss(lp, old[:, :2], ref, adv, mask)
+    empty = mask.copy()
+    empty[2] = 0
+    with pytest.raises(ValueError, match=r"completions \[2\] have no token"):
+        grpo_loss(lp, old, ref, adv, empty)
+    with pytest.raises(ValueError, match="max_completion_length must be"):
+        grpo_loss(lp, old, ref, adv, mask, loss_type="dr_grpo", max_completion_length=2)
+    with pytest.raises(ValueError, match="beta must be a finite number >= 0"):
+        grpo_loss(lp, old, ref, adv, mask, beta=-0.1)
+
+
+def test_the_verifiable_rewards_by_hand():
+    assert positive_word_reward(" a great film") == 1.0
+    assert positive_word_reward(" great acting, but a boring plot") == 0.0  # a negative word spoils it
+    assert positive_word_reward(" the plot") == 0.0 and positive_word_reward(" GREAT!") == 1.0
+    assert arithmetic_reward("It is 12.", "What is 5 + 7?") == 1.0
+    assert arithmetic_reward("13", "What is 5 + 7?") == 0.0 and arithmetic_reward("no idea", "What is 5 + 7?") == 0.0
+    assert arithmetic_reward("-2", "What is 5 - 7?") == 1.0 and arithmetic_reward("35", "What is 5 * 7?") == 1.0
+    with pytest.raises(ValueError, match="needs a prompt with"):
+        arithmetic_reward("3", "How are you?")
+
+
+def test_sampling_masks_after_the_first_eos_and_the_logprobs_are_the_models():
+    model = mf.models.auto.AutoModelForCausalLM.from_pretrained(TINY_GPT).eval()
+    tok = mf.tokenization.from_pretrained(TINY_GPT)
+    prompts = np.array([tok.encode("the movie was", add_special_tokens=False)] * 2)
+    mf.seed(0)
+    ids, mask = sample_completions(model, prompts, 3, 12, 1.5, tok.eos_token_id, tok.eos_token_id)
+    assert ids.shape[0] == 6 and mask.shape == (6, ids.shape[1] - prompts.shape[1])
+    completion = ids[:, prompts.shape[1]:]
+    for row, m in zip(completion, mask):
+        eos = np.flatnonzero(row == tok.eos_token_id)
+        n = int(m.sum())
+        assert n == (eos[0] + 1 if len(eos) else len(row)) and (m[:n] == 1).all() and (m[n:] == 0).all()
+    assert (ids[:, :prompts.shape[1]] == prompts[0]).all()
+    with mf.no_grad():
+        got = completion_logprobs(model, ids, prompts.shape[1]).data
+        logits = model(ids).logits.data
+    for i in (0, 4):  # each token's log-prob from the full forward pass, read off by hand
+        for t in range(mask.shape[1]):
+            z = logits[i, prompts.shape[1] - 1 + t].astype(np.float64)
+            logp = z - z.max() - np.log(np.exp(z - z.max()).sum())
+            assert got[i, t] == pytest.approx(logp[completion[i, t]], abs=1e-4)
+
+
+def test_a_short_run_on_tiny_gpt_raises_the_reward(tmp_path):
+    results = run_grpo(GRPOConfig(policy=str(TINY_GPT), max_steps=30, out=str(tmp_path / "run")), quiet=True)
+    out = tmp_path / "run"
+    assert results["after"]["mean_reward"] > results["before"]["mean_reward"] + 0.1
+    logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(logs) == 30 and {"reward", "reward_std", "kl", "clip_ratio", "completion_length", "loss"} <= set(logs[0])
+    assert logs[0]["kl"] == pytest.approx(0.0, abs=1e-6) and logs[-1]["kl"] > 0  # π = π_ref at step 1, then it moves
+    assert logs[0]["clip_ratio"] == 0.0  # one pass per batch: ρ = 1 always
+    assert (out / "reward.png").stat().st_size > 0 and (out / "results.json").exists() and (out / "model").is_dir()
+
+
+def test_options_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="num_generations must be an integer >= 2"):
+        GRPOConfig(num_generations=1)
+    with pytest.raises(ValueError, match="unknown task"):
+        GRPOConfig(task="chess")
+    with pytest.raises(ValueError, match="loss_type must be one of"):
+        GRPOConfig(loss_type="ppo")
+    with pytest.raises(ValueError, match="unknown method"):
+        GRPOConfig(method="qlora")
+    with pytest.raises(ValueError, match="exceed the model's context"):
+        run_grpo(GRPOConfig(policy=str(TINY_GPT), max_completion_length=62, out=str(tmp_path / "long")), quiet=True)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OSError, match="cannot write to the output directory"):
+        run_grpo(GRPOConfig(policy=str(TINY_GPT), out=str(tmp_path / "afile")), quiet=True)
+
+
+def test_the_command_line(tmp_path):
+    from minift.cli import ArgumentParser, CommandLineError
+    from minift.rlhf.grpo import add_cli_arguments, run_from_args
+
+    parser = ArgumentParser(prog="minift align grpo")
+    add_cli_arguments(parser)
+    args = parser.parse_args([str(TINY_GPT), "--num-generations", "4", "--max-steps", "2", "--loss-type", "dr_grpo",
+                              "--no-scale-rewards", "--out", str(tmp_path / "cli")])
+    results = run_from_args(args, quiet=True)
+    assert results["args"]["num_generations"] == 4 and results["args"]["loss_type"] == "dr_grpo"
+    assert results["args"]["scale_rewards"] is False and results["train_steps"] == 2
+    with pytest.raises(CommandLineError, match="invalid choice"):
+        parser.parse_args([str(TINY_GPT), "--loss-type", "ppo"])
+    bad = subprocess.run([sys.executable, "-m", "minift.cli", "align", "grpo", str(TINY_GPT), "--num-generations", "1",
+                          "--out", str(tmp_path / "bad")], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "num_generations" in bad.stderr

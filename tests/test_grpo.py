@@ -83,9 +83,14 @@ def test_at_the_start_the_loss_is_minus_the_mean_advantage_but_the_gradient_is_m
     np.testing.assert_allclose(logprobs.grad, -adv[:, None] / (4 * 3) * np.ones((4, 3)), rtol=1e-10)
     assert np.abs(logprobs.grad).max() > 0.05  # "the loss is 0 but the gradient is not"
     short = mask.copy()
-    short[1, 1:] = 0  # a short completion: now the weights differ and the loss is no longer 0
+    short[1, 1:] = 0  # a short completion (length 1, the others 3)
     unequal, _ = grpo_loss(lp, lp, lp, adv, short, beta=0.04)
-    assert unequal.item() == pytest.approx(-np.mean(adv), abs=1e-12)  # each completion's mean is −A_i
+    assert unequal.item() == pytest.approx(-np.mean(adv), abs=1e-12)  # each completion's mean is −A_i …
+    assert abs(unequal.item()) < 1e-12  # … so "grpo" is still 0: a group's advantages sum to 0
+    lengths = short.sum(axis=1)
+    for loss_type, n in (("bnpo", short.sum()), ("dr_grpo", 4 * 3)):  # these weigh completion i by its length
+        value = grpo_loss(lp, lp, lp, adv, short, beta=0.04, loss_type=loss_type)[0].item()
+        assert value == pytest.approx(-(lengths * adv).sum() / n, rel=1e-10) and abs(value) > 0.05
 
 
 @pytest.mark.task("rlhf.grpo_loss")
@@ -206,6 +211,21 @@ def test_a_short_run_on_tiny_gpt_raises_the_reward(tmp_path):
     assert (out / "reward.png").stat().st_size > 0 and (out / "results.json").exists() and (out / "model").is_dir()
 
 
+def test_num_iterations_reuses_a_batch_and_the_clip_binds(tmp_path):
+    # TRL's μ: a batch is sampled every 3 steps; its first step has ρ = 1, the next two compare with the sampler
+    run_grpo(GRPOConfig(policy=str(TINY_GPT), max_steps=6, num_iterations=3, learning_rate=2e-2,
+                        out=str(tmp_path / "mu")), quiet=True)
+    logs = [json.loads(line) for line in (tmp_path / "mu" / "log.jsonl").read_text().splitlines()]
+    assert len(logs) == 6
+    for first in (0, 3):
+        assert logs[first]["ratio_mean"] == pytest.approx(1.0) and logs[first]["clip_ratio"] == 0.0
+        assert logs[first + 1]["reward"] == logs[first]["reward"] == logs[first + 2]["reward"]  # the same batch
+        assert logs[first + 1]["ratio_mean"] != pytest.approx(1.0, abs=1e-6)
+    assert max(r["clip_ratio"] for r in logs) > 0  # moved past 1 ± ε on the reused batch
+    with pytest.raises(ValueError, match="num_iterations must be an integer >= 1"):
+        GRPOConfig(num_iterations=0)
+
+
 def test_options_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="num_generations must be an integer >= 2"):
         GRPOConfig(num_generations=1)
@@ -235,6 +255,9 @@ def test_the_command_line(tmp_path):
     assert results["args"]["scale_rewards"] is False and results["train_steps"] == 2
     with pytest.raises(CommandLineError, match="invalid choice"):
         parser.parse_args([str(TINY_GPT), "--loss-type", "ppo"])
+    helped = subprocess.run([sys.executable, "-m", "minift.cli", "align", "grpo", "--help"], capture_output=True,
+                            text=True, cwd=ROOT)
+    assert helped.returncode == 0 and "--num-generations" in helped.stdout and "--loss-type" in helped.stdout
     bad = subprocess.run([sys.executable, "-m", "minift.cli", "align", "grpo", str(TINY_GPT), "--num-generations", "1",
                           "--out", str(tmp_path / "bad")], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "num_generations" in bad.stderr

@@ -21,9 +21,12 @@ summed in one of TRL's three ways (``loss_type``), with m_it the completion mask
 more than a token of a long one: a wrong answer is pushed down less per token when it is long (the length
 bias Dr. GRPO removes by dividing by a constant, L_max = ``max_completion_length``).
 
-With one pass per batch (``num_iterations=1``) π_old = π, so ρ = 1 and at the start π = π_ref: the loss is
-−mean(A) over tokens — 0 for "grpo" only when the group's completions are equally long — but its gradient is
-not 0: ∂ℓ/∂log π = −A (ρ = 1). That gradient, A ∇ log π, is the policy gradient with the group as baseline.
+With one pass per batch (``num_iterations=1``) π_old = π, so ρ = 1 and at the start π = π_ref (k3 = 0): each
+token's term is −A_i. "grpo" averages each completion first, so its loss is −(1/B) Σ_i A_i = 0 whatever the
+lengths (the advantages of a group sum to 0); "bnpo" and "dr_grpo" weigh completion i by its length,
+−Σ_i |o_i| A_i / N, which is 0 only when the lengths are equal (or uncorrelated with A). Either way the
+gradient is not 0: ∂ℓ/∂log π_it = −A_i · (weight of the token). That gradient, A ∇ log π, is the policy
+gradient with the group as baseline (open-r1#239: "the loss is 0, is it learning?" — yes).
 """
 from __future__ import annotations
 
@@ -225,7 +228,8 @@ METHODS = ("lora", "full")
 class GRPOConfig:
     """The options of ``minift align grpo``, with TRL's ``GRPOConfig`` names (``num_generations``, ``beta``,
     ``epsilon``, ``epsilon_high``, ``loss_type``, ``scale_rewards``, ``max_completion_length``,
-    ``temperature``, ``learning_rate``)."""
+    ``temperature``, ``num_iterations``, ``learning_rate``). ``max_steps`` counts optimizer steps, as TRL's;
+    a new batch is sampled every ``num_iterations`` of them."""
     policy: str = "checkpoints/tiny-gpt"
     task: str = "positive_words"
     method: str = "lora"
@@ -236,6 +240,7 @@ class GRPOConfig:
     prompt_tokens: int = 4  # positive_words: the prompt is a review's first tokens
     temperature: float = 1.0
     top_k: int | None = None
+    num_iterations: int = 1  # TRL's μ: optimizer steps on each sampled batch (π_old = the sampling policy)
     beta: float = 0.04
     epsilon: float = 0.2
     epsilon_high: float | None = None
@@ -259,7 +264,7 @@ class GRPOConfig:
         if self.loss_type not in GRPO_LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {list(GRPO_LOSS_TYPES)}, got {self.loss_type!r}")
         for name in ("prompts_per_step", "max_steps", "max_completion_length", "prompt_tokens", "lora_r",
-                     "logging_steps", "eval_prompts"):
+                     "logging_steps", "eval_prompts", "num_iterations"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -312,9 +317,11 @@ def run_grpo(cfg: GRPOConfig, quiet=False):
     ``log.jsonl`` (TRL's keys: reward, reward_std, kl, completion_length, clip_ratio, loss), ``reward.png``,
     ``results.json`` (the mean reward on held-out prompts before and after, samples) and the adapter or model.
 
-    Each step: ``prompts_per_step`` prompts, ``num_generations`` sampled completions each, their rewards, the
-    group advantages, the reference log-probs, one gradient step on ``grpo_loss`` (``num_iterations`` = 1:
-    π_old = π, detached)."""
+    Every ``num_iterations`` steps a new batch: ``prompts_per_step`` prompts, ``num_generations`` sampled
+    completions each, their rewards, the group advantages, the reference log-probs and the old log-probs; each
+    step one gradient step on ``grpo_loss``. With ``num_iterations`` = 1, π_old = π detached (ρ = 1, TRL's
+    shortcut); with more, π_old is the sampling policy, fixed while the batch is reused, and the clip binds.
+    Dropout is switched off (TRL's ``disable_dropout``): ρ must compare the same network twice."""
     import json
     import time
 
@@ -322,16 +329,19 @@ def run_grpo(cfg: GRPOConfig, quiet=False):
     from ..optim import AdamW, clip_grad_norm_
     from ..sft import _save_model, _write_json, load_policy
     from ..train.trainer import check_output_dir
+    from .dpo import disable_dropout
 
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
     out = Path(cfg.out)
     check_output_dir(out)
     policy, tokenizer, chat = load_policy(cfg.policy, cfg.method, cfg.seed)
+    disable_dropout(policy)
     if cfg.task == "positive_words" and chat:
         chat = False  # the review's first words are continued as text, not answered
     room = policy.config.max_position_embeddings - cfg.max_completion_length
     reward_fn = REWARDS[cfg.task]
-    n_train = cfg.prompts_per_step * cfg.max_steps
+    n_batches = -(-cfg.max_steps // cfg.num_iterations)
+    n_train = cfg.prompts_per_step * n_batches
     train_texts, train_ids = prompts_for(cfg.task, tokenizer, "train", n_train, cfg.prompt_tokens, chat, cfg.seed)
     eval_texts, eval_ids = prompts_for(cfg.task, tokenizer, "test", cfg.eval_prompts, cfg.prompt_tokens, chat, cfg.seed)
     if train_ids.shape[1] > room:
@@ -345,7 +355,7 @@ def run_grpo(cfg: GRPOConfig, quiet=False):
                                                    target_modules=cfg.target_modules, task_type="CAUSAL_LM"))
     else:
         ref_model, _, _ = load_policy(cfg.policy, cfg.method, cfg.seed)
-        ref_model.eval().requires_grad_(False)
+        disable_dropout(ref_model).eval().requires_grad_(False)
     reference = _reference(policy, ref_model)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
@@ -358,22 +368,28 @@ def run_grpo(cfg: GRPOConfig, quiet=False):
     try:
         for step in range(1, cfg.max_steps + 1):
             t0 = time.perf_counter()
-            rows = slice((step - 1) * cfg.prompts_per_step, step * cfg.prompts_per_step)
-            prompt_ids = train_ids[rows]
-            ids, mask = sample_completions(policy, prompt_ids, cfg.num_generations, cfg.max_completion_length,
-                                           cfg.temperature, tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.top_k)
-            p = prompt_ids.shape[1]
-            texts = [tokenizer.decode(row[: int(m.sum())].tolist(), skip_special_tokens=True)
-                     for row, m in zip(ids[:, p:], mask)]
-            prompts = np.repeat(np.asarray(train_texts[rows], dtype=object), cfg.num_generations)  # (B·G,)
-            rewards = np.array([reward_fn(t, q) for t, q in zip(texts, prompts)])
-            advantages = grpo_advantages(rewards, cfg.num_generations, scale_rewards=cfg.scale_rewards)
-            ref_logps = reference(ids, p)
+            if (step - 1) % cfg.num_iterations == 0:  # a new batch of prompts and completions
+                batch = (step - 1) // cfg.num_iterations
+                rows = slice(batch * cfg.prompts_per_step, (batch + 1) * cfg.prompts_per_step)
+                prompt_ids = train_ids[rows]
+                ids, mask = sample_completions(policy, prompt_ids, cfg.num_generations, cfg.max_completion_length,
+                                               cfg.temperature, tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.top_k)
+                p = prompt_ids.shape[1]
+                texts = [tokenizer.decode(row[: int(m.sum())].tolist(), skip_special_tokens=True)
+                         for row, m in zip(ids[:, p:], mask)]
+                prompts = np.repeat(np.asarray(train_texts[rows], dtype=object), cfg.num_generations)  # (B·G,)
+                rewards = np.array([reward_fn(t, q) for t, q in zip(texts, prompts)])
+                advantages = grpo_advantages(rewards, cfg.num_generations, scale_rewards=cfg.scale_rewards)
+                ref_logps = reference(ids, p)
+                old_logps = None
+                if cfg.num_iterations > 1:  # the sampling policy's log-probs, kept while the batch is reused
+                    with no_grad():
+                        old_logps = completion_logprobs(policy, ids, p).data
             policy.train()
             logps = completion_logprobs(policy, ids, p)
-            loss, stats = grpo_loss(logps, logps.data, ref_logps, advantages, mask, beta=cfg.beta, epsilon=cfg.epsilon,
-                                    epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
-                                    max_completion_length=cfg.max_completion_length)
+            loss, stats = grpo_loss(logps, logps.data if old_logps is None else old_logps, ref_logps, advantages, mask,
+                                    beta=cfg.beta, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
+                                    loss_type=cfg.loss_type, max_completion_length=cfg.max_completion_length)
             optimizer.zero_grad()
             loss.backward()
             grad_norm = clip_grad_norm_(params, cfg.max_grad_norm)
@@ -382,7 +398,7 @@ def run_grpo(cfg: GRPOConfig, quiet=False):
             groups = rewards.reshape(-1, cfg.num_generations)
             record = {"step": step, "loss": loss.item(), "reward": float(rewards.mean()),
                       "reward_std": float(groups.std(axis=1, ddof=1).mean()), "kl": stats["kl"],
-                      "clip_ratio": stats["clip_ratio"], "completion_length": float(mask.sum(axis=1).mean()),
+                      "clip_ratio": stats["clip_ratio"], "ratio_mean": stats["ratio_mean"], "completion_length": float(mask.sum(axis=1).mean()),
                       "grad_norm": float(grad_norm)}
             history.append(record)
             log.write(json.dumps(record) + "\n")
@@ -422,6 +438,8 @@ def add_cli_arguments(parser):
     parser.add_argument("--prompt-tokens", type=positive_int, default=d.prompt_tokens)
     parser.add_argument("--temperature", type=positive_float, default=d.temperature)
     parser.add_argument("--top-k", type=positive_int, default=None)
+    parser.add_argument("--num-iterations", type=positive_int, default=d.num_iterations,
+                        help="optimizer steps on each sampled batch (TRL's μ; > 1: the clip binds)")
     parser.add_argument("--beta", type=non_negative_float, default=d.beta, help="the k3 KL coefficient (0: no reference)")
     parser.add_argument("--epsilon", type=non_negative_float, default=d.epsilon)
     parser.add_argument("--epsilon-high", type=non_negative_float, default=None, help="default: --epsilon")

@@ -40,7 +40,7 @@ from ..backend import to_numpy, xp
 from ..inspect.trace import Trace
 from ..nn.layers import Linear
 from ..nn.module import Module
-from .losses import (KL_KINDS, compute_gae, kl_penalty, masked_mean, ppo_policy_loss, ppo_value_loss,
+from .losses import (KL_KINDS, compute_gae, masked_mean, ppo_policy_loss, ppo_value_loss,
                      token_logprobs, whiten)
 
 
@@ -48,7 +48,7 @@ from .losses import (KL_KINDS, compute_gae, kl_penalty, masked_mean, ppo_policy_
 def ppo_rewards(scores, logprobs, ref_logprobs, mask, kl_coef, kl_kind="k1"):
     """PPO's per-token rewards → ``(rewards, kl)``, host arrays (B, T):
 
-        kl_t      = KL estimate of token t (``kl_penalty``: k1 = log π − log π_ref), 0 where mask = 0
+        kl_t      = KL estimate of token t (``kl_penalty``'s k1 = log π − log π_ref, k2, k3), 0 where mask = 0
         rewards_t = −β · kl_t                    on every response token (mask 1)
         rewards_T += s                           at T = the LAST position with mask 1 of each row
 
@@ -75,9 +75,12 @@ def ppo_rewards(scores, logprobs, ref_logprobs, mask, kl_coef, kl_kind="k1"):
         raise ValueError(f"kl_coef must be a finite number >= 0 (β), got {kl_coef!r}")
     if kl_kind not in KL_KINDS:
         raise ValueError(f"kl_kind must be one of {KL_KINDS}, got {kl_kind!r}")
+    # the estimators of losses.kl_penalty (k1, k2, k3), on the host: this task does not build on that one
+    log_ratio = lp - ref  # log π − log π_ref
+    per_token = {"k1": log_ratio, "k2": 0.5 * log_ratio**2, "k3": np.expm1(-log_ratio) + log_ratio}[kl_kind]
     # TASK rlhf.ppo_rewards: PPO's per-token rewards: −β·KL on every token, the score on the last real one
     # BEGIN SOLUTION
-    kl = np.asarray(to_numpy(kl_penalty(lp, ref, kl_kind).data), dtype=np.float64) * m
+    kl = per_token * m  # (B, T): 0 on the padding
     rewards = -kl_coef * kl
     last = m.shape[1] - 1 - np.argmax(m[:, ::-1], axis=1)  # (B,): index of each row's last 1
     rewards[np.arange(len(s)), last] += s

@@ -70,6 +70,33 @@ def test_grpo_loss_equals_the_formula_token_by_token(float64, loss_type, seed):
 
 
 @pytest.mark.task("rlhf.grpo_loss")
+def test_loss_and_gradient_match_trls_formula_in_torch(float64):
+    torch = pytest.importorskip("torch")
+    lp, old, ref, adv, mask = case(7, spread=0.4)
+    for loss_type in ("grpo", "bnpo", "dr_grpo"):
+        # TRL's GRPOTrainer._compute_loss, line for line
+        t_lp = torch.tensor(lp, requires_grad=True)
+        t_old, t_ref, t_adv, t_mask = (torch.tensor(a) for a in (old, ref, adv, mask))
+        per_token_kl = torch.exp(t_ref - t_lp) - (t_ref - t_lp) - 1
+        coef_1 = torch.exp(t_lp - t_old)
+        coef_2 = torch.clamp(coef_1, 1 - 0.2, 1 + 0.28)
+        per_token_loss = -torch.min(coef_1 * t_adv.unsqueeze(1), coef_2 * t_adv.unsqueeze(1)) + 0.04 * per_token_kl
+        if loss_type == "grpo":
+            want = ((per_token_loss * t_mask).sum(-1) / t_mask.sum(-1).clamp(min=1.0)).mean()
+        elif loss_type == "bnpo":
+            want = (per_token_loss * t_mask).sum() / t_mask.sum().clamp(min=1.0)
+        else:
+            want = (per_token_loss * t_mask).sum() / (per_token_loss.size(0) * 9)
+        want.backward()
+        x = mf.tensor(lp, requires_grad=True)
+        loss, _ = grpo_loss(x, old, ref, adv, mask, beta=0.04, epsilon=0.2, epsilon_high=0.28, loss_type=loss_type,
+                            max_completion_length=9)
+        loss.backward()
+        assert loss.item() == pytest.approx(want.item(), rel=1e-12)
+        np.testing.assert_allclose(x.grad, t_lp.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.task("rlhf.grpo_loss")
 def test_at_the_start_the_loss_is_minus_the_mean_advantage_but_the_gradient_is_minus_a(float64):
     # π = π_old = π_ref: ρ = 1, k3 = 0; each completion's tokens weigh 1/(B |o_i|) in "grpo"
     lp = np.random.default_rng(0).normal(-2, 1, size=(4, 3))
@@ -235,6 +262,10 @@ def test_options_are_clear_errors(tmp_path):
         GRPOConfig(loss_type="ppo")
     with pytest.raises(ValueError, match="unknown method"):
         GRPOConfig(method="qlora")
+    with pytest.raises(ValueError, match="epsilon_high must be a finite number >= 0"):
+        GRPOConfig(epsilon_high=-0.1)
+    with pytest.raises(ValueError, match="beta must be a finite number >= 0"):
+        GRPOConfig(beta=float("nan"))
     with pytest.raises(ValueError, match="exceed the model's context"):
         run_grpo(GRPOConfig(policy=str(TINY_GPT), max_completion_length=62, out=str(tmp_path / "long")), quiet=True)
     (tmp_path / "afile").write_text("x")

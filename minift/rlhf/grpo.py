@@ -281,8 +281,12 @@ class GRPOConfig:
             self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
         if self.out is None:
             self.out = str(Path("runs") / f"grpo-{self.task}-{self.method}")
-        grpo_loss(np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1), np.ones((1, 1)), beta=self.beta,
-                  epsilon=self.epsilon, epsilon_high=self.epsilon_high, loss_type=self.loss_type)  # the options, now
+        for name in ("beta", "epsilon", "epsilon_high"):  # checked here, not by calling grpo_loss (a student's task)
+            value = getattr(self, name)
+            if value is None and name == "epsilon_high":
+                continue
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
 def _reference(policy, ref_model):

@@ -92,7 +92,8 @@ TASK_LIST = [
     Task("rlhf.grpo_advantages", "GRPO's group-relative advantages (r − group mean) / (group std + 1e-4)",
          "minift/rlhf/losses.py", 5),
     Task("rlhf.grpo_loss", "GRPO's loss: clipped ratio, k3 KL to the reference, the grpo/bnpo/dr_grpo normalizations",
-         "minift/rlhf/grpo.py", 10),
+         "minift/rlhf/grpo.py", 10, ("gradcheck.central_difference", "autograd.unbroadcast", "ops.elementwise_backward",
+                                     "rlhf.grpo_advantages")),
     # property-based tests as exercises: write the tests, scored by the mutants they kill
     Task("props.unbroadcast", "property tests for unbroadcast (the adjoint of broadcasting)", "tests/test_exercises.py", 5,
          target="autograd.unbroadcast"),

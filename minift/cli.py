@@ -180,10 +180,7 @@ def build_parser() -> ArgumentParser:
     for kind, (module, what) in ALIGN_KINDS.items():
         k = kinds.add_parser(kind, help=what, description=what)
         k.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        try:  # DEVGUARD (removed when every kind exists)
-            importlib.import_module(module).add_cli_arguments(k)
-        except (ImportError, AttributeError):
-            pass
+        importlib.import_module(module).add_cli_arguments(k)
 
     ins = sub.add_parser("inspect", help="what a checkpoint, HF directory, PEFT adapter or GGUF file holds (headers only)")
     from .inspect import add_cli_arguments as inspect_arguments

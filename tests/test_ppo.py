@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import minift as mf
 from minift.peft import LoraConfig, get_peft_model
-from minift.rlhf.losses import compute_gae, token_logprobs
+from minift.rlhf.losses import token_logprobs
 from minift.rlhf.ppo import (AdaptiveKLController, FixedKLController, PolicyWithValueHead, PPOConfig, PPOTrainer,
                              encode_prompts, ppo_rewards, response_mask, rollout_trace, run_ppo, word_count_reward)
 

@@ -9,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minift as mf
-from minift import functional as F
 from minift import optim
 from minift.models import TransformerConfig
 from minift.models.heads import (

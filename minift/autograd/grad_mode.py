@@ -1,6 +1,5 @@
 """``no_grad``: switch graph building off (evaluation, optimizer updates, generation)."""
 import contextlib
-import functools
 
 _enabled = [True]
 

@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
-from .. import functional as F
 from ..autograd.grad_mode import no_grad
 from ..backend import to_numpy, xp
 from ..inspect.trace import Trace

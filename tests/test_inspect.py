@@ -154,6 +154,21 @@ def lora_adapter(tmp_path, name="lora", hidden=16, **options):
     return pm, tmp_path / name
 
 
+def test_the_minilm_artifact_a_hugging_face_directory():
+    from minift import zoo
+
+    d = zoo.path("minilm")
+    report = inspect_path(d)
+    view = library_view(d / "model.safetensors")
+    assert report["num_tensors"] == len(view)
+    assert report["total_bytes"] == sum(nbytes for _, _, nbytes in view.values())
+    for r in report["tensors"]:
+        shape, dtype, nbytes = view[r["name"]]
+        assert r["shape"] == shape and r["bytes"] == nbytes
+    cfg = json.loads((d / "config.json").read_text())
+    assert report["summary"]["layers"] == cfg["num_hidden_layers"] == 6 and report["summary"]["vocabulary"] == 30522
+
+
 @pytest.mark.parametrize("use_rslora,scaling", [(False, 8 / 4), (True, 8 / math.sqrt(4))])
 def test_a_lora_adapter_rank_scaling_targets_and_saved_modules(tmp_path, use_rslora, scaling):
     from minift.peft.hub import hf_module_names

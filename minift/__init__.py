@@ -7,7 +7,7 @@
     loss = F.cross_entropy(x @ mf.randn(2, 3), [2])
     loss.backward()          # x.grad now holds dloss/dx
 """
-from . import backend, continual, data, functional, inspect, metrics, models, multitask, nn, optim, rlhf, sft, tokenization, train
+from . import backend, continual, data, functional, inspect, metrics, models, multitask, nn, optim, peft, rlhf, sft, tokenization, train
 from . import multitask  # after train: the MultiTaskTrainer is a Trainer
 from .autograd import (
     Function, GradcheckError, Tensor, arange, enable_grad, gradcheck, is_grad_enabled, no_grad, ones, randn,

@@ -167,6 +167,24 @@ def test_the_minilm_artifact_a_hugging_face_directory():
         assert r["shape"] == shape and r["bytes"] == nbytes
     cfg = json.loads((d / "config.json").read_text())
     assert report["summary"]["layers"] == cfg["num_hidden_layers"] == 6 and report["summary"]["vocabulary"] == 30522
+    assert inspect_path("minilm")["total_bytes"] == report["total_bytes"]  # a zoo model's name stands for its directory
+
+
+def test_against_a_zoo_model_by_name_a_bare_backbone(tmp_path):
+    # a classifier adapter's modules are bert.encoder…; MiniLM's file is a bare BertModel (encoder…), which the
+    # head class loads under its prefix "bert": matched so, the head (classifier) being made fresh
+    _, adapter = lora_adapter(tmp_path)  # made for a 16-wide bert, not for MiniLM's 384
+    against = inspect_path(adapter, against="minilm")["against"]
+    assert against["base"].endswith("minilm") and against["backbone_prefix"] == "bert"
+    assert len(against["touched"]) == 4 and not against["unmatched_targets"] and not against["absent_from_base"]
+    assert against["shape_mismatches"] and all("16" in m and "384" in m for m in against["shape_mismatches"])
+    model = mf.models.AutoModelForSequenceClassification.from_pretrained("minilm", num_labels=2)
+    fits = mf.peft.get_peft_model(model, mf.peft.LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["classifier"]))
+    fits.save_pretrained(tmp_path / "minilm-adapter")
+    good = inspect_path(tmp_path / "minilm-adapter", against="minilm")["against"]
+    assert good["problems"] == [] and len(good["touched"]) == 6
+    with pytest.raises(FileNotFoundError, match="or a zoo model: minilm, smollm2"):
+        inspect_path(tmp_path / "nowhere")
 
 
 @pytest.mark.parametrize("use_rslora,scaling", [(False, 8 / 4), (True, 8 / math.sqrt(4))])

@@ -97,9 +97,24 @@ def _refuse_pickles(d: Path, wanted: str):
         raise InspectError(f"{d} has {', '.join(pickles)} but no {wanted}: {pickles[0]} is refused: {PICKLE_WHY}")
 
 
+MODEL_ARTIFACTS = ("minilm", "smollm2")
+BACKBONE_PREFIXES = ("bert", "roberta", "transformer", "model")  # HF's base_model_prefix of the head classes  # zoo names that stand for a model: inspect minilm, --against smollm2
+
+
+def _resolve(path) -> Path:
+    """``path`` as given, or, for a zoo model's name that is not a path here, its cached directory."""
+    path = Path(path)
+    if not path.exists() and str(path) in MODEL_ARTIFACTS:
+        from .. import zoo
+
+        return zoo.path(str(path))
+    return path
+
+
 def _kind(path: Path) -> str:
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise FileNotFoundError(f"{path} does not exist (give a directory or file, or a zoo model: "
+                                f"{', '.join(MODEL_ARTIFACTS)})")
     if path.is_file():
         if path.suffix == ".gguf":
             return "gguf"
@@ -379,9 +394,20 @@ def compare_with_base(report: dict, base) -> dict:
     ``m`` ends with ``"." + t``; a string is a regular expression matched against the whole name. A target
     that selects nothing is the silent bug (peft#40): training runs and nothing is adapted.
     """
-    base = Path(base)
+    base = _resolve(base)
     modules = _base_modules(base)
     adapter = report["adapter"]
+    by_module = _adapter_modules(report["tensors"])
+    # A bare backbone (HF's BertModel: "encoder.layer.0…") under an adapter made for a model with a head
+    # ("bert.encoder.layer.0…"): Hugging Face loads it under the head class's base_model_prefix, so read it so.
+    firsts = {m.split(".")[0] for m in adapter["adapted_modules"]}
+    backbone_prefix = None
+    if len(firsts) == 1 and (first := firsts.pop()) in BACKBONE_PREFIXES \
+            and not any(m.startswith(first + ".") for m in modules) \
+            and any(m.removeprefix(first + ".") in modules for m in adapter["adapted_modules"]):
+        backbone_prefix = first  # only when the prefix makes the adapted modules land (a llama base stays a mismatch)
+        modules = {f"{first}.{m}": shape for m, shape in modules.items()}
+    heads = set(adapter["modules_to_save"] or []) | set(adapter.get("saved_modules") or [])
 
     def selects(t, m):
         return m == t or m.endswith("." + t)
@@ -395,9 +421,11 @@ def compare_with_base(report: dict, base) -> dict:
         selected = sorted(m for m in modules if any(selects(t, m) for t in targets))
         unmatched_targets = [t for t in targets if not any(selects(t, m) for m in modules)]
     unmatched_saved = [s for s in adapter["modules_to_save"] or [] if not any(selects(s, m) for m in modules)]
-    by_module = _adapter_modules(report["tensors"])
     touched = sorted(m for m in by_module if m in modules)
     absent = sorted(m for m in by_module if m not in modules)
+    if backbone_prefix:  # a head is not in a bare backbone: the head class makes it, the adapter saves it whole
+        unmatched_saved = []
+        absent = [m for m in absent if not any(m == h or m.endswith("." + h) for h in heads)]
     adapted = set(adapter["adapted_modules"])
     without_tensors = [m for m in selected if m not in adapted]  # PEFT would leave these at their start: B = 0
     mismatched = []
@@ -419,7 +447,7 @@ def compare_with_base(report: dict, base) -> dict:
     return {"base": str(base), "base_modules": len(modules), "selected_by_targets": selected, "touched": touched,
             "unmatched_targets": unmatched_targets, "unmatched_modules_to_save": unmatched_saved,
             "absent_from_base": absent, "selected_without_tensors": without_tensors, "shape_mismatches": mismatched,
-            "problems": problems}
+            "backbone_prefix": backbone_prefix, "problems": problems}
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -431,7 +459,7 @@ def inspect_path(path, against=None) -> dict:
     (peft_type, r, lora_alpha, scaling, target_modules, modules_to_save, adapted_modules, saved_modules), and
     with ``against`` (a base model's path) ``against`` (see ``compare_with_base``).
     """
-    path = Path(path)
+    path = _resolve(path)
     kind = _kind(path)
     if path.is_file() and path.name in ("config.json", ADAPTER_CONFIG):
         path = path.parent
@@ -471,7 +499,11 @@ def format_report(report: dict, max_tensors: int | None = None) -> str:
     if a:
         if a["scaling_formula"]:
             lines.append(f"  scaling: {a['scaling_formula']} = {a['scaling']:g}")
-        lines.append(f"  target_modules: {a['target_modules']}")
+        targets = a["target_modules"]
+        if isinstance(targets, list) and len(targets) > 8:  # full module names, one per adapted layer: a sample
+            lines.append(f"  target_modules ({len(targets)} names): {targets[:4]} … {targets[-2:]}")
+        else:
+            lines.append(f"  target_modules: {targets}")
         lines.append(f"  modules_to_save: {a['modules_to_save']}")
         lines.append(f"  adapted modules ({len(a['adapted_modules'])}): "
                      + ", ".join(f"{k} ×{v}" for k, v in a["by_suffix"].items()))
@@ -484,6 +516,9 @@ def format_report(report: dict, max_tensors: int | None = None) -> str:
     c = report.get("against")
     if c:
         lines.append(f"against {c['base']} ({c['base_modules']} modules):")
+        if c.get("backbone_prefix"):
+            lines.append(f"  the base is a bare backbone: its modules read as {c['backbone_prefix']}.…, as the head "
+                         "class loads it; the head itself is made fresh and saved whole in the adapter")
         lines.append(f"  touches {len(c['touched'])}: {', '.join(c['touched'][:8])}"
                      f"{' …' if len(c['touched']) > 8 else ''}")
         lines += [f"  ERROR: {p}" for p in c["problems"]] or ["  every target and saved module matches the base"]

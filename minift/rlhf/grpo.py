@@ -369,6 +369,9 @@ def run_grpo(cfg: GRPOConfig, quiet=False):
     backend.seed(cfg.seed)
     log = open(out / "log.jsonl", "w")
     history, train_seconds = [], 0.0
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.max_steps, desc="grpo", disable=quiet, ncols=90, mininterval=1.0, file=sys.stderr)
     try:
         for step in range(1, cfg.max_steps + 1):
             t0 = time.perf_counter()
@@ -406,10 +409,12 @@ def run_grpo(cfg: GRPOConfig, quiet=False):
                       "grad_norm": float(grad_norm)}
             history.append(record)
             log.write(json.dumps(record) + "\n")
+            bar.update(1)
             if step % cfg.logging_steps == 0 or step == cfg.max_steps:
-                say(f"step {step}: reward {np.mean([r['reward'] for r in history[-cfg.logging_steps:]]):.3f}, "
-                    f"kl {stats['kl']:.4f}")
+                bar.set_postfix(reward=f"{np.mean([r['reward'] for r in history[-cfg.logging_steps:]]):.3f}",
+                                kl=f"{stats['kl']:.4f}")
     finally:
+        bar.close()
         log.close()
     after, after_samples = mean_reward(policy, tokenizer, eval_texts, eval_ids, cfg, reward_fn, cfg.seed + 1)
     plotting.plot_curves({"reward (training batch)": [r["reward"] for r in history]}, out / "reward.png",

@@ -587,6 +587,9 @@ def run_ppo(cfg: PPOConfig, reward_fn=None, quiet=False, train_prompts=None, eva
     log_path = out / "log.jsonl"
     log_path.write_text("")
     start = time.perf_counter()
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.max_steps, desc="ppo", disable=quiet, ncols=90, mininterval=1.0, file=sys.stderr)
     for step in range(1, cfg.max_steps + 1):
         if cursor + cfg.batch_size > len(order):
             order, cursor = rng.permutation(len(train)), 0
@@ -598,9 +601,11 @@ def run_ppo(cfg: PPOConfig, reward_fn=None, quiet=False, train_prompts=None, eva
         logs.append(stats)
         with open(log_path, "a") as f:
             f.write(json.dumps(stats) + "\n")
+        bar.update(1)
         if step % cfg.logging_steps == 0 or step == cfg.max_steps:
-            say(f"step {step}/{cfg.max_steps}: score {stats['objective/scores']:.3f}, KL {stats['objective/kl']:.3f}, "
-                f"β {stats['kl_coef']:.4f}, clipfrac {stats['policy/clipfrac_avg']:.3f}")
+            bar.set_postfix(score=f"{stats['objective/scores']:.3f}", kl=f"{stats['objective/kl']:.3f}",
+                            beta=f"{stats['kl_coef']:.4f}")
+    bar.close()
     train_seconds = time.perf_counter() - start
     after = trainer.evaluate(held_out, seed=cfg.seed + 1)
     plotting.plot_curves({"objective/scores": [s["objective/scores"] for s in logs],

@@ -147,3 +147,29 @@ def test_the_command_line_options_reach_the_config(tmp_path):
         parser.parse_args([str(TINY_GPT), "--beta", "0"])
     with pytest.raises(CommandLineError, match="invalid choice"):
         parser.parse_args([str(TINY_GPT), "--loss-type", "kto"])
+
+
+def test_the_dpo_trainer_in_trls_form_starts_at_ln_2_and_learns_the_pairs(tmp_path):
+    from minift.models.auto import AutoModelForCausalLM
+    from minift.peft import LoraConfig, get_peft_model
+    from minift.rlhf import DPOTrainer
+    from minift.train import TrainingArguments
+
+    tok = mf.tokenization.from_pretrained(TINY_GPT)
+    policy = get_peft_model(AutoModelForCausalLM.from_pretrained(TINY_GPT),
+                            LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    train = fake_preference_dataset(split="train")
+    args = TrainingArguments(output_dir=str(tmp_path / "dpo"), learning_rate=3e-3, max_steps=30,
+                             per_device_train_batch_size=4, logging_steps=5, save_strategy="no", disable_tqdm=True,
+                             plot=False)
+    trainer = DPOTrainer(policy, args=args, train_dataset=train, processing_class=tok, beta=0.1)
+    before = trainer.metrics(train)
+    assert before["loss"] == pytest.approx(math.log(2), abs=1e-6) and before["rewards/accuracies"] == 0.0
+    state = trainer.train()
+    after = trainer.metrics(train)
+    assert after["loss"] < 0.2 and after["rewards/accuracies"] == 1.0
+    assert {"rewards/chosen", "rewards/margins"} <= set([r for r in state.log_history if "loss" in r][-1])
+    with pytest.raises(ValueError, match="DPO needs a reference"):
+        DPOTrainer(AutoModelForCausalLM.from_pretrained(TINY_GPT), args=args, train_dataset=train, processing_class=tok)
+    with pytest.raises(ValueError, match="args is required"):
+        DPOTrainer(policy, train_dataset=train, processing_class=tok)

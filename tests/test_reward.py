@@ -300,3 +300,24 @@ def test_the_command_line_reaches_the_config_and_a_bad_option_is_one_line(tmp_pa
     help_text = subprocess.run([sys.executable, "-m", "minift.cli", "align", "rm", "--help"], capture_output=True,
                                text=True, cwd=ROOT, timeout=120)
     assert help_text.returncode == 0 and "--center-rewards-coefficient" in help_text.stdout
+
+
+def test_the_reward_trainer_in_trls_form_learns_the_pairs_and_logs_its_metrics(bert_tokenizer, tmp_path):
+    from minift.rlhf import RewardTrainer
+    from minift.rlhf.reward import reward_model
+    from minift.train import TrainingArguments
+
+    train, held_out = fake_preference_dataset(split="train"), fake_preference_dataset(split="test")
+    args = TrainingArguments(output_dir=str(tmp_path / "rm"), learning_rate=2e-3, max_steps=40,
+                             per_device_train_batch_size=8, logging_steps=10, save_strategy="no", disable_tqdm=True,
+                             plot=False)
+    trainer = RewardTrainer(reward_model(str(TINY_BERT)), args=args, train_dataset=train, processing_class=bert_tokenizer)
+    before = trainer.metrics(held_out)
+    state = trainer.train()
+    after = trainer.metrics(held_out)
+    assert after["loss"] < before["loss"] and after["accuracy"] > max(before["accuracy"], 0.7)
+    assert args.remove_unused_columns  # the caller's arguments are not changed; the trainer keeps the text columns
+    logged = [r for r in state.log_history if "loss" in r]
+    assert {"accuracy", "margin"} <= set(logged[-1])
+    with pytest.raises(ValueError, match="processing_class"):
+        RewardTrainer(reward_model(str(TINY_BERT)), args=args, train_dataset=train)

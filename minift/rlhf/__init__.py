@@ -8,16 +8,17 @@
     reward.py   reward models: a one-output classifier trained with Bradley–Terry; reward_function for PPO/GRPO
     preference_data.py   preference pairs derived from the reviews' human ratings
 """
-from .dpo import DataCollatorForPreference, DPOMetricsCallback, DPOModel, disable_dropout
+from .dpo import DataCollatorForPreference, DPOMetricsCallback, DPOModel, DPOTrainer, disable_dropout
 from .grpo import GRPOConfig, grpo_loss, run_grpo
 from .ppo import AdaptiveKLController, PolicyWithValueHead, PPOConfig, PPOTrainer, ppo_rewards, rollout_trace, run_ppo
-from .reward import (DataCollatorForRewardModeling, RewardDataCollatorWithPadding, RewardModel, pairwise_accuracy,
+from .reward import (DataCollatorForRewardModeling, RewardDataCollatorWithPadding, RewardModel, RewardTrainer,
+                     pairwise_accuracy,
                      reward_function, reward_model)
 from .losses import (DPO_LOSS_TYPES, KL_KINDS, Trace, bradley_terry_loss, compute_gae, dpo_loss, grpo_advantages, kl_penalty,
                      masked_mean, ppo_policy_loss, ppo_value_loss, sequence_logprobs, token_logprobs, whiten)
 
 __all__ = ["AdaptiveKLController", "GRPOConfig", "PPOConfig", "PPOTrainer", "PolicyWithValueHead", "grpo_loss",
            "ppo_rewards", "rollout_trace", "run_grpo", "run_ppo", "DataCollatorForRewardModeling", "RewardDataCollatorWithPadding", "RewardModel", "pairwise_accuracy",
-           "reward_function", "reward_model", "DPOMetricsCallback", "DPOModel", "DPO_LOSS_TYPES", "DataCollatorForPreference", "KL_KINDS", "Trace",
+           "reward_function", "reward_model", "DPOMetricsCallback", "DPOModel", "DPOTrainer", "RewardTrainer", "DPO_LOSS_TYPES", "DataCollatorForPreference", "KL_KINDS", "Trace",
            "bradley_terry_loss", "compute_gae", "disable_dropout", "dpo_loss", "grpo_advantages", "kl_penalty",
            "masked_mean", "ppo_policy_loss", "ppo_value_loss", "sequence_logprobs", "token_logprobs", "whiten"]

@@ -125,6 +125,51 @@ class DPOMetricsCallback(TrainerCallback):
             self.seen = []
 
 
+def _preference_trainer(model, args, train_dataset, collator, callbacks, eval_dataset=None):
+    """A ``Trainer`` for a preference model (``DPOModel``, ``RewardModel``): the rows' text columns kept for the
+    collator (``remove_unused_columns=False``, on a copy of ``args``), TRL's metrics logged."""
+    from dataclasses import replace
+
+    from ..train import Trainer
+
+    if args is None:
+        raise ValueError("args is required: TrainingArguments(output_dir=…, learning_rate=…, max_steps=…)")
+    args = replace(args, remove_unused_columns=False)  # the collator reads "prompt", "chosen", "rejected"
+    return Trainer(model, args, train_dataset=train_dataset, eval_dataset=eval_dataset, data_collator=collator,
+                   callbacks=[DPOMetricsCallback(model)] + list(callbacks or []))
+
+
+class DPOTrainer:
+    """TRL's ``DPOTrainer`` in minift's pieces: ``DPOModel`` (the policy and its reference) trained by the
+    ``Trainer`` on rows ``{"prompt", "chosen", "rejected"}`` through ``DataCollatorForPreference``, TRL's
+    ``rewards/*`` logged. ``ref_model=None`` needs a PEFT policy (the reference is its adapter disabled).
+
+        trainer = DPOTrainer(peft_policy, args=TrainingArguments(output_dir="runs/dpo", learning_rate=5e-4,
+                             max_steps=100), train_dataset=pairs, processing_class=tokenizer, beta=0.1)
+        trainer.train()
+
+    ``chat``: the tokenizer's chat template (default: used when the tokenizer has one). ``.dpo_model`` is the
+    wrapped model, ``.trainer`` the ``Trainer``; ``train()`` and ``evaluate()`` are the Trainer's.
+    """
+
+    def __init__(self, model, ref_model=None, args=None, train_dataset=None, eval_dataset=None, processing_class=None,
+                 beta=0.1, loss_type="sigmoid", label_smoothing=0.0, max_length=None, chat=None, callbacks=None):
+        if processing_class is None:
+            raise ValueError("processing_class (the tokenizer) is required: it turns the rows' text into tokens")
+        chat = bool(getattr(processing_class, "chat_template", None)) if chat is None else chat
+        self.dpo_model = DPOModel(model, ref_model=ref_model, beta=beta, loss_type=loss_type,
+                                  label_smoothing=label_smoothing)
+        self.collator = DataCollatorForPreference(processing_class, max_length=max_length, chat=chat)
+        self.trainer = _preference_trainer(self.dpo_model, args, train_dataset, self.collator, callbacks, eval_dataset)
+
+    def train(self, **kw):
+        return self.trainer.train(**kw)
+
+    def metrics(self, pairs, batch_size=16):
+        """``preference_metrics`` of ``pairs`` (held-out rows): TRL's rewards/* over the whole set."""
+        return preference_metrics(self.dpo_model, self.collator, pairs, batch_size=batch_size)
+
+
 # ----------------------------------------------------------------------------- the run: minift align dpo
 METHODS = ("lora", "full")
 
@@ -329,5 +374,5 @@ def run_from_args(args, quiet=False):
     return run_dpo(cfg, quiet=quiet)
 
 
-__all__ = ["DPOConfig", "DPOMetricsCallback", "DPOModel", "DataCollatorForPreference", "METHODS", "add_cli_arguments",
+__all__ = ["DPOConfig", "DPOMetricsCallback", "DPOTrainer", "DPOModel", "DataCollatorForPreference", "METHODS", "add_cli_arguments",
            "disable_dropout", "preference_metrics", "run_dpo", "run_from_args"]

@@ -244,6 +244,34 @@ class DataCollatorForRewardModeling(RewardDataCollatorWithPadding):
 
 
 # ============================================================================ measuring
+class RewardTrainer:
+    """TRL's ``RewardTrainer`` in minift's pieces: ``RewardModel`` (a one-output classifier, Bradley–Terry) trained
+    by the ``Trainer`` on rows ``{"prompt", "chosen", "rejected"[, "margin"]}`` through
+    ``DataCollatorForRewardModeling``; accuracy, margin and mean reward logged.
+
+        trainer = RewardTrainer(reward_model("checkpoints/tiny-bert"), args=TrainingArguments(output_dir="runs/rm",
+                                learning_rate=1e-4, max_steps=100), train_dataset=pairs, processing_class=tokenizer)
+        trainer.train()
+        trainer.metrics(held_out_pairs)      # accuracy, margin, loss, … (reward_metrics)
+    """
+
+    def __init__(self, model, args=None, train_dataset=None, eval_dataset=None, processing_class=None, max_length=None,
+                 center_rewards_coefficient=None, use_margin=False, callbacks=None):
+        from .dpo import _preference_trainer
+
+        if processing_class is None:
+            raise ValueError("processing_class (the tokenizer) is required: it turns the rows' text into tokens")
+        self.reward_model = RewardModel(model, center_rewards_coefficient=center_rewards_coefficient)
+        self.collator = DataCollatorForRewardModeling(processing_class, max_length=max_length, use_margin=use_margin)
+        self.trainer = _preference_trainer(self.reward_model, args, train_dataset, self.collator, callbacks, eval_dataset)
+
+    def train(self, **kw):
+        return self.trainer.train(**kw)
+
+    def metrics(self, pairs, batch_size=32):
+        return reward_metrics(self.reward_model, self.collator, pairs, batch_size=batch_size)
+
+
 def pairwise_accuracy(chosen_rewards, rejected_rewards):
     """mean [r_c > r_r]: the share of pairs ranked as people ranked them. Strict: a tie is not a win (TRL's
     RewardTrainer from 0.22; up to 0.21 it dropped the tied pairs and warned)."""
@@ -540,6 +568,7 @@ def run_from_args(args, quiet=False):
 
 
 __all__ = ["DataCollatorForRewardModeling", "METHODS", "RewardConfig", "RewardDataCollatorWithPadding", "RewardModel",
+           "RewardTrainer",
            "RewardOutput", "add_cli_arguments", "load_reward_function", "pair_rewards", "pairwise_accuracy",
            "reward_function", "reward_loss", "reward_metrics", "reward_model", "reward_text", "run_from_args",
            "run_reward"]

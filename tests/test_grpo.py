@@ -292,3 +292,27 @@ def test_the_command_line(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "minift.cli", "align", "grpo", str(TINY_GPT), "--num-generations", "1",
                           "--out", str(tmp_path / "bad")], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "num_generations" in bad.stderr
+
+
+def test_the_grpo_trainer_in_trls_form_sums_its_reward_functions_and_checks_its_inputs():
+    from minift.models.auto import AutoModelForCausalLM
+    from minift.peft import LoraConfig, get_peft_model
+    from minift.rlhf.grpo import GRPOTrainer, prompts_for
+
+    tok = mf.tokenization.from_pretrained(TINY_GPT)
+    policy = get_peft_model(AutoModelForCausalLM.from_pretrained(TINY_GPT), LoraConfig(r=4, target_modules=["q_proj"]))
+    cfg = GRPOConfig(num_generations=4, prompts_per_step=2, max_steps=3)
+    data = prompts_for("positive_words", tok, "train", 6, 4, chat=False)
+    always_one = lambda completion, prompt: 1.0  # noqa: E731
+    trainer = GRPOTrainer(policy, [positive_word_reward, always_one], cfg, data, tok)
+    mf.seed(0)
+    batch = trainer.sample_batch(0)
+    assert np.allclose(batch["rewards"], [positive_word_reward(t) + 1.0 for t in batch["texts"]])
+    history = trainer.train()
+    assert [r["step"] for r in history] == [1, 2, 3] and history[0]["kl"] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="GRPO needs a reference"):
+        GRPOTrainer(AutoModelForCausalLM.from_pretrained(TINY_GPT), always_one, cfg, data, tok)
+    with pytest.raises(ValueError, match="need 6 prompts; train_dataset has 4"):
+        GRPOTrainer(policy, always_one, cfg, (data[0][:4], data[1][:4]), tok)
+    with pytest.raises(TypeError, match="reward_funcs must be a function"):
+        GRPOTrainer(policy, "positive_words", cfg, data, tok)

@@ -9,7 +9,7 @@
     preference_data.py   preference pairs derived from the reviews' human ratings
 """
 from .dpo import DataCollatorForPreference, DPOMetricsCallback, DPOModel, DPOTrainer, disable_dropout
-from .grpo import GRPOConfig, grpo_loss, run_grpo
+from .grpo import GRPOConfig, GRPOTrainer, grpo_loss, run_grpo
 from .ppo import AdaptiveKLController, PolicyWithValueHead, PPOConfig, PPOTrainer, ppo_rewards, rollout_trace, run_ppo
 from .reward import (DataCollatorForRewardModeling, RewardDataCollatorWithPadding, RewardModel, RewardTrainer,
                      pairwise_accuracy,
@@ -17,7 +17,7 @@ from .reward import (DataCollatorForRewardModeling, RewardDataCollatorWithPaddin
 from .losses import (DPO_LOSS_TYPES, KL_KINDS, Trace, bradley_terry_loss, compute_gae, dpo_loss, grpo_advantages, kl_penalty,
                      masked_mean, ppo_policy_loss, ppo_value_loss, sequence_logprobs, token_logprobs, whiten)
 
-__all__ = ["AdaptiveKLController", "GRPOConfig", "PPOConfig", "PPOTrainer", "PolicyWithValueHead", "grpo_loss",
+__all__ = ["AdaptiveKLController", "GRPOConfig", "GRPOTrainer", "PPOConfig", "PPOTrainer", "PolicyWithValueHead", "grpo_loss",
            "ppo_rewards", "rollout_trace", "run_grpo", "run_ppo", "DataCollatorForRewardModeling", "RewardDataCollatorWithPadding", "RewardModel", "pairwise_accuracy",
            "reward_function", "reward_model", "DPOMetricsCallback", "DPOModel", "DPOTrainer", "RewardTrainer", "DPO_LOSS_TYPES", "DataCollatorForPreference", "KL_KINDS", "Trace",
            "bradley_terry_loss", "compute_gae", "disable_dropout", "dpo_loss", "grpo_advantages", "kl_penalty",

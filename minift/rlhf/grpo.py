@@ -316,21 +316,136 @@ def mean_reward(policy, tokenizer, prompt_texts, prompt_ids, cfg, reward_fn, see
     return float(rewards.mean()), samples
 
 
-def run_grpo(cfg: GRPOConfig, quiet=False):
-    """GRPO of ``cfg.policy`` on ``cfg.task``'s prompts with its verifiable reward; writes into ``cfg.out``
-    ``log.jsonl`` (TRL's keys: reward, reward_std, kl, completion_length, clip_ratio, loss), ``reward.png``,
-    ``results.json`` (the mean reward on held-out prompts before and after, samples) and the adapter or model.
+class GRPOTrainer:
+    """TRL's ``GRPOTrainer`` in minift's pieces: sampling, rewards, group advantages, ``grpo_loss``, AdamW.
+
+        trainer = GRPOTrainer(policy, positive_word_reward, GRPOConfig(num_generations=8, max_steps=50),
+                              prompts_for("positive_words", tok, "train", 200, 4, chat=False), tok)
+        history = trainer.train()           # one record per step, TRL's keys
+
+    ``reward_funcs``: a function (completion, prompt) → float, or a list of them (their rewards are summed, as
+    TRL sums its reward functions). ``train_dataset``: (prompt texts, prompt ids (N, P)) — every prompt the same
+    number of tokens (``prompts_for`` makes them so). ``ref_model=None`` needs a PEFT policy (the reference is
+    its adapter disabled). Only the optimization options of ``args`` are read (``num_generations``,
+    ``prompts_per_step``, ``max_steps``, ``num_iterations``, the loss's, the sampling's, ``learning_rate``).
 
     Every ``num_iterations`` steps a new batch: ``prompts_per_step`` prompts, ``num_generations`` sampled
     completions each, their rewards, the group advantages, the reference log-probs and the old log-probs; each
     step one gradient step on ``grpo_loss``. With ``num_iterations`` = 1, π_old = π detached (ρ = 1, TRL's
     shortcut); with more, π_old is the sampling policy, fixed while the batch is reused, and the clip binds.
-    Dropout is switched off (TRL's ``disable_dropout``): ρ must compare the same network twice."""
-    import json
-    import time
+    """
 
+    def __init__(self, model, reward_funcs, args, train_dataset, processing_class, ref_model=None):
+        from ..optim import AdamW
+        from .dpo import disable_dropout
+
+        if ref_model is None and not hasattr(model, "disable_adapter"):
+            raise ValueError("GRPO needs a reference: pass ref_model=, or give the policy a PEFT adapter "
+                             "(mf.peft.get_peft_model) so that the reference is the policy with it disabled")
+        funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+        if not funcs or not all(callable(f) for f in funcs):
+            raise TypeError("reward_funcs must be a function (completion, prompt) → float, or a list of them")
+        texts, ids = train_dataset
+        ids = np.asarray(ids)
+        if ids.ndim != 2 or len(texts) != len(ids):
+            raise ValueError(f"train_dataset must be (prompt texts, prompt ids of shape (N, P)) with one text per row, "
+                             f"got {len(texts)} texts and ids of shape {ids.shape}")
+        needed = args.prompts_per_step * -(-args.max_steps // args.num_iterations)
+        if len(ids) < needed:
+            raise ValueError(f"{args.max_steps} steps of {args.prompts_per_step} prompts (a new batch every "
+                             f"{args.num_iterations} steps) need {needed} prompts; train_dataset has {len(ids)}")
+        self.model, self.args, self.tokenizer, self.ref_model = disable_dropout(model), args, processing_class, ref_model
+        if ref_model is not None:
+            disable_dropout(ref_model).eval().requires_grad_(False)
+        self.reward_funcs, self.texts, self.ids = funcs, list(texts), ids
+        self.reference = _reference(model, ref_model)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = AdamW(self.params, lr=args.learning_rate, weight_decay=0.0)
+        self.train_seconds = 0.0
+
+    def reward(self, completion, prompt):
+        return float(sum(f(completion, prompt) for f in self.reward_funcs))
+
+    def sample_batch(self, batch):
+        """Batch ``batch``'s prompts: completions, mask, rewards, advantages, reference and old log-probs."""
+        cfg, tok = self.args, self.tokenizer
+        rows = slice(batch * cfg.prompts_per_step, (batch + 1) * cfg.prompts_per_step)
+        prompt_ids = self.ids[rows]
+        ids, mask = sample_completions(self.model, prompt_ids, cfg.num_generations, cfg.max_completion_length,
+                                       cfg.temperature, tok.eos_token_id, tok.pad_token_id, cfg.top_k)
+        p = prompt_ids.shape[1]
+        texts = [tok.decode(row[: int(m.sum())].tolist(), skip_special_tokens=True) for row, m in zip(ids[:, p:], mask)]
+        prompts = np.repeat(np.asarray(self.texts[rows], dtype=object), cfg.num_generations)  # (B·G,)
+        rewards = np.array([self.reward(t, q) for t, q in zip(texts, prompts)])
+        old_logps = None
+        if cfg.num_iterations > 1:  # the sampling policy's log-probs, kept while the batch is reused
+            with no_grad():
+                old_logps = completion_logprobs(self.model, ids, p).data
+        return {"ids": ids, "mask": mask, "prompt_length": p, "rewards": rewards, "texts": texts,
+                "advantages": grpo_advantages(rewards, cfg.num_generations, scale_rewards=cfg.scale_rewards),
+                "ref_logps": self.reference(ids, p), "old_logps": old_logps}
+
+    def step(self, batch, step):
+        """One gradient step on ``grpo_loss`` over a sampled ``batch``; returns the step's record."""
+        from ..optim import clip_grad_norm_
+
+        cfg = self.args
+        self.model.train()
+        logps = completion_logprobs(self.model, batch["ids"], batch["prompt_length"])
+        old = logps.data if batch["old_logps"] is None else batch["old_logps"]
+        loss, stats = grpo_loss(logps, old, batch["ref_logps"], batch["advantages"], batch["mask"], beta=cfg.beta,
+                                epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
+                                max_completion_length=cfg.max_completion_length)
+        self.optimizer.zero_grad()
+        loss.backward()
+        grad_norm = clip_grad_norm_(self.params, cfg.max_grad_norm)
+        self.optimizer.step()
+        rewards, mask = batch["rewards"], batch["mask"]
+        groups = rewards.reshape(-1, cfg.num_generations)
+        return {"step": step, "loss": loss.item(), "reward": float(rewards.mean()),
+                "reward_std": float(groups.std(axis=1, ddof=1).mean()), "kl": stats["kl"],
+                "clip_ratio": stats["clip_ratio"], "ratio_mean": stats["ratio_mean"],
+                "completion_length": float(mask.sum(axis=1).mean()), "grad_norm": float(grad_norm)}
+
+    def train(self, log_path=None, quiet=True):
+        """``args.max_steps`` steps; each record also goes to ``log_path`` (JSON lines) if given. Returns them."""
+        import json
+        import time
+
+        from tqdm import tqdm
+
+        cfg, history = self.args, []
+        log = open(log_path, "w") if log_path is not None else None
+        bar = tqdm(total=cfg.max_steps, desc="grpo", disable=quiet, ncols=90, mininterval=1.0, file=sys.stderr)
+        try:
+            for step in range(1, cfg.max_steps + 1):
+                t0 = time.perf_counter()
+                if (step - 1) % cfg.num_iterations == 0:  # a new batch of prompts and completions
+                    batch = self.sample_batch((step - 1) // cfg.num_iterations)
+                record = self.step(batch, step)
+                self.train_seconds += time.perf_counter() - t0
+                history.append(record)
+                if log is not None:
+                    log.write(json.dumps(record) + "\n")
+                bar.update(1)
+                if step % cfg.logging_steps == 0 or step == cfg.max_steps:
+                    bar.set_postfix(reward=f"{np.mean([r['reward'] for r in history[-cfg.logging_steps:]]):.3f}",
+                                    kl=f"{record['kl']:.4f}")
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+        return history
+
+
+def run_grpo(cfg: GRPOConfig, quiet=False):
+    """GRPO of ``cfg.policy`` on ``cfg.task``'s prompts with its verifiable reward; writes into ``cfg.out``
+    ``log.jsonl`` (TRL's keys: reward, reward_std, kl, completion_length, clip_ratio, loss), ``reward.png``,
+    ``results.json`` (the mean reward on held-out prompts before and after, samples) and the adapter or model.
+
+    The steps are ``GRPOTrainer``'s. Dropout is switched off (TRL's ``disable_dropout``): ρ must compare the same
+    network twice."""
     from .. import backend, plotting
-    from ..optim import AdamW, clip_grad_norm_
     from ..sft import _save_model, _write_json, load_policy
     from ..train.trainer import check_output_dir
     from .dpo import disable_dropout
@@ -360,62 +475,13 @@ def run_grpo(cfg: GRPOConfig, quiet=False):
     else:
         ref_model, _, _ = load_policy(cfg.policy, cfg.method, cfg.seed)
         disable_dropout(ref_model).eval().requires_grad_(False)
-    reference = _reference(policy, ref_model)
-    params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    trainer = GRPOTrainer(policy, reward_fn, cfg, (train_texts, train_ids), tokenizer, ref_model=ref_model)
     say(f"GRPO of {cfg.policy} on {cfg.task} ({cfg.method}, G = {cfg.num_generations}, β = {cfg.beta}, "
-        f"{cfg.loss_type}): {sum(int(p.data.size) for p in params):,} parameters trainable; measuring before…")
+        f"{cfg.loss_type}): {sum(int(p.data.size) for p in trainer.params):,} parameters trainable; measuring before…")
     before, before_samples = mean_reward(policy, tokenizer, eval_texts, eval_ids, cfg, reward_fn, cfg.seed + 1)
     backend.seed(cfg.seed)
-    log = open(out / "log.jsonl", "w")
-    history, train_seconds = [], 0.0
-    from tqdm import tqdm
-
-    bar = tqdm(total=cfg.max_steps, desc="grpo", disable=quiet, ncols=90, mininterval=1.0, file=sys.stderr)
-    try:
-        for step in range(1, cfg.max_steps + 1):
-            t0 = time.perf_counter()
-            if (step - 1) % cfg.num_iterations == 0:  # a new batch of prompts and completions
-                batch = (step - 1) // cfg.num_iterations
-                rows = slice(batch * cfg.prompts_per_step, (batch + 1) * cfg.prompts_per_step)
-                prompt_ids = train_ids[rows]
-                ids, mask = sample_completions(policy, prompt_ids, cfg.num_generations, cfg.max_completion_length,
-                                               cfg.temperature, tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.top_k)
-                p = prompt_ids.shape[1]
-                texts = [tokenizer.decode(row[: int(m.sum())].tolist(), skip_special_tokens=True)
-                         for row, m in zip(ids[:, p:], mask)]
-                prompts = np.repeat(np.asarray(train_texts[rows], dtype=object), cfg.num_generations)  # (B·G,)
-                rewards = np.array([reward_fn(t, q) for t, q in zip(texts, prompts)])
-                advantages = grpo_advantages(rewards, cfg.num_generations, scale_rewards=cfg.scale_rewards)
-                ref_logps = reference(ids, p)
-                old_logps = None
-                if cfg.num_iterations > 1:  # the sampling policy's log-probs, kept while the batch is reused
-                    with no_grad():
-                        old_logps = completion_logprobs(policy, ids, p).data
-            policy.train()
-            logps = completion_logprobs(policy, ids, p)
-            loss, stats = grpo_loss(logps, logps.data if old_logps is None else old_logps, ref_logps, advantages, mask,
-                                    beta=cfg.beta, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
-                                    loss_type=cfg.loss_type, max_completion_length=cfg.max_completion_length)
-            optimizer.zero_grad()
-            loss.backward()
-            grad_norm = clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
-            train_seconds += time.perf_counter() - t0
-            groups = rewards.reshape(-1, cfg.num_generations)
-            record = {"step": step, "loss": loss.item(), "reward": float(rewards.mean()),
-                      "reward_std": float(groups.std(axis=1, ddof=1).mean()), "kl": stats["kl"],
-                      "clip_ratio": stats["clip_ratio"], "ratio_mean": stats["ratio_mean"], "completion_length": float(mask.sum(axis=1).mean()),
-                      "grad_norm": float(grad_norm)}
-            history.append(record)
-            log.write(json.dumps(record) + "\n")
-            bar.update(1)
-            if step % cfg.logging_steps == 0 or step == cfg.max_steps:
-                bar.set_postfix(reward=f"{np.mean([r['reward'] for r in history[-cfg.logging_steps:]]):.3f}",
-                                kl=f"{stats['kl']:.4f}")
-    finally:
-        bar.close()
-        log.close()
+    history = trainer.train(log_path=out / "log.jsonl", quiet=quiet)
+    train_seconds = trainer.train_seconds
     after, after_samples = mean_reward(policy, tokenizer, eval_texts, eval_ids, cfg, reward_fn, cfg.seed + 1)
     plotting.plot_curves({"reward (training batch)": [r["reward"] for r in history]}, out / "reward.png",
                          title=f"GRPO on {cfg.task}", xlabel="step", ylabel="mean reward")
@@ -472,6 +538,6 @@ def run_from_args(args, quiet=False):
     return run_grpo(cfg, quiet=quiet)
 
 
-__all__ = ["GRPOConfig", "GRPO_LOSS_TYPES", "NEGATIVE_WORDS", "POSITIVE_WORDS", "REWARDS", "add_cli_arguments",
+__all__ = ["GRPOConfig", "GRPOTrainer", "GRPO_LOSS_TYPES", "NEGATIVE_WORDS", "POSITIVE_WORDS", "REWARDS", "add_cli_arguments",
            "arithmetic_reward", "completion_logprobs", "grpo_loss", "mean_reward", "positive_word_reward", "prompts_for",
            "run_from_args", "run_grpo", "sample_completions"]

@@ -162,6 +162,55 @@ class DataCollatorForSFT:
         return batch
 
 
+class SFTTrainer:
+    """TRL's ``SFTTrainer`` in minift's pieces: rows ``{"prompt", "completion"}`` → ``fit_example`` (the chat
+    template when the tokenizer has one; the loss on the completion only), ``pack_examples`` if ``packing``,
+    ``DataCollatorForSFT``, and the ``Trainer``.
+
+        trainer = SFTTrainer(model, args=TrainingArguments(output_dir="runs/sft", learning_rate=2e-4, max_steps=100),
+                             train_dataset=instruction_dataset("sentiment"), processing_class=tokenizer)
+        trainer.train()
+
+    ``max_length``: tokens per example (default: the model's context); the prompt's middle is cut to fit.
+    ``.train_rows`` holds the tokenized (and packed) rows, ``.trainer`` the ``Trainer``.
+    """
+
+    def __init__(self, model, args=None, train_dataset=None, eval_dataset=None, processing_class=None, max_length=None,
+                 packing=False, chat=None, callbacks=None):
+        from dataclasses import replace
+
+        from .train import Trainer
+
+        if processing_class is None:
+            raise ValueError("processing_class (the tokenizer) is required: it turns the rows' text into tokens")
+        if args is None:
+            raise ValueError("args is required: TrainingArguments(output_dir=…, learning_rate=…, max_steps=…)")
+        if not train_dataset:
+            raise ValueError("train_dataset is empty: give rows {'prompt': …, 'completion': …}")
+        chat = bool(getattr(processing_class, "chat_template", None)) if chat is None else chat
+        context = model.config.max_position_embeddings
+        max_length = context if max_length is None else min(max_length, context)
+
+        def rows(data):
+            out = []
+            for k, r in enumerate(data):
+                if not {"prompt", "completion"} <= set(r):
+                    raise KeyError(f"row {k} needs 'prompt' and 'completion' (it has {sorted(r)})")
+                out.append(fit_example(processing_class, r["prompt"], r["completion"], max_length, chat))
+            return out
+
+        self.train_rows = rows(train_dataset)
+        if packing:
+            self.train_rows = pack_examples(self.train_rows, max_length)
+        self.collator = DataCollatorForSFT(processing_class)
+        self.trainer = Trainer(model, replace(args, remove_unused_columns=False), train_dataset=self.train_rows,
+                               eval_dataset=rows(eval_dataset) if eval_dataset else None, data_collator=self.collator,
+                               callbacks=callbacks)
+
+    def train(self, **kw):
+        return self.trainer.train(**kw)
+
+
 # ----------------------------------------------------------------------------- the run: minift align sft
 DATASETS = ("sentiment", "ner", "qa")
 METHODS = ("lora", "full", "qlora")
@@ -448,6 +497,6 @@ def run_from_args(args, quiet=False):
     return run_sft(cfg, quiet=quiet)
 
 
-__all__ = ["DATASETS", "DataCollatorForSFT", "METHODS", "SFTConfig", "TEMPLATES", "add_cli_arguments",
+__all__ = ["DATASETS", "DataCollatorForSFT", "METHODS", "SFTConfig", "SFTTrainer", "TEMPLATES", "add_cli_arguments",
            "answer_accuracy", "completion_loss", "fit_example", "instruction_dataset", "pack_examples", "run_from_args",
            "run_sft", "sft_example"]

@@ -293,3 +293,25 @@ def test_the_command_line_options_reach_the_config():
         parser.parse_args(["smollm2", "--dataset", "squad"])
     with pytest.raises(CommandLineError, match="expected an integer >= 1"):
         parser.parse_args(["smollm2", "--max-steps", "0"])
+
+
+def test_the_sft_trainer_in_trls_form_trains_the_completions_packed_or_not(tmp_path):
+    from minift.models.auto import AutoModelForCausalLM
+    from minift.sft import SFTTrainer
+    from minift.train import TrainingArguments
+
+    tok = mf.tokenization.from_pretrained(TINY_GPT)
+    rows = [{"prompt": f"Review {i}: a film", "completion": " positive" if i % 2 else " negative"} for i in range(16)]
+    for packing in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(TINY_GPT)
+        args = TrainingArguments(output_dir=str(tmp_path / f"sft-{packing}"), learning_rate=1e-3, max_steps=15,
+                                 per_device_train_batch_size=4, logging_steps=5, save_strategy="no", disable_tqdm=True,
+                                 plot=False)
+        trainer = SFTTrainer(model, args=args, train_dataset=rows, processing_class=tok, max_length=32, packing=packing)
+        assert (len(trainer.train_rows) < len(rows)) == packing and all(len(r["input_ids"]) <= 32 for r in trainer.train_rows)
+        logs = [r["loss"] for r in trainer.train().log_history if "loss" in r]
+        assert logs[-1] < logs[0]
+    with pytest.raises(KeyError, match="needs 'prompt' and 'completion'"):
+        SFTTrainer(model, args=args, train_dataset=[{"text": "x"}], processing_class=tok)
+    with pytest.raises(ValueError, match="processing_class"):
+        SFTTrainer(model, args=args, train_dataset=rows)

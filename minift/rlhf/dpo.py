@@ -148,7 +148,8 @@ class DPOTrainer:
                              max_steps=100), train_dataset=pairs, processing_class=tokenizer, beta=0.1)
         trainer.train()
 
-    ``chat``: the tokenizer's chat template (default: used when the tokenizer has one). ``.dpo_model`` is the
+    ``max_length``: prompt + completion tokens (default and at most: the model's context; the completion's end is
+    cut). ``chat``: the tokenizer's chat template (default: used when the tokenizer has one). ``.dpo_model`` is the
     wrapped model, ``.trainer`` the ``Trainer``; ``train()`` and ``evaluate()`` are the Trainer's.
     """
 
@@ -157,6 +158,8 @@ class DPOTrainer:
         if processing_class is None:
             raise ValueError("processing_class (the tokenizer) is required: it turns the rows' text into tokens")
         chat = bool(getattr(processing_class, "chat_template", None)) if chat is None else chat
+        context = model.config.max_position_embeddings  # a longer pair is cut: past it there are no positions
+        max_length = context if max_length is None else min(max_length, context)
         self.dpo_model = DPOModel(model, ref_model=ref_model, beta=beta, loss_type=loss_type,
                                   label_smoothing=label_smoothing)
         self.collator = DataCollatorForPreference(processing_class, max_length=max_length, chat=chat)

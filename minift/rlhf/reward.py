@@ -261,6 +261,8 @@ class RewardTrainer:
 
         if processing_class is None:
             raise ValueError("processing_class (the tokenizer) is required: it turns the rows' text into tokens")
+        context = model.config.max_position_embeddings  # a longer text is cut: past it there are no positions
+        max_length = context if max_length is None else min(max_length, context)
         self.reward_model = RewardModel(model, center_rewards_coefficient=center_rewards_coefficient)
         self.collator = DataCollatorForRewardModeling(processing_class, max_length=max_length, use_margin=use_margin)
         self.trainer = _preference_trainer(self.reward_model, args, train_dataset, self.collator, callbacks, eval_dataset)

@@ -62,12 +62,23 @@ class Sub(Function):
         return unbroadcast(g, sa), unbroadcast(-g, sb)
 
 
+def _kept_for(x, needed):
+    """``x`` when a gradient needs it; otherwise a zero-stride view of one zero with x's shape (no memory): the
+    gradient it would feed belongs to an input that needs none, and the engine drops it."""
+    return x if needed else xp.broadcast_to(xp.zeros((), dtype=x.dtype), x.shape)
+
+
 class Mul(Function):
-    """y = a · b;  ∂y/∂a = b, ∂y/∂b = a."""
+    """y = a · b;  ∂y/∂a = b, ∂y/∂b = a.
+
+    Only what a gradient needs is kept: ∂/∂a needs b, ∂/∂b needs a. So y = x · s with a constant s keeps s,
+    not x — as PyTorch does; LoRA's ``B(A(x)) · scaling`` would otherwise hold a copy of B(A(x)) per layer.
+    """
 
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        needs_a, needs_b = ctx.needs_input_grad[:2]
+        ctx.save_for_backward(_kept_for(a, needs_b), _kept_for(b, needs_a))
         return a * b
 
     @staticmethod

@@ -354,7 +354,10 @@ class Linear(Function):
                 f"linear: input has {x.shape[-1]} features in its last axis, weight expects "
                 f"{weight.shape[1]} (weight shape {tuple(weight.shape)} = (out_features, in_features))"
             )
-        ctx.save_for_backward(x, weight)
+        # keep x only for the weight's gradient: a frozen layer (LoRA's base, a probe's body) passes the gradient
+        # down with W alone, ∂L/∂x = G W, and need not hold its input (PyTorch keeps it only when W needs it too)
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight)
+        ctx.x_shape = x.shape
         # one (M, in) @ (in, out) GEMM, split over the worker threads (backend.matmul); NumPy would loop
         # over the leading axes of a 3-D x instead
         y = matmul(x.reshape(-1, x.shape[-1]), weight.T).reshape(*x.shape[:-1], weight.shape[0])
@@ -366,7 +369,7 @@ class Linear(Function):
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         g2 = g.reshape(-1, g.shape[-1])  # (M, out)
-        gx = matmul(g2, w).reshape(x.shape) if ctx.needs_input_grad[0] else None
+        gx = matmul(g2, w).reshape(ctx.x_shape) if ctx.needs_input_grad[0] else None
         gw = matmul(g2.T, x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None  # (out, in)
         gb = g2.sum(axis=0) if ctx.needs_input_grad[2] else None
         return gx, gw, gb

@@ -426,6 +426,13 @@ USER_ERRORS = (ValueError, TypeError, KeyError, IndexError, OSError, RuntimeErro
                json.JSONDecodeError)  # FloatingPointError: a loss that became NaN or inf (a rate, a λ too large)
 
 
+def _take_back_empty_output_dirs():
+    """A run that failed before writing anything leaves no empty --out folder behind."""
+    from .train.trainer import remove_empty_output_dirs
+
+    remove_empty_output_dirs()
+
+
 def main(argv=None) -> int:
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
@@ -438,11 +445,13 @@ def main(argv=None) -> int:
         print("minift: interrupted", file=sys.stderr)
         return 130
     except USER_ERRORS as e:
+        _take_back_empty_output_dirs()
         if debug:
             raise
         print(f"minift: {one_line(e)}", file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - a bug: still one line, with the way to see more
+        _take_back_empty_output_dirs()
         if debug:
             raise
         print(f"minift: internal error {type(e).__name__}: {one_line(e)} (rerun with --debug for the traceback)",

@@ -78,3 +78,15 @@ def test_the_installed_command_prints_no_traceback(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stdout == ""
     assert_one_line_error(proc.returncode, proc.stderr, "neither a zoo model")
+
+
+def test_a_run_that_fails_before_writing_leaves_no_empty_out_folder(tmp_path, capsys):
+    from minift.cli import main
+
+    assert main(["align", "sft", str(tmp_path / "nope"), "--out", str(tmp_path / "a" / "b")]) == 1
+    assert "neither a zoo model" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    mine = tmp_path / "mine"  # a folder the user made is never taken away, nor anything in it
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert main(["align", "dpo", str(tmp_path / "nope"), "--out", str(mine / "run")]) == 1
+    assert (mine / "notes.txt").read_text() == "keep" and not (mine / "run").exists()

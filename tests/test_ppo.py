@@ -317,3 +317,11 @@ def test_the_command_line():
     cfg = PPOConfig(**{k: v for k, v in vars(args).items() if k in {f.name for f in fields(PPOConfig)}})
     assert cfg.kl_coef == 0.2 and cfg.num_mini_batches == 2 and cfg.adap_kl_ctrl and cfg.whiten_rewards
     assert cfg.learning_rate == 1e-3 and cfg.out.endswith("ppo-lora")
+
+
+def test_the_reward_must_be_a_classifier_not_a_fresh_head_on_another_model():
+    from minift.rlhf.ppo import classifier_reward
+
+    for path, held in ((TINY_GPT, "TransformerForCausalLM"), (TINY_GPT.parent / "tiny-bert", "TransformerForMaskedLM")):
+        with pytest.raises(ValueError, match=f"holds {held}, expected a sequence classifier"):
+            classifier_reward(path)

@@ -402,6 +402,14 @@ def classifier_reward(path, max_length=64, batch_size=32, label=1):
         path = path / "model"
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"--reward {path}: no config.json there (expected a saved sequence classifier)")
+    from ..models import hf
+    from ..models.auto import _saved_head
+
+    if _saved_head(path, "TransformerForSequenceClassification") is None:  # else a fresh, random head would judge
+        config = hf.read_json(path / "config.json")
+        held = config.get("architecture") or config.get("architectures") or "no architecture"
+        raise ValueError(f"--reward {path} holds {held}, expected a sequence classifier or reward model (e.g. "
+                         "OUT/model of `minift finetune … sentiment` or of `minift align rm`)")
     model = AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
     tokenizer = tokenization.from_pretrained(str(path))
     context = getattr(model.config, "max_position_embeddings", max_length)

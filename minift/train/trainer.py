@@ -486,13 +486,31 @@ def latest_checkpoint(output_dir):
     return found[-1] if found else None
 
 
+CREATED_OUTPUT_DIRS = []  # the folders check_output_dir made, innermost first (remove_empty_output_dirs)
+
+
 def check_output_dir(path: Path):
-    """Make sure ``path`` can be written before any work starts (a probe file is created and removed)."""
+    """Make sure ``path`` can be written before any work starts (a probe file is created and removed). The
+    folders it has to create are remembered, so that a run that then fails (a model that does not load) can
+    take them back if nothing was written into them (``remove_empty_output_dirs``)."""
+    path = Path(path)
+    new = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
+        CREATED_OUTPUT_DIRS.extend(new)
         probe = path / f".write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
         raise OSError(f"cannot write to the output directory {path} ({e.strerror or e}); choose another "
                       "output_dir or make it writable") from None
+
+
+def remove_empty_output_dirs():
+    """Remove the folders ``check_output_dir`` created that are still empty (never one holding a file)."""
+    while CREATED_OUTPUT_DIRS:
+        d = CREATED_OUTPUT_DIRS.pop(0)
+        try:
+            d.rmdir()  # only succeeds on an empty folder
+        except OSError:
+            pass

@@ -6,6 +6,7 @@ import json
 import math
 import struct
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -547,3 +548,28 @@ def test_property_the_table_is_the_batch(gpt_tok, data):
     assert all((r["reason"] is None) == (r["label"] != -100) for r in table.rows)
     no_trained = [i for i in range(b) if not (labels[i] != -100).any()]
     assert sum("no trained token" in w for w in table.warnings) == len(no_trained)
+
+
+def test_a_classifier_adapter_against_its_masked_lm_base_expects_a_fresh_head(tmp_path, capsys):
+    base = Path(__file__).resolve().parents[1] / "checkpoints" / "tiny-bert"  # a masked LM: no classifier in it
+    model = mf.models.AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=2)
+    pm = mf.peft.get_peft_model(model, mf.peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"],
+                                                          modules_to_save=["classifier"]))
+    pm.save_pretrained(tmp_path / "adapter")
+    against = inspect_path(tmp_path / "adapter", against=base)["against"]
+    assert against["problems"] == [] and against["fresh_heads"] == ["classifier"]
+    assert cli(tmp_path / "adapter", "--against", base) == 0
+    assert "made fresh by the head class" in capsys.readouterr().out
+
+
+def test_bad_json_and_max_tensors_options_fail_before_any_work(tmp_path, capsys):
+    from minift.cli import main
+
+    assert main(["inspect", "checkpoints/tiny-gpt", "--json", str(tmp_path)]) == 1
+    err = capsys.readouterr()
+    assert "is a directory; give a file name" in err.err and err.out == ""  # nothing printed before the error
+    assert main(["inspect", "checkpoints/tiny-gpt", "--json", str(tmp_path / "no" / "r.json")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["inspect", "checkpoints/tiny-gpt", "--max-tensors", "-1"]) == 2
+    assert "expected an integer >= 0" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no temporary file left

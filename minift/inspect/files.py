@@ -98,7 +98,21 @@ def _refuse_pickles(d: Path, wanted: str):
 
 
 MODEL_ARTIFACTS = ("minilm", "smollm2")
-BACKBONE_PREFIXES = ("bert", "roberta", "transformer", "model")  # HF's base_model_prefix of the head classes  # zoo names that stand for a model: inspect minilm, --against smollm2
+BACKBONE_PREFIXES = ("bert", "roberta", "transformer", "model")  # HF's base_model_prefix of the head classes
+# the heads Hugging Face's classes of each family put on the backbone (sequence, token, QA classification)
+HEADS_BY_FAMILY = {"bert": ("classifier", "qa_outputs", "pooler"), "gpt2": ("score", "classifier", "qa_outputs"),
+                   "llama": ("score", "classifier", "qa_outputs")}
+
+
+def _base_family(base: Path):
+    """The base's family (bert, gpt2, llama) from its config, or None."""
+    if base.is_file() and base.suffix == ".gguf" or (base.is_dir() and any(base.glob("*.gguf"))):
+        return "llama"
+    config = base / "config.json" if base.is_dir() else None
+    if config is None or not config.is_file():
+        return None
+    cfg = _read_json(config)
+    return cfg.get("family") or {"bert": "bert", "gpt2": "gpt2", "llama": "llama"}.get(cfg.get("model_type"))  # zoo names that stand for a model: inspect minilm, --against smollm2
 
 
 def _resolve(path) -> Path:
@@ -423,9 +437,17 @@ def compare_with_base(report: dict, base) -> dict:
     unmatched_saved = [s for s in adapter["modules_to_save"] or [] if not any(selects(s, m) for m in modules)]
     touched = sorted(m for m in by_module if m in modules)
     absent = sorted(m for m in by_module if m not in modules)
-    if backbone_prefix:  # a head is not in a bare backbone: the head class makes it, the adapter saves it whole
-        unmatched_saved = []
-        absent = [m for m in absent if not any(m == h or m.endswith("." + h) for h in heads)]
+    # A head the base does not have, saved whole by the adapter, is made fresh by the head class when Hugging Face
+    # loads the base under it (a classifier adapter on a masked-LM or bare checkpoint): expected, not a problem —
+    # if it is a head this family's classes have (``classifier`` on a bert base, not ``score``).
+    family_heads = set(HEADS_BY_FAMILY.get(_base_family(base), ()))
+    fresh = set()
+    if any(m in modules for m in adapter["adapted_modules"]):  # only for the base the adapter was made on
+        fresh = {h for h in heads if h.split(".")[-1] in family_heads and not any(selects(h, m) for m in modules)}
+        if backbone_prefix:  # a bare backbone has no head at all
+            fresh |= {h for h in heads if not any(selects(h, m) for m in modules)}
+    unmatched_saved = [s for s in unmatched_saved if s not in fresh]
+    absent = [m for m in absent if not any(m == h or m.endswith("." + h) for h in fresh)]
     adapted = set(adapter["adapted_modules"])
     without_tensors = [m for m in selected if m not in adapted]  # PEFT would leave these at their start: B = 0
     mismatched = []
@@ -447,7 +469,7 @@ def compare_with_base(report: dict, base) -> dict:
     return {"base": str(base), "base_modules": len(modules), "selected_by_targets": selected, "touched": touched,
             "unmatched_targets": unmatched_targets, "unmatched_modules_to_save": unmatched_saved,
             "absent_from_base": absent, "selected_without_tensors": without_tensors, "shape_mismatches": mismatched,
-            "backbone_prefix": backbone_prefix, "problems": problems}
+            "backbone_prefix": backbone_prefix, "fresh_heads": sorted(fresh), "problems": problems}
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -516,6 +538,9 @@ def format_report(report: dict, max_tensors: int | None = None) -> str:
     c = report.get("against")
     if c:
         lines.append(f"against {c['base']} ({c['base_modules']} modules):")
+        if c.get("fresh_heads"):
+            lines.append(f"  {', '.join(c['fresh_heads'])}: a head the base does not have, made fresh by the head "
+                         "class and saved whole in the adapter")
         if c.get("backbone_prefix"):
             lines.append(f"  the base is a bare backbone: its modules read as {c['backbone_prefix']}.…, as the head "
                          "class loads it; the head itself is made fresh and saved whole in the adapter")
@@ -529,7 +554,8 @@ def format_report(report: dict, max_tensors: int | None = None) -> str:
     for r in shown:
         lines.append(f"{r['name']:<{width}}  {str(tuple(r['shape'])):<18} {r['dtype']:<7} {r['bytes']:>12,}")
     if len(shown) < len(rows):
-        lines.append(f"… {len(rows) - len(shown)} more tensors")
+        more = len(rows) - len(shown)
+        lines.append(f"… {more} more tensor{'s' if more != 1 else ''}")
     lines.append(f"{report['num_tensors']} tensors, {report['total_elements']:,} values, "
                  f"{report['total_bytes']:,} bytes ({human_bytes(report['total_bytes'])})")
     return "\n".join(lines)
@@ -541,21 +567,31 @@ def add_cli_arguments(parser):
     parser.add_argument("--against", metavar="BASE", default=None,
                         help="for an adapter: the base model; lists the modules it touches and what matches nothing")
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the report as JSON")
-    parser.add_argument("--max-tensors", type=int, default=None, metavar="N",
+    from ..cli import non_negative_int
+
+    parser.add_argument("--max-tensors", type=non_negative_int, default=None, metavar="N",
                         help="list only the first N tensors (default: every one)")
 
 
 def run_from_args(args) -> int:
     """Print the report; 1 when ``--against`` found a problem (a target matching nothing, a wrong shape)."""
+    import os
+    import tempfile
+
+    out = Path(args.json) if args.json else None
+    if out is not None and out.is_dir():  # checked before any work, as every long job checks its output
+        raise InspectError(f"--json {out} is a directory; give a file name, e.g. {out / 'report.json'}")
+    if out is not None and not out.parent.is_dir():
+        raise InspectError(f"--json {out}: the folder {out.parent} does not exist")
     report = inspect_path(args.path, against=args.against)
     print(format_report(report, max_tensors=args.max_tensors))
-    if args.json:
-        import os
-        import tempfile
-
-        out = Path(args.json)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else ".")
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=1, default=str)
-        os.replace(tmp, out)
+    if out is not None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(report, f, indent=1, default=str)
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)  # no partial file left behind
+            raise
     return 1 if report.get("against", {}).get("problems") else 0

@@ -498,7 +498,7 @@ def run_grpo(cfg: GRPOConfig, quiet=False):
 
 def add_cli_arguments(parser):
     """The options of ``minift align grpo POLICY``."""
-    from ..cli import non_negative_float, positive_float, positive_int
+    from ..cli import non_negative_float, non_negative_int, positive_float, positive_int
 
     d = GRPOConfig()
     parser.add_argument("policy", help="checkpoints/tiny-gpt (task positive_words) or smollm2 (task arithmetic)")
@@ -506,7 +506,15 @@ def add_cli_arguments(parser):
                         help="the verifiable reward: positive_words (a review approving by a word list), arithmetic")
     parser.add_argument("--method", choices=METHODS, default=d.method,
                         help="lora: the reference is the adapter disabled; full: a frozen copy is the reference")
-    parser.add_argument("--num-generations", type=positive_int, default=d.num_generations, help="G, at least 2")
+    def group_size(text):
+        import argparse
+
+        value = non_negative_int(text)
+        if value < 2:
+            raise argparse.ArgumentTypeError(f"expected an integer >= 2 (a group needs a spread), got {text!r}")
+        return value
+
+    parser.add_argument("--num-generations", type=group_size, default=d.num_generations, help="G, at least 2")
     parser.add_argument("--prompts-per-step", type=positive_int, default=d.prompts_per_step)
     parser.add_argument("--max-steps", type=positive_int, default=d.max_steps)
     parser.add_argument("--max-completion-length", type=positive_int, default=d.max_completion_length)

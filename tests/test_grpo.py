@@ -291,7 +291,7 @@ def test_the_command_line(tmp_path):
     assert helped.returncode == 0 and "--num-generations" in helped.stdout and "--loss-type" in helped.stdout
     bad = subprocess.run([sys.executable, "-m", "minift.cli", "align", "grpo", str(TINY_GPT), "--num-generations", "1",
                           "--out", str(tmp_path / "bad")], capture_output=True, text=True, cwd=ROOT)
-    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "num_generations" in bad.stderr
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "--num-generations: expected an integer >= 2" in bad.stderr
 
 
 def test_the_grpo_trainer_in_trls_form_sums_its_reward_functions_and_checks_its_inputs():

@@ -344,6 +344,18 @@ def _continual(args) -> int:
     return 0
 
 
+def config_from_args(config_class, args):
+    """The dataclass ``config_class`` built from the parsed options that are its fields (the others, such as
+    ``command`` and ``kind``, belong to the parser); ``args.out`` is set to the config's (its default filled in),
+    so that the CLI can say where the results went."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(config_class)}
+    cfg = config_class(**{k: v for k, v in vars(args).items() if k in names})
+    args.out = cfg.out
+    return cfg
+
+
 def _align(args) -> int:
     """``minift align KIND …``: each kind's module parses its options and runs (``run_from_args``)."""
     module = importlib.import_module(ALIGN_KINDS[args.kind][0])

@@ -18,7 +18,7 @@ import math
 import os
 import platform
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -491,10 +491,9 @@ def add_cli_arguments(parser):
 
 def run_from_args(args, quiet=False):
     """``minift align sft``: the parsed options → ``SFTConfig`` → ``run_sft``; returns its results."""
-    names = {f.name for f in fields(SFTConfig)}
-    cfg = SFTConfig(**{k: v for k, v in vars(args).items() if k in names})
-    args.out = cfg.out  # the CLI prints where the results went
-    return run_sft(cfg, quiet=quiet)
+    from .cli import config_from_args
+
+    return run_sft(config_from_args(SFTConfig, args), quiet=quiet)
 
 
 __all__ = ["DATASETS", "DataCollatorForSFT", "METHODS", "SFTConfig", "SFTTrainer", "TEMPLATES", "add_cli_arguments",

@@ -8,10 +8,10 @@ import math
 import os
 import platform
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
+import numpy as np  # host-side: token ids of the preference batches, and the per-pair statistics
 
 from ..autograd.grad_mode import no_grad
 from ..nn.attention import MultiHeadAttention
@@ -371,10 +371,9 @@ def add_cli_arguments(parser):
 
 def run_from_args(args, quiet=False):
     """``minift align dpo``: the parsed options → ``DPOConfig`` → ``run_dpo``; returns its results."""
-    names = {f.name for f in fields(DPOConfig)}
-    cfg = DPOConfig(**{k: v for k, v in vars(args).items() if k in names})
-    args.out = cfg.out
-    return run_dpo(cfg, quiet=quiet)
+    from ..cli import config_from_args
+
+    return run_dpo(config_from_args(DPOConfig, args), quiet=quiet)
 
 
 __all__ = ["DPOConfig", "DPOMetricsCallback", "DPOTrainer", "DPOModel", "DataCollatorForPreference", "METHODS", "add_cli_arguments",

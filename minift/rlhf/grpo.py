@@ -35,10 +35,10 @@ import os
 import platform
 import re
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
+import numpy as np  # host-side: sampled ids, rewards, advantages, statistics and traces; the loss itself is xp
 
 from .. import functional as F
 from ..autograd.grad_mode import no_grad
@@ -540,10 +540,9 @@ def add_cli_arguments(parser):
 
 def run_from_args(args, quiet=False):
     """``minift align grpo``: the parsed options → ``GRPOConfig`` → ``run_grpo``; returns its results."""
-    names = {f.name for f in fields(GRPOConfig)}
-    cfg = GRPOConfig(**{k: v for k, v in vars(args).items() if k in names})
-    args.out = cfg.out
-    return run_grpo(cfg, quiet=quiet)
+    from ..cli import config_from_args
+
+    return run_grpo(config_from_args(GRPOConfig, args), quiet=quiet)
 
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "GRPO_LOSS_TYPES", "NEGATIVE_WORDS", "POSITIVE_WORDS", "REWARDS", "add_cli_arguments",

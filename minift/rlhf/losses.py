@@ -12,7 +12,7 @@ prompt and padding); (B,) per-sequence arrays.
 """
 from __future__ import annotations
 
-import numpy as np
+import numpy as np  # host-side: GAE, whitening, the statistics (see the module docstring); losses are xp Tensors
 
 from .. import functional as F
 from ..autograd.tensor import Tensor

@@ -28,10 +28,10 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
+import numpy as np  # host-side: rollouts' ids, scores, rewards, advantages and traces; the losses are xp Tensors
 
 from .. import backend
 from ..autograd.grad_mode import no_grad
@@ -685,10 +685,9 @@ def add_cli_arguments(parser):
 
 def run_from_args(args, quiet=False):
     """``minift align ppo``: the parsed options → ``PPOConfig`` → ``run_ppo``; returns its results."""
-    names = {f.name for f in fields(PPOConfig)}
-    cfg = PPOConfig(**{k: v for k, v in vars(args).items() if k in names})
-    args.out = cfg.out
-    return run_ppo(cfg, quiet=quiet)
+    from ..cli import config_from_args
+
+    return run_ppo(config_from_args(PPOConfig, args), quiet=quiet)
 
 
 __all__ = ["AdaptiveKLController", "FixedKLController", "METHODS", "PPOConfig", "PPOTrainer", "PolicyWithValueHead",

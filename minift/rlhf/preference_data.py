@@ -14,7 +14,7 @@ prompt tokenizes as it would in running text (see ``sft_example``).
 """
 from __future__ import annotations
 
-import numpy as np
+import numpy as np  # host-side: text data and a seeded draw of the pairs
 
 from ..data.corpora import load_sentiment
 from ..data.tasks import SENTIMENT_SOURCES, load_dataset

@@ -35,10 +35,10 @@ import math
 import os
 import platform
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
+import numpy as np  # host-side: token ids of the batches, pairwise statistics, the scores handed to PPO and GRPO
 
 from ..autograd.grad_mode import no_grad
 from ..autograd.tensor import Tensor
@@ -563,10 +563,9 @@ def add_cli_arguments(parser):
 
 def run_from_args(args, quiet=False):
     """``minift align rm``: the parsed options → ``RewardConfig`` → ``run_reward``; returns its results."""
-    names = {f.name for f in fields(RewardConfig)}
-    cfg = RewardConfig(**{k: v for k, v in vars(args).items() if k in names})
-    args.out = cfg.out
-    return run_reward(cfg, quiet=quiet)
+    from ..cli import config_from_args
+
+    return run_reward(config_from_args(RewardConfig, args), quiet=quiet)
 
 
 __all__ = ["DataCollatorForRewardModeling", "METHODS", "RewardConfig", "RewardDataCollatorWithPadding", "RewardModel",

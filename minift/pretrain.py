@@ -10,6 +10,10 @@
    80 % become ``[MASK]``, 10 % a random token and 10 % stay; only the chosen positions are predicted.
 4. minift's ``Trainer`` — the one training loop of the code base: AdamW (no decay on biases and norms),
    linear warmup + cosine decay, clipping at 1.0, a progress bar, a JSONL log; a loss-curve PNG.
+   ``dropout`` (0 by default) regularizes a run that reads its small corpus many times: tiny-gpt's 6000
+   steps read the 0.75 M training tokens 16 times; without dropout it reached perplexity 38 on them and 108
+   on held-out text (memorized), with dropout 0.1 it reached 59 and 96. The checkpoint is written with
+   dropout 0, so fine-tuning it is deterministic unless you ask for dropout (``hidden_dropout_prob``).
 5. Validation perplexity exp(mean NLL) on held-out documents (for masked LM: over the masked positions, with
    a fixed masking, sometimes called MLM perplexity).
 
@@ -53,6 +57,7 @@ class PretrainConfig:
     learning_rate: float = 3e-3
     warmup_steps: int = 100
     weight_decay: float = 0.1
+    dropout: float = 0.0  # on the residual branches, embeddings and attention probabilities, while pretraining
     mask_prob: float = 0.15
     eval_every: int = 250
     eval_batches: int = 20
@@ -80,6 +85,8 @@ class PretrainConfig:
         if not self.learning_rate > 0 or self.weight_decay < 0:
             raise ValueError(f"learning_rate must be > 0 and weight_decay >= 0, got {self.learning_rate}, "
                              f"{self.weight_decay}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0 < self.mask_prob < 1:
             raise ValueError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
         if self.family not in ("gpt2", "llama", "bert"):
@@ -242,6 +249,7 @@ A tiny {cfg.family}-family {kind} pretrained from scratch by minift, for lessons
 | tokenizer | {'byte-level BPE' if cfg.family != 'bert' else 'WordPiece (uncased)'}, {result['vocab_size']} tokens, trained on the training split |
 | steps × batch | {cfg.steps} × {cfg.batch_size} sequences |
 | optimizer | AdamW, lr {cfg.learning_rate}, weight decay {cfg.weight_decay}, {cfg.warmup_steps} warmup steps, cosine decay, clip 1.0 |
+| dropout | {cfg.dropout} while pretraining (the checkpoint's config has 0) |
 | training time | {result['seconds']:.0f} s on {result['machine']} |
 | validation perplexity | {result['val_perplexity']:.2f} ({'next-token' if cfg.family != 'bert' else 'masked-token'}, held-out documents) |
 
@@ -344,7 +352,8 @@ def pretrain(cfg: PretrainConfig, quiet=False, command=None, overwrite=False):
     mc = TransformerConfig(family=cfg.family, vocab_size=tok.vocab_size, hidden_size=cfg.hidden_size,
                            num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
                            max_position_embeddings=cfg.seq_len, pad_token_id=tok.pad_token_id,
-                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                           hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
     model = TransformerForCausalLM(mc) if causal else TransformerForMaskedLM(mc)
     say(f"pretraining a {cfg.family} model with {model.num_parameters():,} parameters on {len(train_texts):,} documents")
 
@@ -383,6 +392,8 @@ def pretrain(cfg: PretrainConfig, quiet=False, command=None, overwrite=False):
         [f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in asdict(cfg).items() if k != "log_dir"]
         + (["--overwrite"] if overwrite else []))
     card = model_card(cfg, result, command)
+    # dropout was a pretraining choice, not a property of the model: the checkpoint ships without it
+    model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
     save_pretrained(model.eval(), out_dir, tokenizer=tok, extra_files={"README.md": card})
     plot_curves({"train loss": history}, log_dir / "loss.png", title=f"pretraining {out_dir.name}", smooth=25)
     plot_curves({"validation perplexity": [p for _, p in val_curve]}, log_dir / "val_perplexity.png",

@@ -275,7 +275,8 @@ def test_a_short_run_on_tiny_gpt_raises_the_score(tmp_path):
 # ============================================================================ errors and the command line
 @pytest.mark.parametrize("options, message", [
     (dict(method="qlora"), "unknown method"),
-    (dict(num_mini_batches=9, batch_size=8), "cannot exceed batch_size"),
+    (dict(num_mini_batches=9, batch_size=8), "must divide batch_size"),
+    (dict(num_mini_batches=3, batch_size=8), r"must divide batch_size \(8\)"),
     (dict(kl_coef=-0.1), "kl_coef must be"),
     (dict(gamma=1.5), "gamma must be in"),
     (dict(temperature=0), "temperature must be"),

@@ -42,6 +42,22 @@ def test_pretraining_lowers_validation_perplexity_and_writes_a_loadable_checkpoi
     assert (tmp_path / "log" / "loss.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_dropout_is_used_while_pretraining_and_the_checkpoint_ships_without_it(tmp_path):
+    cfg = PretrainConfig(family="gpt2", out=str(tmp_path / "ck"), log_dir=str(tmp_path / "log"), vocab_size=400,
+                         hidden_size=32, num_hidden_layers=1, num_attention_heads=2, seq_len=16, batch_size=4,
+                         steps=3, eval_every=3, eval_batches=1, warmup_steps=1, dropout=0.3)
+    model, tok, _ = pretrain(cfg, quiet=True)
+    rates = [m.p for m in model.modules() if isinstance(m, mf.nn.Dropout)]
+    assert rates and set(rates) == {0.3}  # embeddings and residual branches were dropped while training
+    assert model.model.layers[0].attn.dropout_p == 0.3  # and the attention probabilities
+    saved = json.loads((tmp_path / "ck" / "config.json").read_text())
+    assert saved["hidden_dropout_prob"] == saved["attention_probs_dropout_prob"] == 0.0
+    back = mf.models.from_pretrained(tmp_path / "ck").train()  # train mode, yet deterministic: no dropout
+    ids = np.array([tok.encode("the movie was great")])
+    np.testing.assert_array_equal(back(ids).logits.numpy(), back(ids).logits.numpy())
+    assert "| dropout | 0.3 while pretraining" in (tmp_path / "ck" / "README.md").read_text()
+
+
 def test_bert_masking_follows_the_80_10_10_recipe():
     tok = train_tokenizer(["the cat sat on the mat"] * 50 + ["a dog ran far away"] * 50, "wordpiece", 100)
     enc = tok(["the cat sat on the mat a dog ran far away"] * 400, padding="max_length", max_length=16)
@@ -90,6 +106,7 @@ def test_cli_reads_a_config_file_and_flags_override_it(tmp_path, capsys):
     ('{"batch_size": "32"}', ["batch_size must be an integer, got '32'"]),
     ('{"learning_rate": "fast"}', ["learning_rate must be a finite number"]),
     ('{"steps": 10,}', ["not valid JSON at line 1"]),
+    ('{"dropout": 1.0}', ["dropout must be in [0, 1), got 1.0"]),
     ('[1, 2]', ["expected a JSON object"]),
 ])
 def test_bad_config_files_are_caught_before_work_and_name_the_file(tmp_path, capsys, content, words):

@@ -196,7 +196,7 @@ def sft_config(tmp_path, **kw):
     from minift.sft import SFTConfig
 
     options = dict(model=str(TINY_GPT), dataset="sentiment", method="lora", max_steps=20, per_device_train_batch_size=8,
-                   learning_rate=3e-3, max_length=64, lora_r=4, train_limit=48, eval_limit=8, logging_steps=4,
+                   learning_rate=1e-2, max_length=64, lora_r=4, train_limit=48, eval_limit=8, logging_steps=4,
                    out=str(tmp_path / "run"))
     options.update(kw)
     return SFTConfig(**options)

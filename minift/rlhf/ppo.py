@@ -307,8 +307,9 @@ class PPOTrainer:
         rewards, kl, adv, ret = self.advantages(r)
         ids = np.concatenate([r.query, r.response], axis=1)
         full_mask = np.concatenate([r.query_mask, np.ones_like(r.response)], axis=1)
-        if cfg.num_mini_batches > b:
-            raise ValueError(f"num_mini_batches ({cfg.num_mini_batches}) exceeds the batch ({b} prompts)")
+        if b % cfg.num_mini_batches:  # TRL: mini_batch_size = batch_size / num_mini_batches, exactly
+            raise ValueError(f"num_mini_batches ({cfg.num_mini_batches}) must divide the batch ({b} prompts) "
+                             "into minibatches of one size")
         self.policy.train()
         self.last_minibatch_stats = []
         for _ in range(cfg.num_ppo_epochs):
@@ -518,9 +519,9 @@ class PPOConfig:
         if self.train_limit is not None and (isinstance(self.train_limit, bool) or not isinstance(self.train_limit, int)
                                              or self.train_limit < 1):
             raise ValueError(f"train_limit must be None or an integer >= 1, got {self.train_limit!r}")
-        if self.num_mini_batches > self.batch_size:
-            raise ValueError(f"num_mini_batches ({self.num_mini_batches}) cannot exceed batch_size ({self.batch_size}): "
-                             "each minibatch needs at least one prompt")
+        if self.batch_size % self.num_mini_batches:
+            raise ValueError(f"num_mini_batches ({self.num_mini_batches}) must divide batch_size ({self.batch_size}): "
+                             "TRL's minibatches are batch_size / num_mini_batches prompts each, all the same size")
         if self.batch_size < 2:
             raise ValueError("batch_size must be >= 2: the advantages are whitened over the batch")
         if self.learning_rate is None:

@@ -434,6 +434,7 @@ def test_a_packed_batch_shows_each_boundary(gpt_tok):
     without_positions = {k: v for k, v in batch.items() if k != "position_ids"}  # the 3-D mask alone tells
     assert np.array_equal(quiet_view(without_positions, tok).column("boundary"), table.column("boundary"))
     assert str(table).count("|boundary") == 2
+    assert str(table).startswith("row 0 (3 packed examples)\n")  # the title says what the row holds
     flattened = {"input_ids": batch["input_ids"], "labels": batch["labels"], "position_ids": batch["position_ids"]}
     assert np.array_equal(quiet_view(flattened, tok).column("boundary"), table.column("boundary"))  # HF's
     # DataCollatorWithFlattening: position ids alone mark the examples

@@ -96,7 +96,8 @@ class TokenTable:
     HEAD = ["t", "text", "id", "mask", "pos id", "label", ""]
 
     def _example_title(self, b):
-        title = f"example {b}"
+        packed = 1 + sum(1 for r in self.rows if r["example"] == b and r["boundary"])
+        title = f"row {b} ({packed} packed examples)" if packed > 1 else f"example {b}"
         if self.sequence_labels is not None:
             title += f" (label {self.sequence_labels[b]})"
         return title

@@ -198,6 +198,8 @@ def test_the_verifiable_rewards_by_hand():
     assert positive_word_reward(" great acting, but a boring plot") == 0.0  # a negative word spoils it
     assert positive_word_reward(" the plot") == 0.0 and positive_word_reward(" GREAT!") == 1.0
     assert arithmetic_reward("It is 12.", "What is 5 + 7?") == 1.0
+    assert arithmetic_reward("To add 5 and 7: 5 + 7 = 12", "What is 5 + 7?") == 1.0  # the last integer is the answer
+    assert arithmetic_reward("12? No, 13", "What is 5 + 7?") == 0.0
     assert arithmetic_reward("13", "What is 5 + 7?") == 0.0 and arithmetic_reward("no idea", "What is 5 + 7?") == 0.0
     assert arithmetic_reward("-2", "What is 5 - 7?") == 1.0 and arithmetic_reward("35", "What is 5 * 7?") == 1.0
     with pytest.raises(ValueError, match="needs a prompt with"):

@@ -241,9 +241,10 @@ class _Explodes:
         return open, (str(self.marker), "w")
 
 
-def test_pytorch_bin_is_refused_and_never_unpickled(tmp_path):
+@pytest.mark.parametrize("layout", ["hf", "minift"])
+def test_pytorch_bin_is_refused_and_never_unpickled(tmp_path, layout):
     model_dir, marker = tmp_path / "model", tmp_path / "unpickled"
-    save_pretrained(_model("bert", "TransformerModel"), model_dir, format="hf")
+    save_pretrained(_model("bert", "TransformerModel"), model_dir, format=layout)  # either config, same message
     (model_dir / "model.safetensors").unlink()
     (model_dir / "pytorch_model.bin").write_bytes(pickle.dumps(_Explodes(marker)))
     with pytest.raises(CheckpointError, match=r"pytorch_model.bin.*safetensors only.*never unpickles"):

@@ -224,11 +224,27 @@ def save_pretrained(model, path, tokenizer=None, extra_files: dict | None = None
     return path
 
 
+# weight files of other frameworks that minift never opens (.bin and .msgpack are pickles or run code to load)
+UNSAFE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+
+
+def missing_weights_error(directory, expected) -> CheckpointError:
+    """The error for a model directory without ``expected``: it names a pickled weight file when one is there."""
+    directory = Path(directory)
+    found = [name for name in UNSAFE_WEIGHTS if (directory / name).exists()]
+    if found:
+        return CheckpointError(
+            f"{directory} has {found[0]} but no model.safetensors: minift reads safetensors only and never "
+            "unpickles a .bin file (unpickling can run arbitrary code). Convert it once, where you trust "
+            "it, with transformers: model.save_pretrained(dir, safe_serialization=True)")
+    return CheckpointError(f"{expected} does not exist")
+
+
 def load_state(model, path):
     """Load ``path/model.safetensors`` into ``model`` (strict: every tensor used, every parameter set)."""
     file = Path(path) / "model.safetensors"
     if not file.exists():
-        raise CheckpointError(f"{file} does not exist")
+        raise missing_weights_error(path, file)
     try:
         tensors = load_file(str(file))
     except (SafetensorError, OSError, ValueError) as e:

@@ -71,7 +71,7 @@ from pathlib import Path
 import numpy as np  # host-side only: file tensors, before they reach the device
 
 from .. import backend
-from .checkpoint import CheckpointError, unique_state
+from .checkpoint import CheckpointError, missing_weights_error, unique_state
 from .config import TransformerConfig
 from .heads import (
     TransformerForQuestionAnswering, TransformerForSequenceClassification, TransformerForTokenClassification,
@@ -451,9 +451,6 @@ def read_safetensors(file) -> dict:
     return out
 
 
-_PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
-
-
 def read_hf_tensors(directory) -> tuple[dict, Path]:
     """All tensors of a HF directory: ``model.safetensors``, or the shards its ``….index.json`` lists."""
     from .loaders import _unreadable
@@ -466,13 +463,7 @@ def read_hf_tensors(directory) -> tuple[dict, Path]:
         weight_map = read_json(index).get("weight_map", {})
         files = [d / name for name in sorted(set(weight_map.values()))]
     else:
-        found = [name for name in _PICKLED if (d / name).exists()]
-        if found:
-            raise CheckpointError(
-                f"{d} has {found[0]} but no model.safetensors: minift reads safetensors only and never "
-                "unpickles a .bin file (unpickling can run arbitrary code). Convert it once, where you trust "
-                "it, with transformers: model.save_pretrained(dir, safe_serialization=True)")
-        raise CheckpointError(f"{single} does not exist")
+        raise missing_weights_error(d, single)
     tensors = {}
     for file in files:
         try:

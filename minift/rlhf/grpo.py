@@ -153,15 +153,19 @@ def positive_word_reward(completion, prompt=None):
 
 
 def arithmetic_reward(completion, prompt):
-    """1.0 if the first integer in the completion is the answer to the prompt's "a + b" (or a − b, a × b),
-    else 0.0: a verifiable reward for an instruction model such as SmolLM2."""
+    """1.0 if the last integer in the completion is the answer to the prompt's "a + b" (or a − b, a × b),
+    else 0.0: a verifiable reward for an instruction model such as SmolLM2.
+
+    The *last* integer, as lm-evaluation-harness's "flexible extract" reads GSM8K answers: a small model
+    restates the question before answering ("To add 9 and 26, we …"), so the first integer is usually an
+    operand. A completion cut before its answer scores 0, as it would with an exact-match grader."""
     match = re.search(r"(-?\d+)\s*([+\-*×x])\s*(-?\d+)", prompt)
     if not match:
         raise ValueError(f"arithmetic_reward needs a prompt with 'a + b', 'a - b' or 'a * b', got {prompt[:60]!r}")
     a, op, b = int(match.group(1)), match.group(2), int(match.group(3))
     answer = a + b if op == "+" else a - b if op == "-" else a * b
-    found = re.search(r"-?\d+", completion)
-    return float(found is not None and int(found.group()) == answer)
+    found = re.findall(r"-?\d+", completion)
+    return float(bool(found) and int(found[-1]) == answer)
 
 
 REWARDS = {"positive_words": positive_word_reward, "arithmetic": arithmetic_reward}
@@ -171,7 +175,9 @@ def prompts_for(task, tokenizer, split, n, prompt_tokens, chat, seed=0):
     """(prompt texts, their token ids (n, P)) — every prompt the same number of tokens, so a batch needs no padding.
 
     ``positive_words``: the first ``prompt_tokens`` tokens of real movie reviews (the split of
-    ``load_dataset("sentiment")``); ``arithmetic``: "What is a + b?" with random one- and two-digit numbers."""
+    ``load_dataset("sentiment")``); ``arithmetic``: "What is a + b?" with random one-digit a and b. (With
+    numbers up to 49 SmolLM2-135M answered almost none right, so every group scored 0 and GRPO had nothing to
+    learn from; with one digit about one answer in seven is right: the groups have a spread.)"""
     rng = np.random.default_rng(seed)
     if task == "positive_words":
         from ..data.tasks import load_dataset
@@ -188,7 +194,7 @@ def prompts_for(task, tokenizer, split, n, prompt_tokens, chat, seed=0):
     if task == "arithmetic":
         offset = 0 if split == "train" else 10_000  # other draws for held-out prompts
         rng = np.random.default_rng(seed + offset)
-        texts = [f"What is {a} + {b}? Answer with the number only." for a, b in rng.integers(1, 50, size=(n, 2))]
+        texts = [f"What is {a} + {b}? Answer with the number only." for a, b in rng.integers(1, 10, size=(n, 2))]
         encoded = [tokenizer.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=True)
                    if chat else tokenizer.encode(t, add_special_tokens=False) for t in texts]
         width = max(len(e) for e in encoded)

@@ -224,7 +224,8 @@ def save_pretrained(model, path, tokenizer=None, extra_files: dict | None = None
     return path
 
 
-# weight files of other frameworks that minift never opens (.bin and .msgpack are pickles or run code to load)
+# weight files of other frameworks that minift never opens: it reads safetensors only (a .bin is a pickle,
+# and unpickling runs whatever code the file names)
 UNSAFE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
 
 

@@ -326,3 +326,16 @@ def test_the_reward_must_be_a_classifier_not_a_fresh_head_on_another_model():
     for path, held in ((TINY_GPT, "TransformerForCausalLM"), (TINY_GPT.parent / "tiny-bert", "TransformerForMaskedLM")):
         with pytest.raises(ValueError, match=f"holds {held}, expected a sequence classifier"):
             classifier_reward(path)
+
+
+def test_a_rollout_whose_batch_the_minibatches_do_not_divide_is_refused_before_any_update():
+    trainer, _ = lora_trainer(batch_size=8, num_mini_batches=4, num_ppo_epochs=1)
+    r = trainer.rollout(PROMPTS[:6])  # 6 prompts: 4 minibatches would hold 2, 2, 1 and 1
+    before = [p.data.copy() for p in trainer.params]
+    with pytest.raises(ValueError, match=r"num_mini_batches \(4\) must divide the batch \(6 prompts\)"):
+        trainer.step(r)
+    assert all((p.data == b).all() for p, b in zip(trainer.params, before))  # nothing was updated
+    trainer.config.num_mini_batches = 3  # 6 / 3 = 2 prompts per minibatch: the same rollout now steps
+    trainer.step(r)
+    assert len(trainer.last_minibatch_stats) == 3
+    assert any((p.data != b).any() for p, b in zip(trainer.params, before))

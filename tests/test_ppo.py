@@ -247,6 +247,12 @@ def test_the_trace_columns_are_consistent():
     assert "advantage" in str(trace).splitlines()[0]
     with pytest.raises(ValueError, match="out of range"):
         rollout_trace(r, tok, index=99)
+    d = PPOConfig(out="unused")  # left out, β, γ, λ and the KL estimator are PPOConfig's defaults
+    default, explicit = rollout_trace(r, tok, index=2), rollout_trace(r, tok, index=2, kl_coef=d.kl_coef,
+                                                                      gamma=d.gamma, lam=d.lam, kl_kind=d.kl_kind)
+    for name in ("reward", "advantage", "return"):
+        np.testing.assert_array_equal(default.column(name), explicit.column(name))
+    assert not np.allclose(default.column("advantage"), trace.column("advantage"))  # λ = 0.95, β = 0.05 differ
 
 
 # ============================================================================ a run

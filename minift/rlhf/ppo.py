@@ -371,10 +371,17 @@ def _entropy(logits, mask):
 
 
 # ============================================================================ one rollout, token by token
-def rollout_trace(rollout, tokenizer, index=0, kl_coef=0.05, gamma=1.0, lam=0.95, kl_kind="k1", whiten_advantages=False):
+def rollout_trace(rollout, tokenizer, index=0, kl_coef=None, gamma=None, lam=None, kl_kind=None,
+                  whiten_advantages=False):
     """A ``Trace`` of response ``index`` of a scored ``rollout``, one row per real response token: token,
     logprob, ref_logprob, kl, reward, value, advantage, return. The reward column sums to
-    score − β Σ kl; with γ = λ = 1 and no whitening, advantage_t = Σ_{s≥t} reward_s − value_t."""
+    score − β Σ kl; with γ = λ = 1 and no whitening, advantage_t = Σ_{s≥t} reward_s − value_t.
+    ``kl_coef``, ``gamma``, ``lam`` and ``kl_kind`` left out are ``PPOConfig``'s defaults (one home for them);
+    pass a trainer's ``kl_ctl.value`` and ``config`` values to see what its step saw."""
+    kl_coef = PPOConfig.kl_coef if kl_coef is None else kl_coef  # a dataclass's class attributes are its defaults
+    gamma = PPOConfig.gamma if gamma is None else gamma
+    lam = PPOConfig.lam if lam is None else lam
+    kl_kind = PPOConfig.kl_kind if kl_kind is None else kl_kind
     r = rollout
     if r.scores is None:
         raise ValueError("the rollout has no scores: score it first (rollout(prompts, score=True))")

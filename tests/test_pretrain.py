@@ -6,7 +6,7 @@ import pytest
 
 import minift as mf
 from minift.data import load_ner, load_sentiment, pretraining_corpus
-from minift.pretrain import PretrainConfig, mask_tokens, perplexity, pretrain
+from minift.pretrain import PretrainConfig, causal_stream, mask_tokens, perplexity, pretrain, validation_batches
 from minift.tokenization import train_tokenizer
 
 pytestmark = pytest.mark.zoo
@@ -37,6 +37,14 @@ def test_pretraining_lowers_validation_perplexity_and_writes_a_loadable_checkpoi
     np.testing.assert_allclose(back(ids).logits.numpy(), model.eval()(ids).logits.numpy(), atol=1e-6)
     card = (tmp_path / "ck" / "README.md").read_text()
     assert f"{result['val_perplexity']:.2f}" in card and "minift pretrain" in card and "VADER" in card
+    # the card's second figure: the same measurement on the first documents of the training split
+    train_texts, _ = pretraining_corpus(seed=cfg.seed)
+    train_ppl = perplexity(model, validation_batches(cfg, tok, train_texts))
+    assert result["train_perplexity"] == pytest.approx(train_ppl, rel=1e-9)
+    assert f"{train_ppl:.1f} on the same number of training" in card and "## Why dropout" not in card  # dropout 0
+    if family == "gpt2":  # steps × batch × context over the tokens of the training text
+        stream = causal_stream(tok, train_texts)
+        assert f"| passes over the training text | {40 * 16 * 32 / len(stream):.1f} (" in card
     log = [json.loads(line) for line in (tmp_path / "log" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 41)) and "val_perplexity" in log[19]
     assert (tmp_path / "log" / "loss.png").read_bytes()[:4] == b"\x89PNG"
@@ -55,7 +63,8 @@ def test_dropout_is_used_while_pretraining_and_the_checkpoint_ships_without_it(t
     back = mf.models.from_pretrained(tmp_path / "ck").train()  # train mode, yet deterministic: no dropout
     ids = np.array([tok.encode("the movie was great")])
     np.testing.assert_array_equal(back(ids).logits.numpy(), back(ids).logits.numpy())
-    assert "| dropout | 0.3 while pretraining" in (tmp_path / "ck" / "README.md").read_text()
+    card = (tmp_path / "ck" / "README.md").read_text()
+    assert "| dropout | 0.3 while pretraining" in card and "## Why dropout" in card and "Dropout 0.3" in card
 
 
 def test_bert_masking_follows_the_80_10_10_recipe():

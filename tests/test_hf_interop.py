@@ -225,7 +225,7 @@ def test_bfloat16_is_decoded_as_the_top_half_of_a_float32(tmp_path):
     bits = (values.view(np.uint32) >> 16).astype("<u2").tobytes()
     header = json.dumps({"w": {"dtype": "BF16", "shape": [2, 3], "data_offsets": [0, len(bits)]}}).encode()
     (tmp_path / "bf16.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bits)
-    got = hf.read_safetensors(tmp_path / "bf16.safetensors")["w"]
+    got = mf.models.checkpoint.read_safetensors(tmp_path / "bf16.safetensors")["w"]
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, values)
 

@@ -13,6 +13,7 @@ import pytest
 
 import minift as mf
 from minift.inspect import InspectError, format_report, inspect_path, read_safetensors_header
+from minift.models.checkpoint import CheckpointError, read_safetensors
 from minift.inspect import add_cli_arguments, run_from_args
 from minift.models import TransformerConfig, save_pretrained
 from minift.peft import LoraConfig, get_peft_model
@@ -330,9 +331,13 @@ def test_corrupt_headers_are_reported_not_trusted(tmp_path):
         "offsets.safetensors": (with_header({"w": {**header["w"], "data_offsets": [0, 4000]}}), "outside the 24"),
     }
     for name, (data, message) in cases.items():
-        with pytest.raises(InspectError, match=message):
+        with pytest.raises(CheckpointError, match=message):
             read_safetensors_header(write(name, data))
+        # loading the file says the same: one header check behind inspect and every loader
+        with pytest.raises(CheckpointError, match=f"{name}.*{message}" if message != "too short" else "too short"):
+            read_safetensors(tmp_path / name)
     assert read_safetensors_header(good)[0]["w"]["bytes"] == 24
+    np.testing.assert_array_equal(read_safetensors(good)["w"], np.ones((2, 3), np.float32))
     with pytest.raises(InspectError, match="not a readable GGUF file"):
         inspect_path(write("bad.gguf", b"GGUF" + b"\x00" * 20))
 

@@ -63,7 +63,7 @@ def test_bert_loader_names_the_bad_tensor_and_file(tmp_path, kw, message):
 def test_corrupt_safetensors_is_a_clear_error(tmp_path):
     _bert(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
-    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+    with pytest.raises(CheckpointError, match="corrupt safetensors header: it claims 16 bytes of JSON, but the file has 9"):
         load_bert(tmp_path)
 
 
@@ -238,7 +238,7 @@ def test_an_unreadable_cached_zoo_file_names_the_command_that_repairs_it(tmp_pat
     cached.parent.mkdir(parents=True)
     _bert(cached.parent)
     cached.write_bytes(cached.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match=r"model.safetensors is not a readable.*minilm --force"):
+    with pytest.raises(CheckpointError, match=r"model.safetensors: corrupt safetensors header.*minilm --force"):
         load_bert(cached.parent)
     elsewhere = tmp_path / "mine.gguf"  # not a zoo file: no such advice
     elsewhere.write_bytes(b"GGUF")

@@ -132,3 +132,43 @@ def test_old_swap_leftovers_next_to_a_complete_checkpoint_are_removed_on_save(tm
     assert not leftover.exists() and not stray.exists()
     assert running.exists() and fresh.exists()
     assert json.loads((d / "config.json").read_text())["format"] == "minift"
+
+
+@pytest.mark.parametrize("layout", ["minift", "hf", "adapter", "training checkpoint"])
+def test_a_truncated_safetensors_file_is_diagnosed_the_same_way_by_every_loader(tmp_path, layout):
+    """One reader behind every loader: a file cut short is named, with what its header claims against what
+    the file holds (the safetensors library's own message is only "invalid header length"), and no
+    loader turns into a traceback or reads half a file."""
+    from minift.models.checkpoint import CheckpointError
+    from minift.peft import LoraConfig, PeftModel, get_peft_model
+    from minift.train.checkpointing import load_checkpoint, save_checkpoint
+    from minift.train.callbacks import TrainerState
+
+    model, d = _model(), tmp_path / "ck"
+    if layout == "adapter":
+        get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(d)
+        file = d / "adapter_model.safetensors"
+        load = lambda: PeftModel.from_pretrained(_model(), d)  # noqa: E731
+    elif layout == "training checkpoint":
+        opt = mf.optim.AdamW(model.parameters(), lr=1e-3)
+        model(np.array([[1, 2, 3]]), labels=np.array([[1, 2, 3]])).loss.backward()
+        opt.step()  # so that the optimizer has moments to save
+        sched = mf.optim.get_scheduler("constant", opt, num_warmup_steps=0, num_training_steps=1)
+        save_checkpoint(d, model, opt, sched, TrainerState())
+        file = d / "optimizer.safetensors"
+        load = lambda: load_checkpoint(d, model, opt, sched)  # noqa: E731
+    else:
+        save_pretrained(model, d, format=layout)
+        file = d / "model.safetensors"
+        load = lambda: from_pretrained(d)  # noqa: E731
+    size = file.stat().st_size
+    file.write_bytes(file.read_bytes()[:size // 2])  # a download or a copy cut off half-way
+    claimed = int.from_bytes(file.read_bytes()[:8], "little")
+    with pytest.raises(CheckpointError) as e:
+        load()
+    message = str(e.value)
+    assert str(file) in message
+    if claimed > size // 2 - 8:  # the header itself is cut
+        assert f"claims {claimed:,} bytes of JSON, but the file has {size // 2 - 8:,}" in message
+    else:  # the header is whole; a tensor's bytes are not
+        assert "outside the" in message and "data bytes" in message

@@ -26,12 +26,10 @@ from __future__ import annotations
 import json
 import math
 import re
-import struct
 from pathlib import Path
 
-SAFETENSORS_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
-                        "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
-MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
+from ..models.checkpoint import read_safetensors_header
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 PICKLE_WHY = ("it is a Python pickle, and unpickling runs whatever code the file names; minift never loads "
               "one (convert it once, where you trust it, with safetensors: model.save_pretrained(dir, "
@@ -44,50 +42,6 @@ ADAPTER_PARTS = re.compile(r"\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|
 
 class InspectError(ValueError):
     """The path is not something the inspector reads; the message names it and says what was expected."""
-
-
-# ----------------------------------------------------------------------------- safetensors headers
-def read_safetensors_header(file) -> tuple[dict, dict]:
-    """(tensors {name: {dtype, shape, bytes, offsets}}, metadata) from the header alone, every entry checked.
-
-    Layout: ``u64 N`` (little-endian), N bytes of JSON, data. bytes = end − start = ∏ shape × itemsize.
-    """
-    file = Path(file)
-    size = file.stat().st_size
-    with open(file, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise InspectError(f"{file}: {size} bytes, too short for a safetensors file (8-byte header length "
-                               "first)")
-        (n,) = struct.unpack("<Q", head)
-        if n > min(MAX_HEADER_BYTES, size - 8):
-            raise InspectError(f"{file}: corrupt safetensors header: it claims {n:,} bytes of JSON, but the file "
-                               f"has {size - 8:,} bytes after the length")
-        raw = f.read(n)
-    try:
-        header = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InspectError(f"{file}: corrupt safetensors header: not JSON ({e})") from None
-    if not isinstance(header, dict):
-        raise InspectError(f"{file}: corrupt safetensors header: a JSON {type(header).__name__}, expected an object")
-    metadata = header.pop("__metadata__", None) or {}
-    data_bytes = size - 8 - n
-    tensors = {}
-    for name, info in header.items():
-        try:
-            dtype, shape, (start, end) = info["dtype"], [int(s) for s in info["shape"]], info["data_offsets"]
-        except (TypeError, KeyError, ValueError):
-            raise InspectError(f"{file}: corrupt safetensors header: entry {name!r} is {info!r}, expected "
-                               "{dtype, shape, data_offsets: [start, end]}") from None
-        if not 0 <= start <= end <= data_bytes:
-            raise InspectError(f"{file}: corrupt safetensors header: {name} has data_offsets [{start}, {end}], "
-                               f"outside the {data_bytes:,} data bytes")
-        itemsize = SAFETENSORS_ITEMSIZE.get(dtype)
-        if itemsize is not None and end - start != math.prod(shape) * itemsize:
-            raise InspectError(f"{file}: corrupt safetensors header: {name} is {dtype} {shape} "
-                               f"(= {math.prod(shape) * itemsize} bytes) but data_offsets span {end - start}")
-        tensors[name] = {"name": name, "shape": shape, "dtype": dtype, "bytes": end - start, "file": file.name}
-    return tensors, metadata
 
 
 # ----------------------------------------------------------------------------- what the path is

@@ -22,22 +22,132 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import math
 import os
 import re
 import shutil
+import struct
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np  # host-side only: files are written from host copies (backend.to_numpy)
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from .. import backend
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable or does not fit the model; the message names the file."""
+
+
+# ----------------------------------------------------------------------------- reading safetensors
+SAFETENSORS_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+                        "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
+
+
+def read_safetensors_header(file) -> tuple[dict, dict]:
+    """(tensors {name: {dtype, shape, bytes, offsets}}, metadata) from the header alone, every entry checked.
+
+    Layout: ``u64 N`` (little-endian), N bytes of JSON, data. bytes = end − start = ∏ shape × itemsize.
+    """
+    file = Path(file)
+    size = file.stat().st_size
+    with open(file, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{file}: {size} bytes, too short for a safetensors file (8-byte header length "
+                               "first)")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(MAX_HEADER_BYTES, size - 8):
+            raise CheckpointError(f"{file}: corrupt safetensors header: it claims {n:,} bytes of JSON, but the file "
+                               f"has {size - 8:,} bytes after the length")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{file}: corrupt safetensors header: not JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{file}: corrupt safetensors header: a JSON {type(header).__name__}, expected an object")
+    metadata = header.pop("__metadata__", None) or {}
+    data_bytes = size - 8 - n
+    tensors = {}
+    for name, info in header.items():
+        try:
+            dtype, shape, (start, end) = info["dtype"], [int(s) for s in info["shape"]], info["data_offsets"]
+        except (TypeError, KeyError, ValueError):
+            raise CheckpointError(f"{file}: corrupt safetensors header: entry {name!r} is {info!r}, expected "
+                               "{dtype, shape, data_offsets: [start, end]}") from None
+        if not 0 <= start <= end <= data_bytes:
+            raise CheckpointError(f"{file}: corrupt safetensors header: {name} has data_offsets [{start}, {end}], "
+                               f"outside the {data_bytes:,} data bytes")
+        itemsize = SAFETENSORS_ITEMSIZE.get(dtype)
+        if itemsize is not None and end - start != math.prod(shape) * itemsize:
+            raise CheckpointError(f"{file}: corrupt safetensors header: {name} is {dtype} {shape} "
+                               f"(= {math.prod(shape) * itemsize} bytes) but data_offsets span {end - start}")
+        tensors[name] = {"name": name, "shape": shape, "dtype": dtype, "bytes": end - start, "file": file.name}
+    return tensors, metadata
+
+
+def read_safetensors(file) -> dict:
+    """{name: NumPy array} of the safetensors ``file``, bfloat16 widened to float32: how minift reads weights.
+
+    The format: 8 bytes (little-endian length N), N bytes of JSON {name: {dtype, shape, data_offsets}}, then
+    the data. NumPy has no bfloat16, so those tensors are decoded here: a bfloat16 is the top 16 bits of a
+    float32, so shifting each 16-bit pattern left by 16 gives the float32 with the same value.
+
+    The library's own errors do not name the file and say little ("invalid header length"), so an unreadable
+    file is checked again by ``read_safetensors_header``, whose message says what is wrong (a header longer
+    than the file, JSON that does not parse, offsets outside the data); a file of the zoo cache also gets
+    the command that replaces it with a verified copy.
+    """
+    try:
+        return _read_tensors(file)
+    except CheckpointError:
+        raise
+    except (SafetensorError, OSError, ValueError, TypeError, KeyError, struct.error) as e:
+        try:
+            read_safetensors_header(file)
+            why = f"{file} is not a readable safetensors file: {e}"
+        except CheckpointError as bad:  # the header check names the fault
+            why = str(bad)
+        except OSError as bad:
+            why = f"{file} cannot be read: {bad}"
+        raise CheckpointError(why + repair_hint(file)) from None
+
+
+def _read_tensors(file) -> dict:
+    from safetensors import safe_open
+
+    out = {}
+    with safe_open(str(file), framework="numpy") as f:
+        for name in f.keys():
+            try:
+                out[name] = f.get_tensor(name)
+            except TypeError:  # NumPy cannot represent this dtype: bfloat16
+                out[name] = None
+    if any(v is None for v in out.values()):
+        raw = Path(file).read_bytes()
+        (n,) = struct.unpack("<Q", raw[:8])
+        header = json.loads(raw[8:8 + n])
+        for name in [k for k, v in out.items() if v is None]:
+            info = header[name]
+            if info["dtype"] != "BF16":
+                raise CheckpointError(f"{file}: tensor {name} has dtype {info['dtype']}, which minift cannot read")
+            start, end = info["data_offsets"]
+            bits = np.frombuffer(raw[8 + n + start:8 + n + end], dtype="<u2").astype(np.uint32) << 16  # (numel,)
+            out[name] = bits.view(np.float32).reshape(info["shape"])
+    return out
+
+
+def repair_hint(file) -> str:
+    """For a file in the zoo cache: the command that replaces it with a verified copy; otherwise ""."""
+    from .. import zoo
+
+    name = zoo.cached_artifact_of(file)
+    return f"; it is a cached zoo file: re-run `minift download {name} --force`" if name else ""
 
 
 def unique_state(model) -> tuple[dict, dict]:
@@ -246,10 +356,7 @@ def load_state(model, path):
     file = Path(path) / "model.safetensors"
     if not file.exists():
         raise missing_weights_error(path, file)
-    try:
-        tensors = load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{file} is not a readable safetensors file: {e}") from None
+    tensors = read_safetensors(file)
     _, aliases = unique_state(model)
     for alias, kept in aliases.items():
         if kept in tensors and alias not in tensors:

@@ -65,13 +65,12 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 from pathlib import Path
 
 import numpy as np  # host-side only: file tensors, before they reach the device
 
 from .. import backend
-from .checkpoint import CheckpointError, missing_weights_error, unique_state
+from .checkpoint import CheckpointError, missing_weights_error, read_safetensors, unique_state
 from .config import TransformerConfig
 from .heads import (
     TransformerForQuestionAnswering, TransformerForSequenceClassification, TransformerForTokenClassification,
@@ -420,41 +419,8 @@ def read_json(file) -> dict:
     return value
 
 
-def read_safetensors(file) -> dict:
-    """{name: NumPy array} from a ``.safetensors`` file, bfloat16 tensors widened to float32.
-
-    NumPy has no bfloat16, so those are decoded here: a bfloat16 is the top 16 bits of a float32, so
-    shifting each 16-bit pattern left by 16 gives the float32 with the same value. The format itself:
-    8 bytes (little-endian length N), N bytes of JSON {name: {dtype, shape, data_offsets}}, then the data.
-    """
-    from safetensors import safe_open
-
-    out = {}
-    with safe_open(str(file), framework="numpy") as f:
-        for name in f.keys():
-            try:
-                out[name] = f.get_tensor(name)
-            except TypeError:  # NumPy cannot represent this dtype: bfloat16
-                out[name] = None
-    if any(v is None for v in out.values()):
-        raw = Path(file).read_bytes()
-        (n,) = struct.unpack("<Q", raw[:8])
-        header = json.loads(raw[8:8 + n])
-        for name in [k for k, v in out.items() if v is None]:
-            info = header[name]
-            if info["dtype"] != "BF16":
-                raise CheckpointError(f"{file}: tensor {name} has dtype {info['dtype']}, "
-                                      "which minift cannot read")
-            start, end = info["data_offsets"]
-            bits = np.frombuffer(raw[8 + n + start:8 + n + end], dtype="<u2").astype(np.uint32) << 16
-            out[name] = bits.view(np.float32).reshape(info["shape"])
-    return out
-
-
 def read_hf_tensors(directory) -> tuple[dict, Path]:
     """All tensors of a HF directory: ``model.safetensors``, or the shards its ``….index.json`` lists."""
-    from .loaders import _unreadable
-
     d = Path(directory)
     single, index = d / "model.safetensors", d / "model.safetensors.index.json"
     if single.exists():
@@ -466,12 +432,7 @@ def read_hf_tensors(directory) -> tuple[dict, Path]:
         raise missing_weights_error(d, single)
     tensors = {}
     for file in files:
-        try:
-            tensors.update(read_safetensors(file))
-        except CheckpointError:
-            raise
-        except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear error
-            raise _unreadable(file, "safetensors", e) from None
+        tensors.update(read_safetensors(file))
     return tensors, files[0] if len(files) == 1 else index
 
 

@@ -13,7 +13,7 @@ import numpy as np  # host-side only: file contents, before backend.asarray move
 
 from .. import backend
 from . import quant
-from .checkpoint import CheckpointError, load_state, tidy_leftovers
+from .checkpoint import CheckpointError, load_state, read_safetensors, repair_hint, tidy_leftovers
 from .config import TransformerConfig
 from .names import backbone_name_to, unpermute_rope_rows
 from .quant import dequantize
@@ -23,16 +23,8 @@ from .heads import (
 from .transformer import TransformerForCausalLM, TransformerForMaskedLM, TransformerModel
 
 
-def _repair_hint(file) -> str:
-    """For a file in the zoo cache: the command that replaces it with a verified copy; otherwise ""."""
-    from .. import zoo
-
-    name = zoo.cached_artifact_of(file)
-    return f"; it is a cached zoo file: re-run `minift download {name} --force`" if name else ""
-
-
 def _unreadable(file, kind: str, error) -> CheckpointError:
-    return CheckpointError(f"{file} is not a readable {kind} file: {error}{_repair_hint(file)}")
+    return CheckpointError(f"{file} is not a readable {kind} file: {error}{repair_hint(file)}")
 
 
 def _assign(model, theirs: dict, rename: dict, file, consumed_extra=()):
@@ -73,15 +65,10 @@ def bert_config_from_hf(hf: dict) -> TransformerConfig:
 
 def load_bert(directory) -> TransformerModel:
     """A Hugging Face BertModel directory (config.json + model.safetensors) → ``TransformerModel`` in eval mode."""
-    from safetensors.numpy import load_file
-
     d = Path(directory)
     config = bert_config_from_hf(json.loads((d / "config.json").read_text()))
     file = d / "model.safetensors"
-    try:
-        tensors = load_file(str(file))
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear error
-        raise _unreadable(file, "safetensors", e) from None
+    tensors = read_safetensors(file)
     model = TransformerModel(config)
     rename = {backbone_name_to("bert", k): k for k in model.state_dict()}
     extra = []

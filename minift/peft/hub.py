@@ -24,7 +24,7 @@ import numpy as np  # host-side only: tensors on their way to and from the file
 
 from .. import backend
 from ..models import hf as hf_names
-from ..models.checkpoint import CheckpointError, atomic_files, tidy_leftovers
+from ..models.checkpoint import CheckpointError, atomic_files, read_safetensors, tidy_leftovers
 from ..nn import Linear
 from .config import IA3Config, LoraConfig
 from .ia3 import IA3Linear
@@ -174,8 +174,6 @@ def _peft_targets(hf_name, config: dict):
 
 def load_adapter(model, directory, adapter_name="default", is_trainable=False) -> PeftModel:
     """``model`` with the LoRA adapter in ``directory`` (PEFT's files, written by PEFT or by minift)."""
-    from safetensors.numpy import load_file
-
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     for path in (config_path, weights_path):
@@ -217,10 +215,7 @@ def load_adapter(model, directory, adapter_name="default", is_trainable=False) -
                                                            "layers_to_transform", "layers_pattern")}
         config = LoraConfig.from_dict({**ours, "target_modules": chosen, "modules_to_save": sorted(set(saved)) or None,
                                        "inference_mode": not is_trainable}, file=config_path)
-    try:
-        tensors = load_file(str(weights_path))
-    except Exception as e:  # safetensors' own errors do not name the file
-        raise CheckpointError(f"{weights_path} cannot be read as safetensors: {e}") from None
+    tensors = read_safetensors(weights_path)
     flags = {id(p): p.requires_grad for p in model.parameters()}
     pm = PeftModel(model, config, adapter_name)
     try:

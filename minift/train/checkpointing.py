@@ -18,10 +18,10 @@ import json
 from pathlib import Path
 
 import numpy as np  # host side: arrays are written from host copies
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from .. import backend
-from ..models.checkpoint import CheckpointError, atomic_files
+from ..models.checkpoint import CheckpointError, atomic_files, read_safetensors
 from .callbacks import TrainerState
 
 
@@ -69,7 +69,7 @@ def load_checkpoint(path, model, optimizer, scheduler) -> TrainerState:
                  "rng_state.json", "trainer_state.json"):
         if not (path / name).exists():
             raise CheckpointError(f"{path} is not a complete training checkpoint: {name} is missing")
-    tensors = load_file(str(path / "model.safetensors"))
+    tensors = read_safetensors(path / "model.safetensors")
     own = model.state_dict()
     for k in own:  # a tied parameter stored once under its first name
         if k not in tensors:
@@ -81,7 +81,7 @@ def load_checkpoint(path, model, optimizer, scheduler) -> TrainerState:
     except KeyError as e:
         raise CheckpointError(f"{path / 'model.safetensors'} does not fit {type(model).__name__}: {e.args[0]}") from None
     meta = json.loads((path / "optimizer.json").read_text())
-    arrays = load_file(str(path / "optimizer.safetensors"))
+    arrays = read_safetensors(path / "optimizer.safetensors")
     state = {}
     for key, value in arrays.items():
         index, name = key.split(".", 1)

@@ -97,14 +97,56 @@ def get_default_dtype():
 def seed(n: int) -> None:
     """Seed minift's generator: parameter init and dropout masks become reproducible."""
     _state["seed"] = int(n)
-    _state["rng"] = _state["module"].random.default_rng(int(n)) if is_cupy() else np.random.default_rng(int(n))
+    if is_cupy():
+        _state["rng"] = CupyGenerator(_state["module"].random.default_rng(int(n)))
+    else:
+        _state["rng"] = np.random.default_rng(int(n))
 
 
 def rng():
-    """The backend's random Generator (numpy.random.Generator or cupy's)."""
+    """The backend's random Generator: numpy.random.Generator, or cupy's with the methods below added."""
     if _state["rng"] is None:
         seed(np.random.SeedSequence().entropy % (2**32))
     return _state["rng"]
+
+
+class CupyGenerator:
+    """``cupy.random.Generator`` with the two methods of NumPy's Generator that minift calls and CuPy lacks.
+
+        normal(loc, scale, size) = loc + scale · standard_normal(size)   (NumPy computes it this way too)
+        permutation(n)           = argsort of n uniform draws             (every order equally likely)
+
+    Everything else (``random``, ``integers``, ``uniform``, ``standard_normal``) is CuPy's own.
+    """
+
+    def __init__(self, generator):
+        self._generator = generator
+
+    def __getattr__(self, name):
+        return getattr(self._generator, name)
+
+    def normal(self, loc=0.0, scale=1.0, size=None):
+        return loc + scale * self._generator.standard_normal(size)
+
+    def permutation(self, n):
+        if not isinstance(n, numbers.Integral):
+            raise TypeError(f"permutation takes the number of items (an int) here, got {type(n).__name__}")
+        return xp.argsort(self._generator.random(int(n)))  # (n,) float64 draws: ties have probability ~2⁻⁵³
+
+
+def rng_state():
+    """The generator's state as JSON-able data, so that a resumed run draws what the run would have drawn;
+    None on CuPy, whose state is a buffer on the device: resumed dropout masks then differ from an
+    uninterrupted run's (the weights, the optimizer and the data order are restored all the same)."""
+    generator = rng()
+    return generator.bit_generator.state if isinstance(generator, np.random.Generator) else None
+
+
+def set_rng_state(state) -> None:
+    """Restore what ``rng_state`` returned (None: nothing to restore)."""
+    generator = rng()
+    if state is not None and isinstance(generator, np.random.Generator):
+        generator.bit_generator.state = state
 
 
 # ----------------------------------------------------------------------------- shims

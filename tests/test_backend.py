@@ -1,4 +1,5 @@
 """The backend switch, its errors and its shims (the CuPy side is tested in test_cupy.py on a GPU)."""
+import itertools
 import math
 
 import numpy as np
@@ -58,3 +59,31 @@ def test_scatter_add_rows_equals_add_at():
     backend.scatter_add_rows(fast, rows, vals)
     np.add.at(slow, rows, vals)
     np.testing.assert_allclose(fast, slow, atol=1e-12)
+
+
+def test_the_cupy_generator_shim_adds_normal_and_permutation_the_way_numpy_draws_them():
+    """CuPy's Generator has no ``normal`` and no ``permutation``; minift calls both (weight init, LoRA's A,
+    PPO's minibatches). The shim builds them from ``standard_normal`` and ``random``, which CuPy has, so it
+    is checked here on top of NumPy's Generator (it only calls what both have)."""
+    shim = backend.CupyGenerator(np.random.default_rng(7))
+    np.testing.assert_array_equal(shim.normal(0.5, 0.02, (3, 4)), np.random.default_rng(7).normal(0.5, 0.02, (3, 4)))
+    assert shim.integers(0, 10, 5).shape == (5,)  # the rest is the wrapped generator's own
+    counts = {}
+    for _ in range(6000):
+        order = tuple(int(i) for i in shim.permutation(3))
+        counts[order] = counts.get(order, 0) + 1
+    assert sorted(counts) == sorted(itertools.permutations(range(3)))  # only permutations, all six
+    chi2 = sum((c - 1000) ** 2 / 1000 for c in counts.values())
+    assert chi2 < 20.5  # χ² with 5 degrees of freedom: P(χ² > 20.5) ≈ 0.001 when every order is equally likely
+    with pytest.raises(TypeError, match="number of items"):
+        shim.permutation(np.arange(3))
+
+
+def test_rng_state_round_trips_on_numpy():
+    mf.seed(3)
+    state = backend.rng_state()
+    first = backend.rng().random(4)
+    backend.rng().random(10)
+    backend.set_rng_state(state)
+    np.testing.assert_array_equal(backend.rng().random(4), first)
+    backend.set_rng_state(None)  # what a checkpoint written on CuPy holds: nothing to restore, no error

@@ -313,7 +313,7 @@ class PPOTrainer:
         self.policy.train()
         self.last_minibatch_stats = []
         for _ in range(cfg.num_ppo_epochs):
-            order = backend.rng().permutation(b)
+            order = to_numpy(backend.rng().permutation(b))  # host indices: the rollout's arrays are NumPy
             for idx in np.array_split(order, cfg.num_mini_batches):
                 logits, values = self.policy(backend.asarray(ids[idx]), attention_mask=backend.asarray(full_mask[idx]))
                 new_logprobs = _response_logprobs(logits, backend.asarray(ids[idx]), p, cfg.temperature)  # (b, R)

@@ -37,8 +37,7 @@ def save_checkpoint(path, model, optimizer, scheduler, state: TrainerState):
                 arrays[f"{index}.{name}"] = np.ascontiguousarray(backend.to_numpy(value))
             else:
                 scalars.setdefault(str(index), {})[name] = float(value) if not isinstance(value, int) else value
-    rng = backend.rng()
-    rng_state = rng.bit_generator.state if hasattr(rng, "bit_generator") else None
+    rng_state = backend.rng_state()  # None on CuPy (see backend.rng_state)
     with atomic_files(path) as staging:
         save_file(_dedupe(model_state), str(staging / "model.safetensors"))
         save_file(arrays, str(staging / "optimizer.safetensors"))
@@ -92,6 +91,5 @@ def load_checkpoint(path, model, optimizer, scheduler) -> TrainerState:
     optimizer.load_state_dict({"state": state, "param_groups": groups})
     scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
     rng_state = json.loads((path / "rng_state.json").read_text())["minift"]
-    if rng_state is not None and hasattr(backend.rng(), "bit_generator"):
-        backend.rng().bit_generator.state = rng_state
+    backend.set_rng_state(rng_state)
     return TrainerState(**json.loads((path / "trainer_state.json").read_text()))

@@ -87,3 +87,26 @@ def test_rng_state_round_trips_on_numpy():
     backend.set_rng_state(state)
     np.testing.assert_array_equal(backend.rng().random(4), first)
     backend.set_rng_state(None)  # what a checkpoint written on CuPy holds: nothing to restore, no error
+
+
+# The methods of cupy.random.Generator (CuPy 14, cupy/random/_generator_api.pyx), and what the shim adds
+CUPY_GENERATOR_METHODS = {"random", "uniform", "integers", "beta", "chisquare", "dirichlet", "exponential", "f",
+                          "geometric", "hypergeometric", "logseries", "standard_exponential", "poisson", "power",
+                          "standard_normal", "gamma", "standard_gamma", "binomial", "bit_generator"}
+
+
+def test_every_draw_minift_makes_exists_on_cupy():
+    """A static check, so that it runs without a GPU: each ``rng().method`` in minift's source is one CuPy's
+    Generator has, or one ``CupyGenerator`` adds (NumPy's Generator has more: ``choice``, ``shuffle``, …)."""
+    import re
+    from pathlib import Path
+
+    added = {n for n in vars(backend.CupyGenerator) if not n.startswith("_")}
+    calls = {}
+    for file in Path(backend.__file__).parent.rglob("*.py"):
+        for name in re.findall(r"\brng\(\)\.(\w+)", file.read_text()):
+            calls.setdefault(name, set()).add(file.name)
+    assert {"normal", "permutation", "random", "standard_normal"} <= set(calls)  # the pattern finds the calls
+    missing = {n: sorted(f) for n, f in calls.items() if n not in CUPY_GENERATOR_METHODS | added}
+    assert not missing, f"CuPy's Generator has no {missing}: add it to backend.CupyGenerator or draw otherwise"
+    assert added == {"normal", "permutation"}

@@ -227,15 +227,16 @@ def _flag_type(annotation):
 def _assignments(args) -> int:
     from .assignments.build import all_regions, build_student_tree
     from .assignments.check import check
-    from .assignments.grade import grade, report_markdown, test_task, write_atomically
+    from .assignments.grade import grade, report_markdown, test_task
     from .assignments.handout import handout
     from .assignments.tasks import TASK_LIST
+    from .models.checkpoint import check_output_file, write_text_atomically
 
     root = Path(args.root).resolve()
     if args.action in ("test", "grade") and not args.target:
         what = "a task id (see `minift assignments list`)" if args.action == "test" else "the student's directory"
         raise CommandLineError(f"assignments {args.action} needs {what}")
-    if args.action in ("list", "test") and not (root / "minift" / "__init__.py").is_file():
+    if not (root / "minift" / "__init__.py").is_file():  # every action reads the course's own tree
         raise CommandLineError(f"{root} is not a minift tree (no minift/__init__.py): run this in the project or "
                                "student directory, or pass --root")
     if args.action == "list":
@@ -251,8 +252,10 @@ def _assignments(args) -> int:
     if args.action == "build":
         if not args.out:
             raise CommandLineError("assignments build needs --out DIR (where to write the student tree)")
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise CommandLineError(f"--out {args.out} is a file; give a new directory for the student tree")
         stripped = build_student_tree(root, Path(args.out))
-        write_atomically(Path(args.out) / "HANDOUT.md", handout(Path(args.out).resolve(), all_regions(Path(args.out))))
+        write_text_atomically(Path(args.out) / "HANDOUT.md", handout(Path(args.out).resolve(), all_regions(Path(args.out))))
         print(f"wrote the student tree to {args.out}: {len(stripped)} solution regions stripped "
               f"({len({r.task for r in stripped})} tasks); the tasks are described in {Path(args.out) / 'HANDOUT.md'}")
         return 0
@@ -262,6 +265,9 @@ def _assignments(args) -> int:
         except ValueError as e:
             raise CommandLineError(str(e)) from None
     if args.action == "grade":
+        for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
+            if path:  # before grading, which takes minutes
+                check_output_file(path, flag)
         try:
             report = grade(Path(args.target), root, args.task)
         except (FileNotFoundError, ValueError) as e:
@@ -269,9 +275,9 @@ def _assignments(args) -> int:
         text = report_markdown(report)
         print(text, end="")
         if args.json:
-            write_atomically(Path(args.json), json.dumps(report, indent=1))
+            write_text_atomically(Path(args.json), json.dumps(report, indent=1))
         if args.markdown:
-            write_atomically(Path(args.markdown), text)
+            write_text_atomically(Path(args.markdown), text)
         return 0
     return 0 if check(root, mutants=not args.no_mutants, isolation=args.isolation) else 1
 

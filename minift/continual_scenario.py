@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,7 @@ import numpy as np
 
 from . import backend
 from .finetune import SENTIMENT_TASKS
+from .models.checkpoint import write_text_atomically
 
 METHODS = ("naive", "ewc", "ewc-true", "online-ewc", "l2", "replay", "lora")
 
@@ -228,9 +228,7 @@ def run_continual(cfg: ContinualConfig, quiet=False, return_model=False):
                **{k: round(v, 4) for k, v in continual_summary(R).items()},
                "train_seconds": round(seconds["train"], 2), "fisher_seconds": round(seconds["fisher"], 2),
                "args": asdict(cfg)}
-    tmp = out / ".results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, out / "results.json")
+    write_text_atomically(out / "results.json", json.dumps(results, indent=1))
     return (results, models[cfg.tasks[-1]]) if return_model else results
 
 

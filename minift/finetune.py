@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import backend
+from .models.checkpoint import write_text_atomically
 
 SENTIMENT_TASKS = ("sentiment", "sentiment-tweets", "sentiment-amazon", "sentiment-nyt")
 TASKS = SENTIMENT_TASKS + ("ner", "qa")
@@ -329,9 +330,7 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
         from .models import save_pretrained
 
         save_pretrained(model.eval(), out / "model", tokenizer=tokenizer)
-    tmp = out / ".results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, out / "results.json")
+    write_text_atomically(out / "results.json", json.dumps(results, indent=1))
     return results
 
 
@@ -425,11 +424,9 @@ def run_multitask(cfg: FinetuneConfig, quiet=False):
 
 
 def _write_json(path: Path, data):
-    """Write ``data`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
+    """Write ``data`` as JSON to ``path`` atomically (see ``write_text_atomically``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(data, indent=1))
 
 
 def evaluate_test(cfg, trainer, test, extra) -> dict:

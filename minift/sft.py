@@ -452,10 +452,10 @@ def _save_model(model, method, tokenizer, out, say):
 
 
 def _write_json(path, data):
-    """``data`` as JSON into ``path`` atomically: a temporary file, then a rename."""
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    """``data`` as JSON into ``path`` atomically (see ``write_text_atomically``)."""
+    from .models.checkpoint import write_text_atomically
+
+    write_text_atomically(path, json.dumps(data, indent=1))
 
 
 def add_cli_arguments(parser):

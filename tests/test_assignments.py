@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -145,6 +146,19 @@ def test_list_and_test_work_inside_the_student_tree(student_tree):
     assert here.returncode == 0 and "1 passed" in here.stdout
     bad = _cli(["test", "train.lrd"], ROOT)
     assert bad.returncode != 0 and "unknown task 'train.lrd'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_bad_paths_are_refused_before_any_work(tmp_path):
+    from minift.cli import main
+
+    assert main(["assignments", "check", "--root", str(tmp_path / "nowhere")]) == 2  # not a minift tree
+    (tmp_path / "file").write_text("x")
+    assert main(["assignments", "build", "--root", str(ROOT), "--out", str(tmp_path / "file")]) == 2
+    for flag, path in (("--json", tmp_path), ("--json", tmp_path / "no" / "g.json"), ("--markdown", tmp_path)):
+        t0 = time.time()
+        assert main(["assignments", "grade", str(tmp_path), "--root", str(ROOT), flag, str(path)]) == 1
+        assert time.time() - t0 < 5  # refused before grading, which runs the course's tests
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # and nothing left behind
 
 
 def test_pytest_selects_a_tasks_tests_by_id_with_task_or_k(student_tree):

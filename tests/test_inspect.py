@@ -579,3 +579,34 @@ def test_bad_json_and_max_tensors_options_fail_before_any_work(tmp_path, capsys)
     assert main(["inspect", "checkpoints/tiny-gpt", "--max-tensors", "-1"]) == 2
     assert "expected an integer >= 0" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # no temporary file left
+
+
+def test_json_replaces_an_earlier_report_only_never_a_checkpoints_file_or_another_file(tmp_path, capsys):
+    import shutil
+
+    from minift.cli import main
+
+    ck = tmp_path / "ck"
+    shutil.copytree("checkpoints/tiny-gpt", ck)
+    config = (ck / "config.json").read_bytes()
+    assert main(["inspect", str(ck), "--json", str(ck / "config.json")]) == 1
+    assert "inside" in capsys.readouterr().err and (ck / "config.json").read_bytes() == config
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}')
+    assert main(["inspect", str(ck), "--json", str(notes)]) == 1
+    assert "is not a report of minift inspect" in capsys.readouterr().err and notes.read_text() == '{"mine": 1}'
+    report = tmp_path / "report.json"
+    assert main(["inspect", str(ck), "--json", str(report)]) == 0
+    first = json.loads(report.read_text())
+    assert main(["inspect", "checkpoints/tiny-bert", "--json", str(report)]) == 0  # an earlier report: replaced
+    assert json.loads(report.read_text())["path"] != first["path"]
+    assert report.stat().st_mode & 0o777 == 0o666 & ~_umask()  # an ordinary file, readable as the umask allows
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "notes.json", "report.json"]  # no temporary left
+
+
+def _umask():
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

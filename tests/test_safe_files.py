@@ -172,3 +172,15 @@ def test_a_truncated_safetensors_file_is_diagnosed_the_same_way_by_every_loader(
         assert f"claims {claimed:,} bytes of JSON, but the file has {size // 2 - 8:,}" in message
     else:  # the header is whole; a tensor's bytes are not
         assert "outside the" in message and "data bytes" in message
+
+
+def test_saved_files_get_the_permissions_of_ordinary_files(tmp_path):
+    """safetensors writes 0o600 and temporary files are private; a saved model must be readable by whoever
+    the umask lets read it (a grader, a teammate), like any file the user writes."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    save_pretrained(_model(), tmp_path / "ck")
+    for f in (tmp_path / "ck").iterdir():
+        assert f.stat().st_mode & 0o777 == 0o666 & ~mask, f.name
+    mf.models.checkpoint.write_text_atomically(tmp_path / "r.json", "{}")
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -147,9 +147,3 @@ def report_markdown(report: dict) -> str:
         lines.append(f"| `{t['task']}` | {passed} | {t['score']:g} / {t['points']} | {note} |")
     return "\n".join(lines) + "\n"
 
-
-def write_atomically(path: Path, text: str):
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

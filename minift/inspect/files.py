@@ -28,7 +28,7 @@ import math
 import re
 from pathlib import Path
 
-from ..models.checkpoint import read_safetensors_header
+from ..models.checkpoint import check_output_file, read_safetensors_header, write_text_atomically
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 PICKLE_WHY = ("it is a Python pickle, and unpickling runs whatever code the file names; minift never loads "
@@ -527,25 +527,37 @@ def add_cli_arguments(parser):
                         help="list only the first N tensors (default: every one)")
 
 
+REPORT_KEYS = {"path", "kind", "summary", "tensors"}  # what every report of inspect_path holds
+
+
+def _check_may_replace_report(out: Path, inspected: Path):
+    """``--json`` may replace a report inspect wrote before, nothing else: never a file of the inspected
+    checkpoint (its config.json, say), never a file of some other kind."""
+    resolved = out.resolve()
+    if inspected.exists() and (resolved == inspected.resolve() or inspected.resolve() in resolved.parents):
+        raise InspectError(f"--json {out} is inside {inspected}, the path being inspected: write the report "
+                           "elsewhere (a report never replaces a checkpoint's files)")
+    try:
+        previous = json.loads(out.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        previous = None
+    if not (isinstance(previous, dict) and REPORT_KEYS <= set(previous)):
+        raise InspectError(f"--json {out} exists and is not a report of minift inspect: give a new file name "
+                           "(minift replaces only files it wrote)")
+
+
 def run_from_args(args) -> int:
     """Print the report; 1 when ``--against`` found a problem (a target matching nothing, a wrong shape)."""
-    import os
-    import tempfile
-
     out = Path(args.json) if args.json else None
-    if out is not None and out.is_dir():  # checked before any work, as every long job checks its output
-        raise InspectError(f"--json {out} is a directory; give a file name, e.g. {out / 'report.json'}")
-    if out is not None and not out.parent.is_dir():
-        raise InspectError(f"--json {out}: the folder {out.parent} does not exist")
+    if out is not None:  # checked before any work, as every long job checks its output
+        try:
+            check_output_file(out, "--json")
+        except ValueError as e:
+            raise InspectError(str(e)) from None
+    if out is not None and out.exists():
+        _check_may_replace_report(out, Path(args.path))
     report = inspect_path(args.path, against=args.against)
     print(format_report(report, max_tensors=args.max_tensors))
     if out is not None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(report, f, indent=1, default=str)
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)  # no partial file left behind
-            raise
+        write_text_atomically(out, json.dumps(report, indent=1, default=str))
     return 1 if report.get("against", {}).get("problems") else 0

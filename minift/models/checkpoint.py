@@ -212,6 +212,50 @@ def _rename_order(name: str):
     return (0 if name in FIRST else 2 if name in LAST else 1, name)
 
 
+def _file_mode() -> int:
+    """The mode a new file gets from open(): 0o666 less the umask (temporary files start at 0o600)."""
+    mask = os.umask(0o022)  # reading the umask means setting it; put back at once
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()  # read once, at import: setting the umask is not thread-safe
+
+
+def write_text_atomically(path, text: str) -> Path:
+    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half of one.
+
+    A temporary file in the same directory (so the rename never crosses a file system), flushed to disk,
+    given the permissions an ordinary new file would have (temporary files are private: 0o600), then
+    renamed over ``path``. On any failure the temporary file is removed and ``path`` is as it was.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def check_output_file(path, flag: str) -> Path:
+    """Before any long work: ``path`` can be written as a file (``flag`` names the option in the message)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a directory; give a file name, e.g. {path / 'report.json'}")
+    if not path.parent.is_dir():
+        raise ValueError(f"{flag} {path}: the folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"{flag} {path}: cannot write there (permission denied); choose another file")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_files(directory):
     """Yield a staging directory; on success each file written there replaces its namesake in ``directory``.
@@ -229,6 +273,7 @@ def atomic_files(directory):
         names = sorted((p.name for p in staging.iterdir()), key=_rename_order)
         for name in names:  # every file complete and on disk before any of them is swapped in
             _fsync_file(staging / name)
+            os.chmod(staging / name, FILE_MODE)  # safetensors writes 0o600; a grader must be able to read it
         for name in names:
             os.replace(staging / name, directory / name)
         _fsync_dir(directory)

@@ -18,7 +18,7 @@ $(VENV)/.dev: $(VENV)/.base pyproject.toml
 	touch $@
 
 demo: $(VENV)/.base
-	$(PY) -m minift.cli demo
+	$(PY) -m minift.cli demo --overwrite
 
 test: $(VENV)/.dev
 	$(PY) -m pytest

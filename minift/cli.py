@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -80,6 +81,27 @@ def _parse(text, kind, what):
 
 
 # ----------------------------------------------------------------------------- the parser
+OVERWRITE_HELP = "replace the results of an earlier run that --out holds (without it, such an --out is refused)"
+RUN_FILES = ("results.json", "table.md", "model", "config.json", "model.safetensors", "adapter_model.safetensors")
+
+
+def check_out_is_free(out, overwrite: bool):
+    """Refuse an ``--out`` that already holds a run's results unless ``--overwrite``: a typo'd or reused
+    folder must not cost the model trained there. (The Python API's ``run_*`` replace, as HF's Trainer does.)"""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CommandLineError(f"--out {out} is a file; give a directory for the run's results")
+    if overwrite or not out.is_dir():
+        return
+    held = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
+                  if p.name in RUN_FILES or re.fullmatch(r"checkpoint-\d+", p.name))
+    held += sorted(f"{p.parent.name}/results.json" for p in out.glob("*/results.json"))
+    if held:
+        raise CommandLineError(f"--out {out} already holds the results of a run ({', '.join(held[:3])}"
+                               f"{', …' if len(held) > 3 else ''}): pass --overwrite to replace them, or "
+                               "choose another --out")
+
+
 def build_parser() -> ArgumentParser:
     from dataclasses import fields
 
@@ -111,6 +133,7 @@ def build_parser() -> ArgumentParser:
 
     d = sub.add_parser("demo", help="fine-tune MiniLM on movie-review sentiment: frozen probe vs full fine-tuning")
     d.add_argument("--out", default="out/demo", help="where to write the results, curves and logs")
+    d.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     d.add_argument("--steps", type=positive_int, default=None,
                    help="optimizer steps of each run (default 120; with --engine 1500)")
     d.add_argument("--engine", action="store_true",
@@ -152,6 +175,7 @@ def build_parser() -> ArgumentParser:
                     help="use only the first N validation and test rows")
     ft.add_argument("--seed", type=non_negative_int, default=0)
     ft.add_argument("--out", default=None, help="output directory (default runs/TASK-METHOD)")
+    ft.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
 
     cl = sub.add_parser("continual", help="fine-tune on tasks one after another; the accuracy matrix and forgetting")
     cl.add_argument("model", help="minilm, or a checkpoint directory such as checkpoints/tiny-bert")
@@ -174,6 +198,7 @@ def build_parser() -> ArgumentParser:
     cl.add_argument("--eval-limit", type=positive_int, default=400, help="test rows per task")
     cl.add_argument("--seed", type=non_negative_int, default=0)
     cl.add_argument("--out", default="runs/continual", help="output directory: one folder per method, and table.md")
+    cl.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
 
     al = sub.add_parser("align", help="instruction tuning and alignment: sft, rm (reward model), ppo, dpo, grpo")
     kinds = al.add_subparsers(dest="kind", required=True, metavar="KIND", parser_class=ArgumentParser)
@@ -181,6 +206,7 @@ def build_parser() -> ArgumentParser:
         k = kinds.add_parser(kind, help=what, description=what)
         k.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         importlib.import_module(module).add_cli_arguments(k)
+        k.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
 
     ins = sub.add_parser("inspect", help="what a checkpoint, HF directory, PEFT adapter or GGUF file holds (headers only)")
     from .inspect import add_cli_arguments as inspect_arguments
@@ -206,12 +232,12 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--temperature", type=positive_float, default=1.0)
     g.add_argument("--top-k", type=non_negative_int, default=None)
     g.add_argument("--top-p", type=probability, default=None)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=non_negative_int, default=0)
 
     pt = sub.add_parser("pretrain", help="pretrain a tiny model from scratch on the zoo's text")
     pt.add_argument("--config", help="a JSON file of PretrainConfig options (flags override it)")
     pt.add_argument("--overwrite", action="store_true",
-                    help="allow --out to be a checkpoint shipped under checkpoints/ (it is replaced)")
+                    help="replace the checkpoint --out already holds (needed for those shipped under checkpoints/)")
     for f in fields(PretrainConfig):
         pt.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, type=_flag_type(f.type))
     return parser
@@ -297,13 +323,14 @@ def _generate(args) -> int:
 def _pretrain(args, argv) -> int:
     from dataclasses import fields
 
-    from .pretrain import PretrainConfig, pretrain
+    from .pretrain import PretrainConfig, output_dirs, pretrain
 
     flags = {f.name: getattr(args, f.name) for f in fields(PretrainConfig)}
     if args.config:
         cfg = PretrainConfig.from_file(args.config, **flags)
     else:
         cfg = PretrainConfig(**{k: v for k, v in flags.items() if v is not None})
+    check_out_is_free(output_dirs(cfg)[0], args.overwrite)
     words = sys.argv[2:] if argv is None else argv[1:]
     command = "minift pretrain " + " ".join(w for w in words if w != "--debug")
     pretrain(cfg, command=command.strip(), overwrite=args.overwrite)
@@ -313,8 +340,9 @@ def _pretrain(args, argv) -> int:
 def _finetune(args) -> int:
     from .finetune import FinetuneConfig, results_table, run_finetune
 
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "debug")}
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "debug", "overwrite")}
     cfg = FinetuneConfig(**options)
+    check_out_is_free(cfg.out, args.overwrite)
     results = run_finetune(cfg)
     if cfg.method == "multitask":  # one row and one results.json per task, and the run's own
         print(results_table(list(results["tasks"].values())))
@@ -330,11 +358,13 @@ def _continual(args) -> int:
     from .continual_scenario import ContinualConfig, continual_table, run_continual
     from .train.trainer import check_output_dir
 
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "debug", "method", "out") and v is not None}
+    options = {k: v for k, v in vars(args).items()
+               if k not in ("command", "debug", "method", "out", "overwrite") and v is not None}
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     if not methods or len(set(methods)) < len(methods):
         raise CommandLineError(f"--method needs one or more different methods, comma-separated, got {args.method!r}")
     configs = [ContinualConfig(method=m, out=str(Path(args.out) / m), **options) for m in methods]  # all checked first
+    check_out_is_free(args.out, args.overwrite)
     check_output_dir(Path(args.out))
     results = []
     for cfg in configs:
@@ -359,6 +389,7 @@ def config_from_args(config_class, args):
     names = {f.name for f in fields(config_class)}
     cfg = config_class(**{k: v for k, v in vars(args).items() if k in names})
     args.out = cfg.out
+    check_out_is_free(cfg.out, getattr(args, "overwrite", False))
     return cfg
 
 
@@ -418,6 +449,7 @@ def run(args, argv=None) -> int:
 
         return inspect_run(args)
     if args.command == "demo":
+        check_out_is_free(args.out, args.overwrite)
         if args.engine:
             from .demo import run_demo
 
@@ -436,7 +468,11 @@ def one_line(error: BaseException) -> str:
         text = str(error.args[0])
     else:
         text = str(error) or type(error).__name__
-    return " ".join(text.split())  # messages that span lines become one
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    joined = lines[0] if lines else ""
+    for line in lines[1:]:  # a message that spans lines becomes one; its lines stay apart
+        joined += (" " if joined.endswith((":", ";", ",")) else "; ") + line
+    return joined
 
 
 # The errors a user can cause; anything else is a bug in minift and says so.

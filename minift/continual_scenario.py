@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backend
-from .finetune import SENTIMENT_TASKS
+from .finetune import SENTIMENT_TASKS, check_max_length
 from .models.checkpoint import write_text_atomically
 
 METHODS = ("naive", "ewc", "ewc-true", "online-ewc", "l2", "replay", "lora")
@@ -143,6 +143,7 @@ def run_continual(cfg: ContinualConfig, quiet=False, return_model=False):
         return {task: ner if task == "ner" else sentiment for task in cfg.tasks}
 
     models = new_models()
+    check_max_length(models[cfg.tasks[0]].config, cfg.max_length, cfg.model)
     if cfg.method == "lora":  # nothing shared is trained: one adapter (and head copy) per task on a frozen base
         from .peft import LoraConfig, get_peft_model
 

@@ -227,6 +227,15 @@ def apply_method(cfg: FinetuneConfig, model, total_steps):
 
 
 # ----------------------------------------------------------------------------- the run
+def check_max_length(config, max_length, model_name):
+    """``--max-length`` must fit the context of a model with learned positions (a row of its position table per
+    position: past the last there is none). RoPE models compute positions, so they are not held to it."""
+    context = config.max_position_embeddings
+    if not config.rope and max_length > context:
+        raise ValueError(f"--max-length {max_length} is longer than {model_name}'s context of {context} tokens (its "
+                         f"learned position embeddings stop there): use --max-length {context} or less")
+
+
 def run_finetune(cfg: FinetuneConfig, quiet=False):
     """Train, evaluate on test, write ``OUT/results.json``; returns the results dict."""
     from . import tokenization
@@ -247,6 +256,7 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
     train, validation, test, extra = prepare_data(cfg, tokenizer)
     label_names = extra.get("label_names")
     model = build_model(cfg, label_names)
+    check_max_length(model.config, cfg.max_length, cfg.model)
     from .nn.quantized import quantized_weight_count
 
     total_parameters = model.num_parameters() + quantized_weight_count(model)  # qlora: the 4-bit weights count too
@@ -360,6 +370,7 @@ def run_multitask(cfg: FinetuneConfig, quiet=False):
         tokenizer.pad_token = tokenizer.eos_token
     splits = {t: prepare_data(cfg, tokenizer, task=t) for t in cfg.tasks}  # (train, validation, test, extra)
     body = load_backbone(cfg.model)
+    check_max_length(body.config, cfg.max_length, cfg.model)
     heads, collators, metrics = {}, {}, {}
     for t, (_, _, _, extra) in splits.items():
         id2label = dict(enumerate(extra["label_names"]))

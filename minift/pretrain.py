@@ -129,6 +129,9 @@ def check_writable(directory: Path, what: str):
     Trying is the only reliable test: permission bits say nothing for root, a read-only mount or a path
     below a regular file.
     """
+    blocked = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise NotADirectoryError(f"pretrain: cannot use {directory} as the {what}: {blocked} is a file")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".minift-probe-"):

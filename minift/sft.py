@@ -460,7 +460,7 @@ def _write_json(path, data):
 
 def add_cli_arguments(parser):
     """The options of ``minift align sft MODEL``."""
-    from .cli import non_negative_float, positive_float, positive_int, probability
+    from .cli import non_negative_float, non_negative_int, positive_float, positive_int, probability
 
     d = SFTConfig()
     parser.add_argument("model", help="smollm2 (chat template) or a checkpoint directory such as checkpoints/tiny-gpt")
@@ -485,7 +485,7 @@ def add_cli_arguments(parser):
     parser.add_argument("--train-limit", type=positive_int, default=d.train_limit)
     parser.add_argument("--eval-limit", type=positive_int, default=d.eval_limit)
     parser.add_argument("--max-new-tokens", type=positive_int, default=d.max_new_tokens)
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--seed", type=non_negative_int, default=d.seed)
     parser.add_argument("--out", default=None, help="output directory (default: runs/sft-DATASET-METHOD)")
 
 

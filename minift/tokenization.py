@@ -388,6 +388,10 @@ def from_pretrained(name_or_path) -> Tokenizer:
     p = Path(name_or_path)
     if p.suffix == ".gguf":
         return from_gguf(p)
+    if not p.is_dir():  # the words the model loader uses for the same mistake
+        raise FileNotFoundError(f"{name_or_path!r} is neither a zoo model (minilm, smollm2) nor a directory "
+                                f"({'a file' if p.exists() else 'no such path'}); a model directory holds "
+                                "config.json, the weights and tokenizer.json")
     return Tokenizer.load(p)
 
 

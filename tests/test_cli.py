@@ -38,6 +38,9 @@ def assert_one_line_error(rc, err, *words):
     (["demo", "--steps", "0"], ["--steps", ">= 1"]),
     (["demo", "--steps", "many"], ["--steps", "an integer", "'many'"]),
     (["assignments", "build"], ["--out"]),
+    (["generate", TINY_GPT, "hi", "--seed", "-1"], ["--seed", ">= 0", "'-1'"]),
+    (["align", "dpo", TINY_GPT, "--seed", "-1"], ["--seed", ">= 0"]),
+    (["finetune", TINY_BERT, "sentiment", "--out", str(ROOT / "README.md")], ["is a file", "directory"]),
 ])
 def test_bad_command_lines_are_one_line_with_status_2(capsys, argv, words):
     rc, _, err = run_cli(capsys, *argv)
@@ -53,6 +56,17 @@ def test_errors_from_the_library_are_one_line_with_status_1(capsys, tmp_path):
     assert_one_line_error(rc, err, "masked language model", "checkpoints/tiny-gpt")
     rc, _, err = run_cli(capsys, "generate", TINY_GPT, "  ")
     assert_one_line_error(rc, err, "prompt is empty")
+    rc, _, err = run_cli(capsys, "finetune", str(tmp_path / "nowhere"), "sentiment", "--out", str(tmp_path / "o"))
+    assert_one_line_error(rc, err, "nowhere", "neither a zoo model", "no such path")  # not ".../tokenizer.json"
+    rc, _, err = run_cli(capsys, "generate", TINY_GPT, "word " * 70)
+    assert_one_line_error(rc, err, "longer than the model's context of 64")
+    rc, _, err = run_cli(capsys, "align", "grpo", TINY_GPT, "--prompt-tokens", "1000", "--out", str(tmp_path / "g"))
+    assert_one_line_error(rc, err, "only 0 reviews are longer", "--prompt-tokens")
+    rc, _, err = run_cli(capsys, "align", "dpo", TINY_GPT, "--max-length", "1", "--max-steps", "1",
+                         "--out", str(tmp_path / "d"))
+    last = err.strip().splitlines()[-1]  # after the run's own progress line
+    assert rc == 1 and last.startswith("minift: ") and "Traceback" not in err
+    assert "within max_length = 1 tokens" in last and "--max-length" in last
 
 
 def test_debug_shows_the_traceback(capsys, tmp_path):
@@ -90,3 +104,38 @@ def test_a_run_that_fails_before_writing_leaves_no_empty_out_folder(tmp_path, ca
     (mine / "notes.txt").write_text("keep")
     assert main(["align", "dpo", str(tmp_path / "nope"), "--out", str(mine / "run")]) == 1
     assert (mine / "notes.txt").read_text() == "keep" and not (mine / "run").exists()
+
+
+def test_an_out_holding_an_earlier_run_is_refused_without_overwrite(tmp_path, capsys):
+    """The model trained into --out last time is not replaced by a second command without --overwrite."""
+    out = tmp_path / "run"
+    args = ["align", "grpo", TINY_GPT, "--max-steps", "1", "--out", str(out)]
+    assert main(args) == 0
+    capsys.readouterr()
+    before = {p.name: p.stat().st_mtime_ns for p in out.rglob("*")}
+    rc, _, err = run_cli(capsys, *args)
+    assert rc == 2
+    assert_one_line_error(rc, err, f"--out {out} already holds the results of a run", "--overwrite")
+    assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # nothing touched
+    rc, _, err = run_cli(capsys, "finetune", TINY_BERT, "sentiment", "--method", "probe", "--out", str(out))
+    assert rc == 2 and "already holds" in err  # another command into the same folder: the same refusal
+    assert main(args + ["--overwrite"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*")} != before
+
+
+@pytest.mark.zoo
+def test_a_max_length_beyond_learned_positions_is_refused_before_training(tmp_path, capsys):
+    for argv in (["finetune", TINY_BERT, "sentiment", "--max-length", "100", "--out", str(tmp_path / "f")],
+                 ["continual", TINY_BERT, "sentiment,ner", "--max-length", "65", "--out", str(tmp_path / "c")]):
+        rc, out, err = run_cli(capsys, *argv)
+        assert_one_line_error(rc, err, "context of 64 tokens", "--max-length 64 or less")
+    assert not (tmp_path / "f").exists() or not any((tmp_path / "f").iterdir())
+
+
+def test_a_message_of_several_lines_becomes_one_whose_lines_stay_apart():
+    from minift.cli import one_line
+
+    text = "the cached artifact 'ner' is damaged:\n  ner.txt: missing\n  x.txt: changed\nre-run `minift download`"
+    assert one_line(ValueError(text)) == ("the cached artifact 'ner' is damaged: ner.txt: missing; x.txt: changed; "
+                                          "re-run `minift download`")
+    assert one_line(KeyError("failed:\n  a: shape (2,)")) == "failed: a: shape (2,)"  # KeyError's quotes gone

@@ -93,3 +93,18 @@ def test_bad_sampling_options_are_rejected(options, match):
         filter_logits(np.zeros((1, 4)), **options)
     with pytest.raises(ValueError, match=match):
         generate(causal_lm(), np.array([[1, 2]]), 2, do_sample=True, **options)
+
+
+def test_generation_past_learned_positions_is_refused_before_it_starts_and_rope_is_not_held_to_it():
+    """Context 40: the prompt and every new token but the last are fed, so a 30-token prompt leaves room
+    for exactly 11 new tokens (positions 0..39); 12 would need position 40, which has no embedding."""
+    model = causal_lm("gpt2")
+    prompt = np.arange(30) % 20 + 1  # (30,)
+    out = generate(model, prompt, 11, eos_token_id=-1)  # an id never produced: no early stop
+    assert out.shape == (1, 41)
+    with pytest.raises(ValueError, match=r"30-token prompt leaves room for 11 new tokens .* context of 40, "
+                                         r"not max_new_tokens=12"):
+        generate(model, prompt, 12, eos_token_id=-1)
+    with pytest.raises(ValueError, match="the prompt is 41 tokens, longer than the model's context of 40"):
+        generate(model, np.arange(41) % 20 + 1, 1)
+    assert generate(causal_lm("llama"), prompt, 20, eos_token_id=-1).shape == (1, 50)  # RoPE: positions computed

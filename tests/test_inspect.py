@@ -610,3 +610,15 @@ def _umask():
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def test_an_adapter_config_with_a_rank_of_the_wrong_kind_is_named(tmp_path):
+    base = mf.models.from_pretrained("checkpoints/tiny-bert")
+    mf.peft.get_peft_model(base, mf.peft.LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tmp_path / "ad")
+    cfg = json.loads((tmp_path / "ad" / "adapter_config.json").read_text())
+    cfg["r"] = "eight"
+    (tmp_path / "ad" / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InspectError, match=r"ad/adapter_config.json: r must be a number > 0, got 'eight'"):
+        inspect_path(tmp_path / "ad")
+    with pytest.raises(ValueError, match=r"ad/adapter_config.json: r \(the LoRA rank\) must be a positive integer"):
+        mf.peft.PeftModel.from_pretrained(mf.models.from_pretrained("checkpoints/tiny-bert"), tmp_path / "ad")

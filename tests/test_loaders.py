@@ -245,3 +245,34 @@ def test_an_unreadable_cached_zoo_file_names_the_command_that_repairs_it(tmp_pat
     with pytest.raises(CheckpointError) as e:
         load_gguf(elsewhere)
     assert "minift download" not in str(e.value)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"hidden_size": "16"}, r"config.json: hidden_size must be an integer >= 1, got '16'"),
+    ({"num_hidden_layers": 1.5}, r"config.json: num_hidden_layers must be an integer >= 1, got 1.5"),
+    ({"hidden_dropout_prob": 1.5}, r"config.json: hidden_dropout_prob must be a probability in \[0, 1\), got 1.5"),
+    ({"family": "gpt3"}, r"config.json: family must be one of \('bert', 'gpt2', 'llama'\), got 'gpt3'"),
+    ({"hiden_size": 16}, r"config.json: unknown TransformerConfig fields 'hiden_size' \(did you mean 'hidden_size'\?\)"),
+    ({"tie_word_embeddings": "yes"}, r"config.json: tie_word_embeddings must be true or false, got 'yes'"),
+])
+def test_a_hand_edited_config_is_named_with_the_field_and_what_it_holds(tmp_path, edit, message):
+    save_pretrained(_tiny_llama(), tmp_path / "ck")
+    cfg = json.loads((tmp_path / "ck" / "config.json").read_text())
+    cfg.update(edit)
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=message) as e:
+        from_pretrained(tmp_path / "ck")
+    assert str(tmp_path / "ck" / "config.json") in str(e.value)
+
+
+def test_a_config_that_mismatches_every_tensor_lists_the_first_few():
+    from minift.models import TransformerConfig, TransformerForCausalLM
+
+    small, wide = (TransformerForCausalLM(TransformerConfig(family="gpt2", vocab_size=20, hidden_size=h,
+                                                            num_hidden_layers=2, num_attention_heads=2))
+                   for h in (8, 16))
+    with pytest.raises(KeyError) as e:
+        wide.load_state_dict(small.state_dict())
+    lines = str(e.value.args[0]).splitlines()
+    n_wrong = sum(tuple(v.shape) != tuple(wide.state_dict()[k].shape) for k, v in small.state_dict().items())
+    assert len(lines) == 1 + 5 + 1 and lines[-1] == f"  … and {n_wrong - 5} more tensors of another shape"

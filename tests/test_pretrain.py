@@ -156,9 +156,9 @@ def test_an_unwritable_out_is_refused_before_training(tmp_path, monkeypatch, no_
     monkeypatch.chdir(tmp_path)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")  # even root cannot create a directory below a file
-    with pytest.raises(OSError, match=r"cannot write to the checkpoint directory .*a-file/ck"):
+    with pytest.raises(OSError, match=r"cannot use .*a-file/ck as the checkpoint directory: .*a-file is a file"):
         pretrain(PretrainConfig(out=str(blocker / "ck"), log_dir=str(tmp_path / "log")), quiet=True)
-    with pytest.raises(OSError, match=r"cannot write to the log directory .*a-file/log"):
+    with pytest.raises(OSError, match=r"cannot use .*a-file/log as the log directory: .*a-file is a file"):
         pretrain(PretrainConfig(out=str(tmp_path / "ck"), log_dir=str(blocker / "log")), quiet=True)
 
 

@@ -202,11 +202,14 @@ def _inspect_safetensors(file: Path) -> dict:
             "files": [file.name], "notes": []}
 
 
-def adapter_scaling(cfg: dict) -> float | None:
+def adapter_scaling(cfg: dict, file=ADAPTER_CONFIG) -> float | None:
     """LoRA's scaling s in W₀x + s·BAx: lora_alpha / r, or lora_alpha / √r with use_rslora (rsLoRA)."""
     r, alpha = cfg.get("r"), cfg.get("lora_alpha")
     if not r or alpha is None:
         return None
+    for name, value in (("r", r), ("lora_alpha", alpha)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise InspectError(f"{file}: {name} must be a number > 0, got {value!r}")
     return alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
 
 
@@ -238,7 +241,7 @@ def _inspect_adapter(d: Path) -> dict:
         notes.append(f"warning: r is {cfg['r']} in {ADAPTER_CONFIG} but lora_A has rank {ranks} in the file")
     if not adapted and cfg.get("peft_type") in ("LORA", "IA3"):
         notes.append("warning: no adapter tensor (lora_A / ia3_l) in the file: this adapter changes nothing")
-    scaling = adapter_scaling(cfg)
+    scaling = adapter_scaling(cfg, d / ADAPTER_CONFIG)
     adapter = {
         "peft_type": cfg.get("peft_type"), "task_type": cfg.get("task_type"), "r": cfg.get("r"),
         "lora_alpha": cfg.get("lora_alpha"), "use_rslora": bool(cfg.get("use_rslora")),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
+from difflib import get_close_matches
 from pathlib import Path
 
 FAMILIES = ("bert", "gpt2", "llama")
@@ -43,6 +44,7 @@ class TransformerConfig:
     classifier_pooling: str | None = None  # sequence classification: None (HF's: pooler / last token) or "mean"
 
     def __post_init__(self):
+        self._check_types()
         if self.classifier_pooling not in (None, "pooler", "last", "mean"):
             raise ValueError(f"classifier_pooling must be None, 'pooler', 'last' or 'mean', got {self.classifier_pooling!r}")
         if self.family not in FAMILIES:
@@ -68,6 +70,32 @@ class TransformerConfig:
             self.layer_norm_eps = {"bert": 1e-12, "gpt2": 1e-5, "llama": 1e-6}[self.family]
         if self.family == "llama" and self.head_dim % 2:
             raise ValueError(f"RoPE needs an even head dimension, got {self.head_dim}")
+
+    def _check_types(self):
+        """Each number is of its kind: a hand-edited config.json with ``"hidden_size": "128"`` is named here,
+        not in an arithmetic error deep inside the model."""
+        def whole(name, value, low, optional=False):
+            if optional and value is None:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}{' or null' if optional else ''}, got {value!r}")
+
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "max_position_embeddings", "num_labels"):
+            whole(name, getattr(self, name), 1)
+        whole("type_vocab_size", self.type_vocab_size, 0)
+        for name in ("num_key_value_heads", "intermediate_size"):
+            whole(name, getattr(self, name), 1, optional=True)
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
+        for name in ("layer_norm_eps", "rope_theta", "initializer_range"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise ValueError(f"{name} must be a number > 0, got {value!r}")
+        if not isinstance(self.tie_word_embeddings, bool):
+            raise ValueError(f"tie_word_embeddings must be true or false, got {self.tie_word_embeddings!r}")
 
     # what the family implies
     @property
@@ -107,19 +135,27 @@ class TransformerConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TransformerConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known - {"format", "architecture"})
-        if unknown:
-            raise ValueError(f"unknown TransformerConfig fields {unknown}; known fields are {sorted(known)}")
-        values = {k: v for k, v in d.items() if k in known}
-        if values.get("id2label"):  # JSON keys are strings; class indices are ints
-            values["id2label"] = {int(k): v for k, v in values["id2label"].items()}
-        return cls(**values)
+    def from_dict(cls, d: dict, file=None) -> "TransformerConfig":
+        """The config a ``config.json`` dict describes; with ``file``, every error names it."""
+        try:
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(d) - known - {"format", "architecture"})
+            if unknown:
+                hints = [f"{u!r} (did you mean {close[0]!r}?)" if (close := get_close_matches(u, known, 1)) else repr(u)
+                         for u in unknown]
+                raise ValueError(f"unknown TransformerConfig fields {', '.join(hints)}; known fields are {sorted(known)}")
+            values = {k: v for k, v in d.items() if k in known}
+            if values.get("id2label"):  # JSON keys are strings; class indices are ints
+                values["id2label"] = {int(k): v for k, v in values["id2label"].items()}
+            return cls(**values)
+        except (ValueError, TypeError) as e:
+            if file is None:
+                raise
+            raise ValueError(f"{file}: {e}") from None
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps({"format": "minift", **self.to_dict()}, indent=1))
 
     @classmethod
     def load(cls, path) -> "TransformerConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(json.loads(Path(path).read_text()), file=path)

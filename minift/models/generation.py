@@ -74,6 +74,23 @@ def check_can_generate(model):
         )
 
 
+def check_fits_context(config, prompt_length, max_new_tokens):
+    """A model with learned positions has a row of its position table for each of ``max_position_embeddings``
+    positions and none past them. The last new token is never fed back, so the prompt and all but one new
+    token must fit: T + max_new_tokens − 1 ≤ context. (RoPE computes positions: no such limit is checked.)"""
+    context = getattr(config, "max_position_embeddings", None)
+    if context is None or getattr(config, "rope", False):
+        return
+    if prompt_length > context:
+        raise ValueError(f"the prompt is {prompt_length} tokens, longer than the model's context of {context} "
+                         "(its learned position embeddings stop there): shorten the prompt")
+    room = context - prompt_length + 1
+    if max_new_tokens > room:
+        raise ValueError(f"a {prompt_length}-token prompt leaves room for {room} new tokens in the model's context "
+                         f"of {context}, not max_new_tokens={max_new_tokens}: ask for {room} or fewer "
+                         "(--max-new-tokens), or shorten the prompt")
+
+
 def prompt_mask(attention_mask, ids):
     """The (B, T) 0/1 mask of real prompt tokens: all ones by default, else checked against ``ids``.
 
@@ -112,6 +129,7 @@ def generate(model, input_ids, max_new_tokens=32, attention_mask=None, do_sample
     if ids.ndim != 2 or ids.shape[1] == 0 or ids.shape[0] == 0:
         raise ValueError(f"generate needs input_ids of shape (batch, prompt length) with at least one token, "
                          f"got shape {tuple(xp.asarray(input_ids).shape)}")
+    check_fits_context(model.config, ids.shape[1], max_new_tokens)
     b = ids.shape[0]
     mask = prompt_mask(attention_mask, ids)
     eos = eos_token_id if eos_token_id is not None else model.config.eos_token_id

@@ -316,8 +316,18 @@ def _unsupported(file, what: str) -> CheckpointError:
 def from_hf_config(hf: dict, file="config.json") -> TransformerConfig:
     """A HF ``config.json`` (bert, gpt2 or llama) → ``TransformerConfig``; refuses variants minift lacks.
 
-    Missing fields take the value HF's config class would give them.
+    Missing fields take the value HF's config class would give them. Every error names ``file``.
     """
+    try:
+        return _from_hf_config(hf, file)
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError, KeyError) as e:  # a field of the wrong kind, or a required one missing
+        what = f"it has no {e.args[0]!r} field" if isinstance(e, KeyError) else str(e)
+        raise CheckpointError(f"{file}: {what}") from None
+
+
+def _from_hf_config(hf: dict, file) -> TransformerConfig:
     family = hf.get("model_type")
     if family not in BASE_MODEL:
         raise CheckpointError(f"{file}: model_type {family!r} is not supported; minift reads "

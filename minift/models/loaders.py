@@ -191,7 +191,7 @@ def load_minift(directory):
     arch = cfg.get("architecture", "TransformerModel")
     if arch not in ARCHITECTURES:
         raise CheckpointError(f"{d / 'config.json'}: unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
-    model = ARCHITECTURES[arch](TransformerConfig.from_dict(cfg))
+    model = ARCHITECTURES[arch](TransformerConfig.from_dict(cfg, file=d / "config.json"))
     return load_state(model, d).eval()
 
 

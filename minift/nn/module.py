@@ -223,13 +223,17 @@ class Module:
                 if shape != tuple(own[k].shape):
                     expected = tuple(own[k].shape)
                     problems.append(f"  {k}: checkpoint has shape {shape}, the model expects {expected}")
+        if len(problems) > 5:  # a wrong config mismatches every tensor: the first few say what is wrong
+            problems = problems[:5] + [f"  … and {len(problems) - 5} more tensors of another shape"]
+
+        def some(keys):
+            return ", ".join(keys[:8]) + (f", … ({len(keys)} in all)" if len(keys) > 8 else "")
+
         if strict and (missing or unexpected):
             if missing:
-                problems.append("  missing keys (in the model, not in the state dict): " + ", ".join(missing))
+                problems.append("  missing keys (in the model, not in the state dict): " + some(missing))
             if unexpected:
-                problems.append(
-                    "  unexpected keys (in the state dict, not in the model): " + ", ".join(unexpected)
-                )
+                problems.append("  unexpected keys (in the state dict, not in the model): " + some(unexpected))
         if problems:
             raise KeyError(f"load_state_dict into {type(self).__name__} failed:\n" + "\n".join(problems))
         for k, v in state_dict.items():

@@ -108,7 +108,10 @@ class LoraConfig:
         for key, neutral in changes_adapter.items():
             if d.get(key, neutral) not in (neutral, None, {}, []):
                 raise ValueError(f"{file}: option {key}={d[key]!r} is not supported by minift's LoRA")
-        return cls(**{k: v for k, v in d.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in d.items() if k in known})
+        except (ValueError, TypeError) as e:  # a value of the wrong kind: say which file holds it
+            raise ValueError(f"{file}: {e}") from None
 
     def save(self, path):
         with open(path, "w") as f:

@@ -105,6 +105,13 @@ class DataCollatorForPreference:
                     for side in ("chosen", "rejected") for r in rows]
         batch = DataCollatorForSFT(self.tokenizer)(examples)  # padded ids, (B, T) mask, labels −100 off the completion
         completion = (batch["labels"] != -100).astype(np.int64)
+        empty = np.flatnonzero(completion[:, 1:].sum(axis=1) == 0)  # token t is predicted from t − 1: not the first
+        if len(empty):
+            k = int(empty[0])
+            side = "chosen" if k < len(rows) else "rejected"
+            raise ValueError(f"preference row {k % len(rows)}: within max_length = {self.max_length} tokens no token of "
+                             f"its {side} completion is left to predict (each is predicted from the token before "
+                             "it); raise max_length (--max-length) or shorten the prompt")
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "completion_mask": completion}
 
 
@@ -337,7 +344,7 @@ def run_dpo(cfg: DPOConfig, quiet=False):
 
 def add_cli_arguments(parser):
     """The options of ``minift align dpo POLICY``."""
-    from ..cli import positive_float, positive_int, probability
+    from ..cli import non_negative_int, positive_float, positive_int, probability
     from .losses import DPO_LOSS_TYPES
 
     d = DPOConfig()
@@ -365,7 +372,7 @@ def add_cli_arguments(parser):
     parser.add_argument("--train-limit", type=positive_int, default=d.train_limit)
     parser.add_argument("--eval-limit", type=positive_int, default=d.eval_limit)
     parser.add_argument("--logging-steps", type=positive_int, default=d.logging_steps)
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--seed", type=non_negative_int, default=d.seed)
     parser.add_argument("--out", default=None, help="output directory (default: runs/dpo-METHOD)")
 
 

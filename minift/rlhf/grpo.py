@@ -190,6 +190,9 @@ def prompts_for(task, tokenizer, split, n, prompt_tokens, chat, seed=0):
                 texts.append(tokenizer.decode(ids[-1]))
             if len(ids) == n:
                 break
+        if len(ids) < n:
+            raise ValueError(f"{n} {split} prompts of {prompt_tokens} tokens are needed, but only {len(ids)} reviews "
+                             f"are longer than that: lower --prompt-tokens (prompt_tokens)")
         return texts, np.asarray(ids, dtype=np.int64)
     if task == "arithmetic":
         offset = 0 if split == "train" else 10_000  # other draws for held-out prompts
@@ -540,7 +543,7 @@ def add_cli_arguments(parser):
     parser.add_argument("--lora-alpha", type=positive_float, default=d.lora_alpha)
     parser.add_argument("--eval-prompts", type=positive_int, default=d.eval_prompts)
     parser.add_argument("--logging-steps", type=positive_int, default=d.logging_steps)
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--seed", type=non_negative_int, default=d.seed)
     parser.add_argument("--out", default=None, help="output directory (default: runs/grpo-TASK-METHOD)")
 
 

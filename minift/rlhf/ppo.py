@@ -592,7 +592,9 @@ def run_ppo(cfg: PPOConfig, reward_fn=None, quiet=False, train_prompts=None, eva
     held_out = eval_prompts if eval_prompts is not None else review_prompts("test", cfg.prompt_words, cfg.eval_limit,
                                                                                cfg.source)
     if len(train) < cfg.batch_size or not held_out:
-        raise ValueError(f"{len(train)} training prompts for a batch of {cfg.batch_size}, {len(held_out)} held out")
+        raise ValueError(f"{len(train)} training prompts for a batch of {cfg.batch_size}, {len(held_out)} held out: "
+                         f"prompts are the first {cfg.prompt_words} words of reviews longer than that (--prompt-words), "
+                         f"from at most --train-limit {cfg.train_limit} / --eval-limit {cfg.eval_limit} of them")
     trainer, tokenizer = build_ppo(cfg, reward_fn)
     trainable = sum(int(p.data.size) for p in trainer.params)
     say(f"PPO of {cfg.policy} ({cfg.method}, β = {cfg.kl_coef}): {len(train):,} prompts, {trainable:,} trainable "
@@ -650,7 +652,7 @@ def run_ppo(cfg: PPOConfig, reward_fn=None, quiet=False, train_prompts=None, eva
 
 def add_cli_arguments(parser):
     """The options of ``minift align ppo POLICY``."""
-    from ..cli import non_negative_float, positive_float, positive_int, probability
+    from ..cli import non_negative_float, non_negative_int, positive_float, positive_int, probability
 
     d = PPOConfig()
     parser.add_argument("policy", help="a causal LM, e.g. checkpoints/tiny-gpt")
@@ -687,7 +689,7 @@ def add_cli_arguments(parser):
     parser.add_argument("--train-limit", type=positive_int, default=d.train_limit)
     parser.add_argument("--eval-limit", type=positive_int, default=d.eval_limit)
     parser.add_argument("--logging-steps", type=positive_int, default=d.logging_steps)
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--seed", type=non_negative_int, default=d.seed)
     parser.add_argument("--out", default=None, help="output directory (default: runs/ppo-METHOD)")
 
 

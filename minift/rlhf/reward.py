@@ -528,7 +528,7 @@ def run_reward(cfg: RewardConfig, quiet=False):
 
 def add_cli_arguments(parser):
     """The options of ``minift align rm MODEL``."""
-    from ..cli import non_negative_float, positive_float, positive_int, probability
+    from ..cli import non_negative_float, non_negative_int, positive_float, positive_int, probability
 
     d = RewardConfig()
     parser.add_argument("model", help="minilm, or a checkpoint directory such as checkpoints/tiny-bert")
@@ -557,7 +557,7 @@ def add_cli_arguments(parser):
     parser.add_argument("--train-limit", type=positive_int, default=d.train_limit)
     parser.add_argument("--eval-limit", type=positive_int, default=d.eval_limit)
     parser.add_argument("--logging-steps", type=positive_int, default=d.logging_steps)
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--seed", type=non_negative_int, default=d.seed)
     parser.add_argument("--out", default=None, help="output directory (default: runs/rm-METHOD)")
 
 

@@ -494,6 +494,10 @@ def check_output_dir(path: Path):
     folders it has to create are remembered, so that a run that then fails (a model that does not load) can
     take them back if nothing was written into them (``remove_empty_output_dirs``)."""
     path = Path(path)
+    blocked = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise NotADirectoryError(f"cannot use {path} as the output directory: {blocked} is a file; choose another "
+                                 "--out (output_dir)")
     new = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -503,7 +507,7 @@ def check_output_dir(path: Path):
         probe.unlink()
     except OSError as e:
         raise OSError(f"cannot write to the output directory {path} ({e.strerror or e}); choose another "
-                      "output_dir or make it writable") from None
+                      "--out (output_dir) or make it writable") from None
 
 
 def remove_empty_output_dirs():

@@ -73,6 +73,14 @@ def probability(text: str) -> float:
     return value
 
 
+def dropout_probability(text: str) -> float:
+    """A dropout rate: p in [0, 1) (p = 1 would drop everything and scale by 1/(1 − p) = ∞)."""
+    value = _parse(text, float, "a number")
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
 def _parse(text, kind, what):
     try:
         return kind(text)
@@ -131,7 +139,7 @@ def build_parser() -> ArgumentParser:
                    help="with check: also strip each task alone and prove its declared dependencies (slow)")
     a.add_argument("--root", default=".", help="the project tree (default: the current directory)")
 
-    d = sub.add_parser("demo", help="fine-tune MiniLM on movie-review sentiment: frozen probe vs full fine-tuning")
+    d = sub.add_parser("demo", help="fine-tune MiniLM on movie-review sentiment: a frozen probe, LoRA and full fine-tuning")
     d.add_argument("--out", default="out/demo", help="where to write the results, curves and logs")
     d.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     d.add_argument("--steps", type=positive_int, default=None,
@@ -158,7 +166,7 @@ def build_parser() -> ArgumentParser:
                          "(the pooler for bert, the last real token for decoders)")
     ft.add_argument("--lora-r", type=positive_int, default=8, help="lora: the rank r of each adapter")
     ft.add_argument("--lora-alpha", type=positive_float, default=16, help="lora: the scale is lora_alpha / r")
-    ft.add_argument("--lora-dropout", type=probability, default=0.1, help="lora: dropout on the adapters' input")
+    ft.add_argument("--lora-dropout", type=dropout_probability, default=0.1, help="lora: dropout on the adapters' input")
     ft.add_argument("--target-modules", default="q_proj,v_proj",
                     help="lora: comma-separated module names (q_proj,k_proj,v_proj,o_proj,up_proj,down_proj,gate_proj)")
     ft.add_argument("--num-virtual-tokens", type=positive_int, default=20,
@@ -229,9 +237,9 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     g.add_argument("--max-new-tokens", type=positive_int, default=48)
     g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    g.add_argument("--temperature", type=positive_float, default=1.0)
-    g.add_argument("--top-k", type=non_negative_int, default=None)
-    g.add_argument("--top-p", type=probability, default=None)
+    g.add_argument("--temperature", type=positive_float, default=None, help="with --sample (default 1.0)")
+    g.add_argument("--top-k", type=non_negative_int, default=None, help="with --sample")
+    g.add_argument("--top-p", type=probability, default=None, help="with --sample")
     g.add_argument("--seed", type=non_negative_int, default=0)
 
     pt = sub.add_parser("pretrain", help="pretrain a tiny model from scratch on the zoo's text")
@@ -246,7 +254,8 @@ def build_parser() -> ArgumentParser:
 def _flag_type(annotation):
     """The argparse type of a PretrainConfig field (annotations are strings under ``from __future__``)."""
     name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "str")
-    return {"int": int, "float": float}.get(name, str)
+    return {"int": lambda text: _parse(text, int, "an integer"),
+            "float": lambda text: _parse(text, float, "a number")}.get(name, str)
 
 
 # ----------------------------------------------------------------------------- the commands
@@ -313,10 +322,14 @@ def _generate(args) -> int:
     from .backend import seed
     from .models.generation import generate_text
 
+    shaping = [f for f, v in (("--temperature", args.temperature), ("--top-k", args.top_k), ("--top-p", args.top_p))
+               if v is not None]
+    if shaping and not args.sample:  # greedy decoding takes the most likely token: they would change nothing
+        raise CommandLineError(f"{', '.join(shaping)} shape sampling: add --sample (without it decoding is greedy)")
     seed(args.seed)
     model, tok = models.from_pretrained(args.model), tokenization.from_pretrained(args.model)
     print(generate_text(model, tok, args.prompt, max_new_tokens=args.max_new_tokens, chat=args.chat,
-                        do_sample=args.sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p))
+                        do_sample=args.sample, temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p))
     return 0
 
 
@@ -490,7 +503,14 @@ def _take_back_empty_output_dirs():
 def main(argv=None) -> int:
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # named with the subcommand's own help, not the top level's
+            where = " ".join(w for w in ("minift", args.command, getattr(args, "kind", None)) if w)
+            raise CommandLineError(f"unrecognized arguments: {' '.join(extra)} (see `{where} --help`)")
+        if args.command == "assignments" and args.target and args.action not in ("test", "grade"):
+            raise CommandLineError(f"assignments {args.action} takes no task or directory, got {args.target!r} "
+                                   "(see `minift assignments --help`)")
         return run(args, argv)
     except CommandLineError as e:  # a usage error has no traceback worth showing, even with --debug
         print(f"minift: {one_line(e)}", file=sys.stderr)

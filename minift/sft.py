@@ -460,7 +460,7 @@ def _write_json(path, data):
 
 def add_cli_arguments(parser):
     """The options of ``minift align sft MODEL``."""
-    from .cli import non_negative_float, non_negative_int, positive_float, positive_int, probability
+    from .cli import dropout_probability, non_negative_float, non_negative_int, positive_float, positive_int, probability
 
     d = SFTConfig()
     parser.add_argument("model", help="smollm2 (chat template) or a checkpoint directory such as checkpoints/tiny-gpt")
@@ -476,7 +476,7 @@ def add_cli_arguments(parser):
     parser.add_argument("--packing", action="store_true", help="put examples end to end in rows of max-length tokens")
     parser.add_argument("--lora-r", type=positive_int, default=d.lora_r)
     parser.add_argument("--lora-alpha", type=positive_float, default=d.lora_alpha)
-    parser.add_argument("--lora-dropout", type=probability, default=d.lora_dropout)
+    parser.add_argument("--lora-dropout", type=dropout_probability, default=d.lora_dropout)
     parser.add_argument("--target-modules", default=",".join(d.target_modules) if isinstance(d.target_modules, list)
                         else d.target_modules, help="comma-separated Linear names that get LoRA adapters")
     parser.add_argument("--warmup-ratio", type=probability, default=d.warmup_ratio)

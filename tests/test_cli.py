@@ -39,6 +39,12 @@ def assert_one_line_error(rc, err, *words):
     (["demo", "--steps", "many"], ["--steps", "an integer", "'many'"]),
     (["assignments", "build"], ["--out"]),
     (["generate", TINY_GPT, "hi", "--seed", "-1"], ["--seed", ">= 0", "'-1'"]),
+    (["generate", TINY_GPT, "hi", "--top-k", "5"], ["--top-k shape sampling", "add --sample"]),
+    (["generate", TINY_GPT, "hi", "--bogus"], ["unrecognized arguments: --bogus", "`minift generate --help`"]),
+    (["align", "sft", TINY_GPT, "--bogus"], ["--bogus", "`minift align sft --help`"]),
+    (["assignments", "list", "extra"], ["assignments list takes no task", "'extra'"]),
+    (["finetune", TINY_BERT, "sentiment", "--lora-dropout", "1"], ["--lora-dropout", "[0, 1)"]),
+    (["pretrain", "--steps", "abc"], ["--steps", "expected an integer", "'abc'"]),
     (["align", "dpo", TINY_GPT, "--seed", "-1"], ["--seed", ">= 0"]),
     (["finetune", TINY_BERT, "sentiment", "--out", str(ROOT / "README.md")], ["is a file", "directory"]),
 ])
@@ -61,7 +67,7 @@ def test_errors_from_the_library_are_one_line_with_status_1(capsys, tmp_path):
     rc, _, err = run_cli(capsys, "generate", TINY_GPT, "word " * 70)
     assert_one_line_error(rc, err, "longer than the model's context of 64")
     rc, _, err = run_cli(capsys, "align", "grpo", TINY_GPT, "--prompt-tokens", "1000", "--out", str(tmp_path / "g"))
-    assert_one_line_error(rc, err, "only 0 reviews are longer", "--prompt-tokens")
+    assert_one_line_error(rc, err, "only 0 reviews of the train split are longer", "--prompt-tokens")
     rc, _, err = run_cli(capsys, "align", "dpo", TINY_GPT, "--max-length", "1", "--max-steps", "1",
                          "--out", str(tmp_path / "d"))
     last = err.strip().splitlines()[-1]  # after the run's own progress line

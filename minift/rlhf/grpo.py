@@ -191,8 +191,9 @@ def prompts_for(task, tokenizer, split, n, prompt_tokens, chat, seed=0):
             if len(ids) == n:
                 break
         if len(ids) < n:
-            raise ValueError(f"{n} {split} prompts of {prompt_tokens} tokens are needed, but only {len(ids)} reviews "
-                             f"are longer than that: lower --prompt-tokens (prompt_tokens)")
+            raise ValueError(f"{n} {split} prompts of {prompt_tokens} tokens are needed, but only {len(ids)} reviews of "
+                             f"the {split} split are longer than that: lower --prompt-tokens, or fewer prompts "
+                             "(--prompts-per-step, --max-steps, --eval-prompts)")
         return texts, np.asarray(ids, dtype=np.int64)
     if task == "arithmetic":
         offset = 0 if split == "train" else 10_000  # other draws for held-out prompts
@@ -361,8 +362,10 @@ class GRPOTrainer:
                              f"got {len(texts)} texts and ids of shape {ids.shape}")
         needed = args.prompts_per_step * -(-args.max_steps // args.num_iterations)
         if len(ids) < needed:
-            raise ValueError(f"{args.max_steps} steps of {args.prompts_per_step} prompts (a new batch every "
-                             f"{args.num_iterations} steps) need {needed} prompts; train_dataset has {len(ids)}")
+            steps = f"{args.max_steps} step{'s' if args.max_steps != 1 else ''}"
+            raise ValueError(f"{steps} of {args.prompts_per_step} prompts (a new batch every {args.num_iterations} "
+                             f"step{'s' if args.num_iterations != 1 else ''}) need {needed} prompts; train_dataset has "
+                             f"{len(ids)} (--prompts-per-step, --max-steps, --num-iterations)")
         self.model, self.args, self.tokenizer, self.ref_model = disable_dropout(model), args, processing_class, ref_model
         if ref_model is not None:
             disable_dropout(ref_model).eval().requires_grad_(False)

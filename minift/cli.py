@@ -430,6 +430,9 @@ def _zoo(args) -> int:
             print(f"{name:8} {pin:28} {'cached' if cached else 'not cached':10} {desc}")
         return 0
     names = list(zoo.ARTIFACTS) if args.name == "all" else [args.name]
+    if args.source is not None and not Path(args.source).is_dir():  # even when cached: a typo is said at once
+        raise CommandLineError(f"--from {args.source} is not a directory; give the folder holding the pinned "
+                               "archive (see `minift zoo` for what each artifact is)")
     for name in names:
         path = zoo.fetch(name, source=args.source, force=args.force)
         if args.verify:

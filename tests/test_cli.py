@@ -45,6 +45,7 @@ def assert_one_line_error(rc, err, *words):
     (["assignments", "list", "extra"], ["assignments list takes no task", "'extra'"]),
     (["finetune", TINY_BERT, "sentiment", "--lora-dropout", "1"], ["--lora-dropout", "[0, 1)"]),
     (["pretrain", "--steps", "abc"], ["--steps", "expected an integer", "'abc'"]),
+    (["download", "vader", "--from", "/nonexistent-dir"], ["--from /nonexistent-dir is not a directory"]),
     (["align", "dpo", TINY_GPT, "--seed", "-1"], ["--seed", ">= 0"]),
     (["finetune", TINY_BERT, "sentiment", "--out", str(ROOT / "README.md")], ["is a file", "directory"]),
 ])

@@ -104,7 +104,7 @@ def run_demo(out_dir="out/demo", steps=1500, batch_size=64, lr=1e-2, warmup=30, 
     result = {"steps": steps, "first_loss": losses[0], "final_loss": float(np.mean(losses[-10:])), "val_loss": val_loss,
               "val_accuracy": val_acc, "seconds": round(elapsed, 2), "loss_curve": str(out / "loss.png")}
     (out / "log.json").write_text(json.dumps({**result, "losses": losses, "lrs": lrs, "grad_norms": norms}, indent=1))
-    say(f"loss {result['first_loss']:.3f} -> {result['final_loss']:.3f} (last 10 steps), "
+    say(f"loss {result['first_loss']:.3f} -> {result['final_loss']:.3f} (mean of the last {min(10, steps)} step{'s' if min(10, steps) != 1 else ''}), "
         f"validation loss {val_loss:.3f}, accuracy {val_acc:.1%}, {elapsed:.1f}s")
     say(f"loss curve: {out / 'loss.png'}")
     return result

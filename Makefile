@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export MPLBACKEND := Agg
 
-.PHONY: demo test test-fast check-assignments lessons clean
+.PHONY: demo test test-fast check-assignments lessons gpu-standin clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test-fast: $(VENV)/.dev
 
 lessons: $(VENV)/.dev
 	$(PY) -m pytest -m lessons
+
+# without a GPU: every lesson and the CLI's runs with tests/strict_cupy.py standing in for CuPy (about 8 minutes)
+gpu-standin: $(VENV)/.dev
+	MINIFT_STANDIN_LESSONS=all $(PY) -m pytest tests/test_host_device.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis

@@ -3,7 +3,8 @@
 Most CuPy bugs are not wrong numbers but a host array meeting a device one, which NumPy never minds. Here
 device arrays are ``DeviceArray`` (a NumPy subclass: the numbers are NumPy's), and as in CuPy:
 
-  * a device function or ufunc given a host ``numpy.ndarray`` raises TypeError ("Unsupported type");
+  * a device function or ufunc given a host ``numpy.ndarray`` raises TypeError ("Unsupported type"), and
+    writing one into a device array (``a[...] = host``) raises ValueError, as CuPy refuses CPU arrays there;
   * ``np.asarray`` / ``np.array`` of a device array raises TypeError (no implicit conversion to the host),
     while ``np.f(device arrays)`` runs on the device, as CuPy's ``__array_function__`` forwards it;
   * reductions give 0-d device arrays, never NumPy scalars;
@@ -14,6 +15,7 @@ device arrays are ``DeviceArray`` (a NumPy subclass: the numbers are NumPy's), a
 What it cannot catch: a host array indexed by a device one (a subclass indexes silently), kernels, speed.
 
     python tests/strict_cupy.py <minift command line>     e.g. align ppo checkpoints/tiny-gpt --reward word:great
+    python tests/strict_cupy.py --lesson lessons/10_lora.ipynb   a lesson's code cells in order (MINIFT_FAST=1)
     python tests/strict_cupy.py --selftest                 the refusals above, one line each
 """
 import os
@@ -61,6 +63,11 @@ class DeviceArray(np.ndarray):
 
     def tolist(self):
         return self.get().tolist()
+
+    def __setitem__(self, index, value):
+        if type(value) is np.ndarray and value.ndim > 0:  # CuPy: "non-scalar numpy.ndarray cannot be used for fill"
+            raise ValueError("non-scalar numpy.ndarray cannot be used for fill (a host array written into a device one)")
+        super().__setitem__(index, value)
 
 
 def _to_device(x):
@@ -237,7 +244,7 @@ _orig_check = _engine._check_input_grads
 
 def _check_grads_on_device(node, input_grads):
     grads = input_grads if isinstance(input_grads, tuple) else (input_grads,)
-    for i, g in enumerate(grads):
+    for i, g in enumerate(grads if backend.is_cupy() else ()):  # (a lesson may switch to NumPy on purpose)
         if type(g) is np.ndarray and g.ndim > 0:
             raise TypeError(f"{node.fn.__name__}.backward returned a host array for input {i}")
     return _orig_check(node, input_grads)
@@ -254,16 +261,42 @@ def selftest():
              ("np.asarray(xp.zeros(3))", "raises"), ("xp.concatenate([xp.zeros(2), np.ones(2)])", "raises"),
              ("backend.rng()._generator.normal", "raises"), ("backend.rng().normal", "method"), ("np.exp(xp.zeros(3))", "DeviceArray"),
              ("xp.zeros(3).sum()", "DeviceArray"), ("float(xp.ones(3).sum())", "float"),
-             ("backend.to_numpy(xp.ones(2))", "ndarray"), ("xp.asarray(np.ones(2))", "DeviceArray")]
+             ("backend.to_numpy(xp.ones(2))", "ndarray"), ("xp.asarray(np.ones(2))", "DeviceArray"),
+             ("xp.zeros(2).__setitem__(Ellipsis, np.ones(2))", "raises")]
     ok = True
     for expr, want in cases:
         try:
             got = type(eval(expr, {"xp": xp, "np": np, "backend": backend})).__name__
-        except (TypeError, AttributeError):
+        except (TypeError, ValueError, AttributeError):
             got = "raises"
         ok &= got == want
         print(f"{'ok' if got == want else 'WRONG'}  {expr}: CuPy {want}, stand-in {got}")
     return 0 if ok else 1
+
+
+def run_lesson(path):
+    """Execute a lesson notebook's code cells in order, in its folder, as a script (no kernel, no outputs):
+    0 if every cell ran, else 1 after naming the first cell that failed and the lines it failed in."""
+    import json
+    import traceback
+
+    os.environ.setdefault("MINIFT_FAST", "1")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    path = os.path.abspath(path)
+    cells = [c for c in json.load(open(path))["cells"] if c["cell_type"] == "code"]
+    os.chdir(os.path.dirname(path))
+    namespace = {"__name__": "__main__"}
+    for i, cell in enumerate(cells):
+        name = f"{os.path.basename(path)}[cell {i}]"
+        try:
+            exec(compile("".join(cell["source"]), name, "exec"), namespace)
+        except Exception as e:  # noqa: BLE001 - reported, with where it happened
+            where = [f"{f.filename}:{f.lineno}" for f in traceback.extract_tb(e.__traceback__)
+                     if "minift" in f.filename or "[cell" in f.filename][-4:]
+            print(f"FAILED {name}: {type(e).__name__}: {e}\n  at {' <- '.join(reversed(where))}")
+            return 1
+    print(f"ok {os.path.basename(path)}: {len(cells)} cells")
+    return 0
 
 
 if __name__ == "__main__" and sys.argv[1:]:
@@ -274,4 +307,6 @@ if __name__ == "__main__" and sys.argv[1:]:
     _patch_modules()
     if sys.argv[1:] == ["--selftest"]:
         sys.exit(selftest())
+    if sys.argv[1:2] == ["--lesson"]:
+        sys.exit(run_lesson(sys.argv[2]))
     sys.exit(minift.cli.main(sys.argv[1:]))

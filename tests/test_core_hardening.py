@@ -230,3 +230,26 @@ def test_attention_with_float32_weights_refuses_a_float64_input():
     attention = MultiHeadAttention(TransformerConfig(vocab_size=5, hidden_size=8, num_attention_heads=2))
     with pytest.raises(TypeError, match="got a float64 input but its weight is float32"):
         attention(mf.tensor(np.ones((1, 3, 8))))
+
+
+def test_a_gradient_set_by_hand_must_have_the_tensors_shape():
+    p = mf.nn.Parameter(np.zeros((2, 3)))
+    p.grad = np.ones((2, 3))
+    assert p.grad.shape == (2, 3)
+    p.grad = [[1, 2, 3], [4, 5, 6]]  # any array-like, as the tensor's dtype
+    assert p.grad.dtype == p.data.dtype and p.grad[1, 2] == 6
+    with pytest.raises(ValueError, match=r"a gradient of shape \(3, 2\) for a tensor of shape \(2, 3\)"):
+        p.grad = np.ones((3, 2))
+    p.grad = None
+    assert p.grad is None
+
+
+def test_copy_writes_in_place_keeps_the_dtype_and_broadcasts_as_pytorch():
+    p = mf.nn.Parameter(np.zeros((2, 3), dtype=np.float32))
+    before = p.data
+    assert p.copy_(np.arange(6.0).reshape(2, 3)) is p
+    assert p.data is before and p.dtype == np.float32 and p.data[1, 2] == 5  # the same array, written into
+    p.copy_(mf.tensor(np.ones(3)))  # a Tensor, broadcast over the rows
+    np.testing.assert_array_equal(p.numpy(), np.ones((2, 3)))
+    with pytest.raises(ValueError):
+        p.copy_(np.ones(4))  # does not broadcast to (2, 3)

@@ -5,7 +5,8 @@ concatenate/stack ↔ slice · indexing ↔ scatter-add (repeated indices accumu
 """
 from __future__ import annotations
 
-from ..backend import scatter_add, xp
+from .. import backend
+from ..backend import is_cupy, scatter_add, xp
 from .function import Function
 from .ops_elementwise import unbroadcast
 
@@ -122,10 +123,13 @@ def check_index_range(op, what, indices, size, where, ignore_index=None):
 
 
 def _bool_to_int(index):
-    """Boolean masks become the integer arrays of their True positions (what scatter-add understands)."""
+    """Boolean masks become the integer arrays of their True positions (what scatter-add understands), and
+    index arrays go where the data is (a NumPy index of a CuPy array is moved to the GPU once, here)."""
     parts = index if isinstance(index, tuple) else (index,)
     out = []
     for p in parts:
+        if is_cupy() and getattr(p, "ndim", 0) > 0 and backend.array_device(p) == "cpu":
+            p = xp.asarray(p)
         if hasattr(p, "dtype") and p.dtype == bool:
             out.extend(p.nonzero())
         else:

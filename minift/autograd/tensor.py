@@ -67,7 +67,7 @@ class Tensor:
         if requires_grad and self.data.dtype.kind != "f":
             raise TypeError(f"only floating-point tensors can require gradients, got dtype {self.data.dtype}")
         self.requires_grad = bool(requires_grad)
-        self.grad = None
+        self._grad = None
         self._node = None  # the Node (Function, ctx, parents) that made this tensor; None for a leaf
         self._hooks = []
         self._freed = False  # True once backward has freed the node that made it
@@ -79,7 +79,7 @@ class Tensor:
         t = cls.__new__(cls)
         t.data = array
         t.requires_grad = requires_grad
-        t.grad = None
+        t._grad = None
         t._node = None
         t._hooks = []
         t._freed = False
@@ -87,6 +87,26 @@ class Tensor:
         return t
 
     # ------------------------------------------------------------------ properties
+    @property
+    def grad(self):
+        """dL/d(this tensor) summed by ``backward``: an array of ``data``'s shape, or None."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        """Set by hand too (``p.grad = g``, as in PyTorch): ``g`` must have ``data``'s shape, and a NumPy array
+        is moved to the GPU when the backend is CuPy (PyTorch refuses a gradient on another device)."""
+        if value is not None:
+            value = value.data if isinstance(value, Tensor) else value
+            if not hasattr(value, "shape"):
+                value = np.asarray(value, dtype=self.data.dtype)
+            if isinstance(value, np.ndarray) and backend.array_device(self.data) == "cuda":
+                value = backend.asarray(value)  # to the GPU, where the tensor is
+            if value.shape != self.data.shape:
+                raise ValueError(f"a gradient of shape {tuple(value.shape)} for a tensor of shape "
+                                 f"{tuple(self.data.shape)}: a tensor's grad has its shape")
+        self._grad = value
+
     @property
     def shape(self):
         return tuple(self.data.shape)
@@ -148,6 +168,17 @@ class Tensor:
 
     def zero_grad(self):
         self.grad = None
+
+    def copy_(self, src):
+        """Write ``src`` (a Tensor or anything array-like that broadcasts to this shape) into this tensor's array,
+        in place, keeping its dtype: PyTorch's ``copy_``, e.g. ``lora_B.weight.copy_(np.random…)`` to pretend an
+        adapter was trained. A NumPy ``src`` is copied to the GPU when the tensor lives there (CuPy refuses to
+        write a host array into a device one). Not recorded by autograd: use it on leaves such as parameters."""
+        src = src.data if isinstance(src, Tensor) else src
+        if backend.array_device(self.data) == "cuda":
+            src = backend.asarray(src, dtype=self.data.dtype)
+        self.data[...] = src
+        return self
 
     # ------------------------------------------------------------------ conversion
     def numpy(self):

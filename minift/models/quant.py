@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np  # host-side: file bytes, quantization and the code book; array_module for the rest
 
-from ..backend import array_module
+from ..backend import array_module, to_numpy
 
 BLOCK = 32
 BLOCK_VALUES = {"Q8_0": 32, "Q4_0": 32, "Q4_1": 32, "NF4": 64}
@@ -175,7 +175,7 @@ def quantize(x, kind):
     """A float array → the raw bytes of format ``kind`` (its size a multiple of the block size)."""
     if kind not in QUANTIZE:
         raise ValueError(f"quantization type must be one of {sorted(QUANTIZE)}, got {kind!r}")
-    x = np.asarray(x)
+    x = np.asarray(to_numpy(x))  # quantizing is host work (once, at load time): a GPU array is copied over first
     if x.size % BLOCK_VALUES[kind]:
         raise ValueError(f"{kind} quantizes blocks of {BLOCK_VALUES[kind]} values; an array of {x.size} values "
                          "is not a whole number of blocks")

@@ -91,6 +91,9 @@ class PretrainConfig:
             raise ValueError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
         if self.family not in ("gpt2", "llama", "bert"):
             raise ValueError(f"family must be gpt2, llama or bert, got {self.family!r}")
+        if self.family != "bert" and self.vocab_size < 258:  # the tokenizer could not be that small
+            raise ValueError(f"vocab_size {self.vocab_size} is smaller than byte-level BPE's alphabet: 256 bytes and "
+                             "2 special tokens make 258 before the first merge; give 258 or more (--vocab-size)")
 
     @classmethod
     def from_file(cls, path, **overrides):

@@ -116,6 +116,7 @@ def test_cli_reads_a_config_file_and_flags_override_it(tmp_path, capsys):
     ('{"learning_rate": "fast"}', ["learning_rate must be a finite number"]),
     ('{"steps": 10,}', ["not valid JSON at line 1"]),
     ('{"dropout": 1.0}', ["dropout must be in [0, 1), got 1.0"]),
+    ('{"vocab_size": 5}', ["vocab_size 5 is smaller than byte-level BPE's alphabet", "258"]),
     ('[1, 2]', ["expected a JSON object"]),
 ])
 def test_bad_config_files_are_caught_before_work_and_name_the_file(tmp_path, capsys, content, words):

@@ -340,9 +340,9 @@ def _pretrain(args, argv) -> int:
 
     flags = {f.name: getattr(args, f.name) for f in fields(PretrainConfig)}
     if args.config:
-        cfg = PretrainConfig.from_file(args.config, **flags)
+        cfg = _usage(PretrainConfig.from_file, args.config, **flags)
     else:
-        cfg = PretrainConfig(**{k: v for k, v in flags.items() if v is not None})
+        cfg = _usage(PretrainConfig, **{k: v for k, v in flags.items() if v is not None})
     check_out_is_free(output_dirs(cfg)[0], args.overwrite)
     words = sys.argv[2:] if argv is None else argv[1:]
     command = "minift pretrain " + " ".join(w for w in words if w != "--debug")
@@ -354,7 +354,7 @@ def _finetune(args) -> int:
     from .finetune import FinetuneConfig, results_table, run_finetune
 
     options = {k: v for k, v in vars(args).items() if k not in ("command", "debug", "overwrite")}
-    cfg = FinetuneConfig(**options)
+    cfg = _usage(FinetuneConfig, **options)
     check_out_is_free(cfg.out, args.overwrite)
     results = run_finetune(cfg)
     if cfg.method == "multitask":  # one row and one results.json per task, and the run's own
@@ -376,7 +376,7 @@ def _continual(args) -> int:
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     if not methods or len(set(methods)) < len(methods):
         raise CommandLineError(f"--method needs one or more different methods, comma-separated, got {args.method!r}")
-    configs = [ContinualConfig(method=m, out=str(Path(args.out) / m), **options) for m in methods]  # all checked first
+    configs = [_usage(ContinualConfig, method=m, out=str(Path(args.out) / m), **options) for m in methods]  # all checked first
     check_out_is_free(args.out, args.overwrite)
     check_output_dir(Path(args.out))
     results = []
@@ -393,6 +393,15 @@ def _continual(args) -> int:
     return 0
 
 
+def _usage(make_config, *args, **options):
+    """``make_config(*args, **options)``; options it refuses (an unknown method, a task it lacks, a zero batch)
+    are a usage error: exit status 2, as argparse gives a bad flag."""
+    try:
+        return make_config(*args, **options)
+    except ValueError as e:
+        raise CommandLineError(str(e)) from None
+
+
 def config_from_args(config_class, args):
     """The dataclass ``config_class`` built from the parsed options that are its fields (the others, such as
     ``command`` and ``kind``, belong to the parser); ``args.out`` is set to the config's (its default filled in),
@@ -400,7 +409,7 @@ def config_from_args(config_class, args):
     from dataclasses import fields
 
     names = {f.name for f in fields(config_class)}
-    cfg = config_class(**{k: v for k, v in vars(args).items() if k in names})
+    cfg = _usage(config_class, **{k: v for k, v in vars(args).items() if k in names})
     args.out = cfg.out
     check_out_is_free(cfg.out, getattr(args, "overwrite", False))
     return cfg

@@ -574,7 +574,7 @@ def test_cli_runs_several_methods_into_one_table_and_errors_in_one_line(tmp_path
     assert (out / "table.md").read_text().count("\n") == 4  # header, rule, two methods
     for method in ("naive", "l2"):
         assert json.loads((out / method / "results.json").read_text())["method"] == method
-    assert main(["continual", TINY_BERT, "sentiment,qa"]) == 1
+    assert main(["continual", TINY_BERT, "sentiment,qa"]) == 2  # options the config refuses: a usage error
     err = capsys.readouterr().err
     assert err.startswith("minift: tasks must be two or more") and err.count("\n") == 1
     for bad in ("", "naive,naive"):

@@ -105,7 +105,7 @@ def test_cli_reads_a_config_file_and_flags_override_it(tmp_path, capsys):
     assert "--config" in (out / "README.md").read_text()  # the card records the command as given
     (tmp_path / "bad.json").write_text(json.dumps({"familly": "gpt2"}))
     capsys.readouterr()  # the successful run's progress output
-    assert main(["pretrain", "--config", str(tmp_path / "bad.json")]) == 1  # one line, no traceback
+    assert main(["pretrain", "--config", str(tmp_path / "bad.json")]) == 2  # one line, no traceback
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.json: unknown pretraining options ['familly']" in err[0]
 
@@ -123,7 +123,7 @@ def test_bad_config_files_are_caught_before_work_and_name_the_file(tmp_path, cap
     from minift.cli import main
 
     (tmp_path / "c.json").write_text(content)
-    assert main(["pretrain", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "o")]) == 1
+    assert main(["pretrain", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(tmp_path / "c.json") in err[0]
     for w in words:
@@ -134,11 +134,11 @@ def test_bad_config_files_are_caught_before_work_and_name_the_file(tmp_path, cap
 def test_bad_numeric_flags_are_caught_before_work(tmp_path, capsys):
     from minift.cli import main
 
-    assert main(["pretrain", "--batch-size", "0", "--out", str(tmp_path / "o")]) == 1
+    assert main(["pretrain", "--batch-size", "0", "--out", str(tmp_path / "o")]) == 2
     assert "batch_size must be >= 1, got 0" in capsys.readouterr().err
     assert main(["pretrain", "--steps", "ten", "--out", str(tmp_path / "o")]) == 2
     assert "--steps" in capsys.readouterr().err
-    assert main(["pretrain", "--config", str(tmp_path / "missing.json")]) == 1
+    assert main(["pretrain", "--config", str(tmp_path / "missing.json")]) == 2
     assert "cannot read the config file" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 

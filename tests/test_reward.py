@@ -294,7 +294,7 @@ def test_the_command_line_reaches_the_config_and_a_bad_option_is_one_line(tmp_pa
     assert results["args"]["per_device_train_batch_size"] == 4 and results["train_steps"] == 2
     assert args.out == str(tmp_path / "cli")
     assert main(["align", "rm", str(TINY_BERT), "--method", "qlora"]) == 2
-    assert main(["align", "rm", str(TINY_BERT), "--max-length", "1", "--out", str(tmp_path / "bad")]) == 1
+    assert main(["align", "rm", str(TINY_BERT), "--max-length", "1", "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "invalid choice: 'qlora'" in err[0] and "max_length must be an integer >= 2" in err[1]
     help_text = subprocess.run([sys.executable, "-m", "minift.cli", "align", "rm", "--help"], capture_output=True,

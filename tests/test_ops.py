@@ -19,6 +19,7 @@ GRAD = [s for s in SPECS if s.grad]
 NOT_OPS = {
     "backward", "register_hook", "retain_grad", "detach", "requires_grad_", "zero_grad", "numpy", "item",
     "tolist", "to", "float", "double", "astype", "argmax", "eq",
+    "copy_",  # an in-place write into a leaf's array (PyTorch's copy_), outside the graph: no gradient to check
 }
 
 

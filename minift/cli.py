@@ -32,6 +32,12 @@ class CommandLineError(Exception):
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (``minift: …; see minift CMD --help``) instead of usage + error."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # argparse reads "-1e-3" as an option (its pattern knows -1 and -.5 only), so the value's own check
+        # never spoke: "expected one argument". With scientific notation too, the flag's check says what is wrong.
+        self._negative_number_matcher = re.compile(r"^-(\d+|\d*\.\d+|\d*\.?\d+[eE][-+]?\d+)$")
+
     def error(self, message):
         raise CommandLineError(f"{message} (see `{self.prog} --help`)")
 

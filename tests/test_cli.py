@@ -46,6 +46,7 @@ def assert_one_line_error(rc, err, *words):
     (["finetune", TINY_BERT, "sentiment", "--lora-dropout", "1"], ["--lora-dropout", "[0, 1)"]),
     (["pretrain", "--steps", "abc"], ["--steps", "expected an integer", "'abc'"]),
     (["download", "vader", "--from", "/nonexistent-dir"], ["--from /nonexistent-dir is not a directory"]),
+    (["align", "dpo", TINY_GPT, "--learning-rate", "-1e-3"], ["--learning-rate", "> 0", "'-1e-3'"]),  # not "expected one argument"
     (["align", "dpo", TINY_GPT, "--seed", "-1"], ["--seed", ">= 0"]),
     (["finetune", TINY_BERT, "sentiment", "--out", str(ROOT / "README.md")], ["is a file", "directory"]),
 ])

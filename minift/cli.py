@@ -140,6 +140,9 @@ def build_parser() -> ArgumentParser:
     a.add_argument("--json", help="with grade: also write the report as JSON to this file")
     a.add_argument("--markdown", help="with grade: also write the report as Markdown to this file")
     a.add_argument("--task", action="append", default=[], help="with grade: only this task (may be repeated)")
+    a.add_argument("--time-limit", type=positive_float, default=60, metavar="SECONDS",
+                   help="with grade: a test that runs longer fails (an endless loop); the course's tests take a few "
+                        "seconds each (default 60)")
     a.add_argument("--no-mutants", action="store_true", help="with check: skip running the mutants (faster)")
     a.add_argument("--isolation", action="store_true",
                    help="with check: also strip each task alone and prove its declared dependencies (slow)")
@@ -310,7 +313,7 @@ def _assignments(args) -> int:
             if path:  # before grading, which takes minutes
                 check_output_file(path, flag)
         try:
-            report = grade(Path(args.target), root, args.task)
+            report = grade(Path(args.target), root, args.task, time_limit=args.time_limit)
         except (FileNotFoundError, ValueError) as e:
             raise CommandLineError(str(e)) from None
         text = report_markdown(report)

@@ -214,6 +214,55 @@ def test_grade_scores_correct_stubbed_and_wrong_tasks(tmp_path, student_tree):
     assert "# Coursework report: 5 / 20 points" in report_md.read_text() and "`train.llrd` | 1 / 1" in res.stdout
 
 
+def _write_stub(student, task_id, code):
+    """Replace the first stub of ``task_id`` in the student tree by ``code`` at its indentation."""
+    for path in sorted((student / "minift").rglob("*.py")):
+        lines = path.read_text().splitlines(keepends=True)
+        for i, line in enumerate(lines):
+            if f'NotImplementedError("TASK {task_id}:' in line:
+                lines[i] = line[:len(line) - len(line.lstrip())] + code + "\n"
+                path.write_text("".join(lines))
+                return
+    raise AssertionError(f"no stub of {task_id}")
+
+
+def test_grade_survives_a_crash_an_endless_loop_a_syntax_error_and_a_doctored_plugin(tmp_path, student_tree):
+    """What a class of real students hands in: each fault costs the tests it hits, never the report."""
+    import json
+    import shutil
+
+    student = tmp_path / "carol"
+    shutil.copytree(student_tree, student)
+    _solve(student, "train.llrd")  # correct
+    _write_stub(student, "train.count_targets", "import os; os._exit(3)")  # ends pytest's process
+    _write_stub(student, "continual.backward_transfer", "while True: pass")  # never returns
+    (student / "tests" / "test_exercises.py").unlink()  # handed in minift/ only
+    plugin = student / "minift" / "assignments" / "pytest_plugin.py"  # a report that says everything passed
+    plugin.write_text(plugin.read_text().replace('"outcome": report.outcome', '"outcome": "passed"'))
+    tasks = ["train.llrd", "train.count_targets", "continual.backward_transfer", "props.unbroadcast"]
+    out = tmp_path / "carol.json"
+    res = _cli(["grade", str(student), *(a for t in tasks for a in ("--task", t)), "--time-limit", "2",
+                "--json", str(out)], ROOT)
+    assert res.returncode == 0, res.stderr
+    scores = {t["task"]: t for t in json.loads(out.read_text())["tasks"]}
+    assert scores["train.llrd"]["score"] == 5 and scores["train.llrd"]["first_failure"] is None
+    crash = scores["train.count_targets"]
+    assert crash["score"] == 0 and crash["tests"] == 1 and "exit status 3" in crash["first_failure"]["message"]
+    loop = scores["continual.backward_transfer"]
+    assert loop["score"] == 0 and loop["tests"] == 2 and "time limit of 2 s" in loop["first_failure"]["message"]
+    assert scores["props.unbroadcast"]["score"] == 0
+    assert "has no tests/test_exercises.py" in scores["props.unbroadcast"]["first_failure"]["message"]
+
+    strategies = student / "minift" / "train" / "strategies.py"
+    strategies.write_text(strategies.read_text() + "\ndef broken(:\n")  # a SyntaxError: nothing imports
+    res = _cli(["grade", str(student), "--task", "train.llrd", "--task", "qa.best_span", "--json", str(out)], ROOT)
+    assert res.returncode == 0, res.stderr
+    for task in json.loads(out.read_text())["tasks"]:
+        message = task["first_failure"]["message"]
+        assert task["score"] == 0 and "no test could run" in message and "SyntaxError" in message, message
+        assert "minift/train/strategies.py" in message and "minift-grade-" not in message  # no grader temp path
+
+
 def test_every_task_has_three_mutants_whose_edits_apply_to_its_solution():
     from minift.assignments.mutants import MUTANTS, mutants_of
     from minift.assignments.tasks import TASK_BY_ID

@@ -60,12 +60,12 @@ def check(root: Path, out=print, mutants=True, isolation=False) -> bool:
     out(f"markers: {len(regions)} regions, {len(used)} tasks")
 
     with tempfile.TemporaryDirectory(prefix="minift-check-") as tmp:
-        solution = _run_task_tests(root, Path(tmp) / "solution.json")
+        solution = _run_task_tests(root, Path(tmp) / "solution.jsonl")
         student_dir = Path(tmp) / "student"
         build_student_tree(root, student_dir)
         import_errors = _student_imports(student_dir)
         problems += [f"student tree does not import: {e}" for e in import_errors]
-        student = _run_task_tests(student_dir, Path(tmp) / "student.json")
+        student = _run_task_tests(student_dir, Path(tmp) / "student.jsonl")
 
     out(f"{'task':34} {'tests':>5} {'pass (solution)':>16} {'fail (student)':>15}")
     for t in TASKS:
@@ -130,7 +130,7 @@ def check_isolation(root: Path, out, task_ids=()) -> list:
             for f, text in originals.items():
                 (tree / f).write_text(strip_solutions(text, tree / f, only=task.id))
             try:
-                results = _run_task_tests(tree, Path(tmp) / f"{task.id}.json")
+                results = _run_task_tests(tree, Path(tmp) / f"{task.id}.jsonl")
             finally:
                 for f, text in originals.items():
                     (tree / f).write_text(text)

@@ -23,17 +23,78 @@ from pathlib import Path
 from .tasks import TASK_BY_ID, TASK_LIST
 
 
+class TestsDidNotStart(RuntimeError):
+    """pytest stopped before any test ran, and said why: most often the package does not import."""
+
+
 def run_task_tests(tree: Path, report: Path, task_ids=(), timeout=None, profile="assignments", files=("tests",),
-                   stop_first=False) -> list[dict]:
+                   stop_first=False, time_limit=None) -> list[dict]:
     """Run the task-marked tests in ``files`` of ``tree`` (only ``task_ids``' if given) against ``tree``'s own
-    minift, on a hypothesis ``profile``; the plugin's report: [{"nodeid", "tasks", "outcome", "message"}]."""
-    env = dict(os.environ, MINIFT_TASK_REPORT=str(report), PYTHONPATH=str(tree), HYPOTHESIS_PROFILE=profile)
+    minift, on a hypothesis ``profile``; one entry per test: {"nodeid", "tasks", "outcome", "message"}.
+
+    Student code can do worse than fail, so a run is made robust three ways:
+
+    * ``time_limit`` seconds per test (the plugin's ``MINIFT_TEST_TIME_LIMIT``): a test stuck in a loop fails
+      with the reason, and the run goes on;
+    * a test that ends pytest's process (``os._exit``, a segfault, the kernel's out-of-memory killer) or runs
+      past ``timeout`` seconds is recorded as failed with the reason, and pytest starts again without the
+      tests already done, so that one crash costs one test (the report is written line by line for this);
+    * a test file that cannot be collected gives one failed entry for each task it names.
+
+    Raises ``TestsDidNotStart`` when pytest ran no test at all, with pytest's own reason (a ``SyntaxError`` in
+    the package, a missing name).
+    """
+    tree, report = Path(tree), Path(report)
+    env = dict(os.environ, MINIFT_TASK_REPORT=str(report), PYTHONPATH=str(tree), HYPOTHESIS_PROFILE=profile,
+               MINIFT_TEST_TIME_LIMIT=str(time_limit or ""))
     selection = [a for t in task_ids for a in ("--task", t)] + (["-x"] if stop_first else [])
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "task", "-p", "no:cacheprovider", "--no-header", *selection, *files]
-    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
-    if not report.exists():
-        raise RuntimeError(f"pytest wrote no task report in {tree}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return json.loads(report.read_text())
+    results = []
+    while True:
+        done = [a for r in results for a in ("--deselect", r["nodeid"])]
+        cmd = [sys.executable, "-m", "pytest", "-q", "-m", "task", "-p", "no:cacheprovider", "--no-header",
+               "--continue-on-collection-errors", *selection, *done, *files]
+        report.unlink(missing_ok=True)
+        try:
+            proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
+            output = proc.stdout + proc.stderr
+            why = (f"the test process ended during this test (exit status {proc.returncode}): os._exit or sys.exit "
+                   "in the code, a crash, or out of memory")
+        except subprocess.TimeoutExpired as e:  # subprocess.run has killed pytest
+            output = "".join(o.decode(errors="replace") if isinstance(o, bytes) else o or "" for o in (e.stdout, e.stderr))
+            why = f"the test did not finish within the grader's limit of {timeout:g} s"
+        events = [json.loads(line) for line in report.read_text().splitlines()] if report.exists() else []
+        recorded = {r["nodeid"] for r in results}
+        for e in events:
+            if "outcome" in e:
+                results.append(e)
+            elif "collect_error" in e and e["collect_error"] not in recorded:  # the same file fails again on a restart
+                results.append({"nodeid": e["collect_error"], "tasks": tasks_named_in(tree / e["collect_error"]),
+                                "outcome": "failed", "message": "the test file could not be imported: " + e["message"]})
+        if any(e.get("finished") for e in events):
+            return results
+        recorded = {r["nodeid"] for r in results}
+        culprit = next((e for e in reversed(events) if e.get("started") and e["started"] not in recorded), None)
+        if culprit is None:
+            raise TestsDidNotStart(_pytest_error(output, tree))
+        results.append({"nodeid": culprit["started"], "tasks": culprit["tasks"], "outcome": "failed", "message": why})
+        if stop_first:
+            return results
+
+
+def tasks_named_in(test_file: Path) -> list[str]:
+    """The task ids a test file names in quotes (and, for a file that reads the op specs, those they name)."""
+    text = test_file.read_text() if test_file.is_file() else ""
+    specs = test_file.parent / "op_specs.py"
+    if "op_specs" in text and specs.is_file():
+        text += specs.read_text()
+    return [t for t in TASK_BY_ID if f'"{t}"' in text or f"'{t}'" in text]
+
+
+def _pytest_error(output: str, tree: Path) -> str:
+    """pytest's reason for stopping, on one line: its ``E`` lines (or its last lines), paths made relative."""
+    lines = [line.rstrip() for line in output.replace(f"{tree}/", "").splitlines() if line.strip()]
+    errors = [line[1:].strip() for line in lines if line.startswith("E ")] or lines[-3:] or ["pytest printed nothing"]
+    return "; ".join(errors[-4:])[:400]
 
 
 def by_task(results) -> dict:
@@ -55,9 +116,11 @@ def test_task(root: Path, task_id: str) -> int:
     return subprocess.run(cmd, cwd=root, env=env).returncode
 
 
-def grade(student: Path, teacher_root: Path, task_ids=(), timeout=1800) -> dict:
+def grade(student: Path, teacher_root: Path, task_ids=(), timeout=1800, time_limit=60) -> dict:
     """Score ``student``'s tree with ``teacher_root``'s tests (every task, or only ``task_ids``); returns the
-    report (see ``report_markdown``)."""
+    report (see ``report_markdown``). A test may run ``time_limit`` seconds (the course's take a few), and a
+    run of pytest ``timeout``; a student's endless loop or crash costs the tests it hits, and a package that
+    does not import gets a report that says why, at every task."""
     unknown = [t for t in task_ids if t not in TASK_BY_ID]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; `minift assignments list` shows the tasks")
@@ -72,25 +135,33 @@ def grade(student: Path, teacher_root: Path, task_ids=(), timeout=1800) -> dict:
         tree = Path(tmp) / "tree"
         shutil.copytree(student / "minift", tree / "minift", ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copytree(teacher_root / "tests", tree / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+        # the grading machinery is the teacher's, not the student's copy (its pytest plugin writes the report)
+        shutil.rmtree(tree / "minift" / "assignments", ignore_errors=True)
+        shutil.copytree(teacher_root / "minift" / "assignments", tree / "minift" / "assignments",
+                        ignore=shutil.ignore_patterns("__pycache__"))
         for name in ("pyproject.toml", "checkpoints"):  # the test configuration and the small shipped models
             src = teacher_root / name
             if src.is_dir():
                 shutil.copytree(src, tree / name)
             elif src.exists():
                 shutil.copy2(src, tree / name)
-        results = by_task(run_task_tests(tree, Path(tmp) / "report.json", code_tasks, timeout=timeout)) \
-            if code_tasks else {}
+        try:
+            results = by_task(run_task_tests(tree, Path(tmp) / "report.jsonl", code_tasks, timeout=timeout,
+                                             time_limit=time_limit)) if code_tasks else {}
+            not_run = "no test of this task ran"
+        except TestsDidNotStart as e:
+            results, not_run = {}, f"no test could run, because pytest stopped first: {e}"
     tasks, total = [], 0.0
     for t in chosen:
         if t.is_property:
-            entry = _grade_property_task(t, student, teacher_root)
+            entry = _grade_property_task(t, student, teacher_root, time_limit)
             tasks.append(entry)
             total += entry["score"]
             continue
         runs = results.get(t.id, [])
         passed = sum(o == "passed" for _, o, _ in runs)
         score = round(t.points * passed / len(runs), 1) if runs else 0.0
-        failing = next(((n, m) for n, o, m in runs if o != "passed"), None)
+        failing = next(((n, m) for n, o, m in runs if o != "passed"), None) if runs else ("(none)", not_run)
         tasks.append({"task": t.id, "title": t.title, "points": t.points, "score": score, "passed": passed,
                       "tests": len(runs), "first_failure": None if failing is None else
                       {"test": failing[0], "message": failing[1]}})
@@ -99,29 +170,37 @@ def grade(student: Path, teacher_root: Path, task_ids=(), timeout=1800) -> dict:
             "seconds": round(time.perf_counter() - t0, 1), "tasks": tasks}
 
 
-def _grade_property_task(task, student: Path, teacher_root: Path) -> dict:
+def _grade_property_task(task, student: Path, teacher_root: Path, time_limit=60) -> dict:
     """A property task: the student's tests on the teacher's code (must pass), then against the target's mutants."""
     from .mutants import copy_project, mutants_of, run_mutants
 
     exercises = student / task.file
 
     def with_students_tests(tree):
-        if exercises.is_file():
-            shutil.copy2(exercises, tree / task.file)
+        shutil.copy2(exercises, tree / task.file)
 
     entry = {"task": task.id, "title": task.title, "points": task.points, "score": 0.0, "passed": 0, "tests": 0,
              "first_failure": None}
+    if not exercises.is_file():  # else the teacher's own tests, solutions and all, would be graded
+        entry["first_failure"] = {"test": task.file, "message": f"the student's directory has no {task.file}: "
+                                  "the property tasks are graded from it"}
+        return entry
     with tempfile.TemporaryDirectory(prefix="minift-grade-props-") as tmp:
         tree = Path(tmp) / "tree"
         copy_project(teacher_root, tree)
         with_students_tests(tree)
-        runs = by_task(run_task_tests(tree, Path(tmp) / "report.json", [task.id])).get(task.id, [])
+        try:
+            runs = by_task(run_task_tests(tree, Path(tmp) / "report.jsonl", [task.id], time_limit=time_limit)).get(task.id, [])
+        except TestsDidNotStart as e:
+            entry["first_failure"] = {"test": task.file, "message": f"no test could run, because pytest stopped first: {e}"}
+            return entry
     entry["tests"], entry["passed"] = len(runs), sum(o == "passed" for _, o, _ in runs)
     failing = next(((n, m) for n, o, m in runs if o != "passed"), None)
     if not runs or failing is not None:  # a test that fails on correct code is wrong itself: no points
         entry["first_failure"] = {"test": failing[0] if failing else task.file,
-                                  "message": ("fails on the correct implementation: " + failing[1]) if failing
-                                  else "no test marked with this task"}
+                                  "message": "no test marked with this task" if not failing else failing[1]
+                                  if failing[1].startswith("the test file could not be imported")
+                                  else "fails on the correct implementation: " + failing[1]}
         return entry
     mutants = mutants_of(task.target)
     results = run_mutants(teacher_root, jobs=[(m, task.id) for m in mutants], profiles=("assignments",),

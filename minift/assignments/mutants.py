@@ -319,9 +319,9 @@ def _kill(tree, mutant, profiles, scratch, test_task=None):
     killed = {}
     try:
         for profile in profiles:
-            report = scratch / f"{test_task}.{mutant.task}.{mutant.name}.{profile}.json"
+            report = scratch / f"{test_task}.{mutant.task}.{mutant.name}.{profile}.jsonl"
             results = run_task_tests(tree, report, [test_task], timeout=900, profile=KILL_PROFILE.get(profile, profile),
-                                     files=files, stop_first=True)
+                                     files=files, stop_first=True, time_limit=300)  # a mutant that loops is killed
             killed[profile] = any(r["outcome"] == "failed" for r in results)
     finally:
         for p, text in before.items():  # undo: only the files the mutant changed differ

@@ -135,10 +135,13 @@ def build_parser() -> ArgumentParser:
 
     a = sub.add_parser("assignments", help="coursework: list, build the student tree, test a task, grade, check")
     a.add_argument("action", choices=["list", "build", "test", "grade", "check"])
-    a.add_argument("target", nargs="?", help="with test: the task id; with grade: the student's directory")
+    a.add_argument("target", nargs="*", help="with test: the task id; with grade: the students' directories (one or more)")
     a.add_argument("--out", help="with build: the directory to write the student tree to")
-    a.add_argument("--json", help="with grade: also write the report as JSON to this file")
-    a.add_argument("--markdown", help="with grade: also write the report as Markdown to this file")
+    a.add_argument("--json", help="with grade: also write the report as JSON to this file (a list, for several students)")
+    a.add_argument("--markdown", help="with grade: also write the report as Markdown to this file (for several "
+                                      "students: the class table, then each one's report)")
+    a.add_argument("--csv", help="with grade: also write the grades as CSV to this file: a row per student, a column "
+                                 "per task")
     a.add_argument("--task", action="append", default=[], help="with grade: only this task (may be repeated)")
     a.add_argument("--time-limit", type=positive_float, default=60, metavar="SECONDS",
                    help="with grade: a test that runs longer fails (an endless loop); the course's tests take a few "
@@ -271,14 +274,14 @@ def _flag_type(annotation):
 def _assignments(args) -> int:
     from .assignments.build import all_regions, build_student_tree
     from .assignments.check import check
-    from .assignments.grade import grade, report_markdown, test_task
+    from .assignments.grade import test_task
     from .assignments.handout import handout
     from .assignments.tasks import TASK_LIST
-    from .models.checkpoint import check_output_file, write_text_atomically
+    from .models.checkpoint import write_text_atomically
 
     root = Path(args.root).resolve()
     if args.action in ("test", "grade") and not args.target:
-        what = "a task id (see `minift assignments list`)" if args.action == "test" else "the student's directory"
+        what = "a task id (see `minift assignments list`)" if args.action == "test" else "the student's directory (or several)"
         raise CommandLineError(f"assignments {args.action} needs {what}")
     if not (root / "minift" / "__init__.py").is_file():  # every action reads the course's own tree
         raise CommandLineError(f"{root} is not a minift tree (no minift/__init__.py): run this in the project or "
@@ -304,26 +307,53 @@ def _assignments(args) -> int:
               f"({len({r.task for r in stripped})} tasks); the tasks are described in {Path(args.out) / 'HANDOUT.md'}")
         return 0
     if args.action == "test":
+        if len(args.target) > 1:
+            raise CommandLineError(f"assignments test takes one task id, got {len(args.target)}: {' '.join(args.target)}")
         try:
-            return test_task(root, args.target)
+            return test_task(root, args.target[0])
         except ValueError as e:
             raise CommandLineError(str(e)) from None
     if args.action == "grade":
-        for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
-            if path:  # before grading, which takes minutes
-                check_output_file(path, flag)
+        return _grade(args, root)
+    return 0 if check(root, mutants=not args.no_mutants, isolation=args.isolation) else 1
+
+
+def _grade(args, root: Path) -> int:
+    """``assignments grade DIR [DIR ...]``: one student's report, or a class's (a line per student as each is
+    graded, the class table at the end)."""
+    from tqdm import tqdm
+
+    from .assignments.grade import check_student_tree, class_csv, class_markdown, grade, report_markdown
+    from .models.checkpoint import check_output_file, write_text_atomically
+
+    for flag, path in (("--json", args.json), ("--markdown", args.markdown), ("--csv", args.csv)):
+        if path:  # before grading, which takes minutes
+            check_output_file(path, flag)
+    students = [Path(t) for t in args.target]
+    try:
+        for student in students:  # every directory, before the first is graded
+            check_student_tree(student)
+    except FileNotFoundError as e:
+        raise CommandLineError(str(e)) from None
+    reports = []
+    bar = tqdm(students, desc="grading", unit="student", disable=len(students) == 1, ncols=80)
+    for student in bar:
         try:
-            report = grade(Path(args.target), root, args.task, time_limit=args.time_limit)
+            report = grade(student, root, args.task, time_limit=args.time_limit)
         except (FileNotFoundError, ValueError) as e:
             raise CommandLineError(str(e)) from None
-        text = report_markdown(report)
-        print(text, end="")
-        if args.json:
-            write_text_atomically(Path(args.json), json.dumps(report, indent=1))
-        if args.markdown:
-            write_text_atomically(Path(args.markdown), text)
-        return 0
-    return 0 if check(root, mutants=not args.no_mutants, isolation=args.isolation) else 1
+        reports.append(report)
+        if len(students) > 1:
+            bar.write(f"{student}: {report['score']:g} / {report['points']} points ({report['seconds']} s)")
+    text = report_markdown(reports[0]) if len(reports) == 1 else class_markdown(reports)
+    print(text if len(reports) == 1 else class_markdown(reports, each_report=False), end="")
+    if args.json:
+        write_text_atomically(Path(args.json), json.dumps(reports[0] if len(reports) == 1 else reports, indent=1))
+    if args.markdown:
+        write_text_atomically(Path(args.markdown), text)
+    if args.csv:
+        write_text_atomically(Path(args.csv), class_csv(reports))
+    return 0
 
 
 def _generate(args) -> int:
@@ -530,7 +560,7 @@ def main(argv=None) -> int:
             where = " ".join(w for w in ("minift", args.command, getattr(args, "kind", None)) if w)
             raise CommandLineError(f"unrecognized arguments: {' '.join(extra)} (see `{where} --help`)")
         if args.command == "assignments" and args.target and args.action not in ("test", "grade"):
-            raise CommandLineError(f"assignments {args.action} takes no task or directory, got {args.target!r} "
+            raise CommandLineError(f"assignments {args.action} takes no task or directory, got {' '.join(args.target)!r} "
                                    "(see `minift assignments --help`)")
         return run(args, argv)
     except CommandLineError as e:  # a usage error has no traceback worth showing, even with --debug

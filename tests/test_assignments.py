@@ -214,6 +214,28 @@ def test_grade_scores_correct_stubbed_and_wrong_tasks(tmp_path, student_tree):
     assert "# Coursework report: 5 / 20 points" in report_md.read_text() and "`train.llrd` | 1 / 1" in res.stdout
 
 
+def test_grade_a_class_writes_a_gradebook_row_per_student(tmp_path, student_tree):
+    import csv
+    import json
+    import shutil
+
+    done, blank = tmp_path / "class" / "dan", tmp_path / "class" / "eve"
+    shutil.copytree(student_tree, done)
+    shutil.copytree(student_tree, blank)
+    _solve(done, "train.llrd")
+    book, page, reports = tmp_path / "grades.csv", tmp_path / "class.md", tmp_path / "class.json"
+    res = _cli(["grade", str(done), str(blank), "--task", "train.llrd", "--csv", str(book), "--markdown", str(page),
+                "--json", str(reports)], ROOT)
+    assert res.returncode == 0, res.stderr
+    rows = list(csv.DictReader(book.open()))
+    assert [(r["student"], r["score"], r["points"], r["train.llrd"]) for r in rows] == [("dan", "5", "5", "5"),
+                                                                                       ("eve", "0", "5", "0")]
+    assert [r["score"] for r in json.loads(reports.read_text())] == [5, 0]
+    assert "| dan | 5 / 5 | 5 |" in res.stdout and "## eve: 0 / 5 points" in page.read_text()
+    refused = _cli(["grade", str(done), str(tmp_path / "nobody"), "--task", "train.llrd"], ROOT)
+    assert refused.returncode == 2 and "nobody is not a minift tree" in refused.stderr and "dan:" not in refused.stderr
+
+
 def _write_stub(student, task_id, code):
     """Replace the first stub of ``task_id`` in the student tree by ``code`` at its indentation."""
     for path in sorted((student / "minift").rglob("*.py")):

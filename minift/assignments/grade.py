@@ -116,6 +116,13 @@ def test_task(root: Path, task_id: str) -> int:
     return subprocess.run(cmd, cwd=root, env=env).returncode
 
 
+def check_student_tree(student: Path):
+    """Refuse a directory that holds no minift package, before any grading."""
+    if not (Path(student) / "minift" / "__init__.py").is_file():
+        raise FileNotFoundError(f"{student} is not a minift tree (no minift/__init__.py): give the student's "
+                                "directory, the one `minift assignments build --out` wrote")
+
+
 def grade(student: Path, teacher_root: Path, task_ids=(), timeout=1800, time_limit=60) -> dict:
     """Score ``student``'s tree with ``teacher_root``'s tests (every task, or only ``task_ids``); returns the
     report (see ``report_markdown``). A test may run ``time_limit`` seconds (the course's take a few), and a
@@ -127,9 +134,7 @@ def grade(student: Path, teacher_root: Path, task_ids=(), timeout=1800, time_lim
     chosen = [t for t in TASK_LIST if not task_ids or t.id in task_ids]
     code_tasks = [t.id for t in chosen if not t.is_property]
     student, teacher_root = Path(student).resolve(), Path(teacher_root).resolve()
-    if not (student / "minift" / "__init__.py").is_file():
-        raise FileNotFoundError(f"{student} is not a minift tree (no minift/__init__.py): give the student's "
-                                "directory, the one `minift assignments build --out` wrote")
+    check_student_tree(student)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="minift-grade-") as tmp:
         tree = Path(tmp) / "tree"
@@ -226,3 +231,35 @@ def report_markdown(report: dict) -> str:
         lines.append(f"| `{t['task']}` | {passed} | {t['score']:g} / {t['points']} | {note} |")
     return "\n".join(lines) + "\n"
 
+
+
+def class_markdown(reports: list[dict], each_report=True) -> str:
+    """Several students' reports as one Markdown page: the class table (a row per student, a column per task),
+    then (``each_report``) each student's own report."""
+    tasks = [t["task"] for t in reports[0]["tasks"]]
+    lines = [f"# Coursework: {len(reports)} students\n",
+             "| student | score | " + " | ".join(f"`{t}`" for t in tasks) + " |",
+             "|---|---|" + "---|" * len(tasks)]
+    for r in reports:
+        cells = [f"{t['score']:g}" for t in r["tasks"]]
+        lines.append(f"| {Path(r['student']).name} | {r['score']:g} / {r['points']} | " + " | ".join(cells) + " |")
+    if not each_report:
+        return "\n".join(lines) + "\n"
+    own = [report_markdown(r).replace("# Coursework report:", f"## {Path(r['student']).name}:", 1) for r in reports]
+    return "\n".join(lines) + "\n\n" + "\n".join(own)
+
+
+def class_csv(reports: list[dict]) -> str:
+    """The grades as CSV for a gradebook: student (the directory's name), directory, score, points, and one
+    column per task with its score."""
+    import csv
+    import io
+
+    tasks = [t["task"] for t in reports[0]["tasks"]]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["student", "directory", "score", "points", *tasks])
+    for r in reports:
+        writer.writerow([Path(r["student"]).name, r["student"], f"{r['score']:g}", r["points"],
+                         *(f"{t['score']:g}" for t in r["tasks"])])
+    return buffer.getvalue()

@@ -140,6 +140,8 @@ def build_parser() -> ArgumentParser:
     a.add_argument("--json", help="with grade: also write the report as JSON to this file (a list, for several students)")
     a.add_argument("--markdown", help="with grade: also write the report as Markdown to this file (for several "
                                       "students: the class table, then each one's report)")
+    a.add_argument("--reports", metavar="DIR", help="with grade: also write each student's report to DIR/NAME.md and "
+                                                     "DIR/NAME.json (NAME: the directory's name), to hand back")
     a.add_argument("--csv", help="with grade: also write the grades as CSV to this file: a row per student, a column "
                                  "per task")
     a.add_argument("--task", action="append", default=[], help="with grade: only this task (may be repeated)")
@@ -335,6 +337,15 @@ def _grade(args, root: Path) -> int:
             check_student_tree(student)
     except FileNotFoundError as e:
         raise CommandLineError(str(e)) from None
+    if args.reports:
+        if Path(args.reports).exists() and not Path(args.reports).is_dir():
+            raise CommandLineError(f"--reports {args.reports} is a file; give a directory for the students' reports")
+        names = [s.resolve().name for s in students]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise CommandLineError(f"--reports names each report after its directory, and {', '.join(twice)} "
+                                   "is the name of more than one; give the hand-ins distinct directory names")
+        Path(args.reports).mkdir(parents=True, exist_ok=True)
     reports = []
     bar = tqdm(students, desc="grading", unit="student", disable=len(students) == 1, ncols=80)
     for student in bar:
@@ -343,6 +354,10 @@ def _grade(args, root: Path) -> int:
         except (FileNotFoundError, ValueError) as e:
             raise CommandLineError(str(e)) from None
         reports.append(report)
+        if args.reports:  # as each is graded: a later failure keeps these
+            name = student.resolve().name
+            write_text_atomically(Path(args.reports) / f"{name}.md", report_markdown(report))
+            write_text_atomically(Path(args.reports) / f"{name}.json", json.dumps(report, indent=1))
         if len(students) > 1:
             bar.write(f"{student}: {report['score']:g} / {report['points']} points ({report['seconds']} s)")
     text = report_markdown(reports[0]) if len(reports) == 1 else class_markdown(reports)

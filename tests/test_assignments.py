@@ -225,8 +225,10 @@ def test_grade_a_class_writes_a_gradebook_row_per_student(tmp_path, student_tree
     _solve(done, "train.llrd")
     book, page, reports = tmp_path / "grades.csv", tmp_path / "class.md", tmp_path / "class.json"
     res = _cli(["grade", str(done), str(blank), "--task", "train.llrd", "--csv", str(book), "--markdown", str(page),
-                "--json", str(reports)], ROOT)
+                "--json", str(reports), "--reports", str(tmp_path / "back")], ROOT)
     assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in (tmp_path / "back").iterdir()) == ["dan.json", "dan.md", "eve.json", "eve.md"]
+    assert "# Coursework report: 0 / 5 points" in (tmp_path / "back" / "eve.md").read_text()  # one to hand back
     rows = list(csv.DictReader(book.open()))
     assert [(r["student"], r["score"], r["points"], r["train.llrd"]) for r in rows] == [("dan", "5", "5", "5"),
                                                                                        ("eve", "0", "5", "0")]
@@ -234,6 +236,10 @@ def test_grade_a_class_writes_a_gradebook_row_per_student(tmp_path, student_tree
     assert "| dan | 5 / 5 | 5 |" in res.stdout and "## eve: 0 / 5 points" in page.read_text()
     refused = _cli(["grade", str(done), str(tmp_path / "nobody"), "--task", "train.llrd"], ROOT)
     assert refused.returncode == 2 and "nobody is not a minift tree" in refused.stderr and "dan:" not in refused.stderr
+    (tmp_path / "other").mkdir()
+    shutil.copytree(student_tree, tmp_path / "other" / "dan")
+    same = _cli(["grade", str(done), str(tmp_path / "other" / "dan"), "--reports", str(tmp_path / "r2")], ROOT)
+    assert same.returncode == 2 and "dan is the name of more than one" in same.stderr
 
 
 def _write_stub(student, task_id, code):

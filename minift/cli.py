@@ -274,7 +274,7 @@ def _flag_type(annotation):
 
 # ----------------------------------------------------------------------------- the commands
 def _assignments(args) -> int:
-    from .assignments.build import all_regions, build_student_tree
+    from .assignments.build import all_regions, build_student_tree, is_course_tree
     from .assignments.check import check
     from .assignments.grade import test_task
     from .assignments.handout import handout
@@ -288,6 +288,10 @@ def _assignments(args) -> int:
     if not (root / "minift" / "__init__.py").is_file():  # every action reads the course's own tree
         raise CommandLineError(f"{root} is not a minift tree (no minift/__init__.py): run this in the project or "
                                "student directory, or pass --root")
+    if args.action in ("grade", "check") and not is_course_tree(root):
+        where = "--root" if args.root != "." else "this directory"
+        raise CommandLineError(f"assignments {args.action} needs the course's tree, with its solutions and mutants; "
+                               f"{where} ({root}) is a student tree: run it in the course's tree, or pass --root")
     if args.action == "list":
         regions = all_regions(root, strict=False)
         for t in TASK_LIST:

@@ -71,7 +71,13 @@ def test_build_student_tree_strips_and_still_imports(tmp_path):
     stripped = build_student_tree(ROOT, out)
     assert {r.task for r in stripped} == set(TASKS)
     text = (out / "minift/optim/adamw.py").read_text()
-    assert 'raise NotImplementedError("TASK optim.adamw_step' in text and "param *= 1 - lr * weight_decay" not in text
+    region = next(r for r in all_regions(ROOT) if r.task == "optim.adamw_step" and "decay" in r.description)
+    solution = "".join(region.path.read_text().splitlines(keepends=True)[region.begin:region.end - 1])
+    assert 'raise NotImplementedError("TASK optim.adamw_step' in text and solution.strip() not in text
+    from minift.assignments.build import COURSE_ONLY, is_course_tree
+
+    assert COURSE_ONLY and not any((out / f).exists() for f in COURSE_ONLY)  # the mutants quote the solutions
+    assert is_course_tree(ROOT) and not is_course_tree(out)
     code = "import minift, minift.optim, minift.functional; print(minift.__file__)"
     res = subprocess.run([sys.executable, "-c", code], cwd=out, env={"PYTHONPATH": str(out), "PATH": ""},
                          capture_output=True, text=True)
@@ -119,6 +125,8 @@ def test_build_writes_a_handout_naming_every_task_with_its_points_formula_and_co
         assert f"minift assignments test {t.id}" in text
     assert "in `Tanh.backward`" in text and "∂y/∂a = 1 − y²" in text  # where, and the formula from the docstring
     assert f"{sum(t.points for t in TASK_LIST)} points" in text
+    assert "make .venv/.dev" in text and (student_tree / "Makefile").is_file()  # how a student sets up
+    assert "x = d · q + m" in text and "**high** 4 bits" in text  # the quant tasks' formulas, from docstrings
 
 
 def _cli(args, cwd):
@@ -142,6 +150,9 @@ def test_list_and_test_work_inside_the_student_tree(student_tree):
         assert next(line for line in written.stdout.splitlines() if line.startswith("train.llrd")).split()[3] == "written"
     finally:
         strategies.write_text(original)
+    for action in (["grade", "."], ["check", "--no-mutants"]):  # a student grading their own tree, own tests
+        refused = _cli(action, student_tree)
+        assert refused.returncode == 2 and "is a student tree" in refused.stderr, refused.stderr
     here = _cli(["test", "train.llrd"], ROOT)
     assert here.returncode == 0 and "1 passed" in here.stdout
     bad = _cli(["test", "train.lrd"], ROOT)
@@ -312,15 +323,16 @@ def test_every_task_has_three_mutants_whose_edits_apply_to_its_solution():
 def test_a_mutant_edits_only_its_region_and_the_tests_kill_it(tmp_path):
     import shutil
 
-    from minift.assignments.mutants import Mutant, apply_mutant, run_mutants, task_test_files
+    from minift.assignments.mutants import Mutant, apply_mutant, mutants_of, run_mutants, task_test_files
 
     tree = tmp_path / "tree"
     shutil.copytree(ROOT / "minift", tree / "minift", ignore=shutil.ignore_patterns("__pycache__"))
     before = (tree / "minift/train/strategies.py").read_text()
-    apply_mutant(tree, Mutant("train.llrd", "demo", (("decay ** (n_layers - depth)", "decay ** depth"),), "reversed"))
+    mutant = next(m for m in mutants_of("train.llrd") if len(m.edits) == 1)  # (no solution text in this file:
+    apply_mutant(tree, mutant)                                                  # students have it)
     after = (tree / "minift/train/strategies.py").read_text()
     changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
-    assert len(changed) == 1 and "decay ** depth" in changed[0][1]
+    assert len(changed) == 1 and mutant.edits[0][1] in changed[0][1] and mutant.edits[0][0] in changed[0][0]
     with pytest.raises(ValueError, match="is not in the task's solution"):
         apply_mutant(tree, Mutant("train.llrd", "bad", (("no such text", "x"),), "nothing"))
     assert task_test_files(ROOT, "ops.matmul_backward")[-1] == "tests/test_ops.py"  # via the op specs

@@ -3,8 +3,8 @@
 Each ``props.*`` task is a hypothesis test with its body left to write: a property every correct
 implementation of the target task has, and that wrong ones break. ``minift assignments grade`` runs the
 student's version against the correct minift (it must pass) and against each of the target task's mutants
-(``minift/assignments/mutants.py``): the share of mutants it kills is the score. The bodies below are the
-reference answers; they kill every mutant.
+(kept in the course's tree): the share of mutants it kills is the score. In the course's tree the bodies
+below are the reference answers, which kill every mutant; in a student tree they are yours to write.
 
 Good properties compare the code with something computed another way: an identity (the adjoint of
 broadcasting), a conservation law (softmax's gradient sums to zero along a row), finite differences, or the

@@ -9,6 +9,13 @@ from .markers import find_regions, strip_solutions
 
 SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", "build", "dist", ".ipynb_checkpoints"}
 SCANNED = ("minift", "tests", "benchmarks")  # where solution regions may live
+# the course's alone, never in a student tree: each mutant quotes a line of the solution it breaks
+COURSE_ONLY = ("minift/assignments/mutants.py",)
+
+
+def is_course_tree(root: Path) -> bool:
+    """Whether ``root`` is the course's own tree (solutions and mutants), not a student tree built from it."""
+    return all((Path(root) / f).is_file() for f in COURSE_ONLY)
 
 
 def project_files(root: Path) -> list[Path]:
@@ -44,7 +51,8 @@ def all_regions(root: Path, strict: bool = True, package_only: bool = False):
 
 
 def build_student_tree(root: Path, out: Path) -> list:
-    """Copy ``root`` to ``out`` with solutions stripped; returns the regions that were stripped."""
+    """Copy ``root`` to ``out`` with solutions stripped and without ``COURSE_ONLY`` files; returns the regions
+    that were stripped."""
     root, out = Path(root).resolve(), Path(out).resolve()
     if out == root or root in out.parents and out.parts[len(root.parts)] in SCANNED:
         raise ValueError(f"the student tree must not be written inside the sources: {out}")
@@ -54,6 +62,8 @@ def build_student_tree(root: Path, out: Path) -> list:
     stripped = []
     for src in project_files(root):
         rel = src.relative_to(root)
+        if rel.as_posix() in COURSE_ONLY:
+            continue
         dst = out / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         if _scanned(rel):

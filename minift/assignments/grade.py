@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -166,10 +167,16 @@ def grade(student: Path, teacher_root: Path, task_ids=(), timeout=1800, time_lim
         runs = results.get(t.id, [])
         passed = sum(o == "passed" for _, o, _ in runs)
         score = round(t.points * passed / len(runs), 1) if runs else 0.0
-        failing = next(((n, m) for n, o, m in runs if o != "passed"), None) if runs else ("(none)", not_run)
+        # a failure first; a skip (a reference library missing on the grader's machine) counts as not passed,
+        # since a student's code could skip a test too, and says why so that the teacher can install it
+        failing = (next(((n, m) for n, o, m in runs if o == "failed"), None) or
+                   next(((n, "skipped on this machine: " + m) for n, o, m in runs if o == "skipped"), None)) \
+            if runs else ("(none)", not_run)
+        waits_on = sorted({m.group(1) for _, o, msg in runs if o == "failed"
+                           for m in re.finditer(r"NotImplementedError: TASK ([\w.\-]+):", msg)} - {t.id})
         tasks.append({"task": t.id, "title": t.title, "points": t.points, "score": score, "passed": passed,
-                      "tests": len(runs), "first_failure": None if failing is None else
-                      {"test": failing[0], "message": failing[1]}})
+                      "tests": len(runs), "skipped": sum(o == "skipped" for _, o, _ in runs), "waits_on": waits_on,
+                      "first_failure": None if failing is None else {"test": failing[0], "message": failing[1]}})
         total += score
     return {"student": str(student), "score": round(total, 1), "points": sum(t.points for t in chosen),
             "seconds": round(time.perf_counter() - t0, 1), "tasks": tasks}
@@ -208,8 +215,13 @@ def _grade_property_task(task, student: Path, teacher_root: Path, time_limit=60)
                                   else "fails on the correct implementation: " + failing[1]}
         return entry
     mutants = mutants_of(task.target)
+    lines = []
     results = run_mutants(teacher_root, jobs=[(m, task.id) for m in mutants], profiles=("assignments",),
-                          out=lambda *a: None, tree_setup=with_students_tests)
+                          out=lines.append, tree_setup=with_students_tests)
+    broken = [line.strip() for line in lines if "could not be run" in line]
+    if broken:  # the course's tree is not what the mutants were written for: no score, and why
+        entry["first_failure"] = {"test": task.file, "message": "grading error, not the student's: " + "; ".join(broken)}
+        return entry
     killed = [name for (_, _, name), r in results.items() if r["assignments"]]
     entry["score"] = round(task.points * len(killed) / len(mutants), 1)
     entry["mutants_killed"] = f"{len(killed)} / {len(mutants)}"
@@ -226,7 +238,10 @@ def report_markdown(report: dict) -> str:
              "| task | tests passed | score | first failure |", "|---|---|---|---|"]
     for t in report["tasks"]:
         fail = t["first_failure"]
-        note = "" if fail is None else f"`{fail['test'].split('::')[-1]}`: {fail['message']}".replace("|", "\\|")
+        note = "" if fail is None else f"`{fail['test'].removeprefix('tests/')}`: {fail['message']}"
+        if t.get("waits_on"):  # tests that stop in another task's stub say nothing about this one yet
+            note += f" (some tests stop in {', '.join(f'`{w}`' for w in t['waits_on'])}, not done yet)"
+        note = note.replace("|", "\\|")
         passed = f"{t['passed']} / {t['tests']}" + (f"; mutants killed {t['mutants_killed']}" if "mutants_killed" in t else "")
         lines.append(f"| `{t['task']}` | {passed} | {t['score']:g} / {t['points']} | {note} |")
     return "\n".join(lines) + "\n"

@@ -54,12 +54,24 @@ def pytest_collection_modifyitems(config, items):
 
 
 def _first_line(report):
-    """The failure in one line: the exception's first lines (NumPy's messages start on the second)."""
+    """The failure on one line, for a student: the exception's first lines (NumPy's comparison keeps its
+    tolerance, the mismatch and ACTUAL / DESIRED); for a file that could not be imported, pytest's ``E`` lines
+    (the ImportError or SyntaxError and where), not its preamble."""
     crash = getattr(report.longrepr, "reprcrash", None)
     text = crash.message if crash is not None else str(report.longrepr or "")
     text = text.split("Failing test case:")[0]  # hypothesis's example follows; the report keeps the error
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return " ".join(lines[:3])[:300]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "Use -v to get more diff" not in line]
+    errors = [line[1:].strip() for line in str(report.longrepr or "").splitlines() if line.startswith("E ")]
+    if crash is None and errors:  # a collection error: its E lines say what failed to import
+        lines = errors[-4:]
+    return " ".join(lines[:8])[:600]
+
+
+def _skip_reason(report):
+    """Why a test was skipped (pytest keeps (file, line, reason) for a skip)."""
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr or "")
+    return reason.removeprefix("Skipped: ")[:300]
 
 
 def _record(event):
@@ -115,7 +127,8 @@ def pytest_runtest_makereport(item, call):
     if not tasks:
         return
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        message = _first_line(report) if report.outcome == "failed" else ""
+        message = _first_line(report) if report.outcome == "failed" else \
+            _skip_reason(report) if report.outcome == "skipped" else ""
         _record({"nodeid": item.nodeid, "tasks": tasks, "outcome": report.outcome, "message": message})
 
 

@@ -91,6 +91,11 @@ def dequantize_q4_0(raw):
 
 
 def dequantize_q4_1(raw):
+    """Q4_1 bytes → float32 values: per block of 32, x = d · q + m.
+
+    A block is 20 bytes: d (float16, bytes 0-1), m (float16, bytes 2-3), then 16 bytes of 4-bit q. Byte j
+    holds value j in its low 4 bits and value j + 16 in its high 4 bits (``_nibbles`` unpacks them in that
+    order, as (n, 32)). Returns the values of all blocks in order, (n_blocks · 32,)."""
     b = _blocks(raw, "Q4_1")  # (n_blocks, 20): bytes 0-1 d, 2-3 m, 4-19 the packed nibbles
     # TASK quant.dequantize_q4_1: turn Q4_1 blocks back into float32 weights
     # BEGIN SOLUTION
@@ -101,6 +106,11 @@ def dequantize_q4_1(raw):
 
 
 def dequantize_nf4(raw):
+    """NF4 bytes → float32 values: per block of 64, x = absmax · NF4_CODE[q].
+
+    A block is 36 bytes: absmax (float32, bytes 0-3), then 32 bytes of 4-bit codes q. Byte j holds value 2j
+    in its **high** 4 bits and value 2j + 1 in its low 4 bits — the reverse of Q4's order (bitsandbytes').
+    Returns the values of all blocks in order, (n_blocks · 64,)."""
     b = _blocks(raw, "NF4")  # (n_blocks, 36): bytes 0-3 absmax (float32), 4-35 the packed codes
     ns = array_module(b)
     code = ns.asarray(NF4_CODE, dtype=ns.float32)  # (16,)

@@ -304,7 +304,7 @@ def test_grade_survives_a_crash_an_endless_loop_a_syntax_error_and_a_doctored_pl
 
 def test_every_task_has_three_mutants_whose_edits_apply_to_its_solution():
     from minift.assignments.mutants import MUTANTS, mutants_of
-    from minift.assignments.tasks import TASK_BY_ID
+    from minift.assignments.tasks import TASK_BY_ID, TASK_LIST
 
     regions = all_regions(ROOT)
     for task in TASKS:
@@ -318,6 +318,17 @@ def test_every_task_has_three_mutants_whose_edits_apply_to_its_solution():
             for old, new in mutant.edits:
                 assert old in bodies and old != new, (task, mutant.name, old)
     assert len({(m.task, m.name) for m in MUTANTS}) == len(MUTANTS)  # names are unique within a task
+    from minift.assignments.mutants import EQUIVALENTS
+
+    for t in TASK_LIST:  # each property task's target has a correct answer written another way
+        if t.is_property:
+            assert any(e.task == t.target for e in EQUIVALENTS), t.id
+    for e in EQUIVALENTS:
+        bodies = "".join("".join(r.path.read_text().splitlines(keepends=True)[r.begin:r.end - 1])
+                         for r in regions if r.task == e.task)
+        assert all(old in bodies and old != new for old, new in e.edits), e.name
+    names = [(m.task, m.name) for m in MUTANTS + EQUIVALENTS]
+    assert len(set(names)) == len(names)  # grading keys results by name
 
 
 def test_a_mutant_edits_only_its_region_and_the_tests_kill_it(tmp_path):
@@ -363,13 +374,18 @@ def test_grading_property_tasks_scores_the_mutants_a_students_tests_kill(tmp_pat
     wrong = "    assert False, 'a property that is not true'\n"
     reference = "".join((ROOT / "tests" / "test_exercises.py").read_text().split("# BEGIN SOLUTION\n")[2]
                         .split("    # END SOLUTION")[0])  # the softmax one, copied as a student might
-    for task, body in (("props.unbroadcast", weak), ("props.lora_merge", wrong), ("props.softmax_backward", reference)):
+    reads_source = ("    import inspect\n    from minift.autograd.ops_linalg import MatMul\n"
+                    "    assert 'g @ xp.swapaxes(b2, -1, -2)' in inspect.getsource(MatMul)  # kills every mutant\n"
+                    "    assert 'xp.swapaxes(a2, -1, -2) @ g' in inspect.getsource(MatMul)\n"
+                    "    assert 'gb = unbroadcast(gb, b2.shape).reshape(b.shape)' in inspect.getsource(MatMul)\n")
+    for task, body in (("props.unbroadcast", weak), ("props.lora_merge", wrong), ("props.softmax_backward", reference),
+                       ("props.matmul_backward", reads_source)):
         stub = next(line for line in text.splitlines(keepends=True) if f'NotImplementedError("TASK {task}:' in line)
         text = text.replace(stub, body)
     exercises.write_text(text)
     out = tmp_path / "bob.json"
     res = _cli(["grade", str(student), "--task", "props.unbroadcast", "--task", "props.lora_merge",
-                "--task", "props.softmax_backward", "--json", str(out)], ROOT)
+                "--task", "props.softmax_backward", "--task", "props.matmul_backward", "--json", str(out)], ROOT)
     assert res.returncode == 0, res.stderr
     scores = {t["task"]: t for t in json.loads(out.read_text())["tasks"]}
     assert scores["props.softmax_backward"]["score"] == 5 and scores["props.softmax_backward"]["mutants_killed"] == "3 / 3"
@@ -377,6 +393,8 @@ def test_grading_property_tasks_scores_the_mutants_a_students_tests_kill(tmp_pat
     assert "fails on the correct implementation" in scores["props.lora_merge"]["first_failure"]["message"]
     weak_score = scores["props.unbroadcast"]
     assert 0 < weak_score["score"] < 5 and "mean_not_sum" in weak_score["first_failure"]["message"]  # partly
+    gamed = scores["props.matmul_backward"]  # passes on the solution, kills every (textual) mutant: no points
+    assert gamed["score"] == 0 and "written another way (transposes_first)" in gamed["first_failure"]["message"]
 
 
 def test_isolation_strips_one_task_and_finds_what_its_tests_break():

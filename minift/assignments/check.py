@@ -5,7 +5,9 @@
 3. the student tree (solutions stripped) still imports, module by module;
 4. every test of every task fails in the student tree;
 5. every task has at least three mutants (``mutants.py``), and its tests kill each of them on the profile of
-   ``minift assignments test`` / ``grade`` and on the students' default pytest profile (the kill-rate table).
+   ``minift assignments test`` / ``grade`` and on the students' default pytest profile (the kill-rate table);
+6. each correct answer written another way (``mutants.EQUIVALENTS``) passes its task's tests and the property
+   task's that targets it, so that grading can require a student's property tests to pass on it.
 """
 from __future__ import annotations
 
@@ -91,7 +93,7 @@ def check(root: Path, out=print, mutants=True, isolation=False) -> bool:
 
 def _check_mutants(root: Path, out) -> list:
     """Run every mutant; the kill-rate table per task and profile; problems for survivors and thin tasks."""
-    from .mutants import MUTANTS, mutant_jobs, run_mutants
+    from .mutants import EQUIVALENTS, MUTANTS, mutant_jobs, run_mutants
 
     targets = {t.id: t.target or t.id for t in TASK_LIST}
     problems = [f"task {t!r} has {n} mutant(s); at least 3 are needed" for t in TASKS
@@ -107,6 +109,12 @@ def _check_mutants(root: Path, out) -> list:
         out(f"{t:36} {len(mine):7d} " + " ".join(f"{sum(r[p] for r in mine.values()):20d}" for p in profiles))
         problems += [f"{t}: mutant {name!r} survives on the {p!r} profile" for name, r in mine.items()
                      for p in profiles if not r[p]]
+    # the correct answers written another way: their task's tests and the property task's must all pass on each
+    jobs = [(e, t.id) for e in EQUIVALENTS for t in TASK_LIST if t.id == e.task or t.target == e.task]
+    out(f"equivalents (correct, written another way): {len(EQUIVALENTS)}, {len(jobs)} runs")
+    results = run_mutants(root, profiles=profiles, out=out, jobs=jobs)
+    problems += [f"{test_task}: the correct variant {name!r} of {task} fails its tests on the {p!r} profile"
+                 for (test_task, task, name), r in results.items() for p in profiles if r[p]]
     return problems
 
 

@@ -184,7 +184,7 @@ def grade(student: Path, teacher_root: Path, task_ids=(), timeout=1800, time_lim
 
 def _grade_property_task(task, student: Path, teacher_root: Path, time_limit=60) -> dict:
     """A property task: the student's tests on the teacher's code (must pass), then against the target's mutants."""
-    from .mutants import copy_project, mutants_of, run_mutants
+    from .mutants import copy_project, equivalents_of, mutants_of, run_mutants
 
     exercises = student / task.file
 
@@ -214,13 +214,20 @@ def _grade_property_task(task, student: Path, teacher_root: Path, time_limit=60)
                                   if failing[1].startswith("the test file could not be imported")
                                   else "fails on the correct implementation: " + failing[1]}
         return entry
-    mutants = mutants_of(task.target)
+    # the target's mutants, and its correct answers written another way (the tests must pass on each), in one run
+    mutants, equivalents = mutants_of(task.target), equivalents_of(task.target)
     lines = []
-    results = run_mutants(teacher_root, jobs=[(m, task.id) for m in mutants], profiles=("assignments",),
+    results = run_mutants(teacher_root, jobs=[(m, task.id) for m in equivalents + mutants], profiles=("assignments",),
                           out=lines.append, tree_setup=with_students_tests)
     broken = [line.strip() for line in lines if "could not be run" in line]
     if broken:  # the course's tree is not what the mutants were written for: no score, and why
         entry["first_failure"] = {"test": task.file, "message": "grading error, not the student's: " + "; ".join(broken)}
+        return entry
+    failed_on = [e.name for e in equivalents if results.pop((task.id, e.task, e.name))["assignments"]]
+    if failed_on:
+        entry["first_failure"] = {"test": task.file, "message": "fails on a correct implementation written another "
+                                  f"way ({', '.join(failed_on)}): a property must hold for every correct version, "
+                                  "so test what the code computes, never how its source reads"}
         return entry
     killed = [name for (_, _, name), r in results.items() if r["assignments"]]
     entry["score"] = round(task.points * len(killed) / len(mutants), 1)

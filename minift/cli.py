@@ -329,17 +329,24 @@ def _grade(args, root: Path) -> int:
     graded, the class table at the end)."""
     from tqdm import tqdm
 
-    from .assignments.grade import check_student_tree, class_csv, class_markdown, grade, report_markdown
+    from .assignments.grade import check_student_tree, check_task_ids, class_csv, class_markdown, grade, report_markdown
     from .models.checkpoint import check_output_file, write_text_atomically
 
-    for flag, path in (("--json", args.json), ("--markdown", args.markdown), ("--csv", args.csv)):
-        if path:  # before grading, which takes minutes
-            check_output_file(path, flag)
     students = [Path(t) for t in args.target]
-    try:
-        for student in students:  # every directory, before the first is graded
+    try:  # everything before the first student is graded, which takes minutes
+        for flag, path in (("--json", args.json), ("--markdown", args.markdown), ("--csv", args.csv)):
+            if path:
+                check_output_file(path, flag)
+        if args.csv and Path(args.csv).is_file() and \
+                not Path(args.csv).read_text(errors="replace").startswith("student,directory,score,points"):
+            raise ValueError(f"--csv {args.csv} exists and is not a gradebook this command wrote; give a new file")
+        check_task_ids(args.task)
+        for student in students:
             check_student_tree(student)
-    except FileNotFoundError as e:
+        twice = sorted({str(s) for s in students if [t.resolve() for t in students].count(s.resolve()) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} is given more than once")
+    except (FileNotFoundError, ValueError) as e:
         raise CommandLineError(str(e)) from None
     if args.reports:
         if Path(args.reports).exists() and not Path(args.reports).is_dir():

@@ -167,9 +167,16 @@ def test_bad_paths_are_refused_before_any_work(tmp_path):
     assert main(["assignments", "build", "--root", str(ROOT), "--out", str(tmp_path / "file")]) == 2
     for flag, path in (("--json", tmp_path), ("--json", tmp_path / "no" / "g.json"), ("--markdown", tmp_path)):
         t0 = time.time()
-        assert main(["assignments", "grade", str(tmp_path), "--root", str(ROOT), flag, str(path)]) == 1
+        assert main(["assignments", "grade", str(tmp_path), "--root", str(ROOT), flag, str(path)]) == 2
         assert time.time() - t0 < 5  # refused before grading, which runs the course's tests
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # and nothing left behind
+    (tmp_path / "mine.csv").write_text("name,grade\nann,A\n")  # the teacher's own sheet is never replaced
+    for args, says in ((["--csv", str(tmp_path / "mine.csv")], "is not a gradebook this command wrote"),
+                       (["--task", "train.lrd"], "did you mean 'train.llrd'?"),
+                       ([str(ROOT)], "is given more than once")):
+        res = _cli(["grade", str(ROOT), *args, "--root", str(ROOT)], ROOT)
+        assert res.returncode == 2 and says in res.stderr and "grading" not in res.stderr, res.stderr
+    assert (tmp_path / "mine.csv").read_text() == "name,grade\nann,A\n"
 
 
 def test_pytest_selects_a_tasks_tests_by_id_with_task_or_k(student_tree):

@@ -109,12 +109,22 @@ def by_task(results) -> dict:
 
 def test_task(root: Path, task_id: str) -> int:
     """``minift assignments test TASK_ID``: the task's tests in ``root``, output shown; pytest's exit code."""
-    if task_id not in TASK_BY_ID:
-        raise ValueError(f"unknown task {task_id!r}; `minift assignments list` shows the tasks")
+    check_task_ids([task_id])
     env = dict(os.environ, PYTHONPATH=str(root), HYPOTHESIS_PROFILE="assignments")
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-header", "-m", "task",
            "--task", task_id, "tests"]
     return subprocess.run(cmd, cwd=root, env=env).returncode
+
+
+def check_task_ids(task_ids):
+    """Refuse an unknown task id, with the nearest known one."""
+    import difflib
+
+    for t in task_ids:
+        if t not in TASK_BY_ID:
+            near = difflib.get_close_matches(t, list(TASK_BY_ID), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ValueError(f"unknown task {t!r}{hint}; `minift assignments list` shows the tasks")
 
 
 def check_student_tree(student: Path):
@@ -129,9 +139,7 @@ def grade(student: Path, teacher_root: Path, task_ids=(), timeout=1800, time_lim
     report (see ``report_markdown``). A test may run ``time_limit`` seconds (the course's take a few), and a
     run of pytest ``timeout``; a student's endless loop or crash costs the tests it hits, and a package that
     does not import gets a report that says why, at every task."""
-    unknown = [t for t in task_ids if t not in TASK_BY_ID]
-    if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; `minift assignments list` shows the tasks")
+    check_task_ids(task_ids)
     chosen = [t for t in TASK_LIST if not task_ids or t.id in task_ids]
     code_tasks = [t.id for t in chosen if not t.is_property]
     student, teacher_root = Path(student).resolve(), Path(teacher_root).resolve()

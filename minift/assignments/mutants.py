@@ -211,7 +211,7 @@ MUTANTS = [
     _m("rlhf.ppo_rewards", "kl_sign", "+β·KL: the penalty rewards moving away from the reference",
        ("rewards = -kl_coef * kl", "rewards = kl_coef * kl")),
     _m("rlhf.ppo_rewards", "beta_missing", "−KL without β: the penalty's weight ignored", ("rewards = -kl_coef * kl", "rewards = -kl")),
-    _m("rlhf.ppo_rewards", "score_on_pad", "the score one past the last real token: on the pad after EOS (trl#5338)",
+    _m("rlhf.ppo_rewards", "score_on_pad", "the score one past the last real token, on the pad after EOS (where TRL puts it: trl#1893, trl#3750)",
        ("m.shape[1] - 1 - np.argmax(m[:, ::-1], axis=1)", "np.minimum(m.sum(axis=1).astype(int), m.shape[1] - 1)")),
     _m("rlhf.ppo_rewards", "kl_unmasked", "the KL not masked: padded positions after EOS are penalized too",
        ("kl = per_token * m", "kl = per_token")),

@@ -46,7 +46,7 @@ from ..backend import to_numpy, xp
 from ..inspect.trace import Trace
 from .losses import _array, _check_same_shape, _tensor, grpo_advantages, token_logprobs
 
-GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo")
+GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo")  # TRL's later default "dapo" is "bnpo" on one process without accumulation
 
 
 # ============================================================================ the loss

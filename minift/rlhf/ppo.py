@@ -53,8 +53,10 @@ def ppo_rewards(scores, logprobs, ref_logprobs, mask, kl_coef, kl_kind="k1"):
 
     so that Σ_t rewards_t = s − β Σ_t kl_t over the mask. ``scores`` (B,): the reward model's score of each
     whole response; ``mask`` (B, T): 1 on the response's tokens (up to and including EOS), 0 on the padding
-    after it. TRL adds the score at ``sequence_lengths`` — the last real token; one past it is the pad
-    after EOS, a classic off-by-one (trl#5338).
+    after it. Here the score lands on the last real token (the EOS if the response stopped), as the RLHF
+    literature places it. TRL's ``PPOTrainer`` adds it one position later, at ``sequence_lengths + 1`` — the
+    first pad after EOS, which it keeps in GAE — whenever the row has padding (trl#1893, trl#3750; the pull
+    request that proposed moving it to the EOS, trl#5338, was closed unmerged).
     """
     s = np.asarray(to_numpy(getattr(scores, "data", scores)), dtype=np.float64)
     lp = np.asarray(to_numpy(getattr(logprobs, "data", logprobs)), dtype=np.float64)

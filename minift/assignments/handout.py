@@ -48,7 +48,7 @@ def handout(root: Path, regions) -> str:
         "```\n",
         "Then:\n",
         "```bash",
-        "minift assignments list            # every task: done or to do, and where",
+        "minift assignments list            # every task: to do, or written (its tests say if right), and where",
         "minift assignments test TASK_ID    # that task's tests: fast, the same examples every run",
         "pytest --task TASK_ID              # the same with pytest's own options (-x, -vv, --pdb …)",
         "```\n",

@@ -112,7 +112,8 @@ def _check_mutants(root: Path, out) -> list:
     # the correct answers written another way: their task's tests and the property task's must all pass on each
     jobs = [(e, t.id) for e in EQUIVALENTS for t in TASK_LIST if t.id == e.task or t.target == e.task]
     out(f"equivalents (correct, written another way): {len(EQUIVALENTS)}, {len(jobs)} runs")
-    results = run_mutants(root, profiles=profiles, out=out, jobs=jobs)
+    said = lambda line: out(line.replace("SURVIVED", "passes").replace("killed", "FAILS"))  # noqa: E731 - correct code
+    results = run_mutants(root, profiles=profiles, out=said, jobs=jobs)
     problems += [f"{test_task}: the correct variant {name!r} of {task} fails its tests on the {p!r} profile"
                  for (test_task, task, name), r in results.items() for p in profiles if r[p]]
     return problems

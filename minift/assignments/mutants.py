@@ -265,18 +265,11 @@ MUTANTS = [
 # Correct answers written another way, for the targets of the property tasks: a student's property test must
 # pass on each (``grade`` gives no points otherwise, and ``check`` proves each is correct by its task's own
 # tests). Mutants are text edits, so a "test" that only reads the source could kill them all; it fails here.
+# Each replaces its task's whole (single) solution region: ``REGION`` as the edit's ``old``.
+REGION = "<the whole solution region>"
 EQUIVALENTS = [
     _m("autograd.unbroadcast", "axis_by_axis", "leading axes summed one at a time, then each stretched size-1 axis",
-       ("""    shape = tuple(shape)
-    if grad.shape == shape:
-        return grad
-    extra = grad.ndim - len(shape)
-    grad = grad.sum(axis=tuple(range(extra))) if extra > 0 else grad  # (1) new leading axes
-    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)  # (2) size-1 axes
-    if axes:
-        grad = grad.sum(axis=axes, keepdims=True)
-    return grad.reshape(shape)
-""", """    target = tuple(shape)
+       (REGION, """    target = tuple(shape)
     while grad.ndim > len(target):
         grad = grad.sum(axis=0)
     for axis, size in enumerate(target):
@@ -285,35 +278,25 @@ EQUIVALENTS = [
     return grad.reshape(target)
 """)),
     _m("fused.softmax_backward", "expanded", "y·g − y·Σ(y·g), the product expanded",
-       ("return (y * (g - (g * y).sum(axis=ctx.axis, keepdims=True)),)",
-        "weighted = xp.sum(y * g, axis=ctx.axis, keepdims=True)\n        return (y * g - y * weighted,)")),
+       (REGION, """        weighted = xp.sum(y * g, axis=ctx.axis, keepdims=True)
+        return (y * g - y * weighted,)
+""")),
     _m("ops.matmul_backward", "transposes_first", "the transposes named first, xp.matmul for @",
-       ("""        ga = g @ xp.swapaxes(b2, -1, -2)  # (..., m, k) = (..., m, n) @ (..., n, k)
-        gb = xp.swapaxes(a2, -1, -2) @ g  # (..., k, n) = (..., k, m) @ (..., m, n)
-        ga = unbroadcast(ga, a2.shape).reshape(a.shape)
-        gb = unbroadcast(gb, b2.shape).reshape(b.shape)
-        return ga, gb
-""", """        a_t, b_t = xp.swapaxes(a2, -2, -1), xp.swapaxes(b2, -2, -1)
+       (REGION, """        a_t, b_t = xp.swapaxes(a2, -2, -1), xp.swapaxes(b2, -2, -1)
         grad_a, grad_b = xp.matmul(g, b_t), xp.matmul(a_t, g)
         return unbroadcast(grad_a, a2.shape).reshape(a.shape), unbroadcast(grad_b, b2.shape).reshape(b.shape)
 """)),
     _m("peft.lora_merge", "scale_b_first", "the scale folded into B before the product",
-       ("return (B @ A) * self.scaling[adapter_name]", "scale = self.scaling[adapter_name]\n        return (scale * B) @ A")),
+       (REGION, """        scale = self.scaling[adapter_name]
+        return (scale * B) @ A
+""")),
     _m("continual.ewc_penalty", "halved_first", "½λ first, the Fisher between the two factors",
-       ("""                diff = named[name] - anchor
-                term = (diff * diff * fisher[name]).sum() * (self.lambda_ / 2)
-""", """                delta = named[name] - anchor
+       (REGION, """                delta = named[name] - anchor
                 term = (delta * fisher[name] * delta).sum() * (0.5 * self.lambda_)
 """)),
     _m("rlhf.compute_gae", "skip_uncounted", "one backward sweep over every position, skipping those not counted",
-       ("""    for b in range(r.shape[0]):
-        positions = np.flatnonzero(m[b])
-        next_value, next_advantage = 0.0, 0.0  # past the last counted position: nothing
-        for t in positions[::-1]:
-            delta = r[b, t] + gamma * next_value - v[b, t]
-            advantages[b, t] = delta + gamma * lam * next_advantage
-            next_value, next_advantage = v[b, t], advantages[b, t]
-""", """    for b in range(r.shape[0]):
+       (REGION, """    advantages = np.zeros_like(r)
+    for b in range(r.shape[0]):
         running, value_after = 0.0, 0.0
         for t in reversed(range(r.shape[1])):
             if not m[b, t]:
@@ -321,6 +304,7 @@ EQUIVALENTS = [
             running = r[b, t] + gamma * value_after - v[b, t] + gamma * lam * running
             advantages[b, t] = running
             value_after = v[b, t]
+    returns = (advantages + v) * (m != 0)
 """)),
 ]
 
@@ -337,6 +321,13 @@ def apply_mutant(tree, mutant: Mutant):
     """Make the mutant's edits in the files of ``tree`` (a copy of the project), inside its task's regions."""
     files = sorted({r.path for r in all_regions(Path(tree), package_only=True) if r.task == mutant.task})
     for old, new in mutant.edits:
+        if old == REGION:  # a rewrite of the task's one region
+            (hit,) = [(path, r) for path in files for r in find_regions(path) if r.task == mutant.task]
+            path, region = hit
+            lines = path.read_text().splitlines(keepends=True)
+            lines[region.begin:region.end - 1] = [new]
+            path.write_text("".join(lines))
+            continue
         for path in files:
             text = path.read_text()
             lines = text.splitlines(keepends=True)

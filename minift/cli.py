@@ -343,7 +343,8 @@ def _grade(args, root: Path) -> int:
         check_task_ids(args.task)
         for student in students:
             check_student_tree(student)
-        twice = sorted({str(s) for s in students if [t.resolve() for t in students].count(s.resolve()) > 1})
+        resolved = [s.resolve() for s in students]
+        twice = sorted({str(s) for s, r in zip(students, resolved) if resolved.count(r) > 1})
         if twice:
             raise ValueError(f"{', '.join(twice)} is given more than once")
     except (FileNotFoundError, ValueError) as e:

@@ -58,8 +58,8 @@ def run_task_tests(tree: Path, report: Path, task_ids=(), timeout=None, profile=
         try:
             proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
             output = proc.stdout + proc.stderr
-            why = (f"the test process ended during this test (exit status {proc.returncode}): os._exit or sys.exit "
-                   "in the code, a crash, or out of memory")
+            why = (f"the test process ended during this test (exit status {proc.returncode}): os._exit in the code, "
+                   "a crash, or out of memory")
         except subprocess.TimeoutExpired as e:  # subprocess.run has killed pytest
             output = "".join(o.decode(errors="replace") if isinstance(o, bytes) else o or "" for o in (e.stdout, e.stderr))
             why = f"the test did not finish within the grader's limit of {timeout:g} s"
@@ -260,7 +260,6 @@ def report_markdown(report: dict) -> str:
         passed = f"{t['passed']} / {t['tests']}" + (f"; mutants killed {t['mutants_killed']}" if "mutants_killed" in t else "")
         lines.append(f"| `{t['task']}` | {passed} | {t['score']:g} / {t['points']} | {note} |")
     return "\n".join(lines) + "\n"
-
 
 
 def class_markdown(reports: list[dict], each_report=True) -> str:

@@ -329,6 +329,7 @@ def _grade(args, root: Path) -> int:
     graded, the class table at the end)."""
     from tqdm import tqdm
 
+    from .assignments.build import is_course_tree
     from .assignments.grade import check_student_tree, check_task_ids, class_csv, class_markdown, grade, report_markdown
     from .models.checkpoint import check_output_file, write_text_atomically
 
@@ -349,6 +350,10 @@ def _grade(args, root: Path) -> int:
             raise ValueError(f"{', '.join(twice)} is given more than once")
     except (FileNotFoundError, ValueError) as e:
         raise CommandLineError(str(e)) from None
+    for student in students:  # allowed (a full-marks baseline), but never by mistake
+        if is_course_tree(student):
+            print(f"warning: {student} is the course's own tree, with its solutions and mutants, not a student tree "
+                  "built from it: its score is the solution's", file=sys.stderr)
     if args.reports:
         if Path(args.reports).exists() and not Path(args.reports).is_dir():
             raise CommandLineError(f"--reports {args.reports} is a file; give a directory for the students' reports")

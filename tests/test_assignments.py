@@ -260,6 +260,13 @@ def test_grade_a_class_writes_a_gradebook_row_per_student(tmp_path, student_tree
     assert same.returncode == 2 and "dan is the name of more than one" in same.stderr
 
 
+def test_grading_the_course_tree_itself_warns_and_gives_the_solutions_score():
+    res = _cli(["grade", str(ROOT), "--task", "train.llrd"], ROOT)
+    assert res.returncode == 0, res.stderr
+    assert "is the course's own tree" in res.stderr and "its score is the solution's" in res.stderr
+    assert "# Coursework report: 5 / 5 points" in res.stdout
+
+
 def _write_stub(student, task_id, code):
     """Replace the first stub of ``task_id`` in the student tree by ``code`` at its indentation."""
     for path in sorted((student / "minift").rglob("*.py")):

@@ -57,7 +57,7 @@ def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, beta=0.04,
     ``logprobs`` (B, L): log π of each completion token (a Tensor with gradients); ``old_logprobs`` and
     ``ref_logprobs`` (B, L): constants; ``advantages`` (B,): one per completion; ``mask`` (B, L): 1 on the
     completion's tokens (through its EOS), 0 on padding. ``epsilon_high`` defaults to ``epsilon`` (DAPO's
-    "clip higher" sets it larger). ``beta = 0`` drops the KL term (TRL's default since 0.19; 0.04 before).
+    "clip higher" sets it larger). ``beta = 0`` drops the KL term (TRL's default since v0.19, trl#3516; 0.04 before).
     ``max_completion_length`` (for "dr_grpo"): L_max, default the width L of the batch.
 
     ``stats``: ``kl`` (the masked mean of k3), ``clip_ratio`` (TRL's: the share of tokens where the clip is

@@ -157,7 +157,8 @@ def quantize_q4_1(x):
 
 
 def quantize_q4_0(x):
-    """Blocks of 32: d = (the value of largest magnitude)/(−8), q = round(x/d) + 8 clipped to 0..15 (llama.cpp's)."""
+    """Blocks of 32: d = (the value of largest magnitude)/(−8), q = round(x/d) + 8 clipped to 0..15, with the
+    float32 d; only then is d stored as float16 (llama.cpp's order)."""
     x = np.asarray(x, dtype=np.float32).reshape(-1, BLOCK)
     extreme = np.take_along_axis(x, np.abs(x).argmax(axis=1)[:, None], axis=1)  # signed, (n, 1)
     d = extreme / -8.0

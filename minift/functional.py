@@ -419,6 +419,10 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     ``attn_mask``: boolean, True where a query may attend to a key (broadcast to (..., Tq, Tk)).
     ``is_causal``: query i sees keys j ≤ i + (Tk − Tq) (the offset lets cached keys be seen).
     Query and key heads must match: repeat grouped K/V heads before calling (``repeat_kv``).
+
+    Two differences from PyTorch's, both for the KV cache: with Tq < Tk the causal mask is aligned bottom-right
+    as above (PyTorch's ``is_causal`` aligns it top-left, j ≤ i; its ``torch.nn.attention.bias.causal_lower_right``
+    is ours), and ``attn_mask`` with ``is_causal`` means both at once (PyTorch raises; pass it ``causal & mask``).
     """
     q = as_tensor(query)
     k = as_tensor(key)

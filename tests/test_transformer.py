@@ -233,3 +233,19 @@ def test_attention_maps_are_probabilities():
     assert a.shape == (1, 3, 4, 4) and len(out.hidden_states) == 3
     np.testing.assert_allclose(a.sum(-1), 1.0)
     assert np.all(np.triu(a[0, 0], 1) == 0)  # causal: nothing above the diagonal
+
+
+def test_causal_attention_with_fewer_queries_than_keys_is_pytorchs_lower_right_mask():
+    """minift's ``is_causal`` aligns the mask bottom-right (a KV cache's queries are the last positions): that is
+    PyTorch's ``causal_lower_right``, not its top-left ``is_causal``, and the two differ when Tq < Tk."""
+    torch = pytest.importorskip("torch")
+    from torch.nn.attention.bias import causal_lower_right
+
+    rs = np.random.default_rng(3)
+    q, k, v = rs.standard_normal((2, 2, 8)), rs.standard_normal((2, 5, 8)), rs.standard_normal((2, 5, 8))
+    ours = F.scaled_dot_product_attention(mf.tensor(q), mf.tensor(k), mf.tensor(v), is_causal=True).numpy()
+    tq, tk, tv = (torch.tensor(a) for a in (q, k, v))
+    lower_right = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=causal_lower_right(2, 5))
+    top_left = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=True)
+    np.testing.assert_allclose(ours, lower_right.numpy(), atol=1e-12)
+    assert np.abs(ours - top_left.numpy()).max() > 0.1

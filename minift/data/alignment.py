@@ -1,5 +1,8 @@
 """Word-level NER labels onto subword tokens, as Hugging Face's run_ner example does.
 
+(The HF course's ``align_labels_with_tokens`` labels every piece by default, B- turned into I-; this one
+follows run_ner's ``label_all_tokens=False`` default.)
+
 A tokenizer splits "Merkel" into "mer", "##kel" and adds [CLS] / [SEP]; the data has one tag per word.
 The first token of each word gets the word's label; special tokens and the remaining pieces of a word get
 -100, the ``ignore_index`` of ``F.cross_entropy``, so each word is counted once in the loss and in the

@@ -306,14 +306,62 @@ def test_grade_survives_a_crash_an_endless_loop_a_syntax_error_and_a_doctored_pl
     assert scores["props.unbroadcast"]["score"] == 0
     assert "has no tests/test_exercises.py" in scores["props.unbroadcast"]["first_failure"]["message"]
 
+
+
+def test_a_file_that_does_not_import_costs_its_own_tasks_not_the_whole_package(tmp_path, student_tree):
+    """A SyntaxError, an import of a missing module, a deleted file: each is put back as handed out, so the tasks
+    written in it score 0 with the reason and the others are graded on the student's code."""
+    import json
+    import shutil
+
+    student = tmp_path / "dave"
+    shutil.copytree(student_tree, student)
+    for task in ("train.llrd", "quant.dequantize_q4_1", "qa.best_span"):
+        _solve(student, task)
     strategies = student / "minift" / "train" / "strategies.py"
-    strategies.write_text(strategies.read_text() + "\ndef broken(:\n")  # a SyntaxError: nothing imports
-    res = _cli(["grade", str(student), "--task", "train.llrd", "--task", "qa.best_span", "--json", str(out)], ROOT)
+    strategies.write_text(strategies.read_text() + "\ndef broken(:\n")  # a SyntaxError at its last line
+    last_line = len(strategies.read_text().splitlines())
+    qa = student / "minift" / "data" / "qa.py"
+    qa.write_text(qa.read_text() + "\nimport no_such_module_anywhere\n")
+    (student / "minift" / "metrics.py").unlink()  # no task lives here: put back, and nothing is lost
+    tasks = ["train.llrd", "qa.best_span", "quant.dequantize_q4_1"]
+    out, page = tmp_path / "dave.json", tmp_path / "dave.md"
+    res = _cli(["grade", str(student), *(a for t in tasks for a in ("--task", t)), "--json", str(out),
+                "--markdown", str(page)], ROOT)
     assert res.returncode == 0, res.stderr
-    for task in json.loads(out.read_text())["tasks"]:
-        message = task["first_failure"]["message"]
-        assert task["score"] == 0 and "no test could run" in message and "SyntaxError" in message, message
-        assert "minift/train/strategies.py" in message and "minift-grade-" not in message  # no grader temp path
+    report = json.loads(out.read_text())
+    scores = {t["task"]: t for t in report["tasks"]}
+    assert scores["quant.dequantize_q4_1"]["score"] == 5 and scores["quant.dequantize_q4_1"]["first_failure"] is None
+    llrd, span = scores["train.llrd"], scores["qa.best_span"]
+    assert llrd["score"] == 0 and llrd["passed"] == 0 and llrd["first_failure"]["test"] == "minift/train/strategies.py"
+    assert f"SyntaxError: invalid syntax, line {last_line}" in llrd["first_failure"]["message"]
+    assert "graded as handed out (it does not import" in llrd["first_failure"]["message"]
+    assert span["score"] == 0 and "No module named 'no_such_module_anywhere'" in span["first_failure"]["message"]
+    assert sorted(r["file"] for r in report["restored"]) == ["minift/data/qa.py", "minift/metrics.py",
+                                                             "minift/train/strategies.py"]
+    assert all("minift-grade-" not in r["error"] for r in report["restored"])  # no grader temp path
+    text = page.read_text()
+    assert "`minift/data/qa.py` was replaced by the handout's version of it (it does not import: Module" in text
+    assert "`minift/metrics.py` was replaced by the handout's version of it (the hand-in has no such file)" in text
+    assert qa.read_text().endswith("import no_such_module_anywhere\n")  # the hand-in itself is untouched
+    assert report["score"] == 5
+
+
+def test_a_test_run_that_cannot_start_says_why_with_paths_inside_the_tree(tmp_path, student_tree):
+    """What grade reports at every task when pytest itself stops (restoring files is grade's step, not this)."""
+    import shutil
+
+    from minift.assignments.grade import TestsDidNotStart, run_task_tests
+
+    tree = tmp_path / "tree"
+    for part in ("minift", "tests", "pyproject.toml"):
+        (shutil.copytree if (student_tree / part).is_dir() else shutil.copy2)(student_tree / part, tree / part)
+    strategies = tree / "minift" / "train" / "strategies.py"
+    strategies.write_text(strategies.read_text() + "\ndef broken(:\n")
+    with pytest.raises(TestsDidNotStart) as stopped:
+        run_task_tests(tree, tmp_path / "report.jsonl", ["train.llrd"])
+    message = str(stopped.value)
+    assert "SyntaxError" in message and "minift/train/strategies.py" in message and str(tmp_path) not in message
 
 
 def test_every_task_has_three_mutants_whose_edits_apply_to_its_solution():

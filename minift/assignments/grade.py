@@ -21,6 +21,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from .markers import find_regions, strip_solutions
 from .tasks import TASK_BY_ID, TASK_LIST
 
 
@@ -134,11 +135,97 @@ def check_student_tree(student: Path):
                                 "directory, the one `minift assignments build --out` wrote")
 
 
+# run in the grading copy: import every module of its minift/ and say, for each that fails, the error and the files
+# that may be to blame, innermost first (the file of a SyntaxError, the module an ImportError could not read, then
+# the traceback's own frames in minift/); one JSON line per failure
+_IMPORT_EACH_MODULE = r"""
+import importlib, json, sys, traceback
+from pathlib import Path
+
+tree = Path.cwd().resolve()
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except BaseException as e:  # SystemExit and KeyboardInterrupt too: module code a student wrote
+        files = [getattr(e, "filename", None), getattr(e, "path", None)]
+        files += [f.filename for f in reversed(traceback.extract_tb(e.__traceback__))]
+        blamed = []
+        for f in files:
+            try:
+                rel = Path(f).resolve().relative_to(tree).as_posix()
+            except (TypeError, ValueError):
+                continue
+            if rel.startswith("minift/") and not rel.startswith("minift/assignments/") and rel not in blamed:
+                blamed.append(rel)
+        where = f", line {e.lineno}" if isinstance(e, SyntaxError) else ""
+        message = (e.msg if isinstance(e, SyntaxError) else str(e)).replace(str(tree) + "/", "")
+        error = f"it does not import: {type(e).__name__}: {message}{where}"
+        print(json.dumps({"module": name, "error": error, "files": blamed}))
+"""
+
+
+def handout_text(teacher_root: Path, rel: str) -> str | None:
+    """The file ``rel`` as the student tree had it when handed out (solutions stripped), or None if it had none."""
+    path = Path(teacher_root) / rel
+    return strip_solutions(path.read_text(), path) if path.is_file() else None
+
+
+def restore_unimportable_files(tree: Path, teacher_root: Path, timeout=120, most=50) -> list[dict]:
+    """Put back the handout's version of each file of ``tree/minift`` that stops a module from importing, and say
+    which: [{"file", "error", "tasks"}] (the tasks written in that file).
+
+    A student's ``SyntaxError`` (or a ``NameError`` at module level, or a misspelt import) in one file would stop
+    ``import minift`` and so every test; restoring that file as it was handed out confines the damage to the tasks
+    written in it, which then score 0. A file is blamed only if it differs from the handout (the course's own files
+    that cannot import here, an optional backend say, are not the student's doing) and is put back only once."""
+    tree, teacher_root = Path(tree), Path(teacher_root)
+    restored = []
+    for path in sorted((teacher_root / "minift").rglob("*.py")):  # a file the hand-in lacks: put back first
+        rel = path.relative_to(teacher_root).as_posix()
+        if not rel.startswith("minift/assignments/") and "__pycache__" not in rel and not (tree / rel).is_file():
+            _restore(tree, teacher_root, rel, "the hand-in has no such file", restored)
+    modules = sorted({".".join(p.relative_to(tree).with_suffix("").parts).removesuffix(".__init__")
+                      for p in (tree / "minift").rglob("*.py")
+                      if p.relative_to(tree).parts[1] != "assignments" and p.name != "__main__.py"})
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    while len(restored) < most:
+        try:
+            proc = subprocess.run([sys.executable, "-c", _IMPORT_EACH_MODULE, *modules], cwd=tree, env=env,
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:  # module code that never returns: the test run reports it per test
+            return restored
+        failures = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"module"')]
+        done = {r["file"] for r in restored}
+        blame = next(((rel, f["error"]) for f in failures for rel in f["files"]
+                      if rel not in done and _text_or_none(tree / rel) != handout_text(teacher_root, rel)), None)
+        if blame is None:
+            return restored
+        _restore(tree, teacher_root, *blame, restored)
+    return restored
+
+
+def _restore(tree: Path, teacher_root: Path, rel: str, error: str, restored: list):
+    """Write the handout's ``rel`` into ``tree`` (or remove it, if the handout had none); note it in ``restored``."""
+    original = handout_text(teacher_root, rel)
+    if original is None:  # a file the student added
+        (tree / rel).unlink()
+    else:
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text(original)
+    tasks = sorted({r.task for r in find_regions(teacher_root / rel)}) if original is not None else []
+    restored.append({"file": rel, "error": error, "tasks": tasks})
+
+
+def _text_or_none(path: Path) -> str | None:
+    return path.read_text(errors="replace") if path.is_file() else None
+
+
 def grade(student: Path, teacher_root: Path, task_ids=(), timeout=1800, time_limit=60) -> dict:
     """Score ``student``'s tree with ``teacher_root``'s tests (every task, or only ``task_ids``); returns the
     report (see ``report_markdown``). A test may run ``time_limit`` seconds (the course's take a few), and a
-    run of pytest ``timeout``; a student's endless loop or crash costs the tests it hits, and a package that
-    does not import gets a report that says why, at every task."""
+    run of pytest ``timeout``; a student's endless loop or crash costs the tests it hits, a file that does not
+    import (or is missing) is graded as handed out, so it costs the tasks written in it (the report's "restored"
+    says which and why), and a test run that cannot start at all gets a report that says why, at every task."""
     check_task_ids(task_ids)
     chosen = [t for t in TASK_LIST if not task_ids or t.id in task_ids]
     code_tasks = [t.id for t in chosen if not t.is_property]
@@ -159,6 +246,7 @@ def grade(student: Path, teacher_root: Path, task_ids=(), timeout=1800, time_lim
                 shutil.copytree(src, tree / name)
             elif src.exists():
                 shutil.copy2(src, tree / name)
+        restored = restore_unimportable_files(tree, teacher_root) if code_tasks else []
         try:
             results = by_task(run_task_tests(tree, Path(tmp) / "report.jsonl", code_tasks, timeout=timeout,
                                              time_limit=time_limit)) if code_tasks else {}
@@ -173,13 +261,17 @@ def grade(student: Path, teacher_root: Path, task_ids=(), timeout=1800, time_lim
             total += entry["score"]
             continue
         runs = results.get(t.id, [])
-        passed = sum(o == "passed" for _, o, _ in runs)
+        broken = next((r for r in restored if t.id in r["tasks"]), None)
+        passed = 0 if broken else sum(o == "passed" for _, o, _ in runs)
         score = round(t.points * passed / len(runs), 1) if runs else 0.0
         # a failure first; a skip (a reference library missing on the grader's machine) counts as not passed,
         # since a student's code could skip a test too, and says why so that the teacher can install it
         failing = (next(((n, m) for n, o, m in runs if o == "failed"), None) or
                    next(((n, "skipped on this machine: " + m) for n, o, m in runs if o == "skipped"), None)) \
             if runs else ("(none)", not_run)
+        if broken:  # the tests ran on the handout's stub, not on the student's code
+            failing = (broken["file"], f"{broken['file']} was graded as handed out ({broken['error']}): the tasks "
+                       "written in it score 0")
         waits_on = sorted({m.group(1) for _, o, msg in runs if o == "failed"
                            for m in re.finditer(r"NotImplementedError: TASK ([\w.\-]+):", msg)} - {t.id})
         tasks.append({"task": t.id, "title": t.title, "points": t.points, "score": score, "passed": passed,
@@ -187,7 +279,8 @@ def grade(student: Path, teacher_root: Path, task_ids=(), timeout=1800, time_lim
                       "first_failure": None if failing is None else {"test": failing[0], "message": failing[1]}})
         total += score
     return {"student": str(student), "score": round(total, 1), "points": sum(t.points for t in chosen),
-            "seconds": round(time.perf_counter() - t0, 1), "tasks": tasks}
+            "seconds": round(time.perf_counter() - t0, 1), "tasks": tasks,
+            "restored": [{"file": r["file"], "error": r["error"]} for r in restored]}
 
 
 def _grade_property_task(task, student: Path, teacher_root: Path, time_limit=60) -> dict:
@@ -249,8 +342,11 @@ def _grade_property_task(task, student: Path, teacher_root: Path, time_limit=60)
 def report_markdown(report: dict) -> str:
     """The report as Markdown a teacher can hand back."""
     lines = [f"# Coursework report: {report['score']:g} / {report['points']} points\n",
-             f"Graded with the course's tests in {report['seconds']} s.\n",
-             "| task | tests passed | score | first failure |", "|---|---|---|---|"]
+             f"Graded with the course's tests in {report['seconds']} s.\n"]
+    for r in report.get("restored", []):
+        lines.append(f"`{r['file']}` was replaced by the handout's version of it ({r['error']}), so that the rest "
+                     "of the package could be tested.\n")
+    lines += ["| task | tests passed | score | first failure |", "|---|---|---|---|"]
     for t in report["tasks"]:
         fail = t["first_failure"]
         note = "" if fail is None else f"`{fail['test'].removeprefix('tests/')}`: {fail['message']}"

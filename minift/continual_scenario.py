@@ -203,7 +203,8 @@ def run_continual(cfg: ContinualConfig, quiet=False, return_model=False):
         trainer = Trainer(model, args, train_dataset=train_rows, data_collator=collators[task], callbacks=callbacks,
                           optimizers=(AdamW(params, lr=cfg.learning_rate), None))
         say(f"[{cfg.method}] task {i + 1}/{n}: {task}, {len(train_rows):,} training rows")
-        state = trainer.train()
+        trainer.train()
+        state = trainer.state
         seconds["train"] += state.train_seconds
         for j, other in enumerate(cfg.tasks):  # row i of R: every task after training task i
             adapter = None

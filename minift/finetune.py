@@ -312,7 +312,8 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
                       compute_metrics=compute_metrics, callbacks=callbacks, optimizers=(optimizer, None))
     say(f"fine-tuning {cfg.model} on {cfg.task} ({cfg.method}): {len(train):,} training rows, "
         f"{trainable:,} of {total_parameters:,} parameters trainable")
-    state = trainer.train()
+    trainer.train()
+    state = trainer.state
     test_metrics = evaluate_test(cfg, trainer, test, extra)
     results = {
         "model": cfg.model, "task": cfg.task, "method": cfg.method, "test": test_metrics,
@@ -405,7 +406,8 @@ def run_multitask(cfg: FinetuneConfig, quiet=False):
     say(f"fine-tuning {cfg.model} on {cfg.task} (multitask, {cfg.task_sampling} sampling: {shares}): "
         + ", ".join(f"{len(s[0]):,} {t}" for t, s in splits.items())
         + f" training rows, {trainable:,} of {total_parameters:,} parameters trainable")
-    state = trainer.train()
+    trainer.train()
+    state = trainer.state
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {backend.get_backend()}"
     per_task = {}
     for t, (_, _, test, _) in splits.items():

@@ -320,7 +320,7 @@ def _parse_tag(tag, position) -> tuple[str, str]:
     return match["prefix"], match["type"] or _NO_TYPE
 
 
-def get_entities(tags, mode=None) -> list[tuple[str, int, int]]:
+def get_entities(tags, *, mode=None) -> list[tuple[str, int, int]]:
     """The entities in one sentence's BIO tags, as (type, start, end) with ``end`` inclusive.
 
     mode=None follows conlleval (and seqeval's default): an entity starts at a B- tag, and also at an I- tag
@@ -331,6 +331,9 @@ def get_entities(tags, mode=None) -> list[tuple[str, int, int]]:
     tag that does not continue such an entity belongs to no entity. ["I-PER", "I-PER", "O"] holds none.
     Every strict entity is also a default-mode entity; on valid IOB2 (each I-X continues a B-X or I-X) the
     two modes agree.
+
+    ``mode`` is keyword-only: seqeval's ``get_entities(seq, suffix=False)`` takes ``suffix`` second (tags written
+    PER-B), so a positional second argument would mean different things in the two libraries.
 
         >>> get_entities(["B-PER", "I-PER", "O", "B-LOC"])
         [('PER', 0, 1), ('LOC', 3, 3)]
@@ -374,7 +377,7 @@ def entity_precision_recall_f1(y_true, y_pred, mode=None, average="micro", zero_
     """Entity-level precision, recall and F1 over sentences of BIO tags, equal to seqeval's.
 
     An entity counts as correct only when the predicted (sentence, type, start, end) equals a true one;
-    entities come from ``get_entities(tags, mode)``. Per entity type:
+    entities come from ``get_entities(tags, mode=mode)``. Per entity type:
         precision = correct / predicted entities    recall = correct / true entities
         f1 = 2·P·R / (P + R)                        number = true entities (the support)
     Overall: "micro" pools the counts of all types (seqeval's default, conlleval's "overall"), "macro"
@@ -386,8 +389,8 @@ def entity_precision_recall_f1(y_true, y_pred, mode=None, average="micro", zero_
     if average not in ("micro", "macro", "weighted"):
         raise ValueError(f"average must be 'micro', 'macro' or 'weighted', got {average!r}")
     _check_tag_sequences(y_true, y_pred)
-    true_entities = {(i, *e) for i, tags in enumerate(y_true) for e in get_entities(list(tags), mode)}
-    pred_entities = {(i, *e) for i, tags in enumerate(y_pred) for e in get_entities(list(tags), mode)}
+    true_entities = {(i, *e) for i, tags in enumerate(y_true) for e in get_entities(list(tags), mode=mode)}
+    pred_entities = {(i, *e) for i, tags in enumerate(y_pred) for e in get_entities(list(tags), mode=mode)}
     correct = true_entities & pred_entities
     types = sorted({e[1] for e in true_entities | pred_entities})
     tp = [sum(e[1] == t for e in correct) for t in types]

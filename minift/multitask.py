@@ -37,9 +37,8 @@ from collections import Counter
 
 import numpy as np  # host side: task draws, data order and metrics are host data, as in the Trainer
 
-from .metrics import EvalPrediction
 from .nn import Module, ModuleDict
-from .train.trainer import Trainer
+from .train.trainer import PredictionOutput, Trainer
 
 STRATEGIES = ("round_robin", "proportional", "temperature")
 
@@ -341,20 +340,22 @@ class MultiTaskTrainer(Trainer):
         super()._log(record, file)
 
     # ------------------------------------------------------------------ evaluation
-    def predict(self, dataset, task=None):
-        """(predictions, label_ids, mean loss) of ``task``'s head over ``dataset``."""
+    def predict(self, test_dataset, task=None, metric_key_prefix="test"):
+        """``PredictionOutput(predictions, label_ids, metrics)`` of ``task``'s head over ``test_dataset``; the
+        metrics are that task's loss and ``compute_metrics``."""
+        predictions, label_ids, loss = self._predict_task(task, test_dataset)
+        metrics = self._metrics(predictions, label_ids, loss, self.compute_metrics_by_task.get(task), metric_key_prefix)
+        return PredictionOutput(predictions, label_ids, metrics)
+
+    def _predict_task(self, task, dataset):
         if task not in self.model.tasks:
             raise ValueError(f"predict needs task= one of {self.model.tasks}, got {task!r}")
         self._task = task
-        return super().predict(dataset)
+        return self._prediction_loop(dataset)
 
     def _evaluate_task(self, task, dataset) -> dict:
-        predictions, label_ids, loss = self.predict(dataset, task)
-        metrics = {} if loss is None else {"loss": loss}
-        compute = self.compute_metrics_by_task.get(task)
-        if compute is not None and label_ids is not None:
-            metrics.update(compute(EvalPrediction(predictions, label_ids)))
-        return {k: float(v) if isinstance(v, (int, float, np.floating)) else v for k, v in metrics.items()}
+        """``task``'s loss and metrics over ``dataset``, unprefixed."""
+        return self._metrics(*self._predict_task(task, dataset), self.compute_metrics_by_task.get(task))
 
     def evaluate(self, eval_dataset=None, metric_key_prefix="eval", task=None):
         """Per-task metrics and their macro averages (class docstring); with ``task``, one task's plain metrics."""

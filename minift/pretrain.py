@@ -397,7 +397,8 @@ def pretrain(cfg: PretrainConfig, quiet=False, command=None, overwrite=False):
     watch = PerplexityCallback(val_batches, cfg.eval_every, val_curve)
     trainer = Trainer(model, args, train_dataset=train_rows, data_collator=collator, callbacks=[watch])
     t0 = time.time()
-    state = trainer.train()
+    trainer.train()
+    state = trainer.state
     history = [r["loss"] for r in state.log_history if "loss" in r]
     seconds = time.time() - t0
     import platform

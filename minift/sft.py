@@ -210,6 +210,11 @@ class SFTTrainer:
     def train(self, **kw):
         return self.trainer.train(**kw)
 
+    @property
+    def state(self):
+        """The wrapped ``Trainer``'s ``TrainerState``: the log, the step, the best checkpoint."""
+        return self.trainer.state
+
 
 # ----------------------------------------------------------------------------- the run: minift align sft
 DATASETS = ("sentiment", "ner", "qa")
@@ -419,7 +424,8 @@ def run_sft(cfg: SFTConfig, quiet=False):
         logging_steps=min(cfg.logging_steps, cfg.max_steps), save_strategy="no", remove_unused_columns=False,
         seed=cfg.seed, disable_tqdm=quiet)
     trainer = Trainer(model, args, train_dataset=train, data_collator=collator)
-    state = trainer.train()
+    trainer.train()
+    state = trainer.state
     after = measure()
     results = {"model": cfg.model, "dataset": cfg.dataset, "method": cfg.method, "chat_template": chat,
                "before": before, "after": after, "train_seconds": round(state.train_seconds, 2),

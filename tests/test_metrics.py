@@ -337,6 +337,7 @@ def test_entity_scores_depend_on_the_mode():
     (lambda: get_entities(["B-PER", "X-PER"]), ValueError, r"tag 'X-PER' at position 1 is not a BIO tag"),
     (lambda: get_entities(["B-"]), ValueError, "not a BIO tag"),
     (lambda: get_entities([["B-PER"]]), TypeError, "one sentence"),
+    (lambda: get_entities(["B-PER"], "strict"), TypeError, "positional argument"),  # seqeval's second is suffix
     (lambda: get_entities(["B-PER"], mode="IOB1"), ValueError, "mode must be"),
     (lambda: entity_precision_recall_f1([["O"]], [["O"], ["O"]]), ValueError, "1 sentences but y_pred has 2"),
     (lambda: entity_precision_recall_f1([["O", "O"]], [["O"]]), ValueError, "sentence 0 has 2 true tags"),
@@ -383,7 +384,7 @@ def test_strict_entities_are_default_entities_and_equal_on_valid_iob2(tags):
 @given(st.lists(tag_sentences, min_size=1, max_size=4), st.sampled_from([None, "strict"]))
 def test_a_perfect_tagger_scores_one(sentences, mode):
     scores = quiet(entity_precision_recall_f1, sentences, sentences, mode=mode)
-    n_entities = sum(len(get_entities(s, mode)) for s in sentences)
+    n_entities = sum(len(get_entities(s, mode=mode)) for s in sentences)
     assert scores["number"] == n_entities
     if n_entities:
         assert scores["precision"] == scores["recall"] == scores["f1"] == 1.0

@@ -325,7 +325,8 @@ def test_trainer_one_task_per_step_per_task_losses_and_metrics(tmp_path):
         return step(micro_batches, shifts_labels)
 
     trainer.training_step = spy
-    state = trainer.train()
+    trainer.train()
+    state = trainer.state
     expected = MultiTaskSampler({"sentiment": 24, "ner": 12}, "proportional", seed=5).sample(8)
     assert [s[0] for s in seen] == expected and all(len(set(s)) == 1 and len(s) == 2 for s in seen)
     logs = [r for r in state.log_history if "loss" in r]

@@ -309,7 +309,8 @@ def test_the_sft_trainer_in_trls_form_trains_the_completions_packed_or_not(tmp_p
                                  plot=False)
         trainer = SFTTrainer(model, args=args, train_dataset=rows, processing_class=tok, max_length=32, packing=packing)
         assert (len(trainer.train_rows) < len(rows)) == packing and all(len(r["input_ids"]) <= 32 for r in trainer.train_rows)
-        logs = [r["loss"] for r in trainer.train().log_history if "loss" in r]
+        trainer.train()
+        logs = [r["loss"] for r in trainer.state.log_history if "loss" in r]
         assert logs[-1] < logs[0]
     with pytest.raises(KeyError, match="needs 'prompt' and 'completion'"):
         SFTTrainer(model, args=args, train_dataset=[{"text": "x"}], processing_class=tok)

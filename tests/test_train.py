@@ -16,7 +16,7 @@ from minift.models.heads import (
     last_token_index,
 )
 from minift.train import (
-    EarlyStoppingCallback, GradualUnfreezingCallback, Trainer, TrainingArguments, count_targets,
+    EarlyStoppingCallback, GradualUnfreezingCallback, Trainer, TrainingArguments, TrainOutput, count_targets,
     decay_parameter_names, layer_groups, llrd_param_groups,
 )
 
@@ -270,12 +270,26 @@ def test_trainer_learns_logs_and_evaluates(tmp_path):
              lr_scheduler_type="linear", warmup_ratio=0.1, plot=True, logging_steps=3)
     trainer = Trainer(model, a, train_dataset=rows, eval_dataset=rows, data_collator=pad_collator,
                       compute_metrics=accuracy)
-    state = trainer.train()
+    output = trainer.train()
+    state = trainer.state
     assert state.global_step == 18 and state.epoch == 6.0
     metrics = trainer.evaluate()
     assert metrics["eval_accuracy"] == 1.0 and metrics["eval_loss"] < 0.3
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     train_logs = [r for r in log if "loss" in r]
+    # HF's TrainOutput: each log record is the mean of 3 step losses, so their mean is that of all 18 steps
+    assert isinstance(output, TrainOutput) and output.global_step == 18
+    assert output.training_loss == pytest.approx(np.mean([r["loss"] for r in train_logs]), rel=1e-12)
+    runtime = output.metrics["train_runtime"]
+    assert output.metrics == {"train_runtime": runtime, "train_samples_per_second": pytest.approx(18 * 8 / runtime, rel=1e-2),
+                              "train_steps_per_second": pytest.approx(18 / runtime, rel=1e-2),
+                              "train_loss": output.training_loss, "epoch": 6.0}
+    assert state.train_seconds <= runtime  # the steps' own time, without evaluation and logging
+    # HF's PredictionOutput: the metrics evaluate gives, prefixed test_; it unpacks as a triple
+    predictions, label_ids, test_metrics = trainer.predict(rows)
+    assert test_metrics == {k.replace("eval_", "test_"): v for k, v in metrics.items()}
+    assert predictions.shape == (len(rows), 2) and label_ids.tolist() == [r["label"] for r in rows]
+    assert trainer.predict(rows, metric_key_prefix="held_out").metrics.keys() == {"held_out_loss", "held_out_accuracy"}
     assert [r["step"] for r in train_logs] == [3, 6, 9, 12, 15, 18]
     assert len([r for r in log if "eval_accuracy" in r]) == 6
     assert train_logs[-1]["loss"] < train_logs[0]["loss"]
@@ -334,7 +348,8 @@ def test_early_stopping_and_load_best_model_at_end(tmp_path):
     stopper = EarlyStoppingCallback(early_stopping_patience=2)
     trainer = Trainer(model, a, train_dataset=rows, eval_dataset=rows[:8], data_collator=pad_collator,
                       callbacks=[stopper])
-    state = trainer.train()
+    trainer.train()
+    state = trainer.state
     evals = [r for r in state.log_history if "eval_loss" in r]
     best = min(evals, key=lambda r: r["eval_loss"])
     assert state.best_metric == best["eval_loss"] and state.best_step == best["step"]

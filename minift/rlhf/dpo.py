@@ -175,6 +175,16 @@ class DPOTrainer:
     def train(self, **kw):
         return self.trainer.train(**kw)
 
+    @property
+    def state(self):
+        """The wrapped ``Trainer``'s ``TrainerState``: the log, the step, the best checkpoint."""
+        return self.trainer.state
+
+    def evaluate(self, eval_dataset=None, metric_key_prefix="eval"):
+        """The wrapped ``Trainer``'s ``evaluate``: the loss over ``eval_dataset`` (rows like the training rows;
+        default: the one given here), keys prefixed ``eval_``."""
+        return self.trainer.evaluate(eval_dataset, metric_key_prefix)
+
     def metrics(self, pairs, batch_size=16):
         """``preference_metrics`` of ``pairs`` (held-out rows): TRL's rewards/* over the whole set."""
         return preference_metrics(self.dpo_model, self.collator, pairs, batch_size=batch_size)
@@ -321,7 +331,8 @@ def run_dpo(cfg: DPOConfig, quiet=False):
         logging_steps=min(cfg.logging_steps, cfg.max_steps), save_strategy="no", remove_unused_columns=False,
         seed=cfg.seed, disable_tqdm=quiet)
     trainer = Trainer(dpo, args, train_dataset=train, data_collator=collator, callbacks=[DPOMetricsCallback(dpo)])
-    state = trainer.train()
+    trainer.train()
+    state = trainer.state
     after = preference_metrics(dpo, collator, held_out)
     logs = [r for r in state.log_history if "rewards/margins" in r]
     if logs:

@@ -270,6 +270,16 @@ class RewardTrainer:
     def train(self, **kw):
         return self.trainer.train(**kw)
 
+    @property
+    def state(self):
+        """The wrapped ``Trainer``'s ``TrainerState``: the log, the step, the best checkpoint."""
+        return self.trainer.state
+
+    def evaluate(self, eval_dataset=None, metric_key_prefix="eval"):
+        """The wrapped ``Trainer``'s ``evaluate``: the loss over ``eval_dataset`` (rows like the training rows;
+        default: the one given here), keys prefixed ``eval_``."""
+        return self.trainer.evaluate(eval_dataset, metric_key_prefix)
+
     def metrics(self, pairs, batch_size=32):
         return reward_metrics(self.reward_model, self.collator, pairs, batch_size=batch_size)
 
@@ -507,7 +517,8 @@ def run_reward(cfg: RewardConfig, quiet=False):
         logging_steps=min(cfg.logging_steps, cfg.max_steps), save_strategy="no", remove_unused_columns=False,
         seed=cfg.seed, disable_tqdm=quiet)
     trainer = Trainer(rm, args, train_dataset=train, data_collator=collator, callbacks=[DPOMetricsCallback(rm)])
-    state = trainer.train()
+    trainer.train()
+    state = trainer.state
     after = reward_metrics(rm, collator, held_out)
     logs = [r for r in state.log_history if "accuracy" in r and "loss" in r]
     if logs:

@@ -23,6 +23,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np  # host side: data order, metrics and logs are host data
 from tqdm import tqdm
@@ -36,6 +37,24 @@ from .callbacks import TrainerControl, TrainerState, is_better
 from .checkpointing import load_checkpoint, save_checkpoint
 
 LABEL_KEYS = ("labels", "start_positions", "end_positions")
+
+
+class TrainOutput(NamedTuple):
+    """What ``Trainer.train`` returns, with HF's fields: the step reached, the mean training loss of the steps
+    this call ran, and ``metrics`` = {train_runtime, train_samples_per_second, train_steps_per_second, train_loss,
+    epoch}. The curves are in ``trainer.state.log_history``."""
+    global_step: int
+    training_loss: float
+    metrics: dict
+
+
+class PredictionOutput(NamedTuple):
+    """What ``Trainer.predict`` returns, with HF's fields: the model's outputs over the dataset (an array, or a
+    tuple for a span model), the labels (None when the rows have none), and ``metrics``: ``test_loss`` and what
+    ``compute_metrics`` gives, each key prefixed ``metric_key_prefix``."""
+    predictions: object
+    label_ids: object
+    metrics: dict
 
 
 def count_targets(inputs, shifts_labels=False):
@@ -190,10 +209,15 @@ class Trainer:
         return self.lr_scheduler
 
     # ------------------------------------------------------------------ training
-    def train(self, resume_from_checkpoint=None):
-        """Run the training loop; returns the ``TrainerState``. ``resume_from_checkpoint``: a checkpoint
-        directory, or True for the latest ``checkpoint-N`` in ``output_dir``."""
+    def train(self, resume_from_checkpoint=None) -> TrainOutput:
+        """Run the training loop; returns a ``TrainOutput`` (global_step, training_loss, metrics), as HF does;
+        ``trainer.state`` (the ``TrainerState``) holds the log. ``resume_from_checkpoint``: a checkpoint
+        directory, or True for the latest ``checkpoint-N`` in ``output_dir``.
+
+        ``training_loss`` is the mean of the step losses of this call (NaN if it ran no step); the samples per
+        second count full batches, per_device_train_batch_size × gradient_accumulation_steps a step, as HF's."""
         args = self.args
+        t_start = time.perf_counter()
         if self.train_dataset is None or len(self.train_dataset) == 0:
             raise ValueError("Trainer.train needs a non-empty train_dataset")
         check_output_dir(self.output_dir)
@@ -218,7 +242,7 @@ class Trainer:
         bar = tqdm(total=total, initial=self.state.global_step, desc="train", disable=args.disable_tqdm,
                    ncols=90, mininterval=1.0, file=sys.stderr)
         batches = self._micro_batches()
-        running = []
+        running, step_losses = [], []
         try:
             while self.state.global_step < total and not self.control.should_training_stop:
                 t0 = time.perf_counter()
@@ -234,6 +258,7 @@ class Trainer:
                 epoch, k, _ = group[-1]
                 epoch_ended = self._advance(epoch, k)
                 running.append(loss)
+                step_losses.append(loss)
                 bar.update(1)
                 self._call("on_step_end")
                 step = self.state.global_step
@@ -264,7 +289,13 @@ class Trainer:
         if args.plot:
             self.plot_curves()
         self.model.eval()
-        return self.state
+        runtime = time.perf_counter() - t_start
+        samples = len(step_losses) * args.per_device_train_batch_size * accumulation
+        training_loss = float(np.mean(step_losses)) if step_losses else float("nan")
+        metrics = {"train_runtime": round(runtime, 4), "train_samples_per_second": round(samples / runtime, 3),
+                   "train_steps_per_second": round(len(step_losses) / runtime, 3), "train_loss": training_loss,
+                   "epoch": self.state.epoch}
+        return TrainOutput(self.state.global_step, training_loss, metrics)
 
     def training_step(self, micro_batches, shifts_labels=False) -> float:
         """Forward and backward over the micro-batches of one optimizer step; returns their mean loss.
@@ -372,8 +403,15 @@ class Trainer:
                                **kw)
 
     # ------------------------------------------------------------------ evaluation
-    def predict(self, dataset):
-        """Run the model over ``dataset`` without gradients: (predictions, label_ids, mean loss or None)."""
+    def predict(self, test_dataset, metric_key_prefix="test") -> PredictionOutput:
+        """The model over ``test_dataset``, without gradients: ``PredictionOutput(predictions, label_ids,
+        metrics)``, as HF's (which also times the run: ``test_runtime`` and the like are not here)."""
+        predictions, label_ids, loss = self._prediction_loop(test_dataset)
+        metrics = self._metrics(predictions, label_ids, loss, self.compute_metrics, metric_key_prefix)
+        return PredictionOutput(predictions, label_ids, metrics)
+
+    def _prediction_loop(self, dataset):
+        """(predictions, label_ids, mean loss over the targets or None), the batches run in order."""
         if dataset is None or len(dataset) == 0:
             raise ValueError("evaluation needs a non-empty dataset")
         shifts = bool(getattr(self.model, "shifts_labels", False))
@@ -406,18 +444,20 @@ class Trainer:
             label_ids = label_ids[0]
         return predictions, label_ids, (loss_sum / targets if targets else None)
 
+    @staticmethod
+    def _metrics(predictions, label_ids, loss, compute_metrics, prefix=None) -> dict:
+        """{loss, what ``compute_metrics`` gives}, numbers as floats, each key prefixed ``prefix_`` if given."""
+        metrics = {} if loss is None else {"loss": loss}
+        if compute_metrics is not None and label_ids is not None:
+            metrics.update(compute_metrics(EvalPrediction(predictions, label_ids)))
+        return {f"{prefix}_{k}" if prefix else k: float(v) if isinstance(v, (int, float, np.floating)) else v
+                for k, v in metrics.items()}
+
     def evaluate(self, eval_dataset=None, metric_key_prefix="eval"):
         """Loss and ``compute_metrics`` on ``eval_dataset`` (default: the one given to the Trainer), each key
         prefixed ``eval_`` as in HF; e.g. {"eval_loss": 0.41, "eval_accuracy": 0.83}."""
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
-        predictions, label_ids, loss = self.predict(dataset)
-        metrics = {}
-        if loss is not None:
-            metrics["loss"] = loss
-        if self.compute_metrics is not None and label_ids is not None:
-            metrics.update(self.compute_metrics(EvalPrediction(predictions, label_ids)))
-        metrics = {f"{metric_key_prefix}_{k}": float(v) if isinstance(v, (int, float, np.floating)) else v
-                   for k, v in metrics.items()}
+        metrics = self.predict(dataset, metric_key_prefix).metrics
         self._call("on_evaluate", metrics=metrics)
         return metrics
 

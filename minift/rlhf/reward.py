@@ -23,11 +23,14 @@ value function's job harder). At a head that gives every text the same reward, t
     reward_metrics(rm, collate, held_out_pairs)            # accuracy = mean [r_c > r_r], margin, loss
     score = reward_function(model, tokenizer)              # texts → np.ndarray of rewards (PPO's, GRPO's reward)
 
-Batches: TRL up to 0.21 (``RewardDataCollatorWithPadding``) gave four keys, ``input_ids_chosen``,
+Batches: TRL up to 0.23 (``RewardDataCollatorWithPadding``) gave four keys, ``input_ids_chosen``,
 ``attention_mask_chosen``, ``input_ids_rejected``, ``attention_mask_rejected`` (and ``margin``); TRL from
-0.22 stacks them into one ``input_ids`` (2B, T), the B chosen rows then the B rejected rows, as this
-project's DPO collator does. ``RewardModel.forward`` takes either; ``DataCollatorForRewardModeling`` gives
-the stacked form (one forward pass over both sides, and what the Trainer counts a batch's size from).
+0.24 (its RewardTrainer rewrite, trl#4093) stacks them into one ``input_ids`` (2B, T), the B chosen rows then
+the B rejected rows, as this project's DPO collator does. ``RewardModel.forward`` takes either;
+``DataCollatorForRewardModeling`` gives the stacked form (one forward pass over both sides, and what the
+Trainer counts a batch's size from). TRL calls its own stacking collator ``DataCollatorForPreference``
+(in ``trl/trainer/reward_trainer.py``, from token ids ``chosen_ids``/``rejected_ids``), the name of its DPO
+collator too; minift keeps the names apart, since its ``DataCollatorForPreference`` is the DPO one.
 """
 from __future__ import annotations
 
@@ -198,7 +201,7 @@ def _encode(tokenizer, texts, max_length):
 
 
 class RewardDataCollatorWithPadding:
-    """Rows ``{"prompt", "chosen", "rejected"}`` → TRL's (≤ 0.21) reward batch: ``input_ids_chosen``,
+    """Rows ``{"prompt", "chosen", "rejected"}`` → TRL's (≤ 0.23) reward batch: ``input_ids_chosen``,
     ``attention_mask_chosen``, ``input_ids_rejected``, ``attention_mask_rejected`` ((B, T) each, both sides
     padded to one T) and, with ``use_margin``, ``margin`` (B,) from each row's ``"margin"`` (the rating
     difference of ``preference_dataset``). Each text is ``reward_text(prompt, completion)``, cut to
@@ -231,7 +234,7 @@ class RewardDataCollatorWithPadding:
 
 
 class DataCollatorForRewardModeling(RewardDataCollatorWithPadding):
-    """The same rows → the stacked batch (TRL ≥ 0.22): ``input_ids`` and ``attention_mask`` (2B, T), the B
+    """The same rows → the stacked batch (TRL ≥ 0.24): ``input_ids`` and ``attention_mask`` (2B, T), the B
     chosen texts then the B rejected ones, and ``margin`` with ``use_margin``."""
 
     def __call__(self, rows):
@@ -286,7 +289,7 @@ class RewardTrainer:
 
 def pairwise_accuracy(chosen_rewards, rejected_rewards):
     """mean [r_c > r_r]: the share of pairs ranked as people ranked them. Strict: a tie is not a win (TRL's
-    RewardTrainer from 0.22; up to 0.21 it dropped the tied pairs and warned)."""
+    RewardTrainer from 0.24; up to 0.23 its default ``compute_accuracy`` dropped the tied pairs and warned)."""
     c = np.asarray(to_numpy(chosen_rewards.data if isinstance(chosen_rewards, Tensor) else chosen_rewards), np.float64)
     r = np.asarray(to_numpy(rejected_rewards.data if isinstance(rejected_rewards, Tensor) else rejected_rewards), np.float64)
     if c.shape != r.shape or c.size == 0:

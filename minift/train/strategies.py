@@ -7,8 +7,9 @@ Each is a small function over a model with a backbone at ``model.model`` (a ``Tr
 * **full** — train everything at one learning rate.
 * **discriminative** — the head at ``head_lr``, the body at ``lr`` (typically 10–100× smaller).
 * **LLRD**, layer-wise learning-rate decay (Clark et al., 2020; Sun et al., 2019): depth d gets
-  lr·decay^(L − d) — embeddings at depth 0, layer i at depth i, the head (with the final norm and pooler)
-  on top at depth L — so the layers nearest the input, which hold the most general features, move least.
+  lr·decay^(L − d) — embeddings at depth 0, layer i (counted from 1: ``layers.{i-1}``) at depth i, the head
+  (with the final norm and pooler) at depth L beside the top layer — so the layers nearest the input, which hold
+  the most general features, move least.
 * **gradual unfreezing** (ULMFiT): see ``GradualUnfreezingCallback``; ``layer_groups`` gives its groups.
 * **BitFit** (Ben Zaken et al., 2022): only the bias terms of the backbone train (about 0.1% of its
   parameters), with the head.
@@ -30,7 +31,8 @@ def backbone_of(model) -> Module:
 
 
 def layer_parameter_names(model) -> list:
-    """[(depth, group name, [parameter names])]: embeddings at 0, layer i at i, the rest (head) at L."""
+    """[(depth, group name, [parameter names])]: embeddings at 0, "layer i" (``layers.{i-1}``) at i, the rest
+    (head) at L."""
     body = backbone_of(model)
     n_layers = len(body.layers)
     prefix = next(name for name, m in model.named_modules() if m is body)

@@ -327,14 +327,16 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
     if cfg.method in PEFT_METHODS:  # the adapter in PEFT's format (small: always); the merged model with save_model
         if model.config.family == "gpt2":
             say("(GPT-2's q, k, v are one c_attn matrix in Hugging Face: no PEFT adapter file for this model; "
-                + ("and 4-bit weights cannot take a merge: only results.json is saved)" if cfg.method == "qlora"
+                + ("and a merge into 4-bit weights rounds most of the update away: only results.json is saved)"
+                   if cfg.method == "qlora"
                    else "the merged model is saved)"))
         else:
             model.save_pretrained(out / "adapter")
         if cfg.method != "qlora":
             model = model.merge_and_unload()
     if cfg.save_model and cfg.method == "qlora":
-        say("(qlora: a LoRA update cannot be merged into 4-bit weights: the adapter is saved, the model is not)")
+        say("(qlora: a merge into 4-bit weights rounds most of the LoRA update away: the adapter is saved, "
+            "the model is not)")
     elif cfg.save_model and cfg.method in ("adapter", "prompt", "prefix"):
         say(f"({cfg.method} tuning changes how the model is called: the model is not saved; results.json is)")
     elif cfg.save_model:

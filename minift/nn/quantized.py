@@ -12,8 +12,9 @@ and G = ∂L/∂y flattened to (M, out):
 so memory holds the blocks (4.5–5 bits per weight instead of 32) plus one range of rows in float32, and
 each pass pays one dequantization of the weight. ``bias`` stays a float Parameter (frozen unless a PEFT
 ``bias`` mode frees it). A subclass of ``Linear``, so LoRA, IA3 and ``target_modules`` treat it as one;
-``weight`` gives the dequantized matrix (a new array each time: writing into it changes nothing), and
-merging an adapter into it is refused: dequantize the model first (``minift.models.dequantize_model``).
+``weight`` gives the dequantized matrix (a new array each time: writing into it changes nothing; ``requantize``
+stores a new one). Merging LoRA into it quantizes Ŵ + s·BA again, with a warning, as PEFT's 4-bit layers do;
+merging IA3 is refused, as in PEFT (dequantize the model first: ``minift.models.dequantize_model``).
 
 Formats: ``minift.models.quant`` (GGUF's Q8_0 / Q4_0 / Q4_1 and QLoRA's NF4). The blocks are the uint8
 buffer ``qweight`` of shape (out, bytes per row): a row range of the weight is a row range of it.
@@ -119,6 +120,16 @@ class QuantizedLinear(Linear):
                              f"in_features = {self.in_features}")
         return QuantizedLinearFunction.apply(x, self.bias, self)
 
+    def requantize(self, weight):
+        """Store ``weight`` (out, in) as this layer's blocks, quantized on the host as ``from_linear`` does; what a
+        merge into a 4-bit layer ends with. Every value snaps to its block's grid: the layer's ``weight`` is then
+        Q(weight), not ``weight``."""
+        if tuple(weight.shape) != (self.out_features, self.in_features):
+            raise ValueError(f"requantize needs a weight of shape (out_features, in_features) = "
+                             f"({self.out_features}, {self.in_features}), got {tuple(weight.shape)}")
+        raw = _formats().quantize(to_numpy(weight), self.quant_type).reshape(self.out_features, -1)  # (out, bytes)
+        self.qweight[...] = backend.asarray(raw)
+
     def dequantize(self):
         """A float ``Linear`` with Ŵ as its weight and the same bias (HF's ``model.dequantize()``, per layer)."""
         linear = Linear(self.in_features, self.out_features, bias=self.bias is not None)
@@ -139,11 +150,20 @@ class QuantizedLinear(Linear):
 
 
 def refuse_quantized_merge(base_layer, method):
-    """Merging into a quantized weight would write into a temporary copy: refuse, and say what to do."""
+    """IA3 into a quantized weight: refused, as PEFT refuses it on a 4-bit model; say what to do instead."""
     if isinstance(base_layer, QuantizedLinear):
-        raise ValueError(f"cannot merge {method} into a {base_layer.quant_type}-quantized layer: the merged weight is "
-                         "not in 4-bit blocks any more. Call minift.models.dequantize_model(model) first (the "
-                         "float weights then hold the quantization error), or keep the adapter separate")
+        raise ValueError(f"cannot merge {method} into a {base_layer.quant_type}-quantized layer (PEFT refuses it on "
+                         "4-bit models too). Call minift.models.dequantize_model(model) first (the float weights "
+                         "then hold the quantization error), or keep the adapter separate")
+
+
+def warn_requantized_merge(base_layer, what):
+    """The warning PEFT gives when it merges LoRA into a 4-bit layer, in minift's words."""
+    import warnings
+
+    warnings.warn(f"{what} a LoRA adapter on a {base_layer.quant_type} layer quantizes the weight again: every value "
+                  "snaps to its block's grid, so the outputs change and an update under half a grid step is lost "
+                  "(lesson 12 measures how much)", UserWarning, stacklevel=4)
 
 
 def quantized_weight_count(model):

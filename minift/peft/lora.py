@@ -40,7 +40,7 @@ from ..autograd.grad_mode import no_grad
 from ..backend import rng, xp
 from ..nn import Dropout, Linear, Module, ModuleDict
 from ..nn.module import Parameter
-from ..nn.quantized import refuse_quantized_merge
+from ..nn.quantized import QuantizedLinear, warn_requantized_merge
 
 
 class Identity(Module):
@@ -176,14 +176,20 @@ class LoraLinear(Module):
 
         ``safe_merge`` computes the new weight on a copy first and refuses (ValueError) a non-finite one,
         leaving the layer as it was.
+
+        On a 4-bit base (``QuantizedLinear``) the weight is a dequantized copy Ŵ, and the sum is quantized
+        again, W ← Q(Ŵ + s·BA), one adapter at a time with a warning, as PEFT's bitsandbytes layers do: each
+        value snaps to its block's grid, so much of a small update is rounded away.
         """
-        refuse_quantized_merge(self.base_layer, "LoRA")
-        weight = self.base_layer.weight
+        quantized = isinstance(self.base_layer, QuantizedLinear)
+        weight = self.base_layer.weight  # on a 4-bit base: a float copy of Ŵ, stored back by requantize
         for name in adapter_names if adapter_names is not None else list(self.active_adapters):
             if name in self.merged_adapters:
                 continue
             if name not in self.lora_A:
                 raise KeyError(f"no adapter named {name!r} here; adapters: {list(self.lora_A.keys())}")
+            if quantized:
+                warn_requantized_merge(self.base_layer, "merging")
             delta = self.delta_weight(name).astype(weight.dtype)
             if name in self.lora_magnitude_vector:  # DoRA: W ← (m/n)(W + s·BA); n kept to unmerge
                 n = dora_weight_norm(weight.data, self.lora_A[name].weight.data, self.lora_B[name].weight.data,
@@ -199,18 +205,27 @@ class LoraLinear(Module):
                 weight.data[...] = merged
             else:
                 weight.data += delta
+            if quantized:
+                self.base_layer.requantize(weight.data)
+                weight = self.base_layer.weight  # the next adapter adds to Q(Ŵ + s·BA), as in PEFT
             self.merged_adapters.append(name)
 
     @no_grad()
     def unmerge(self):
-        """W ← W − s·BA for every merged adapter, last merged first."""
+        """W ← W − s·BA for every merged adapter, last merged first (on a 4-bit base, quantized again: the
+        weights come back within a grid step of the original, not equal to it)."""
+        quantized = isinstance(self.base_layer, QuantizedLinear)
         while self.merged_adapters:
             name = self.merged_adapters.pop()
+            if quantized:
+                warn_requantized_merge(self.base_layer, "unmerging")
             weight = self.base_layer.weight.data
             if name in self.lora_magnitude_vector:  # W = W'/(m/n) − s·BA
                 ratio = (self.lora_magnitude_vector[name].weight.data / self._dora_norms.pop(name))[:, None]
                 weight[...] = weight / ratio
             weight -= self.delta_weight(name).astype(weight.dtype)
+            if quantized:
+                self.base_layer.requantize(weight)
 
     def extra_repr(self):
         ranks = ", ".join(f"{n}: r={self.r[n]}, s={self.scaling[n]:g}" for n in self.r)

@@ -310,8 +310,10 @@ def test_the_grpo_trainer_in_trls_form_sums_its_reward_functions_and_checks_its_
     mf.seed(0)
     batch = trainer.sample_batch(0)
     assert np.allclose(batch["rewards"], [positive_word_reward(t) + 1.0 for t in batch["texts"]])
-    history = trainer.train()
+    output = trainer.train()
+    history = trainer.state.log_history
     assert [r["step"] for r in history] == [1, 2, 3] and history[0]["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert output.global_step == 3 and output.training_loss == pytest.approx(np.mean([r["loss"] for r in history]))
     with pytest.raises(ValueError, match="GRPO needs a reference"):
         GRPOTrainer(AutoModelForCausalLM.from_pretrained(TINY_GPT), always_one, cfg, data, tok)
     with pytest.raises(ValueError, match="need 6 prompts; train_dataset has 4"):

@@ -44,6 +44,8 @@ from .. import functional as F
 from ..autograd.grad_mode import no_grad
 from ..backend import to_numpy, xp
 from ..inspect.trace import Trace
+from ..train.callbacks import TrainerState
+from ..train.trainer import TrainOutput
 from .losses import _array, _check_same_shape, _tensor, grpo_advantages, token_logprobs
 
 GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo")  # TRL's later default "dapo" is "bnpo" on one process without accumulation
@@ -331,7 +333,8 @@ class GRPOTrainer:
 
         trainer = GRPOTrainer(policy, positive_word_reward, GRPOConfig(num_generations=8, max_steps=50),
                               prompts_for("positive_words", tok, "train", 200, 4, chat=False), tok)
-        history = trainer.train()           # one record per step, TRL's keys
+        trainer.train()                     # a TrainOutput, as TRL's (a transformers Trainer) returns
+        trainer.state.log_history           # one record per step, TRL's keys
 
     ``reward_funcs``: a function (completion, prompt) → float, or a list of them (their rewards are summed, as
     TRL sums its reward functions). ``train_dataset``: (prompt texts, prompt ids (N, P)) — every prompt the same
@@ -373,7 +376,7 @@ class GRPOTrainer:
         self.reference = _reference(model, ref_model)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = AdamW(self.params, lr=args.learning_rate, weight_decay=0.0)
-        self.train_seconds = 0.0
+        self.state = TrainerState()  # the step reached, the records, the seconds of the steps
 
     def reward(self, completion, prompt):
         return float(sum(f(completion, prompt) for f in self.reward_funcs))
@@ -420,13 +423,16 @@ class GRPOTrainer:
                 "completion_length": float(mask.sum(axis=1).mean()), "grad_norm": float(grad_norm)}
 
     def train(self, log_path=None, quiet=True):
-        """``args.max_steps`` steps; each record also goes to ``log_path`` (JSON lines) if given. Returns them."""
+        """``args.max_steps`` steps, each record into ``self.state.log_history`` and, if given, ``log_path`` (JSON
+        lines). Returns a ``TrainOutput`` (global_step, training_loss: the mean step loss, metrics), as TRL's."""
         import json
         import time
 
         from tqdm import tqdm
 
-        cfg, history = self.args, []
+        cfg, t_start = self.args, time.perf_counter()
+        self.state = TrainerState(max_steps=cfg.max_steps)
+        history = self.state.log_history
         log = open(log_path, "w") if log_path is not None else None
         bar = tqdm(total=cfg.max_steps, desc="grpo", disable=quiet, ncols=90, mininterval=1.0, file=sys.stderr)
         try:
@@ -435,7 +441,8 @@ class GRPOTrainer:
                 if (step - 1) % cfg.num_iterations == 0:  # a new batch of prompts and completions
                     batch = self.sample_batch((step - 1) // cfg.num_iterations)
                 record = self.step(batch, step)
-                self.train_seconds += time.perf_counter() - t0
+                self.state.train_seconds += time.perf_counter() - t0
+                self.state.global_step = step
                 history.append(record)
                 if log is not None:
                     log.write(json.dumps(record) + "\n")
@@ -447,7 +454,11 @@ class GRPOTrainer:
             bar.close()
             if log is not None:
                 log.close()
-        return history
+        runtime = time.perf_counter() - t_start
+        training_loss = float(np.mean([r["loss"] for r in history]))
+        return TrainOutput(self.state.global_step, training_loss, {
+            "train_runtime": round(runtime, 4), "train_steps_per_second": round(len(history) / runtime, 3),
+            "train_loss": training_loss})
 
 
 def run_grpo(cfg: GRPOConfig, quiet=False):
@@ -492,8 +503,8 @@ def run_grpo(cfg: GRPOConfig, quiet=False):
         f"{cfg.loss_type}): {sum(int(p.data.size) for p in trainer.params):,} parameters trainable; measuring before…")
     before, before_samples = mean_reward(policy, tokenizer, eval_texts, eval_ids, cfg, reward_fn, cfg.seed + 1)
     backend.seed(cfg.seed)
-    history = trainer.train(log_path=out / "log.jsonl", quiet=quiet)
-    train_seconds = trainer.train_seconds
+    trainer.train(log_path=out / "log.jsonl", quiet=quiet)
+    history, train_seconds = trainer.state.log_history, trainer.state.train_seconds
     after, after_samples = mean_reward(policy, tokenizer, eval_texts, eval_ids, cfg, reward_fn, cfg.seed + 1)
     plotting.plot_curves({"reward (training batch)": [r["reward"] for r in history]}, out / "reward.png",
                          title=f"GRPO on {cfg.task}", xlabel="step", ylabel="mean reward")

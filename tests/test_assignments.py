@@ -324,10 +324,12 @@ def test_a_file_that_does_not_import_costs_its_own_tasks_not_the_whole_package(t
     qa = student / "minift" / "data" / "qa.py"
     qa.write_text(qa.read_text() + "\nimport no_such_module_anywhere\n")
     (student / "minift" / "metrics.py").unlink()  # no task lives here: put back, and nothing is lost
+    plotting = student / "minift" / "plotting.py"
+    plotting.write_text(plotting.read_text() + "\nwhile True:\n    pass\n")  # never finishes importing
     tasks = ["train.llrd", "qa.best_span", "quant.dequantize_q4_1"]
     out, page = tmp_path / "dave.json", tmp_path / "dave.md"
     res = _cli(["grade", str(student), *(a for t in tasks for a in ("--task", t)), "--json", str(out),
-                "--markdown", str(page)], ROOT)
+                "--markdown", str(page), "--time-limit", "5"], ROOT)
     assert res.returncode == 0, res.stderr
     report = json.loads(out.read_text())
     scores = {t["task"]: t for t in report["tasks"]}
@@ -337,8 +339,10 @@ def test_a_file_that_does_not_import_costs_its_own_tasks_not_the_whole_package(t
     assert f"SyntaxError: invalid syntax, line {last_line}" in llrd["first_failure"]["message"]
     assert "graded as handed out (it does not import" in llrd["first_failure"]["message"]
     assert span["score"] == 0 and "No module named 'no_such_module_anywhere'" in span["first_failure"]["message"]
-    assert sorted(r["file"] for r in report["restored"]) == ["minift/data/qa.py", "minift/metrics.py",
-                                                             "minift/train/strategies.py"]
+    restored = {r["file"]: r["error"] for r in report["restored"]}
+    assert sorted(restored) == ["minift/data/qa.py", "minift/metrics.py", "minift/plotting.py",
+                                "minift/train/strategies.py"]
+    assert "still running after 5 s" in restored["minift/plotting.py"]
     assert all("minift-grade-" not in r["error"] for r in report["restored"])  # no grader temp path
     text = page.read_text()
     assert "`minift/data/qa.py` was replaced by the handout's version of it (it does not import: Module" in text

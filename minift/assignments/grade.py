@@ -139,11 +139,12 @@ def check_student_tree(student: Path):
 # that may be to blame, innermost first (the file of a SyntaxError, the module an ImportError could not read, then
 # the traceback's own frames in minift/); one JSON line per failure
 _IMPORT_EACH_MODULE = r"""
-import importlib, json, sys, traceback
+import faulthandler, importlib, json, sys, traceback
 from pathlib import Path
 
 tree = Path.cwd().resolve()
-for name in sys.argv[1:]:
+faulthandler.dump_traceback_later(float(sys.argv[1]), exit=True)  # module code that never returns: its stack, then out
+for name in sys.argv[2:]:
     try:
         importlib.import_module(name)
     except BaseException as e:  # SystemExit and KeyboardInterrupt too: module code a student wrote
@@ -170,14 +171,15 @@ def handout_text(teacher_root: Path, rel: str) -> str | None:
     return strip_solutions(path.read_text(), path) if path.is_file() else None
 
 
-def restore_unimportable_files(tree: Path, teacher_root: Path, timeout=120, most=50) -> list[dict]:
+def restore_unimportable_files(tree: Path, teacher_root: Path, time_limit=60, most=50) -> list[dict]:
     """Put back the handout's version of each file of ``tree/minift`` that stops a module from importing, and say
     which: [{"file", "error", "tasks"}] (the tasks written in that file).
 
     A student's ``SyntaxError`` (or a ``NameError`` at module level, or a misspelt import) in one file would stop
     ``import minift`` and so every test; restoring that file as it was handed out confines the damage to the tasks
-    written in it, which then score 0. A file is blamed only if it differs from the handout (the course's own files
-    that cannot import here, an optional backend say, are not the student's doing) and is put back only once."""
+    written in it, which then score 0. Module code still running after ``time_limit`` seconds (an endless loop)
+    counts as not importing. A file is blamed only if it differs from the handout (the course's own files that
+    cannot import here, an optional backend say, are not the student's doing) and is put back only once."""
     tree, teacher_root = Path(tree), Path(teacher_root)
     restored = []
     for path in sorted((teacher_root / "minift").rglob("*.py")):  # a file the hand-in lacks: put back first
@@ -190,11 +192,17 @@ def restore_unimportable_files(tree: Path, teacher_root: Path, timeout=120, most
     env = dict(os.environ, PYTHONPATH=str(tree))
     while len(restored) < most:
         try:
-            proc = subprocess.run([sys.executable, "-c", _IMPORT_EACH_MODULE, *modules], cwd=tree, env=env,
-                                  capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:  # module code that never returns: the test run reports it per test
+            proc = subprocess.run([sys.executable, "-c", _IMPORT_EACH_MODULE, str(time_limit), *modules], cwd=tree,
+                                  env=env, capture_output=True, text=True, timeout=time_limit + 60)
+        except subprocess.TimeoutExpired:  # not even faulthandler got out: the test run reports it per test
             return restored
         failures = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"module"')]
+        if "Timeout (" in proc.stderr:  # faulthandler's dump, innermost frame first: File "…", line N in f
+            stuck = [Path(f).resolve() for f in re.findall(r'File "([^"]+)", line \d+', proc.stderr)]
+            failures.append({"error": f"it does not import: its code was still running after {time_limit:g} s "
+                             "(an endless loop?)", "files": [f.relative_to(tree.resolve()).as_posix() for f in stuck
+                                                            if f.is_relative_to(tree.resolve() / "minift")
+                                                            and not f.is_relative_to(tree.resolve() / "minift" / "assignments")]})
         done = {r["file"] for r in restored}
         blame = next(((rel, f["error"]) for f in failures for rel in f["files"]
                       if rel not in done and _text_or_none(tree / rel) != handout_text(teacher_root, rel)), None)
@@ -246,7 +254,7 @@ def grade(student: Path, teacher_root: Path, task_ids=(), timeout=1800, time_lim
                 shutil.copytree(src, tree / name)
             elif src.exists():
                 shutil.copy2(src, tree / name)
-        restored = restore_unimportable_files(tree, teacher_root) if code_tasks else []
+        restored = restore_unimportable_files(tree, teacher_root, time_limit) if code_tasks else []
         try:
             results = by_task(run_task_tests(tree, Path(tmp) / "report.jsonl", code_tasks, timeout=timeout,
                                              time_limit=time_limit)) if code_tasks else {}

@@ -324,6 +324,8 @@ def test_a_file_that_does_not_import_costs_its_own_tasks_not_the_whole_package(t
     qa = student / "minift" / "data" / "qa.py"
     qa.write_text(qa.read_text() + "\nimport no_such_module_anywhere\n")
     (student / "minift" / "metrics.py").unlink()  # no task lives here: put back, and nothing is lost
+    adamw = student / "minift" / "optim" / "adamw.py"  # a solution that calls a test's helper
+    adamw.write_text(adamw.read_text() + "\nfrom tests.test_performance import adam_reference  # noqa\n")
     plotting = student / "minift" / "plotting.py"
     plotting.write_text(plotting.read_text() + "\nwhile True:\n    pass\n")  # never finishes importing
     tasks = ["train.llrd", "qa.best_span", "quant.dequantize_q4_1"]
@@ -340,8 +342,9 @@ def test_a_file_that_does_not_import_costs_its_own_tasks_not_the_whole_package(t
     assert "graded as handed out (it does not import" in llrd["first_failure"]["message"]
     assert span["score"] == 0 and "No module named 'no_such_module_anywhere'" in span["first_failure"]["message"]
     restored = {r["file"]: r["error"] for r in report["restored"]}
-    assert sorted(restored) == ["minift/data/qa.py", "minift/metrics.py", "minift/plotting.py",
-                                "minift/train/strategies.py"]
+    assert sorted(restored) == ["minift/data/qa.py", "minift/metrics.py", "minift/optim/adamw.py",
+                                "minift/plotting.py", "minift/train/strategies.py"]
+    assert "it imports the course's tests (from tests.test_performance import" in restored["minift/optim/adamw.py"]
     assert "still running after 5 s" in restored["minift/plotting.py"]
     assert all("minift-grade-" not in r["error"] for r in report["restored"])  # no grader temp path
     text = page.read_text()

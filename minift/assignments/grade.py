@@ -165,6 +165,9 @@ for name in sys.argv[2:]:
 """
 
 
+_IMPORTS_TESTS = re.compile(r"^[ \t]*(from[ \t]+tests\b[.\w]*[ \t]+import\b.*|import[ \t]+tests\b.*)$", re.MULTILINE)
+
+
 def handout_text(teacher_root: Path, rel: str) -> str | None:
     """The file ``rel`` as the student tree had it when handed out (solutions stripped), or None if it had none."""
     path = Path(teacher_root) / rel
@@ -186,6 +189,12 @@ def restore_unimportable_files(tree: Path, teacher_root: Path, time_limit=60, mo
         rel = path.relative_to(teacher_root).as_posix()
         if not rel.startswith("minift/assignments/") and "__pycache__" not in rel and not (tree / rel).is_file():
             _restore(tree, teacher_root, rel, "the hand-in has no such file", restored)
+    for path in sorted((tree / "minift").rglob("*.py")):  # the tests' helpers are no solution: grading has them
+        rel = path.relative_to(tree).as_posix()
+        used = _IMPORTS_TESTS.search(path.read_text(errors="replace"))
+        if used and not rel.startswith("minift/assignments/"):
+            _restore(tree, teacher_root, rel, f"it imports the course's tests ({used.group(0).strip()}): a solution "
+                     "must compute its answer, not call the tests' own checks", restored)
     modules = sorted({".".join(p.relative_to(tree).with_suffix("").parts).removesuffix(".__init__")
                       for p in (tree / "minift").rglob("*.py")
                       if p.relative_to(tree).parts[1] != "assignments" and p.name != "__main__.py"})

@@ -30,6 +30,18 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 pytest_plugins = ["minift.assignments.pytest_plugin"]
 
 
+# the course's reference answers (tests/oracles.py) are not in a student tree: a test that compares a task's code
+# with one of them skips there, with this reason, and runs when `minift assignments grade` uses the course's tests
+ORACLE_SKIP = "compares with the course's reference answer (tests/oracles.py), which a student tree does not have: " \
+    "`minift assignments grade` runs this test"
+
+
+@pytest.fixture(scope="session")
+def oracles():
+    """The module ``tests.oracles``: reference answers of the coursework tasks, written another way."""
+    return pytest.importorskip("tests.oracles", reason=ORACLE_SKIP)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_state():
     """Every test starts on NumPy, float32 default, seed 0, grad mode on."""

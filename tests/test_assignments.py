@@ -159,6 +159,17 @@ def test_list_and_test_work_inside_the_student_tree(student_tree):
     assert bad.returncode != 0 and "unknown task 'train.lrd'" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_tests_that_need_the_courses_oracle_skip_in_the_student_tree_and_say_why(student_tree):
+    """tests/oracles.py (a task's answer computed another way) is the course's: its tests skip for the student."""
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--task",
+                          "quant.dequantize_nf4", "tests/test_qlora.py"], cwd=student_tree,
+                         env={**os.environ, "PYTHONPATH": str(student_tree)}, capture_output=True, text=True)
+    assert "1 failed, 1 skipped" in run.stdout, run.stdout[-800:]
+    assert "course's reference answer (tests/oracles.py)" in run.stdout and "grade` runs this test" in run.stdout
+    here = _cli(["test", "quant.dequantize_nf4"], ROOT)
+    assert here.returncode == 0 and "2 passed" in here.stdout  # the course's tree runs both
+
+
 def test_bad_paths_are_refused_before_any_work(tmp_path):
     from minift.cli import main
 
@@ -325,7 +336,7 @@ def test_a_file_that_does_not_import_costs_its_own_tasks_not_the_whole_package(t
     qa.write_text(qa.read_text() + "\nimport no_such_module_anywhere\n")
     (student / "minift" / "metrics.py").unlink()  # no task lives here: put back, and nothing is lost
     adamw = student / "minift" / "optim" / "adamw.py"  # a solution that calls a test's helper
-    adamw.write_text(adamw.read_text() + "\nfrom tests.test_performance import adam_reference  # noqa\n")
+    adamw.write_text(adamw.read_text() + "\nfrom tests.oracles import adam_reference  # noqa\n")
     plotting = student / "minift" / "plotting.py"
     plotting.write_text(plotting.read_text() + "\nwhile True:\n    pass\n")  # never finishes importing
     tasks = ["train.llrd", "qa.best_span", "quant.dequantize_q4_1"]
@@ -344,7 +355,7 @@ def test_a_file_that_does_not_import_costs_its_own_tasks_not_the_whole_package(t
     restored = {r["file"]: r["error"] for r in report["restored"]}
     assert sorted(restored) == ["minift/data/qa.py", "minift/metrics.py", "minift/optim/adamw.py",
                                 "minift/plotting.py", "minift/train/strategies.py"]
-    assert "it imports the course's tests (from tests.test_performance import" in restored["minift/optim/adamw.py"]
+    assert "it imports the course's tests (from tests.oracles import" in restored["minift/optim/adamw.py"]
     assert "still running after 5 s" in restored["minift/plotting.py"]
     assert all("minift-grade-" not in r["error"] for r in report["restored"])  # no grader temp path
     text = page.read_text()

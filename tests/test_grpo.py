@@ -3,7 +3,6 @@ normalizations, its gradient against finite differences and the closed form at Ï
 trace, the verifiable rewards by hand, sampling's masks and log-probs, a short run on tiny-gpt that raises the
 reward, and clear errors."""
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -39,54 +38,26 @@ def case(seed=0, b=4, width=5, spread=0.3):
     return lp, old, ref, adv, mask
 
 
-def by_hand(lp, old, ref, adv, mask, beta, eps, eps_high, loss_type, max_len):
-    """The loss token by token, with Python loops (another way to write it)."""
-    b, width = lp.shape
-    terms = np.zeros_like(lp)
-    for i in range(b):
-        for t in range(width):
-            rho = math.exp(lp[i, t] - old[i, t])
-            surrogate = min(rho * adv[i], min(max(rho, 1 - eps), 1 + eps_high) * adv[i])
-            k3 = math.exp(ref[i, t] - lp[i, t]) - (ref[i, t] - lp[i, t]) - 1
-            terms[i, t] = -surrogate + beta * k3
-    if loss_type == "grpo":
-        return np.mean([sum(terms[i, t] for t in range(width) if mask[i, t]) / mask[i].sum() for i in range(b)])
-    if loss_type == "bnpo":
-        return (terms * mask).sum() / mask.sum()
-    return (terms * mask).sum() / (b * max_len)
-
-
 @pytest.mark.task("rlhf.grpo_loss")
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_grpo_loss_equals_the_formula_token_by_token(float64, loss_type, seed):
+def test_grpo_loss_equals_the_formula_token_by_token(float64, loss_type, seed, oracles):
     lp, old, ref, adv, mask = case(seed, spread=0.4)
     for beta, eps, eps_high in ((0.04, 0.2, 0.2), (0.1, 0.1, 0.28), (0.0, 0.2, 0.2)):
         loss, stats = grpo_loss(lp, old, ref, adv, mask, beta=beta, epsilon=eps, epsilon_high=eps_high,
                                 loss_type=loss_type, max_completion_length=8)
-        assert loss.item() == pytest.approx(by_hand(lp, old, ref, adv, mask, beta, eps, eps_high, loss_type, 8), rel=1e-10)
+        assert loss.item() == pytest.approx(
+            oracles.grpo_loss_by_hand(lp, old, ref, adv, mask, beta, eps, eps_high, loss_type, 8), rel=1e-10)
     k3 = np.exp(ref - lp) - (ref - lp) - 1
     assert stats["kl"] == pytest.approx((k3 * mask).sum() / mask.sum(), rel=1e-12)
 
 
 @pytest.mark.task("rlhf.grpo_loss")
-def test_loss_and_gradient_match_trls_formula_in_torch(float64):
+def test_loss_and_gradient_match_trls_formula_in_torch(float64, oracles):
     torch = pytest.importorskip("torch")
     lp, old, ref, adv, mask = case(7, spread=0.4)
     for loss_type in ("grpo", "bnpo", "dr_grpo"):
-        # TRL's GRPOTrainer._compute_loss, line for line
-        t_lp = torch.tensor(lp, requires_grad=True)
-        t_old, t_ref, t_adv, t_mask = (torch.tensor(a) for a in (old, ref, adv, mask))
-        per_token_kl = torch.exp(t_ref - t_lp) - (t_ref - t_lp) - 1
-        coef_1 = torch.exp(t_lp - t_old)
-        coef_2 = torch.clamp(coef_1, 1 - 0.2, 1 + 0.28)
-        per_token_loss = -torch.min(coef_1 * t_adv.unsqueeze(1), coef_2 * t_adv.unsqueeze(1)) + 0.04 * per_token_kl
-        if loss_type == "grpo":
-            want = ((per_token_loss * t_mask).sum(-1) / t_mask.sum(-1).clamp(min=1.0)).mean()
-        elif loss_type == "bnpo":
-            want = (per_token_loss * t_mask).sum() / t_mask.sum().clamp(min=1.0)
-        else:
-            want = (per_token_loss * t_mask).sum() / (per_token_loss.size(0) * 9)
+        want, t_lp = oracles.grpo_loss_as_trl(torch, lp, old, ref, adv, mask, loss_type, 9)  # TRL's, in torch
         want.backward()
         x = mf.tensor(lp, requires_grad=True)
         loss, _ = grpo_loss(x, old, ref, adv, mask, beta=0.04, epsilon=0.2, epsilon_high=0.28, loss_type=loss_type,

@@ -371,24 +371,6 @@ def test_linear_gradients_with_split_products_match_the_formulas():
 
 
 # ============================================================================ AdamW / Adam
-def adam_reference(theta, grads, lr, betas, eps, weight_decay, decoupled):
-    """PyTorch's Adam (coupled L2) / AdamW (decoupled decay) in float64 NumPy: θ, m, v after each gradient."""
-    b1, b2 = betas
-    theta = theta.astype(np.float64)
-    m, v = np.zeros_like(theta), np.zeros_like(theta)
-    for t, g in enumerate(grads, start=1):
-        g = g.astype(np.float64)
-        if decoupled:
-            theta = theta * (1 - lr * weight_decay)
-        elif weight_decay:
-            g = g + weight_decay * theta
-        m = b1 * m + (1 - b1) * g
-        v = b2 * v + (1 - b2) * g * g
-        denom = np.sqrt(v) / math.sqrt(1 - b2**t) + eps
-        theta = theta - (lr / (1 - b1**t)) * m / denom
-    return theta, m, v
-
-
 OPTS = {"AdamW": (optim.AdamW, True), "Adam": (optim.Adam, False)}
 HYPER = dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)
 
@@ -407,13 +389,13 @@ def steps_of(opt_cls, theta0, grads, data=None, threads=2):
 
 @pytest.mark.parametrize("name", ["AdamW", "Adam"])
 @pytest.mark.parametrize("dtype, rtol, atol", [(np.float32, 1e-5, 1e-7), (np.float64, 1e-12, 1e-15)])
-def test_blocked_adam_update_of_a_large_parameter_matches_the_float64_formulas(name, dtype, rtol, atol):
+def test_blocked_adam_update_of_a_large_parameter_matches_the_float64_formulas(name, dtype, rtol, atol, oracles):
     opt_cls, decoupled = OPTS[name]
     rs = np.random.default_rng(7)
     theta0 = rs.standard_normal((3, BIG // 3 + 11)).astype(dtype)  # > 2 blocks
     grads = [rs.standard_normal(theta0.shape).astype(dtype) * s for s in (1.0, 0.1, 3.0)]
     p, opt = steps_of(opt_cls, theta0, grads)
-    want, m, v = adam_reference(theta0, grads, decoupled=decoupled, **HYPER)
+    want, m, v = oracles.adam_reference(theta0, grads, decoupled=decoupled, **HYPER)
     assert p.data.dtype == dtype
     np.testing.assert_allclose(p.data, want, rtol=rtol, atol=atol)
     state = opt.state[id(p)]
@@ -423,7 +405,7 @@ def test_blocked_adam_update_of_a_large_parameter_matches_the_float64_formulas(n
 
 
 @pytest.mark.parametrize("name", ["AdamW", "Adam"])
-def test_adam_on_a_strided_parameter_view_matches_the_contiguous_update(name):
+def test_adam_on_a_strided_parameter_view_matches_the_contiguous_update(name, oracles):
     opt_cls, decoupled = OPTS[name]
     rs = np.random.default_rng(8)
     n = BLOCK + 5
@@ -437,7 +419,7 @@ def test_adam_on_a_strided_parameter_view_matches_the_contiguous_update(name):
     assert p.data is view
     np.testing.assert_array_equal(base[:, 0], contiguous.data)  # written through the view
     np.testing.assert_array_equal(base[:, 1], 5.0)  # and nowhere else
-    np.testing.assert_allclose(base[:, 0], adam_reference(theta0, grads, decoupled=decoupled, **HYPER)[0],
+    np.testing.assert_allclose(base[:, 0], oracles.adam_reference(theta0, grads, decoupled=decoupled, **HYPER)[0],
                                rtol=1e-12, atol=1e-15)
 
 
@@ -461,7 +443,7 @@ def test_for_each_block_updates_strided_arrays_in_place():
 
 
 @pytest.mark.parametrize("name", ["AdamW", "Adam"])
-def test_adam_state_dict_round_trip_resumes_exactly(name):
+def test_adam_state_dict_round_trip_resumes_exactly(name, oracles):
     opt_cls, _ = OPTS[name]
     rs = np.random.default_rng(10)
     theta0 = rs.standard_normal(BLOCK + 9).astype(np.float32)
@@ -478,7 +460,7 @@ def test_adam_state_dict_round_trip_resumes_exactly(name):
             o.step()
     np.testing.assert_array_equal(q.data, p.data)
     np.testing.assert_array_equal(saved["state"][0]["exp_avg"], saved_m)  # in-place steps leave the dict alone
-    np.testing.assert_allclose(p.data, adam_reference(theta0, grads, decoupled=OPTS[name][1], **HYPER)[0],
+    np.testing.assert_allclose(p.data, oracles.adam_reference(theta0, grads, decoupled=OPTS[name][1], **HYPER)[0],
                                rtol=1e-5, atol=1e-7)
 
 
@@ -498,7 +480,7 @@ def test_stepping_a_loaded_optimizer_leaves_the_state_dict_alone_for_a_0d_parame
 
 
 @pytest.mark.torch
-def test_adamw_matches_torch_on_a_large_parameter():
+def test_adamw_matches_torch_on_a_large_parameter(oracles):
     torch = pytest.importorskip("torch")
     rs = np.random.default_rng(11)
     theta0 = rs.standard_normal(BIG + 1).astype(np.float32)
@@ -510,7 +492,7 @@ def test_adamw_matches_torch_on_a_large_parameter():
         topt.step()
     p, _ = steps_of(optim.AdamW, theta0, grads)
     np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(p.data, adam_reference(theta0, grads, decoupled=True, **HYPER)[0], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(p.data, oracles.adam_reference(theta0, grads, decoupled=True, **HYPER)[0], rtol=1e-5, atol=1e-7)
 
 
 # ============================================================================ clip_grad_norm_
@@ -739,7 +721,7 @@ def test_profile_handles_an_op_without_staticmethod_and_restores_everything():
 # ============================================================================ CuPy (skipped without a GPU)
 @pytest.mark.cupy
 @pytest.mark.skipif(not backend.cupy_available(), reason="CuPy with a GPU is not available on this machine")
-def test_performance_pieces_on_cupy():
+def test_performance_pieces_on_cupy(oracles):
     import cupy
 
     rs = np.random.default_rng(16)
@@ -761,7 +743,7 @@ def test_performance_pieces_on_cupy():
         for g in grads:
             p.grad = cupy.asarray(g)
             opt.step()
-        np.testing.assert_allclose(cupy.asnumpy(p.data), adam_reference(theta0, grads, decoupled=True, **HYPER)[0],
+        np.testing.assert_allclose(cupy.asnumpy(p.data), oracles.adam_reference(theta0, grads, decoupled=True, **HYPER)[0],
                                    rtol=1e-5, atol=1e-7)
         total = optim.clip_grad_norm_([p], 1.0)
         assert total == pytest.approx(float(np.linalg.norm(grads[0].astype(np.float64))), rel=1e-5)

@@ -61,7 +61,7 @@ def test_ppo_rewards_sum_to_the_score_minus_beta_kl(batch, length, beta, seed):
     np.testing.assert_allclose(kl, (logprobs - ref) * mask, atol=1e-12)
     np.testing.assert_allclose(rewards.sum(axis=1), scores - beta * ((logprobs - ref) * mask).sum(axis=1), atol=1e-9)
     assert (rewards[mask == 0] == 0).all()  # nothing on a padded position
-    last = length - 1 - np.argmax(mask[:, ::-1], axis=1)
+    last = [np.flatnonzero(row)[-1] for row in mask]  # each row's last real token
     bonus = rewards + beta * kl  # the score alone: on each row's last real token, nowhere else
     expected = np.zeros_like(bonus)
     expected[np.arange(batch), last] = scores

@@ -31,16 +31,6 @@ def classifier(family="bert", num_labels=2, **options):
 
 
 # ============================================================================ the math, by hand
-def prefix_of_layer(table, layer, which, kv_heads, head_dim):
-    """PEFT's layout by index arithmetic, no reshape: P[h, i, d] = table[i, ((2ℓ + which)·H_kv + h)·D + d],
-    which = 0 for the keys, 1 for the values; (H_kv, n, D)."""
-    n = table.shape[0]
-    h = np.arange(kv_heads)[:, None, None]
-    i = np.arange(n)[None, :, None]
-    d = np.arange(head_dim)[None, None, :]
-    return table[i, ((2 * layer + which) * kv_heads + h) * head_dim + d]
-
-
 def rotate(x, positions, theta):
     """RoPE by hand: each pair (x_j, x_{j+D/2}) turned by the angle position · θ^(−2j/D); x (B, H, T, D)."""
     d = x.shape[-1]
@@ -81,7 +71,7 @@ def attention_by_hand(attn, x, prefix_k, prefix_v, mask, positions, cfg):
 
 @pytest.mark.task("peft.prefix_kv")
 @pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
-def test_one_layers_prefixed_attention_equals_numpy_by_hand(family, monkeypatch):
+def test_one_layers_prefixed_attention_equals_numpy_by_hand(family, monkeypatch, oracles):
     mf.set_default_dtype("float64")
     model = classifier(family)
     pm = get_peft_model(model, PrefixTuningConfig(num_virtual_tokens=3))
@@ -100,8 +90,8 @@ def test_one_layers_prefixed_attention_equals_numpy_by_hand(family, monkeypatch)
     cfg = model.config
     table = pm.prefix_encoder.embedding.weight.data  # (n, L·2·H_kv·D)
     assert table.shape == (3, 2 * 2 * cfg.num_key_value_heads * cfg.head_dim)
-    pk = prefix_of_layer(table, layer, 0, cfg.num_key_value_heads, cfg.head_dim)
-    pv = prefix_of_layer(table, layer, 1, cfg.num_key_value_heads, cfg.head_dim)
+    pk = oracles.prefix_of_layer(table, layer, 0, cfg.num_key_value_heads, cfg.head_dim)
+    pv = oracles.prefix_of_layer(table, layer, 1, cfg.num_key_value_heads, cfg.head_dim)
     positions = 3 + np.arange(IDS.shape[1])[None, :].repeat(2, axis=0)  # the real tokens sit at n, n + 1, …
     expected = attention_by_hand(attn, seen["x"], pk, pv, MASK, positions, cfg)
     real = MASK.astype(bool)  # (padding queries are never read)

@@ -27,23 +27,12 @@ def test_nf4_levels_are_the_normal_quantiles_of_the_paper():
     assert code[7] == 0.0 and code[0] == -1.0 and code[-1] == 1.0 and np.all(np.diff(code) > 0)
 
 
-def _nf4_by_loops(raw):
-    """NF4 decoded one value at a time, straight from the layout: absmax, then byte j = (value 2j, value 2j+1)."""
-    raw = np.asarray(raw, dtype=np.uint8).reshape(-1, 36)
-    out = []
-    for block in raw:
-        absmax = float(block[:4].view(np.float32)[0])
-        for byte in block[4:]:
-            out += [absmax * quant.NF4_CODE[byte >> 4], absmax * quant.NF4_CODE[byte & 15]]
-    return np.asarray(out, dtype=np.float32)
-
-
 @pytest.mark.task("quant.dequantize_nf4")
-def test_nf4_dequantize_matches_a_value_by_value_decoder():
+def test_nf4_dequantize_matches_a_value_by_value_decoder(oracles):
     rs = np.random.default_rng(0)
     raw = rs.integers(0, 256, 36 * 5, dtype=np.uint8).reshape(5, 36)
     raw[:, :4] = rs.uniform(0.1, 3.0, (5, 1)).astype(np.float32).view(np.uint8)  # sensible absmax values
-    np.testing.assert_array_equal(quant.dequantize_nf4(raw), _nf4_by_loops(raw))
+    np.testing.assert_array_equal(quant.dequantize_nf4(raw), oracles.nf4_by_loops(raw))
 
 
 @pytest.mark.task("quant.dequantize_nf4")

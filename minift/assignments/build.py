@@ -9,8 +9,10 @@ from .markers import find_regions, strip_solutions
 
 SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", "build", "dist", ".ipynb_checkpoints"}
 SCANNED = ("minift", "tests", "benchmarks")  # where solution regions may live
-# the course's alone, never in a student tree: each mutant quotes a line of the solution it breaks
-COURSE_ONLY = ("minift/assignments/mutants.py",)
+# the course's alone, never in a student tree: each mutant quotes a line of the solution it breaks, and each
+# oracle computes a task's answer another way (the tests that use one skip in a student tree; grading runs them)
+COURSE_ONLY = ("minift/assignments/mutants.py", "tests/oracles.py")
+ORACLE_SKIP_MARK = "tests/oracles.py"  # in the reason of a test skipped for want of an oracle (tests/conftest.py)
 
 
 def is_course_tree(root: Path) -> bool:

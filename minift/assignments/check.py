@@ -3,7 +3,8 @@
 1. markers pair and do not nest, and every task id is known (``tasks.TASKS``) and used;
 2. every task has tests marked ``@pytest.mark.task(id)``, and they all pass in the solution tree;
 3. the student tree (solutions stripped) still imports, module by module;
-4. every test of every task fails in the student tree;
+4. every test of every task fails in the student tree, but those that compare with the course's reference answers
+   (``tests/oracles.py``, not handed out), which skip there; each task keeps at least one test that fails;
 5. every task has at least three mutants (``mutants.py``), and its tests kill each of them on the profile of
    ``minift assignments test`` / ``grade`` and on the students' default pytest profile (the kill-rate table);
 6. each correct answer written another way (``mutants.EQUIVALENTS``) passes its task's tests and the property
@@ -17,14 +18,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .build import all_regions, build_student_tree
+from .build import ORACLE_SKIP_MARK, all_regions, build_student_tree
 from .grade import by_task, run_task_tests
 from .tasks import TASK_LIST, TASKS
 
 
 def _run_task_tests(tree: Path, report: Path) -> dict:
-    """{task id: [(nodeid, outcome)]} of every task-marked test run in ``tree``."""
-    return {t: [(n, o) for n, o, _ in runs] for t, runs in by_task(run_task_tests(tree, report)).items()}
+    """{task id: [(nodeid, outcome)]} of every task-marked test run in ``tree``; a test skipped for want of the
+    course's oracle (a student tree) has the outcome "no oracle"."""
+    def outcome(o, message):
+        return "no oracle" if o == "skipped" and ORACLE_SKIP_MARK in message else o
+
+    return {t: [(n, outcome(o, m)) for n, o, m in runs] for t, runs in by_task(run_task_tests(tree, report)).items()}
 
 
 def _student_imports(tree: Path) -> list[str]:
@@ -69,16 +74,20 @@ def check(root: Path, out=print, mutants=True, isolation=False) -> bool:
         problems += [f"student tree does not import: {e}" for e in import_errors]
         student = _run_task_tests(student_dir, Path(tmp) / "student.jsonl")
 
-    out(f"{'task':34} {'tests':>5} {'pass (solution)':>16} {'fail (student)':>15}")
+    out(f"{'task':34} {'tests':>5} {'pass (solution)':>16} {'fail (student)':>15} {'graded only':>12}")
     for t in TASKS:
         sol, stu = solution.get(t, []), student.get(t, [])
         n_pass = sum(o == "passed" for _, o in sol)
         n_fail = sum(o == "failed" for _, o in stu)
-        out(f"{t:34} {len(sol):5d} {n_pass:16d} {n_fail:15d}")
+        n_oracle = sum(o == "no oracle" for _, o in stu)
+        out(f"{t:34} {len(sol):5d} {n_pass:16d} {n_fail:15d} {n_oracle:12d}")
         if not sol:
             problems.append(f"task {t!r} has no tests marked @pytest.mark.task({t!r})")
         problems += [f"{t}: {n} does not pass in the solution tree ({o})" for n, o in sol if o != "passed"]
-        problems += [f"{t}: {n} still passes in the student tree: it does not test the task" for n, o in stu if o != "failed"]
+        problems += [f"{t}: {n} still passes in the student tree: it does not test the task" for n, o in stu
+                     if o not in ("failed", "no oracle")]
+        if stu and not n_fail:
+            problems.append(f"{t}: every test needs the course's oracle: a student has no test to run before grading")
         if sol and len(stu) != len(sol):
             problems.append(f"{t}: {len(sol)} tests in the solution tree but {len(stu)} ran in the student tree")
     if mutants:

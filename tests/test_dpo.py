@@ -165,10 +165,12 @@ def test_the_dpo_trainer_in_trls_form_starts_at_ln_2_and_learns_the_pairs(tmp_pa
     trainer = DPOTrainer(policy, args=args, train_dataset=train, processing_class=tok, beta=0.1)
     before = trainer.metrics(train)
     assert before["loss"] == pytest.approx(math.log(2), abs=1e-6) and before["rewards/accuracies"] == 0.0
+    assert trainer.evaluate(train) == {"eval_loss": pytest.approx(before["loss"], rel=1e-6)}  # the Trainer's, too
     trainer.train()
     state = trainer.state
     after = trainer.metrics(train)
     assert after["loss"] < 0.2 and after["rewards/accuracies"] == 1.0
+    assert trainer.evaluate(train)["eval_loss"] == pytest.approx(after["loss"], rel=1e-5)
     assert {"rewards/chosen", "rewards/margins"} <= set([r for r in state.log_history if "loss" in r][-1])
     with pytest.raises(ValueError, match="DPO needs a reference"):
         DPOTrainer(AutoModelForCausalLM.from_pretrained(TINY_GPT), args=args, train_dataset=train, processing_class=tok)

@@ -317,6 +317,7 @@ def test_the_reward_trainer_in_trls_form_learns_the_pairs_and_logs_its_metrics(b
     state = trainer.state
     after = trainer.metrics(held_out)
     assert after["loss"] < before["loss"] and after["accuracy"] > max(before["accuracy"], 0.7)
+    assert trainer.evaluate(held_out)["eval_loss"] == pytest.approx(after["loss"], rel=1e-5)  # the Trainer's loss
     assert args.remove_unused_columns  # the caller's arguments are not changed; the trainer keeps the text columns
     logged = [r for r in state.log_history if "loss" in r]
     assert {"accuracy", "margin"} <= set(logged[-1])

@@ -405,7 +405,8 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def predict(self, test_dataset, metric_key_prefix="test") -> PredictionOutput:
         """The model over ``test_dataset``, without gradients: ``PredictionOutput(predictions, label_ids,
-        metrics)``, as HF's (which also times the run: ``test_runtime`` and the like are not here)."""
+        metrics)``, as HF's (which also times the run: ``test_runtime`` and the like are not here). A model whose
+        output has no logits (``DPOModel``: a loss only) gives ``predictions=None``."""
         predictions, label_ids, loss = self._prediction_loop(test_dataset)
         metrics = self._metrics(predictions, label_ids, loss, self.compute_metrics, metric_key_prefix)
         return PredictionOutput(predictions, label_ids, metrics)
@@ -426,7 +427,7 @@ class Trainer:
                     out = self.model(**batch)
                     if getattr(out, "start_logits", None) is not None:
                         preds.append((backend.to_numpy(out.start_logits.data), backend.to_numpy(out.end_logits.data)))
-                    else:
+                    elif getattr(out, "logits", None) is not None:  # a loss-only model (DPO's) has none
                         preds.append(backend.to_numpy(out.logits.data))
                     label_keys = [k for k in LABEL_KEYS if k in batch]
                     if label_keys:
@@ -438,7 +439,7 @@ class Trainer:
                             targets += n
         finally:
             self.model.train(was_training)
-        predictions = _concat(preds)
+        predictions = _concat(preds) if preds else None
         label_ids = _concat(labels) if labels else None
         if isinstance(label_ids, tuple) and len(label_ids) == 1:
             label_ids = label_ids[0]

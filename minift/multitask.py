@@ -340,7 +340,7 @@ class MultiTaskTrainer(Trainer):
         super()._log(record, file)
 
     # ------------------------------------------------------------------ evaluation
-    def predict(self, test_dataset, task=None, metric_key_prefix="test"):
+    def predict(self, test_dataset, task=None, *, metric_key_prefix="test"):
         """``PredictionOutput(predictions, label_ids, metrics)`` of ``task``'s head over ``test_dataset``; the
         metrics are that task's loss and ``compute_metrics``."""
         predictions, label_ids, loss = self._predict_task(task, test_dataset)

@@ -199,6 +199,7 @@ class SFTTrainer:
                 out.append(fit_example(processing_class, r["prompt"], r["completion"], max_length, chat))
             return out
 
+        self._rows = rows  # the same fitting for a dataset given to evaluate
         self.train_rows = rows(train_dataset)
         if packing:
             self.train_rows = pack_examples(self.train_rows, max_length)
@@ -214,6 +215,12 @@ class SFTTrainer:
     def state(self):
         """The wrapped ``Trainer``'s ``TrainerState``: the log, the step, the best checkpoint."""
         return self.trainer.state
+
+    def evaluate(self, eval_dataset=None, metric_key_prefix="eval"):
+        """The wrapped ``Trainer``'s ``evaluate``: the loss on the completions of ``eval_dataset`` (rows
+        {"prompt", "completion"}; default: the one given here), keys prefixed ``eval_``."""
+        rows = None if eval_dataset is None else self._rows(eval_dataset)
+        return self.trainer.evaluate(rows, metric_key_prefix)
 
 
 # ----------------------------------------------------------------------------- the run: minift align sft

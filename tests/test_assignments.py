@@ -337,6 +337,7 @@ def test_a_file_that_does_not_import_costs_its_own_tasks_not_the_whole_package(t
     (student / "minift" / "metrics.py").unlink()  # no task lives here: put back, and nothing is lost
     adamw = student / "minift" / "optim" / "adamw.py"  # a solution that calls a test's helper
     adamw.write_text(adamw.read_text() + "\nfrom tests.oracles import adam_reference  # noqa\n")
+    (student / "minift" / "my_helpers.py").write_text("def half(x:\n")  # a file of the student's own, broken
     plotting = student / "minift" / "plotting.py"
     plotting.write_text(plotting.read_text() + "\nwhile True:\n    pass\n")  # never finishes importing
     tasks = ["train.llrd", "qa.best_span", "quant.dequantize_q4_1"]
@@ -353,14 +354,15 @@ def test_a_file_that_does_not_import_costs_its_own_tasks_not_the_whole_package(t
     assert "graded as handed out (it does not import" in llrd["first_failure"]["message"]
     assert span["score"] == 0 and "No module named 'no_such_module_anywhere'" in span["first_failure"]["message"]
     restored = {r["file"]: r["error"] for r in report["restored"]}
-    assert sorted(restored) == ["minift/data/qa.py", "minift/metrics.py", "minift/optim/adamw.py",
-                                "minift/plotting.py", "minift/train/strategies.py"]
+    assert sorted(restored) == ["minift/data/qa.py", "minift/metrics.py", "minift/my_helpers.py",
+                                "minift/optim/adamw.py", "minift/plotting.py", "minift/train/strategies.py"]
     assert "it imports the course's tests (from tests.oracles import" in restored["minift/optim/adamw.py"]
     assert "still running after 5 s" in restored["minift/plotting.py"]
     assert all("minift-grade-" not in r["error"] for r in report["restored"])  # no grader temp path
     text = page.read_text()
     assert "`minift/data/qa.py` was replaced by the handout's version of it (it does not import: Module" in text
     assert "`minift/metrics.py` was replaced by the handout's version of it (the hand-in has no such file)" in text
+    assert "`minift/my_helpers.py` is not in the handout and was left out (it does not import: SyntaxError" in text
     assert qa.read_text().endswith("import no_such_module_anywhere\n")  # the hand-in itself is untouched
     assert report["score"] == 5
 

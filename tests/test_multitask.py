@@ -352,6 +352,11 @@ def test_trainer_one_task_per_step_per_task_losses_and_metrics(tmp_path):
     assert m["eval_score"] == pytest.approx((m["eval_sentiment_accuracy"] + m["eval_ner_f1"]) / 2)
     one = trainer.evaluate(rows("ner", 6, 3), task="ner")  # one task: the plain keys
     assert one["eval_f1"] == pytest.approx(m["eval_ner_f1"]) and "eval_score" not in one
+    predictions, label_ids, metrics = trainer.predict(rows("ner", 6, 3), "ner")  # HF's PredictionOutput, test_ keys
+    assert metrics == {k.replace("eval_", "test_"): v for k, v in one.items()}
+    assert predictions.shape[:2] == label_ids.shape and predictions.shape[-1] == 3  # (N, T, labels), the ner head's
+    assert trainer.predict(rows("ner", 6, 3), task="ner", metric_key_prefix="x").metrics.keys() == {
+        k.replace("eval_", "x_") for k in one}
     written = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert any("loss_ner" in r for r in written)
 

@@ -253,6 +253,19 @@ def test_a_safe_merge_into_a_4bit_base_refuses_a_broken_adapter_and_leaves_the_b
     assert np.array_equal(layer.base_layer.qweight, blocks) and layer.merged_adapters == []
 
 
+def test_a_failed_merge_of_a_4bit_model_puts_every_block_back_exactly():
+    """All or nothing: the layers merged before the one that overflows get their blocks back, not re-rounded."""
+    pm, _, _ = _trained_qlora(steps=1)
+    blocks = {n: b.copy() for n, b in pm.named_buffers() if n.endswith("qweight")}
+    last = pm.get_base_model().model.layers[-1].attn.v_proj  # merged last: every other layer before it
+    last.lora_A["default"].weight.data[...] = 1e20
+    last.lora_B["default"].weight.data[...] = 1e20  # finite, but s·BA (4·1e40) overflows float32
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="non-finite"):
+        pm.merge_adapter(safe_merge=True)
+    assert all(np.array_equal(b, blocks[n]) for n, b in pm.named_buffers() if n.endswith("qweight"))
+    assert all(not layer.merged_adapters for _, layer in pm.adapter_layers())
+
+
 def test_ia3_on_a_4bit_base_refuses_to_merge_as_peft_does():
     model = quantize_model(_tiny_classifier(), "NF4")
     pm = mf.peft.get_peft_model(model, mf.peft.IA3Config(target_modules=["k_proj", "v_proj", "fc2"],

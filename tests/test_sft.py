@@ -309,9 +309,10 @@ def test_the_sft_trainer_in_trls_form_trains_the_completions_packed_or_not(tmp_p
                                  plot=False)
         trainer = SFTTrainer(model, args=args, train_dataset=rows, processing_class=tok, max_length=32, packing=packing)
         assert (len(trainer.train_rows) < len(rows)) == packing and all(len(r["input_ids"]) <= 32 for r in trainer.train_rows)
+        before = trainer.evaluate(rows[:16])  # rows of text, fitted as the training rows are
         trainer.train()
         logs = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-        assert logs[-1] < logs[0]
+        assert logs[-1] < logs[0] and trainer.evaluate(rows[:16])["eval_loss"] < before["eval_loss"]
     with pytest.raises(KeyError, match="needs 'prompt' and 'completion'"):
         SFTTrainer(model, args=args, train_dataset=[{"text": "x"}], processing_class=tok)
     with pytest.raises(ValueError, match="processing_class"):

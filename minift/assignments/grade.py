@@ -139,17 +139,19 @@ def check_student_tree(student: Path):
 # that may be to blame, innermost first (the file of a SyntaxError, the module an ImportError could not read, then
 # the traceback's own frames in minift/); one JSON line per failure
 _IMPORT_EACH_MODULE = r"""
-import faulthandler, importlib, json, sys, traceback
+import faulthandler, importlib, json, os, sys, traceback
 from pathlib import Path
 
 tree = Path.cwd().resolve()
-faulthandler.dump_traceback_later(float(sys.argv[1]), exit=True)  # module code that never returns: its stack, then out
 for name in sys.argv[2:]:
+    faulthandler.dump_traceback_later(float(sys.argv[1]), exit=True)  # code that never returns: its stack, then out
     try:
         importlib.import_module(name)
     except BaseException as e:  # SystemExit and KeyboardInterrupt too: module code a student wrote
-        files = [getattr(e, "filename", None), getattr(e, "path", None)]
-        files += [f.filename for f in reversed(traceback.extract_tb(e.__traceback__))]
+        # a SyntaxError's file; the traceback's frames, innermost first; last, the module an ImportError could not
+        # take a name from (the file with the bad import comes before it, as a frame)
+        files = [getattr(e, "filename", None)] + [f.filename for f in reversed(traceback.extract_tb(e.__traceback__))]
+        files.append(getattr(e, "path", None))
         blamed = []
         for f in files:
             try:
@@ -159,13 +161,30 @@ for name in sys.argv[2:]:
             if rel.startswith("minift/") and not rel.startswith("minift/assignments/") and rel not in blamed:
                 blamed.append(rel)
         where = f", line {e.lineno}" if isinstance(e, SyntaxError) else ""
-        message = (e.msg if isinstance(e, SyntaxError) else str(e)).replace(str(tree) + "/", "")
+        message = e.msg if isinstance(e, SyntaxError) else str(e)
+        for where_from in {str(tree), os.environ["PYTHONPATH"]}:  # the grader's temporary path, resolved or not
+            message = message.replace(where_from + "/", "")
         error = f"it does not import: {type(e).__name__}: {message}{where}"
         print(json.dumps({"module": name, "error": error, "files": blamed}))
+    faulthandler.cancel_dump_traceback_later()
 """
 
 
-_IMPORTS_TESTS = re.compile(r"^[ \t]*(from[ \t]+tests\b[.\w]*[ \t]+import\b.*|import[ \t]+tests\b.*)$", re.MULTILINE)
+def _imports_tests(text: str) -> str | None:
+    """The first statement of ``text`` that imports the course's ``tests`` package (``import tests.x``,
+    ``from tests.x import y``), as written; None if there is none or the text does not parse."""
+    import ast
+
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):  # the import check below reports it
+        return None
+    for node in ast.walk(tree):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+        if any(n == "tests" or n.startswith("tests.") for n in names):
+            return ast.get_source_segment(text, node) or "import tests"
+    return None
 
 
 def handout_text(teacher_root: Path, rel: str) -> str | None:
@@ -191,10 +210,10 @@ def restore_unimportable_files(tree: Path, teacher_root: Path, time_limit=60, mo
             _restore(tree, teacher_root, rel, "the hand-in has no such file", restored)
     for path in sorted((tree / "minift").rglob("*.py")):  # the tests' helpers are no solution: grading has them
         rel = path.relative_to(tree).as_posix()
-        used = _IMPORTS_TESTS.search(path.read_text(errors="replace"))
+        used = _imports_tests(path.read_text(errors="replace"))
         if used and not rel.startswith("minift/assignments/"):
-            _restore(tree, teacher_root, rel, f"it imports the course's tests ({used.group(0).strip()}): a solution "
-                     "must compute its answer, not call the tests' own checks", restored)
+            _restore(tree, teacher_root, rel, f"it imports the course's tests ({used}): a solution must compute "
+                     "its answer, not call the tests' own checks", restored)
     modules = sorted({".".join(p.relative_to(tree).with_suffix("").parts).removesuffix(".__init__")
                       for p in (tree / "minift").rglob("*.py")
                       if p.relative_to(tree).parts[1] != "assignments" and p.name != "__main__.py"})
@@ -230,7 +249,7 @@ def _restore(tree: Path, teacher_root: Path, rel: str, error: str, restored: lis
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         (tree / rel).write_text(original)
     tasks = sorted({r.task for r in find_regions(teacher_root / rel)}) if original is not None else []
-    restored.append({"file": rel, "error": error, "tasks": tasks})
+    restored.append({"file": rel, "error": error, "tasks": tasks, "removed": original is None})
 
 
 def _text_or_none(path: Path) -> str | None:
@@ -297,7 +316,7 @@ def grade(student: Path, teacher_root: Path, task_ids=(), timeout=1800, time_lim
         total += score
     return {"student": str(student), "score": round(total, 1), "points": sum(t.points for t in chosen),
             "seconds": round(time.perf_counter() - t0, 1), "tasks": tasks,
-            "restored": [{"file": r["file"], "error": r["error"]} for r in restored]}
+            "restored": [{"file": r["file"], "error": r["error"], "removed": r["removed"]} for r in restored]}
 
 
 def _grade_property_task(task, student: Path, teacher_root: Path, time_limit=60) -> dict:
@@ -361,8 +380,9 @@ def report_markdown(report: dict) -> str:
     lines = [f"# Coursework report: {report['score']:g} / {report['points']} points\n",
              f"Graded with the course's tests in {report['seconds']} s.\n"]
     for r in report.get("restored", []):
-        lines.append(f"`{r['file']}` was replaced by the handout's version of it ({r['error']}), so that the rest "
-                     "of the package could be tested.\n")
+        done = "is not in the handout and was left out" if r.get("removed") else \
+            "was replaced by the handout's version of it"
+        lines.append(f"`{r['file']}` {done} ({r['error']}), so that the rest of the package could be tested.\n")
     lines += ["| task | tests passed | score | first failure |", "|---|---|---|---|"]
     for t in report["tasks"]:
         fail = t["first_failure"]

@@ -229,7 +229,8 @@ def quantize_model(model, quant_type="NF4", modules_to_not_convert=("classifier"
 def dequantize_model(model):
     """Replace every ``QuantizedLinear`` of ``model`` (in place) by a float ``Linear`` holding Ŵ; returns the model.
 
-    Merging LoRA into a 4-bit base needs this first (the merged weight W + s·BA is not 4-bit any more).
+    Merging LoRA into float weights, exactly, needs this first: a merge into a 4-bit base quantizes Ŵ + s·BA
+    again and loses most of a small update (lesson 12).
     """
     from ..nn import QuantizedLinear
 

@@ -308,11 +308,20 @@ class PeftModel(TrainableCounts, Module):
         done = []
         try:
             for _, layer in self.adapter_layers():
+                if self.active_adapter in layer.merged_adapters:  # merged before this call: not ours to undo
+                    continue
+                blocks = getattr(layer.base_layer, "qweight", None)  # a 4-bit base: unmerging would round again
+                blocks = None if blocks is None else blocks.copy()
                 layer.merge([self.active_adapter], safe_merge=safe_merge)
-                done.append(layer)
+                done.append((layer, blocks))
         except ValueError:
-            for layer in done:  # all or nothing: the layers merged before the broken one are unmerged again
-                layer.unmerge()
+            for layer, blocks in done:  # all or nothing: the layers merged before the broken one go back
+                if blocks is None:
+                    layer.unmerge()
+                else:
+                    layer.base_layer.qweight[...] = blocks
+                    layer.merged_adapters.remove(self.active_adapter)
+                    getattr(layer, "_dora_norms", {}).pop(self.active_adapter, None)
             raise
 
     def unmerge_adapter(self):

@@ -403,9 +403,10 @@ class Trainer:
                                **kw)
 
     # ------------------------------------------------------------------ evaluation
-    def predict(self, test_dataset, metric_key_prefix="test") -> PredictionOutput:
+    def predict(self, test_dataset, *, metric_key_prefix="test") -> PredictionOutput:
         """The model over ``test_dataset``, without gradients: ``PredictionOutput(predictions, label_ids,
-        metrics)``, as HF's (which also times the run: ``test_runtime`` and the like are not here). A model whose
+        metrics)``, as HF's (which also times the run: ``test_runtime`` and the like are not here; HF's second
+        parameter is ``ignore_keys``, so ``metric_key_prefix`` is by keyword only). A model whose
         output has no logits (``DPOModel``: a loss only) gives ``predictions=None``."""
         predictions, label_ids, loss = self._prediction_loop(test_dataset)
         metrics = self._metrics(predictions, label_ids, loss, self.compute_metrics, metric_key_prefix)
@@ -458,7 +459,7 @@ class Trainer:
         """Loss and ``compute_metrics`` on ``eval_dataset`` (default: the one given to the Trainer), each key
         prefixed ``eval_`` as in HF; e.g. {"eval_loss": 0.41, "eval_accuracy": 0.83}."""
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
-        metrics = self.predict(dataset, metric_key_prefix).metrics
+        metrics = self.predict(dataset, metric_key_prefix=metric_key_prefix).metrics
         self._call("on_evaluate", metrics=metrics)
         return metrics
 

@@ -115,6 +115,9 @@ def test_the_clip_bounds_epsilon_and_epsilon_high(float64):
     lp = np.log(np.array([[0.7]]))
     loss, stats = grpo_loss(lp, old, lp, np.array([-1.0]), np.ones((1, 1)), beta=0.0, epsilon=0.2)
     assert loss.item() == pytest.approx(0.8, rel=1e-12) and stats["clip_ratio"] == 1.0
+    # DAPO's clip-higher moves the upper bound only: with ε_high = 0.28 the lower one stays 1 − ε = 0.8, not 0.72
+    loss, _ = grpo_loss(lp, old, lp, np.array([-1.0]), np.ones((1, 1)), beta=0.0, epsilon=0.2, epsilon_high=0.28)
+    assert loss.item() == pytest.approx(0.8, rel=1e-12)
 
 
 @pytest.mark.task("rlhf.grpo_loss")

@@ -63,6 +63,14 @@ def test_adamw_two_steps_by_hand(oracles):
 
 
 @pytest.mark.task("optim.adamw_step")
+def test_adamw_first_step_decays_the_weight_then_moves_it_by_lr():
+    # step 1: m̂ = g and v̂ = g², so θ₁ = θ₀(1 − lr·λ) − lr·g/(|g| + ε): the decay apart from the gradient's step
+    traj = run(optim.AdamW, [[0.2, -0.4]], [0.5, -1.0], lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1)
+    expected = [0.5 * (1 - 0.01 * 0.1) - 0.01 * 0.2 / (0.2 + 1e-8), -1.0 * (1 - 0.01 * 0.1) + 0.01 * 0.4 / (0.4 + 1e-8)]
+    np.testing.assert_allclose(traj[0], expected, rtol=1e-12)
+
+
+@pytest.mark.task("optim.adamw_step")
 def test_adamw_first_step_moves_each_coordinate_by_about_lr():
     # with bias correction, step 1 is lr·g/(|g| + ε) = ±lr whatever the gradient's scale
     traj = run(optim.AdamW, [[1e-3, -50.0]], [0.0, 0.0], lr=0.01, weight_decay=0.0)

@@ -101,6 +101,26 @@ def test_one_layers_prefixed_attention_equals_numpy_by_hand(family, monkeypatch,
 
 
 @pytest.mark.task("peft.prefix_kv")
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_each_layer_reads_its_own_pair_of_the_encoders_blocks(family):
+    """Spot checks of PEFT's layout with a table whose entries say where they sit, entry (i, j) = 1000·i + j: layer
+    ℓ's keys at head h, position i, dim d are entry (i, (2ℓ·H_kv + h)·D + d), its values the block after."""
+    mf.set_default_dtype("float64")
+    model = classifier(family)
+    pm = get_peft_model(model, PrefixTuningConfig(num_virtual_tokens=3))
+    table = pm.prefix_encoder.embedding.weight.data  # (n, L·2·H_kv·D)
+    n, width = table.shape
+    table[...] = 1000 * np.arange(n)[:, None] + np.arange(width)[None, :]
+    hk, d = model.config.num_key_value_heads, model.config.head_dim
+    pairs = pm.get_prompt(batch_size=2)
+    assert len(pairs) == 2 and all(k.shape == v.shape == (2, hk, n, d) for k, v in pairs)
+    for layer, (key, value) in enumerate(pairs):
+        for which, kv in ((0, key), (1, value)):
+            for h, i, j in ((0, 0, 0), (hk - 1, n - 1, d - 1), (1, 1, 2)):
+                assert kv.data[1, h, i, j] == 1000 * i + ((2 * layer + which) * hk + h) * d + j, (layer, which, h, i, j)
+
+
+@pytest.mark.task("peft.prefix_kv")
 @pytest.mark.parametrize("family, projection", [("bert", False), ("llama", False), ("llama", True)])
 def test_gradients_wrt_the_prefix_parameters_match_finite_differences(family, projection):
     mf.set_default_dtype("float64")

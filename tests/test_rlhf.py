@@ -52,6 +52,16 @@ def test_gae_with_gamma_and_lambda_1_is_the_return_minus_the_value():
 
 
 @pytest.mark.task("rlhf.compute_gae")
+def test_gae_by_hand_on_two_response_tokens_between_a_prompt_and_a_pad():
+    # the response is r = (1, 2), V = (0.5, 0.25), γ = 0.9, λ = 0.8; nothing past its end:
+    # δ₂ = 2 − 0.25 = 1.75 = A₂;  δ₁ = 1 + 0.9·0.25 − 0.5 = 0.725, A₁ = 0.725 + 0.9·0.8·1.75 = 1.985
+    r, v, mask = np.array([[9.0, 1.0, 2.0, 7.0]]), np.array([[3.0, 0.5, 0.25, 5.0]]), np.array([[0, 1, 1, 0]])
+    advantages, returns = compute_gae(r, v, mask, gamma=0.9, lam=0.8)
+    np.testing.assert_allclose(advantages, [[0.0, 1.985, 1.75, 0.0]], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(returns, [[0.0, 1.985 + 0.5, 1.75 + 0.25, 0.0]], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.task("rlhf.compute_gae")
 def test_gae_skips_masked_positions_and_bootstraps_nothing_past_the_end(oracles):
     r, v = rand(1, 6, seed=3), rand(1, 6, seed=4)
     mask = np.array([[0, 0, 1, 1, 1, 0]])  # a prompt of two tokens, three response tokens, one pad

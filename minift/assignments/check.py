@@ -7,6 +7,7 @@
    (``tests/oracles.py``, not handed out), which skip there; each task keeps at least one test that fails;
 5. every task has at least three mutants (``mutants.py``), and its tests kill each of them on the profile of
    ``minift assignments test`` / ``grade`` and on the students' default pytest profile (the kill-rate table);
+   a task with tests that need the oracles kills each without them too, so a student's own run catches it;
 6. each correct answer written another way (``mutants.EQUIVALENTS``) passes its task's tests and the property
    task's that targets it, so that grading can require a student's property tests to pass on it.
 """
@@ -91,7 +92,8 @@ def check(root: Path, out=print, mutants=True, isolation=False) -> bool:
         if sol and len(stu) != len(sol):
             problems.append(f"{t}: {len(sol)} tests in the solution tree but {len(stu)} ran in the student tree")
     if mutants:
-        problems += _check_mutants(root, out)
+        problems += _check_mutants(root, out, oracle_tasks={t for t, runs in student.items()
+                                                             if any(o == "no oracle" for _, o in runs)})
     if isolation:
         problems += check_isolation(root, out)
     for p in problems:
@@ -100,8 +102,9 @@ def check(root: Path, out=print, mutants=True, isolation=False) -> bool:
     return not problems
 
 
-def _check_mutants(root: Path, out) -> list:
-    """Run every mutant; the kill-rate table per task and profile; problems for survivors and thin tasks."""
+def _check_mutants(root: Path, out, oracle_tasks=()) -> list:
+    """Run every mutant; the kill-rate table per task and profile; problems for survivors and thin tasks; then
+    the mutants of ``oracle_tasks`` again without ``tests/oracles.py``, as a student's tree runs them."""
     from .mutants import EQUIVALENTS, MUTANTS, mutant_jobs, run_mutants
 
     targets = {t.id: t.target or t.id for t in TASK_LIST}
@@ -118,6 +121,13 @@ def _check_mutants(root: Path, out) -> list:
         out(f"{t:36} {len(mine):7d} " + " ".join(f"{sum(r[p] for r in mine.values()):20d}" for p in profiles))
         problems += [f"{t}: mutant {name!r} survives on the {p!r} profile" for name, r in mine.items()
                      for p in profiles if not r[p]]
+    if oracle_tasks:  # what a student's own run of the task's tests catches: without the course's oracles
+        jobs = [(m, m.task) for m in MUTANTS if m.task in oracle_tasks]
+        out(f"without tests/oracles.py (a student's tree): {len(jobs)} mutants of {', '.join(sorted(oracle_tasks))}")
+        without = run_mutants(root, profiles=profiles, out=out, jobs=jobs,
+                              tree_setup=lambda tree: (tree / "tests" / "oracles.py").unlink())
+        problems += [f"{t}: mutant {name!r} survives the tests a student has (only an oracle test kills it) on the "
+                     f"{p!r} profile" for (t, _, name), r in without.items() for p in profiles if not r[p]]
     # the correct answers written another way: their task's tests and the property task's must all pass on each
     jobs = [(e, t.id) for e in EQUIVALENTS for t in TASK_LIST if t.id == e.task or t.target == e.task]
     out(f"equivalents (correct, written another way): {len(EQUIVALENTS)}, {len(jobs)} runs")

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .train.trainer import WrapsTrainer
+
 TEMPLATES = {
     "sentiment": ("Is the sentiment of this movie review positive or negative?\n\n{text}", "{label}"),
     "ner": ("List the named entities in this tweet as 'type: words', one per line, or 'none'.\n\n{text}", "{entities}"),
@@ -162,7 +164,7 @@ class DataCollatorForSFT:
         return batch
 
 
-class SFTTrainer:
+class SFTTrainer(WrapsTrainer):
     """TRL's ``SFTTrainer`` in minift's pieces: rows ``{"prompt", "completion"}`` → ``fit_example`` (the chat
     template when the tokenizer has one; the loss on the completion only), ``pack_examples`` if ``packing``,
     ``DataCollatorForSFT``, and the ``Trainer``.
@@ -208,19 +210,9 @@ class SFTTrainer:
                                eval_dataset=rows(eval_dataset) if eval_dataset else None, data_collator=self.collator,
                                callbacks=callbacks)
 
-    def train(self, **kw):
-        return self.trainer.train(**kw)
-
-    @property
-    def state(self):
-        """The wrapped ``Trainer``'s ``TrainerState``: the log, the step, the best checkpoint."""
-        return self.trainer.state
-
-    def evaluate(self, eval_dataset=None, metric_key_prefix="eval"):
-        """The wrapped ``Trainer``'s ``evaluate``: the loss on the completions of ``eval_dataset`` (rows
-        {"prompt", "completion"}; default: the one given here), keys prefixed ``eval_``."""
-        rows = None if eval_dataset is None else self._rows(eval_dataset)
-        return self.trainer.evaluate(rows, metric_key_prefix)
+    def _eval_rows(self, dataset):
+        """Rows {"prompt", "completion"} fitted as the training rows are: ``evaluate`` scores the completions."""
+        return self._rows(dataset)
 
 
 # ----------------------------------------------------------------------------- the run: minift align sft

@@ -18,6 +18,7 @@ from ..nn.attention import MultiHeadAttention
 from ..nn.layers import Dropout
 from ..nn.module import Module
 from ..train.callbacks import TrainerCallback
+from ..train.trainer import WrapsTrainer
 from .losses import dpo_loss, sequence_logprobs
 
 
@@ -146,7 +147,7 @@ def _preference_trainer(model, args, train_dataset, collator, callbacks, eval_da
                    callbacks=[DPOMetricsCallback(model)] + list(callbacks or []))
 
 
-class DPOTrainer:
+class DPOTrainer(WrapsTrainer):
     """TRL's ``DPOTrainer`` in minift's pieces: ``DPOModel`` (the policy and its reference) trained by the
     ``Trainer`` on rows ``{"prompt", "chosen", "rejected"}`` through ``DataCollatorForPreference``, TRL's
     ``rewards/*`` logged. ``ref_model=None`` needs a PEFT policy (the reference is its adapter disabled).
@@ -171,19 +172,6 @@ class DPOTrainer:
                                   label_smoothing=label_smoothing)
         self.collator = DataCollatorForPreference(processing_class, max_length=max_length, chat=chat)
         self.trainer = _preference_trainer(self.dpo_model, args, train_dataset, self.collator, callbacks, eval_dataset)
-
-    def train(self, **kw):
-        return self.trainer.train(**kw)
-
-    @property
-    def state(self):
-        """The wrapped ``Trainer``'s ``TrainerState``: the log, the step, the best checkpoint."""
-        return self.trainer.state
-
-    def evaluate(self, eval_dataset=None, metric_key_prefix="eval"):
-        """The wrapped ``Trainer``'s ``evaluate``: the loss over ``eval_dataset`` (rows like the training rows;
-        default: the one given here), keys prefixed ``eval_``."""
-        return self.trainer.evaluate(eval_dataset, metric_key_prefix)
 
     def metrics(self, pairs, batch_size=16):
         """``preference_metrics`` of ``pairs`` (held-out rows): TRL's rewards/* over the whole set."""

@@ -48,6 +48,7 @@ from ..autograd.tensor import Tensor
 from ..backend import to_numpy
 from ..models.transformer import ModelOutput
 from ..nn.module import Module
+from ..train.trainer import WrapsTrainer
 from .losses import bradley_terry_loss
 
 METHODS = ("full", "lora")
@@ -247,7 +248,7 @@ class DataCollatorForRewardModeling(RewardDataCollatorWithPadding):
 
 
 # ============================================================================ measuring
-class RewardTrainer:
+class RewardTrainer(WrapsTrainer):
     """TRL's ``RewardTrainer`` in minift's pieces: ``RewardModel`` (a one-output classifier, Bradley–Terry) trained
     by the ``Trainer`` on rows ``{"prompt", "chosen", "rejected"[, "margin"]}`` through
     ``DataCollatorForRewardModeling``; accuracy, margin and mean reward logged.
@@ -269,19 +270,6 @@ class RewardTrainer:
         self.reward_model = RewardModel(model, center_rewards_coefficient=center_rewards_coefficient)
         self.collator = DataCollatorForRewardModeling(processing_class, max_length=max_length, use_margin=use_margin)
         self.trainer = _preference_trainer(self.reward_model, args, train_dataset, self.collator, callbacks, eval_dataset)
-
-    def train(self, **kw):
-        return self.trainer.train(**kw)
-
-    @property
-    def state(self):
-        """The wrapped ``Trainer``'s ``TrainerState``: the log, the step, the best checkpoint."""
-        return self.trainer.state
-
-    def evaluate(self, eval_dataset=None, metric_key_prefix="eval"):
-        """The wrapped ``Trainer``'s ``evaluate``: the loss over ``eval_dataset`` (rows like the training rows;
-        default: the one given here), keys prefixed ``eval_``."""
-        return self.trainer.evaluate(eval_dataset, metric_key_prefix)
 
     def metrics(self, pairs, batch_size=32):
         return reward_metrics(self.reward_model, self.collator, pairs, batch_size=batch_size)

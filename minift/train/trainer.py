@@ -57,6 +57,30 @@ class PredictionOutput(NamedTuple):
     metrics: dict
 
 
+class WrapsTrainer:
+    """What the TRL-style trainers (``SFTTrainer``, ``DPOTrainer``, ``RewardTrainer``) pass on to the ``Trainer``
+    they wrap (``self.trainer``): ``train``, ``state`` and ``evaluate``. ``_eval_rows`` turns a dataset given to
+    ``evaluate`` into the wrapped Trainer's rows (SFT fits its prompts and completions; the others take rows as
+    they are)."""
+
+    def train(self, **kw):
+        return self.trainer.train(**kw)
+
+    @property
+    def state(self):
+        """The wrapped ``Trainer``'s ``TrainerState``: the log, the step, the best checkpoint."""
+        return self.trainer.state
+
+    def evaluate(self, eval_dataset=None, metric_key_prefix="eval"):
+        """The wrapped ``Trainer``'s ``evaluate`` on ``eval_dataset`` (rows like the training rows; default: the
+        one given at construction), keys prefixed ``eval_``."""
+        rows = None if eval_dataset is None else self._eval_rows(eval_dataset)
+        return self.trainer.evaluate(rows, metric_key_prefix)
+
+    def _eval_rows(self, dataset):
+        return dataset
+
+
 def count_targets(inputs, shifts_labels=False):
     """How many targets the loss of this batch averages over.
 

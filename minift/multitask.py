@@ -32,6 +32,7 @@ up worse than it would alone with the same number of its own steps. Lesson 13 me
 from __future__ import annotations
 
 import math
+import time
 import zlib
 from collections import Counter
 
@@ -343,8 +344,10 @@ class MultiTaskTrainer(Trainer):
     def predict(self, test_dataset, task=None, *, metric_key_prefix="test"):
         """``PredictionOutput(predictions, label_ids, metrics)`` of ``task``'s head over ``test_dataset``; the
         metrics are that task's loss and ``compute_metrics``."""
+        start = time.perf_counter()
         predictions, label_ids, loss = self._predict_task(task, test_dataset)
         metrics = self._metrics(predictions, label_ids, loss, self.compute_metrics_by_task.get(task), metric_key_prefix)
+        metrics.update(self._speed_metrics(metric_key_prefix, start, len(test_dataset)))
         return PredictionOutput(predictions, label_ids, metrics)
 
     def _predict_task(self, task, dataset):
@@ -357,11 +360,14 @@ class MultiTaskTrainer(Trainer):
         """``task``'s loss and metrics over ``dataset``, unprefixed."""
         return self._metrics(*self._predict_task(task, dataset), self.compute_metrics_by_task.get(task))
 
-    def evaluate(self, eval_dataset=None, metric_key_prefix="eval", task=None):
-        """Per-task metrics and their macro averages (class docstring); with ``task``, one task's plain metrics."""
+    def evaluate(self, eval_dataset=None, task=None, *, metric_key_prefix="eval"):
+        """Per-task metrics and their macro averages (class docstring); with ``task``, one task's plain metrics.
+        Either way the run's timings too (``eval_runtime``…, over every task's rows)."""
+        start = time.perf_counter()
         if task is not None:
             dataset = self.eval_dataset.get(task) if eval_dataset is None and self.eval_dataset else eval_dataset
             metrics = {f"{metric_key_prefix}_{k}": v for k, v in self._evaluate_task(task, dataset).items()}
+            metrics.update(self._speed_metrics(metric_key_prefix, start, len(dataset)))
             self._call("on_evaluate", metrics=metrics)
             return metrics
         datasets = self.eval_dataset if eval_dataset is None else eval_dataset
@@ -380,6 +386,7 @@ class MultiTaskTrainer(Trainer):
                     raise KeyError(f"primary metric {self.primary_metrics[t]!r} of task {t!r} is not among its "
                                    f"metrics {sorted(by_task[t])}")
             metrics[f"{metric_key_prefix}_score"] = float(np.mean([by_task[t][self.primary_metrics[t]] for t in by_task]))
+        metrics.update(self._speed_metrics(metric_key_prefix, start, *(len(ds) for ds in datasets.values())))
         self._call("on_evaluate", metrics=metrics)
         return metrics
 

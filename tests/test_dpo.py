@@ -14,6 +14,7 @@ import pytest
 import minift as mf
 from minift.rlhf.dpo import DataCollatorForPreference, DPOConfig, DPOModel, preference_metrics, run_dpo
 from minift.rlhf.losses import sequence_logprobs
+from .test_train import untimed
 
 TINY_GPT = Path(__file__).resolve().parents[1] / "checkpoints" / "tiny-gpt"
 GOOD = ["a great film, I loved it", "wonderful acting and a moving story", "the best movie this year",
@@ -165,7 +166,7 @@ def test_the_dpo_trainer_in_trls_form_starts_at_ln_2_and_learns_the_pairs(tmp_pa
     trainer = DPOTrainer(policy, args=args, train_dataset=train, processing_class=tok, beta=0.1)
     before = trainer.metrics(train)
     assert before["loss"] == pytest.approx(math.log(2), abs=1e-6) and before["rewards/accuracies"] == 0.0
-    assert trainer.evaluate(train) == {"eval_loss": pytest.approx(before["loss"], rel=1e-6)}  # the Trainer's, too
+    assert untimed(trainer.evaluate(train)) == {"eval_loss": pytest.approx(before["loss"], rel=1e-6)}  # the Trainer's
     trainer.train()
     state = trainer.state
     after = trainer.metrics(train)

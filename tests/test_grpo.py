@@ -288,6 +288,9 @@ def test_the_grpo_trainer_in_trls_form_sums_its_reward_functions_and_checks_its_
     history = trainer.state.log_history
     assert [r["step"] for r in history] == [1, 2, 3] and history[0]["kl"] == pytest.approx(0.0, abs=1e-6)
     assert output.global_step == 3 and output.training_loss == pytest.approx(np.mean([r["loss"] for r in history]))
+    runtime = output.metrics["train_runtime"]  # a sample is a completion: 3 steps × 2 prompts × 4 completions
+    assert output.metrics["train_samples_per_second"] == pytest.approx(24 / runtime, rel=2e-2)
+    assert output.metrics["epoch"] == trainer.state.epoch == 1.0  # 3 batches of 2 of the 6 prompts
     with pytest.raises(ValueError, match="GRPO needs a reference"):
         GRPOTrainer(AutoModelForCausalLM.from_pretrained(TINY_GPT), always_one, cfg, data, tok)
     with pytest.raises(ValueError, match="need 6 prompts; train_dataset has 4"):

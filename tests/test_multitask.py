@@ -22,6 +22,7 @@ from minift.multitask import (
     MultiTaskModel, MultiTaskSampler, MultiTaskTrainer, per_task_curves, temperature_probabilities,
 )
 from minift.train import TrainerCallback, TrainingArguments
+from .test_train import TIMINGS, untimed
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_BERT = str(ROOT / "checkpoints" / "tiny-bert")
@@ -353,7 +354,8 @@ def test_trainer_one_task_per_step_per_task_losses_and_metrics(tmp_path):
     one = trainer.evaluate(rows("ner", 6, 3), task="ner")  # one task: the plain keys
     assert one["eval_f1"] == pytest.approx(m["eval_ner_f1"]) and "eval_score" not in one
     predictions, label_ids, metrics = trainer.predict(rows("ner", 6, 3), "ner")  # HF's PredictionOutput, test_ keys
-    assert metrics == {k.replace("eval_", "test_"): v for k, v in one.items()}
+    assert untimed(metrics) == {k.replace("eval_", "test_"): v for k, v in untimed(one).items()}
+    assert not any(k.endswith(TIMINGS) for k in untimed(m)) and m["eval_runtime"] > 0  # one timing for all tasks
     assert predictions.shape[:2] == label_ids.shape and predictions.shape[-1] == 3  # (N, T, labels), the ner head's
     assert trainer.predict(rows("ner", 6, 3), task="ner", metric_key_prefix="x").metrics.keys() == {
         k.replace("eval_", "x_") for k in one}

@@ -258,6 +258,14 @@ def classification_rows(n=24, seed=0):
     return rows
 
 
+TIMINGS = ("runtime", "samples_per_second", "steps_per_second")  # HF's speed_metrics, differing run to run
+
+
+def untimed(metrics):
+    """``metrics`` without the timings ``evaluate`` and ``predict`` add, for comparing two runs."""
+    return {k: v for k, v in metrics.items() if not k.endswith(TIMINGS)}
+
+
 def accuracy(eval_pred):
     return {"accuracy": float((eval_pred.predictions.argmax(-1) == eval_pred.label_ids).mean())}
 
@@ -287,9 +295,17 @@ def test_trainer_learns_logs_and_evaluates(tmp_path):
     assert state.train_seconds <= runtime  # the steps' own time, without evaluation and logging
     # HF's PredictionOutput: the metrics evaluate gives, prefixed test_; it unpacks as a triple
     predictions, label_ids, test_metrics = trainer.predict(rows)
-    assert test_metrics == {k.replace("eval_", "test_"): v for k, v in metrics.items()}
+    assert untimed(test_metrics) == {k.replace("eval_", "test_"): v for k, v in untimed(metrics).items()}
+    for m, prefix in ((metrics, "eval"), (test_metrics, "test")):  # 24 rows in 3 batches of 8 (eval batch size)
+        runtime = m[f"{prefix}_runtime"]
+        assert runtime > 0 and m[f"{prefix}_samples_per_second"] == pytest.approx(24 / runtime, rel=2e-2)
+        assert m[f"{prefix}_steps_per_second"] == pytest.approx(3 / runtime, rel=2e-2)
     assert predictions.shape == (len(rows), 2) and label_ids.tolist() == [r["label"] for r in rows]
-    assert trainer.predict(rows, metric_key_prefix="held_out").metrics.keys() == {"held_out_loss", "held_out_accuracy"}
+    assert trainer.predict(rows, metric_key_prefix="held_out").metrics.keys() == {
+        "held_out_loss", "held_out_accuracy", "held_out_runtime", "held_out_samples_per_second",
+        "held_out_steps_per_second"}
+    with pytest.raises(TypeError):  # HF's second parameter is ignore_keys: a prefix by position would be misread
+        trainer.evaluate(rows, "held_out")
     assert [r["step"] for r in train_logs] == [3, 6, 9, 12, 15, 18]
     assert len([r for r in log if "eval_accuracy" in r]) == 6
     assert train_logs[-1]["loss"] < train_logs[0]["loss"]

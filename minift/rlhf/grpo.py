@@ -424,7 +424,9 @@ class GRPOTrainer:
 
     def train(self, log_path=None, quiet=True):
         """``args.max_steps`` steps, each record into ``self.state.log_history`` and, if given, ``log_path`` (JSON
-        lines). Returns a ``TrainOutput`` (global_step, training_loss: the mean step loss, metrics), as TRL's."""
+        lines). Returns a ``TrainOutput`` (global_step, training_loss: the mean step loss, metrics), as TRL's: a
+        sample is one completion (``prompts_per_step · num_generations`` a step) and ``epoch`` the share of
+        ``train_dataset``'s prompts drawn."""
         import json
         import time
 
@@ -456,9 +458,13 @@ class GRPOTrainer:
                 log.close()
         runtime = time.perf_counter() - t_start
         training_loss = float(np.mean([r["loss"] for r in history]))
+        completions = len(history) * cfg.prompts_per_step * cfg.num_generations  # a sample is a completion, as TRL's
+        batches = -(-len(history) // cfg.num_iterations)  # the prompt batches drawn, each used num_iterations steps
+        self.state.epoch = batches * cfg.prompts_per_step / len(self.ids)  # the share of train_dataset's prompts seen
         return TrainOutput(self.state.global_step, training_loss, {
-            "train_runtime": round(runtime, 4), "train_steps_per_second": round(len(history) / runtime, 3),
-            "train_loss": training_loss})
+            "train_runtime": round(runtime, 4), "train_samples_per_second": round(completions / runtime, 3),
+            "train_steps_per_second": round(len(history) / runtime, 3), "train_loss": training_loss,
+            "epoch": self.state.epoch})
 
 
 def run_grpo(cfg: GRPOConfig, quiet=False):

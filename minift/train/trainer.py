@@ -50,8 +50,9 @@ class TrainOutput(NamedTuple):
 
 class PredictionOutput(NamedTuple):
     """What ``Trainer.predict`` returns, with HF's fields: the model's outputs over the dataset (an array, or a
-    tuple for a span model), the labels (None when the rows have none), and ``metrics``: ``test_loss`` and what
-    ``compute_metrics`` gives, each key prefixed ``metric_key_prefix``."""
+    tuple for a span model), the labels (None when the rows have none), and ``metrics``: ``test_loss``, what
+    ``compute_metrics`` gives and HF's timings (``test_runtime``, ``test_samples_per_second``,
+    ``test_steps_per_second``), each key prefixed ``metric_key_prefix``."""
     predictions: object
     label_ids: object
     metrics: dict
@@ -71,11 +72,11 @@ class WrapsTrainer:
         """The wrapped ``Trainer``'s ``TrainerState``: the log, the step, the best checkpoint."""
         return self.trainer.state
 
-    def evaluate(self, eval_dataset=None, metric_key_prefix="eval"):
+    def evaluate(self, eval_dataset=None, *, metric_key_prefix="eval"):
         """The wrapped ``Trainer``'s ``evaluate`` on ``eval_dataset`` (rows like the training rows; default: the
         one given at construction), keys prefixed ``eval_``."""
         rows = None if eval_dataset is None else self._eval_rows(eval_dataset)
-        return self.trainer.evaluate(rows, metric_key_prefix)
+        return self.trainer.evaluate(rows, metric_key_prefix=metric_key_prefix)
 
     def _eval_rows(self, dataset):
         return dataset
@@ -429,12 +430,24 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def predict(self, test_dataset, *, metric_key_prefix="test") -> PredictionOutput:
         """The model over ``test_dataset``, without gradients: ``PredictionOutput(predictions, label_ids,
-        metrics)``, as HF's (which also times the run: ``test_runtime`` and the like are not here; HF's second
-        parameter is ``ignore_keys``, so ``metric_key_prefix`` is by keyword only). A model whose
-        output has no logits (``DPOModel``: a loss only) gives ``predictions=None``."""
+        metrics)``, as HF's, the metrics timed as HF's are (``speed_metrics``). HF's second parameter is
+        ``ignore_keys`` (outputs to leave out of the predictions; minift's are the logits alone), so
+        ``metric_key_prefix`` is by keyword only. A model whose output has no logits (``DPOModel``: a loss only)
+        gives ``predictions=None``."""
+        start = time.perf_counter()
         predictions, label_ids, loss = self._prediction_loop(test_dataset)
         metrics = self._metrics(predictions, label_ids, loss, self.compute_metrics, metric_key_prefix)
+        metrics.update(self._speed_metrics(metric_key_prefix, start, len(test_dataset)))
         return PredictionOutput(predictions, label_ids, metrics)
+
+    def _speed_metrics(self, prefix, start, *sizes) -> dict:
+        """HF's ``speed_metrics`` for a run that began at ``start`` over datasets of ``sizes`` rows:
+        ``{prefix}_runtime`` (seconds), rows and batches a second, rounded as HF's."""
+        runtime = time.perf_counter() - start
+        n_rows = sum(sizes)
+        batches = sum(-(-n // self.args.per_device_eval_batch_size) for n in sizes)
+        return {f"{prefix}_runtime": round(runtime, 4), f"{prefix}_samples_per_second": round(n_rows / runtime, 3),
+                f"{prefix}_steps_per_second": round(batches / runtime, 3)}
 
     def _prediction_loop(self, dataset):
         """(predictions, label_ids, mean loss over the targets or None), the batches run in order."""
@@ -479,9 +492,11 @@ class Trainer:
         return {f"{prefix}_{k}" if prefix else k: float(v) if isinstance(v, (int, float, np.floating)) else v
                 for k, v in metrics.items()}
 
-    def evaluate(self, eval_dataset=None, metric_key_prefix="eval"):
+    def evaluate(self, eval_dataset=None, *, metric_key_prefix="eval"):
         """Loss and ``compute_metrics`` on ``eval_dataset`` (default: the one given to the Trainer), each key
-        prefixed ``eval_`` as in HF; e.g. {"eval_loss": 0.41, "eval_accuracy": 0.83}."""
+        prefixed ``eval_`` as in HF, and the run's timings; e.g. {"eval_loss": 0.41, "eval_accuracy": 0.83,
+        "eval_runtime": 1.2, "eval_samples_per_second": 166.7, "eval_steps_per_second": 5.8}. ``metric_key_prefix``
+        is by keyword only, as in ``predict``."""
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
         metrics = self.predict(dataset, metric_key_prefix=metric_key_prefix).metrics
         self._call("on_evaluate", metrics=metrics)

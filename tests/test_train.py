@@ -259,6 +259,7 @@ def classification_rows(n=24, seed=0):
 
 
 TIMINGS = ("runtime", "samples_per_second", "steps_per_second")  # HF's speed_metrics, differing run to run
+assert TIMINGS == mf.train.trainer.SPEED_METRICS
 
 
 def untimed(metrics):

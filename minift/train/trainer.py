@@ -37,6 +37,7 @@ from .callbacks import TrainerControl, TrainerState, is_better
 from .checkpointing import load_checkpoint, save_checkpoint
 
 LABEL_KEYS = ("labels", "start_positions", "end_positions")
+SPEED_METRICS = ("runtime", "samples_per_second", "steps_per_second")  # HF's timings of evaluate and predict
 
 
 class TrainOutput(NamedTuple):
@@ -446,8 +447,8 @@ class Trainer:
         runtime = time.perf_counter() - start
         n_rows = sum(sizes)
         batches = sum(-(-n // self.args.per_device_eval_batch_size) for n in sizes)
-        return {f"{prefix}_runtime": round(runtime, 4), f"{prefix}_samples_per_second": round(n_rows / runtime, 3),
-                f"{prefix}_steps_per_second": round(batches / runtime, 3)}
+        return dict(zip((f"{prefix}_{name}" for name in SPEED_METRICS),
+                        (round(runtime, 4), round(n_rows / runtime, 3), round(batches / runtime, 3))))
 
     def _prediction_loop(self, dataset):
         """(predictions, label_ids, mean loss over the targets or None), the batches run in order."""
@@ -525,7 +526,8 @@ class Trainer:
                         ylabel="learning rate")
         evals = [r for r in self.state.log_history if any(k.startswith("eval_") for k in r)]
         if len(evals) >= 2:
-            keys = [k for k in evals[0] if k.startswith("eval_") and isinstance(evals[0][k], float)]
+            keys = [k for k in evals[0] if k.startswith("eval_") and isinstance(evals[0][k], float)
+                    and not k.endswith(SPEED_METRICS)]  # the scores, not the seconds
             plot_curves({k: [r.get(k, float("nan")) for r in evals] for k in keys}, self.output_dir / "eval.png",
                         title="evaluation", xlabel="evaluation", ylabel="value")
 

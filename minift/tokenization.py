@@ -19,6 +19,8 @@ import numpy as np
 from tokenizers import Tokenizer as _HFTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from .backend import to_numpy
+
 CHATML_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 
@@ -95,6 +97,10 @@ class Tokenizer:
         the text ``" ".join(words)`` is — same ids — and ``word_ids`` gives each token's word index;
         offsets point into that joined text.
         """
+        for name, value, least in (("max_length", max_length, 1), ("stride", stride, 0)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                      or value < least):
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
         texts = self._as_batch(text, is_split_into_words, "text")
         if not texts:
             raise ValueError("tokenizer called with an empty batch")
@@ -129,7 +135,16 @@ class Tokenizer:
         """A list of examples: strings, or (pre-tokenized) lists of words given a leading space after the
         first, so that a byte-level BPE sees "Ġword" exactly as in running text."""
         if not is_split_into_words:
-            return [text] if isinstance(text, str) else list(text)
+            iterable = hasattr(text, "__iter__") and not isinstance(text, (bytes, dict))  # a list, a column, an array
+            batch = [text] if isinstance(text, str) else list(text) if iterable else None
+            bad = next((i for i, t in enumerate(batch or []) if not isinstance(t, str)), None)
+            if batch is None or bad is not None:
+                given = text if batch is None else batch[bad]
+                where = "" if batch is None else f" (example {bad})"
+                raise TypeError(f"{name} must be a string or a list of strings, got {type(given).__name__} "
+                                f"{str(given)[:40]}{where}; token ids are decoded with tokenizer.decode, and "
+                                "lists of words need is_split_into_words=True")
+            return batch
         if isinstance(text, str):
             raise ValueError(f"is_split_into_words=True needs {name} as a list of words (or a batch of such "
                              f"lists), got the string {text[:40]!r}")
@@ -229,8 +244,15 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ decoding
     def decode(self, ids, skip_special_tokens=False):
-        ids = [int(i) for i in np.asarray(ids).reshape(-1)]
-        return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
+        """The text of a sequence of token ids (a list, an array, a tensor's data), each in 0…vocab_size−1."""
+        ids = to_numpy(ids).reshape(-1)
+        if ids.size and ids.dtype.kind not in "iu":
+            raise TypeError(f"decode needs integer token ids, got an array of {ids.dtype} ({ids[:4].tolist()}…)")
+        outside = ids[(ids < 0) | (ids >= self.vocab_size)]
+        if outside.size:
+            hint = "; −100 marks the positions a loss ignores in labels: decode input_ids" if -100 in outside else ""
+            raise ValueError(f"token id {int(outside[0])} is outside the vocabulary (0…{self.vocab_size - 1}){hint}")
+        return self.backend.decode(ids.tolist(), skip_special_tokens=skip_special_tokens)
 
     def batch_decode(self, batch, skip_special_tokens=False):
         return [self.decode(row, skip_special_tokens) for row in batch]
@@ -258,9 +280,19 @@ class Tokenizer:
         return self.encode(text, add_special_tokens=False) if tokenize else text
 
     # ------------------------------------------------------------------ files
-    def save(self, directory):
+    def save_pretrained(self, directory) -> tuple:
+        """Write ``tokenizer.json`` and ``tokenizer_config.json`` into ``directory`` (HF's name), both or
+        neither: a crash half-way leaves the files that were there. Returns the two paths, as HF's does.
+        ``from_pretrained(directory)`` reads them back."""
+        from .models.checkpoint import atomic_files
+
+        with atomic_files(directory) as staging:
+            self._write(staging)
+        return tuple(str(Path(directory) / name) for name in ("tokenizer_config.json", "tokenizer.json"))
+
+    def _write(self, directory):
+        """The two files, written straight into ``directory`` (a staging one: see ``save_pretrained``)."""
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
         self.backend.save(str(d / "tokenizer.json"))
         cfg = {k: getattr(self, k) for k in ("pad_token", "eos_token", "bos_token", "unk_token", "mask_token",
                                              "chat_template", "default_system_prompt", "padding_side", "model_max_length")}
@@ -271,9 +303,15 @@ class Tokenizer:
         d = Path(directory)
         if not (d / "tokenizer.json").exists():
             raise FileNotFoundError(f"{d / 'tokenizer.json'} does not exist")
-        backend = _HFTokenizer.from_file(str(d / "tokenizer.json"))
+        from .models.checkpoint import CheckpointError, read_json
+
+        try:
+            backend = _HFTokenizer.from_file(str(d / "tokenizer.json"))
+        except Exception as e:  # noqa: BLE001 - the tokenizers library raises a bare Exception on a bad file
+            raise CheckpointError(f"{d / 'tokenizer.json'} is not a tokenizer file the tokenizers library can "
+                                  f"read: {e}") from None
         cfg_path = d / "tokenizer_config.json"
-        cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+        cfg = read_json(cfg_path) if cfg_path.exists() else {}
         known = {"pad_token", "eos_token", "bos_token", "unk_token", "mask_token", "chat_template", "default_system_prompt",
                  "padding_side", "model_max_length"}
         kw = {k: v for k, v in cfg.items() if k in known and (k != "model_max_length" or isinstance(v, int))}

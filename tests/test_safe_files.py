@@ -81,7 +81,7 @@ def test_a_crash_while_writing_keeps_every_previous_file(tmp_path):
     before = {p.name: p.read_bytes() for p in d.iterdir()}
 
     class BrokenTokenizer:  # fails half-way through its files, after the weights were written
-        def save(self, directory):
+        def _write(self, directory):
             (directory / "tokenizer.json").write_text("{half")
             raise OSError("disk full")
 
@@ -141,8 +141,6 @@ def test_a_truncated_safetensors_file_is_diagnosed_the_same_way_by_every_loader(
     loader turns into a traceback or reads half a file."""
     from minift.models.checkpoint import CheckpointError
     from minift.peft import LoraConfig, PeftModel, get_peft_model
-    from minift.train.checkpointing import load_checkpoint, save_checkpoint
-    from minift.train.callbacks import TrainerState
 
     model, d = _model(), tmp_path / "ck"
     if layout == "adapter":
@@ -150,13 +148,8 @@ def test_a_truncated_safetensors_file_is_diagnosed_the_same_way_by_every_loader(
         file = d / "adapter_model.safetensors"
         load = lambda: PeftModel.from_pretrained(_model(), d)  # noqa: E731
     elif layout == "training checkpoint":
-        opt = mf.optim.AdamW(model.parameters(), lr=1e-3)
-        model(np.array([[1, 2, 3]]), labels=np.array([[1, 2, 3]])).loss.backward()
-        opt.step()  # so that the optimizer has moments to save
-        sched = mf.optim.get_scheduler("constant", opt, num_warmup_steps=0, num_training_steps=1)
-        save_checkpoint(d, model, opt, sched, TrainerState())
+        load = _training_checkpoint(d, model)
         file = d / "optimizer.safetensors"
-        load = lambda: load_checkpoint(d, model, opt, sched)  # noqa: E731
     else:
         save_pretrained(model, d, format=layout)
         file = d / "model.safetensors"
@@ -172,6 +165,52 @@ def test_a_truncated_safetensors_file_is_diagnosed_the_same_way_by_every_loader(
         assert f"claims {claimed:,} bytes of JSON, but the file has {size // 2 - 8:,}" in message
     else:  # the header is whole; a tensor's bytes are not
         assert "outside the" in message and "data bytes" in message
+
+
+def _training_checkpoint(d, model):
+    from minift.train.callbacks import TrainerState
+    from minift.train.checkpointing import load_checkpoint, save_checkpoint
+
+    opt = mf.optim.AdamW(model.parameters(), lr=1e-3)
+    model(np.array([[1, 2, 3]]), labels=np.array([[1, 2, 3]])).loss.backward()
+    opt.step()  # so that the optimizer has moments to save
+    sched = mf.optim.get_scheduler("constant", opt, num_warmup_steps=0, num_training_steps=1)
+    save_checkpoint(d, model, opt, sched, TrainerState(global_step=1))
+    return lambda: load_checkpoint(d, model, opt, sched)
+
+
+@pytest.mark.parametrize("damage", ["cut", "other JSON"])
+@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json", "config.json", "adapter_config.json",
+                                  "optimizer.json", "scheduler.json", "rng_state.json", "trainer_state.json"])
+def test_a_damaged_json_file_is_named_by_every_loader(tmp_path, name, damage):
+    """Each JSON file minift reads back, cut short (a copy stopped half-way) or holding other JSON (an edit, a
+    file of another program): the error is a CheckpointError naming that file, never the tokenizers library's
+    bare "EOF while parsing" or a KeyError from deep inside the loader."""
+    from minift.models.checkpoint import CheckpointError
+    from minift.peft import LoraConfig, PeftModel, get_peft_model
+
+    model, d = _model(), tmp_path / "ck"
+    if name.startswith("tokenizer"):
+        tok = train_tokenizer(["a tiny corpus for a tiny tokenizer"] * 4, vocab_size=300)
+        tok.save_pretrained(d)
+        load = lambda: mf.tokenization.from_pretrained(d)  # noqa: E731
+    elif name == "config.json":
+        save_pretrained(model, d)
+        load = lambda: from_pretrained(d)  # noqa: E731
+    elif name == "adapter_config.json":
+        get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(d)
+        load = lambda: PeftModel.from_pretrained(_model(), d)  # noqa: E731
+    else:
+        load = _training_checkpoint(d, model)
+    load()  # whole, it loads
+    file = d / name
+    if damage == "cut":
+        file.write_text(file.read_text()[: len(file.read_text()) // 2])
+    else:  # valid JSON, not what minift wrote: a list where an object was, or an object with other keys
+        file.write_text("[1, 2]" if name in ("config.json", "tokenizer_config.json") else '{"written_by": "x"}')
+    with pytest.raises(CheckpointError) as e:
+        load()
+    assert str(file) in str(e.value)
 
 
 def test_saved_files_get_the_permissions_of_ordinary_files(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minift.tokenization import Tokenizer, train_tokenizer
+from minift.tokenization import Tokenizer, from_pretrained, train_tokenizer
 
 CORPUS = [
     "the movie was great and the acting was superb",
@@ -64,8 +64,11 @@ def test_truncation_keeps_the_closing_special_token(wordpiece):
 
 
 def test_save_and_load_round_trip(tmp_path, bpe):
-    bpe.save(tmp_path)
-    back = Tokenizer.load(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")  # a file the save did not write stays
+    written = bpe.save_pretrained(tmp_path)  # HF's name; HF's return: the paths written
+    assert written == (str(tmp_path / "tokenizer_config.json"), str(tmp_path / "tokenizer.json"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "tokenizer.json", "tokenizer_config.json"]
+    back = from_pretrained(tmp_path)
     assert back.encode("I loved every minute") == bpe.encode("I loved every minute")
     assert back.pad_token_id == bpe.pad_token_id and back.eos_token == "<|endoftext|>"
 
@@ -81,6 +84,27 @@ def test_errors(bpe):
         bpe.apply_chat_template([{"role": "user", "content": "hi"}])
     with pytest.raises(FileNotFoundError):
         Tokenizer.load("/nonexistent")
+    for bad in (0, -1, 2.5, True):  # 0 once switched truncation off, −1 dropped the closing token
+        with pytest.raises(ValueError, match=f"max_length must be an integer >= 1, got {bad!r}"):
+            bpe(["a review"], truncation=True, max_length=bad)
+    with pytest.raises(ValueError, match="stride must be an integer >= 0, got -2"):
+        bpe(["a review"], truncation="only_second", text_pair=["ctx"], max_length=8, stride=-2)
+    with pytest.raises(TypeError, match="a string or a list of strings, got int 5"):
+        bpe(5)
+    with pytest.raises(TypeError, match=r"got int 1 \(example 0\).*tokenizer.decode"):  # ids where text goes
+        bpe([1, 2])
+
+
+def test_decode_takes_ids_of_the_vocabulary_and_says_what_else_it_was_given(bpe):
+    ids = bpe.encode("I loved every minute")
+    assert bpe.decode(np.array(ids)) == bpe.decode(ids) == bpe.batch_decode([ids])[0]
+    labels = [-100] + ids[1:]  # the labels of a causal LM row: a student's common slip
+    with pytest.raises(ValueError, match="token id -100 is outside the vocabulary .*decode input_ids"):
+        bpe.decode(labels)
+    with pytest.raises(ValueError, match=f"token id {bpe.vocab_size} is outside the vocabulary"):
+        bpe.decode([bpe.vocab_size])  # once decoded to '' without a word
+    with pytest.raises(TypeError, match="integer token ids"):
+        bpe.decode("abc")
 
 
 # ----------------------------------------------------------------------------- words, windows, token maps

@@ -42,6 +42,22 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable or does not fit the model; the message names the file."""
 
 
+# ----------------------------------------------------------------------------- reading JSON
+def read_json(file) -> dict:
+    """A JSON file of a checkpoint as a dict; an error that names the file when it is missing or is not a JSON
+    object. The one reader of config.json, tokenizer_config.json, adapter_config.json and the trainer's files."""
+    file = Path(file)
+    try:
+        value = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{file} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{file} is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{file} should hold a JSON object, got {type(value).__name__}")
+    return value
+
+
 # ----------------------------------------------------------------------------- reading safetensors
 SAFETENSORS_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
                         "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
@@ -370,7 +386,7 @@ def save_pretrained(model, path, tokenizer=None, extra_files: dict | None = None
     with atomic_files(path) as tmp:
         save_file(state, str(tmp / "model.safetensors"), metadata=metadata)
         if tokenizer is not None:
-            tokenizer.save(tmp)
+            tokenizer._write(tmp)
             if format == "hf":
                 write_hf_tokenizer_config(tmp)
         for name, text in (extra_files or {}).items():

@@ -70,7 +70,7 @@ from pathlib import Path
 import numpy as np  # host-side only: file tensors, before they reach the device
 
 from .. import backend
-from .checkpoint import CheckpointError, missing_weights_error, read_safetensors, unique_state
+from .checkpoint import CheckpointError, missing_weights_error, read_json, read_safetensors, unique_state
 from .config import TransformerConfig
 from .heads import (
     TransformerForQuestionAnswering, TransformerForSequenceClassification, TransformerForTokenClassification,
@@ -415,20 +415,6 @@ def is_hf_config(cfg: dict) -> bool:
 
 
 # ----------------------------------------------------------------------------- files
-def read_json(file) -> dict:
-    """A JSON file as a dict; an error that names the file when it is missing or is not JSON."""
-    file = Path(file)
-    try:
-        value = json.loads(file.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{file} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{file} is not valid JSON: {e}") from None
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{file} should hold a JSON object, got {type(value).__name__}")
-    return value
-
-
 def read_hf_tensors(directory) -> tuple[dict, Path]:
     """All tensors of a HF directory: ``model.safetensors``, or the shards its ``….index.json`` lists."""
     d = Path(directory)

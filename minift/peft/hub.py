@@ -24,7 +24,7 @@ import numpy as np  # host-side only: tensors on their way to and from the file
 
 from .. import backend
 from ..models import hf as hf_names
-from ..models.checkpoint import CheckpointError, atomic_files, read_safetensors, tidy_leftovers
+from ..models.checkpoint import CheckpointError, atomic_files, read_json, read_safetensors, tidy_leftovers
 from ..nn import Linear
 from .config import IA3Config, LoraConfig
 from .ia3 import IA3Linear
@@ -180,12 +180,7 @@ def load_adapter(model, directory, adapter_name="default", is_trainable=False) -
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: a PEFT adapter directory holds {CONFIG_FILE} and "
                                     f"{WEIGHTS_FILE} (adapter_model.bin is a pickle and is never read)")
-    try:
-        raw = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{config_path} is not valid JSON: {e}") from None
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{config_path} holds a JSON {type(raw).__name__}; expected an object of PEFT's options")
+    raw = read_json(config_path)
     if raw.get("peft_type") not in ("LORA", "IA3"):
         raise CheckpointError(f"{config_path}: peft_type is {raw.get('peft_type')!r}; minift reads LoRA and IA3 "
                               "adapters (peft_type 'LORA' or 'IA3')")

@@ -21,7 +21,7 @@ import numpy as np  # host side: arrays are written from host copies
 from safetensors.numpy import save_file
 
 from .. import backend
-from ..models.checkpoint import CheckpointError, atomic_files, read_safetensors
+from ..models.checkpoint import CheckpointError, atomic_files, read_json, read_safetensors
 from .callbacks import TrainerState
 
 
@@ -79,17 +79,26 @@ def load_checkpoint(path, model, optimizer, scheduler) -> TrainerState:
         model.load_state_dict(tensors, strict=True)
     except KeyError as e:
         raise CheckpointError(f"{path / 'model.safetensors'} does not fit {type(model).__name__}: {e.args[0]}") from None
-    meta = json.loads((path / "optimizer.json").read_text())
     arrays = read_safetensors(path / "optimizer.safetensors")
-    state = {}
-    for key, value in arrays.items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    for index, entries in meta["scalars"].items():
-        state.setdefault(int(index), {}).update(entries)
-    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-    scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
-    rng_state = json.loads((path / "rng_state.json").read_text())["minift"]
-    backend.set_rng_state(rng_state)
-    return TrainerState(**json.loads((path / "trainer_state.json").read_text()))
+    name = "optimizer.json"  # the file being read, for the error below
+    try:
+        meta = read_json(path / name)
+        state = {}
+        for key, value in arrays.items():
+            index, array_name = key.split(".", 1)
+            state.setdefault(int(index), {})[array_name] = value
+        for index, entries in meta["scalars"].items():
+            state.setdefault(int(index), {}).update(entries)
+        groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+        name = "scheduler.json"
+        scheduler.load_state_dict(read_json(path / name))
+        name = "rng_state.json"
+        backend.set_rng_state(read_json(path / name)["minift"])
+        name = "trainer_state.json"
+        return TrainerState(**read_json(path / name))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        if isinstance(e, CheckpointError):  # read_json's: already names the file
+            raise
+        raise CheckpointError(f"{path / name} does not hold what a minift training checkpoint writes there "
+                              f"({type(e).__name__}: {e}); was it edited, or written by another program?") from None

@@ -167,6 +167,39 @@ def test_a_truncated_safetensors_file_is_diagnosed_the_same_way_by_every_loader(
         assert "outside the" in message and "data bytes" in message
 
 
+FULL_DISK = """
+import resource, signal, sys
+import numpy as np
+sys.path.insert(0, {root!r})
+from tests.test_safe_files import _model
+from minift.models import save_pretrained
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
+resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))  # no file over 2 kB: the weights cannot be written
+try:
+    save_pretrained(_model(1), {d!r})
+except OSError as e:
+    print(e)
+"""
+
+
+def test_a_save_that_runs_out_of_room_names_the_directory_and_keeps_the_old_files(tmp_path):
+    """A real failed write (a file-size limit, as a full disk or a quota gives): the safetensors library's
+    SafetensorError ("I/O error …") becomes an OSError naming the directory, the previous save is untouched."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    d = tmp_path / "ck"
+    save_pretrained(_model(0), d)
+    before = {f.name: f.read_bytes() for f in d.iterdir()}
+    root = str(Path(__file__).resolve().parents[1])
+    run = subprocess.run([sys.executable, "-c", FULL_DISK.format(root=root, d=str(d))], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(f"cannot save into {d}: ") and "the files there are as they were" in run.stdout
+    assert {f.name: f.read_bytes() for f in d.iterdir()} == before  # no staging folder left, nothing changed
+
+
 def _training_checkpoint(d, model):
     from minift.train.callbacks import TrainerState
     from minift.train.checkpointing import load_checkpoint, save_checkpoint

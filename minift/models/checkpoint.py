@@ -285,7 +285,11 @@ def atomic_files(directory):
     directory.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=directory))
     try:
-        yield staging
+        try:
+            yield staging
+        except (OSError, SafetensorError) as e:  # a full disk, a quota: name the place, not the staging file
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise OSError(f"cannot save into {directory}: {reason}; the files there are as they were") from e
         names = sorted((p.name for p in staging.iterdir()), key=_rename_order)
         for name in names:  # every file complete and on disk before any of them is swapped in
             _fsync_file(staging / name)

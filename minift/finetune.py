@@ -324,6 +324,7 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {backend.get_backend()}",
         "args": asdict(cfg),
     }
+    saved = []  # what this run writes beside results.json, recorded there
     if cfg.method in PEFT_METHODS:  # the adapter in PEFT's format (small: always); the merged model with save_model
         if model.config.family == "gpt2":
             say("(GPT-2's q, k, v are one c_attn matrix in Hugging Face: no PEFT adapter file for this model; "
@@ -332,6 +333,7 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
                    else "the merged model is saved)"))
         else:
             model.save_pretrained(out / "adapter")
+            saved.append("adapter")
         if cfg.method != "qlora":
             model = model.merge_and_unload()
     if cfg.save_model and cfg.method == "qlora":
@@ -343,6 +345,13 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
         from .models import save_pretrained
 
         save_pretrained(model.eval(), out / "model", tokenizer=tokenizer)
+        saved.append("model")
+    results["saved"] = saved
+    earlier = [name for name in ("model", "adapter") if (out / name).exists() and name not in saved]
+    if earlier:  # left, never deleted (a save deletes only what it wrote), but not to be taken for this run's
+        results["not_from_this_run"] = earlier
+        say(f"note: {', '.join(str(out / n) for n in earlier)} {'is' if len(earlier) == 1 else 'are'} from an "
+            "earlier run, not this one (results.json lists them under not_from_this_run)")
     write_text_atomically(out / "results.json", json.dumps(results, indent=1))
     return results
 

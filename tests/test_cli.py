@@ -1,4 +1,5 @@
 """The command line: every user error is one line on stderr naming the problem, and a non-zero exit status."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,25 @@ def test_an_out_holding_an_earlier_run_is_refused_without_overwrite(tmp_path, ca
     assert rc == 2 and "already holds" in err  # another command into the same folder: the same refusal
     assert main(args + ["--overwrite"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*")} != before
+
+
+def test_an_overwritten_out_says_which_saved_files_are_an_earlier_runs(tmp_path, capsys):
+    """--overwrite with a method that saves no model: the earlier run's OUT/model is kept (a save deletes only
+    what it wrote) but named as not this run's, on the terminal and in results.json."""
+    out = tmp_path / "run"
+    base = ["finetune", TINY_BERT, "sentiment", "--max-steps", "2", "--batch-size", "4", "--eval-limit", "8",
+            "--out", str(out)]
+    assert main(base + ["--method", "lora"]) == 0
+    first = json.loads((out / "results.json").read_text())
+    assert first["saved"] == ["adapter", "model"] and "not_from_this_run" not in first
+    model_bytes = (out / "model" / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    rc, _, err = run_cli(capsys, *base, "--method", "adapter", "--overwrite")
+    assert rc == 0 and f"{out / 'model'}, {out / 'adapter'} are from an earlier run" in err
+    second = json.loads((out / "results.json").read_text())
+    assert second["method"] == "adapter" and second["saved"] == []
+    assert second["not_from_this_run"] == ["model", "adapter"]
+    assert (out / "model" / "model.safetensors").read_bytes() == model_bytes  # kept, not deleted
 
 
 @pytest.mark.zoo

@@ -96,7 +96,7 @@ def _parse(text, kind, what):
 
 # ----------------------------------------------------------------------------- the parser
 OVERWRITE_HELP = "replace the results of an earlier run that --out holds (without it, such an --out is refused)"
-RUN_FILES = ("results.json", "table.md", "model", "config.json", "model.safetensors", "adapter_model.safetensors")
+RUN_FILES = ("results.json", "log.json", "table.md", "model", "config.json", "model.safetensors", "adapter_model.safetensors")
 
 
 def check_out_is_free(out, overwrite: bool):

@@ -98,12 +98,14 @@ def run_demo(out_dir="out/demo", steps=1500, batch_size=64, lr=1e-2, warmup=30, 
         val_logits = model(tensor(x[val_idx]))
         val_loss = F.cross_entropy(val_logits, y[val_idx]).item()
         val_acc = float((val_logits.numpy().argmax(1) == y[val_idx]).mean())
+    from .models.checkpoint import write_text_atomically
     from .plotting import plot_curves
 
     plot_curves({"train loss": losses}, out / "loss.png", title="MLP on two spirals (AdamW, warmup + cosine)", smooth=10)
     result = {"steps": steps, "first_loss": losses[0], "final_loss": float(np.mean(losses[-10:])), "val_loss": val_loss,
               "val_accuracy": val_acc, "seconds": round(elapsed, 2), "loss_curve": str(out / "loss.png")}
-    (out / "log.json").write_text(json.dumps({**result, "losses": losses, "lrs": lrs, "grad_norms": norms}, indent=1))
+    write_text_atomically(out / "log.json", json.dumps({**result, "losses": losses, "lrs": lrs, "grad_norms": norms},
+                                                       indent=1))
     say(f"loss {result['first_loss']:.3f} -> {result['final_loss']:.3f} (mean of the last {min(10, steps)} step{'s' if min(10, steps) != 1 else ''}), "
         f"validation loss {val_loss:.3f}, accuracy {val_acc:.1%}, {elapsed:.1f}s")
     say(f"loss curve: {out / 'loss.png'}")

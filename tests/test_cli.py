@@ -132,6 +132,17 @@ def test_an_out_holding_an_earlier_run_is_refused_without_overwrite(tmp_path, ca
     assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*")} != before
 
 
+def test_the_engine_demo_asks_for_overwrite_like_every_command_that_trains(tmp_path, capsys):
+    out = tmp_path / "engine"
+    assert main(["demo", "--engine", "--steps", "5", "--out", str(out)]) == 0
+    log = (out / "log.json").read_bytes()
+    capsys.readouterr()
+    rc, _, err = run_cli(capsys, "demo", "--engine", "--steps", "5", "--out", str(out))
+    assert_one_line_error(rc, err, f"--out {out} already holds the results of a run (log.json", "--overwrite")
+    assert (out / "log.json").read_bytes() == log
+    assert main(["demo", "--engine", "--steps", "5", "--out", str(out), "--overwrite"]) == 0
+
+
 def test_an_overwritten_out_says_which_saved_files_are_an_earlier_runs(tmp_path, capsys):
     """--overwrite with a method that saves no model: the earlier run's OUT/model is kept (a save deletes only
     what it wrote) but named as not this run's, on the terminal and in results.json."""

@@ -28,7 +28,6 @@ import json
 import math
 import shlex
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -39,7 +38,9 @@ from . import backend
 from . import functional as F
 from .autograd import no_grad
 from .models import TransformerConfig, TransformerForCausalLM, TransformerForMaskedLM, save_pretrained
+from .models.checkpoint import write_text_atomically
 from .train import Trainer, TrainerCallback, TrainingArguments
+from .train.trainer import check_output_dir
 
 
 @dataclass
@@ -124,24 +125,6 @@ def output_dirs(cfg) -> tuple[Path, Path]:
     """(checkpoint directory, log directory) of a run, defaults filled in (see the module docstring)."""
     out = Path(cfg.out) if cfg.out else Path("out") / f"pretrain-{cfg.family}"
     return out, Path(cfg.log_dir) if cfg.log_dir else Path("runs") / out.name
-
-
-def check_writable(directory: Path, what: str):
-    """Create ``directory`` if needed and write and delete a probe file in it, or raise ``OSError``.
-
-    Trying is the only reliable test: permission bits say nothing for root, a read-only mount or a path
-    below a regular file.
-    """
-    blocked = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
-    if blocked is not None:
-        raise NotADirectoryError(f"pretrain: cannot use {directory} as the {what}: {blocked} is a file")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".minift-probe-"):
-            pass
-    except OSError as e:
-        raise OSError(f"pretrain: cannot write to the {what} {directory} ({e.strerror or e}); "
-                      "choose a directory you can write to") from None
 
 
 def check_not_shipped(out: Path, overwrite: bool):
@@ -358,8 +341,8 @@ def pretrain(cfg: PretrainConfig, quiet=False, command=None, overwrite=False):
 
     out_dir, log_dir = output_dirs(cfg)
     check_not_shipped(out_dir, overwrite)
-    check_writable(out_dir, "checkpoint directory")
-    check_writable(log_dir, "log directory")
+    check_output_dir(out_dir, "checkpoint directory", "--out")
+    check_output_dir(log_dir, "log directory", "--log-dir")
     cfg = replace(cfg, out=str(out_dir), log_dir=str(log_dir))  # the card and the command show the real paths
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
     backend.seed(cfg.seed)
@@ -421,7 +404,7 @@ def pretrain(cfg: PretrainConfig, quiet=False, command=None, overwrite=False):
     plot_curves({"train loss": history}, log_dir / "loss.png", title=f"pretraining {out_dir.name}", smooth=25)
     plot_curves({"validation perplexity": [p for _, p in val_curve]}, log_dir / "val_perplexity.png",
                 xlabel=f"evaluation (every {cfg.eval_every} steps)", ylabel="perplexity", logy=True)
-    (log_dir / "result.json").write_text(json.dumps(result, indent=1))
+    write_text_atomically(log_dir / "result.json", json.dumps(result, indent=1))
     say(f"validation perplexity {ppl0:.1f} -> {result['val_perplexity']:.2f} in {seconds:.0f}s; "
         f"checkpoint in {out_dir}, curves in {log_dir}")
     return model, tok, result

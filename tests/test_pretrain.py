@@ -159,8 +159,21 @@ def test_an_unwritable_out_is_refused_before_training(tmp_path, monkeypatch, no_
     blocker.write_text("not a directory")  # even root cannot create a directory below a file
     with pytest.raises(OSError, match=r"cannot use .*a-file/ck as the checkpoint directory: .*a-file is a file"):
         pretrain(PretrainConfig(out=str(blocker / "ck"), log_dir=str(tmp_path / "log")), quiet=True)
-    with pytest.raises(OSError, match=r"cannot use .*a-file/log as the log directory: .*a-file is a file"):
+    with pytest.raises(OSError, match=r"cannot use .*a-file/log as the log directory: .*a-file is a file; .*--log-dir"):
         pretrain(PretrainConfig(out=str(tmp_path / "ck"), log_dir=str(blocker / "log")), quiet=True)
+
+
+def test_a_pretrain_refused_for_its_log_dir_leaves_no_empty_out_behind(tmp_path, capsys, no_training):
+    """The checkpoint directory is checked (and so created) first; when the log directory then fails, the
+    command takes the new, still empty checkpoint directory back, as every command does."""
+    from minift.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    out = tmp_path / "new" / "ck"
+    assert main(["pretrain", "--steps", "2", "--out", str(out), "--log-dir", str(blocker / "log")]) == 1
+    assert "cannot use" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
 
 
 def test_the_shipped_checkpoints_are_not_overwritten_without_asking(tmp_path, monkeypatch, no_training):

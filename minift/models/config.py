@@ -154,7 +154,9 @@ class TransformerConfig:
             raise ValueError(f"{file}: {e}") from None
 
     def save(self, path) -> None:
-        Path(path).write_text(json.dumps({"format": "minift", **self.to_dict()}, indent=1))
+        from .checkpoint import write_text_atomically  # whole or not at all, like every file minift saves
+
+        write_text_atomically(path, json.dumps({"format": "minift", **self.to_dict()}, indent=1))
 
     @classmethod
     def load(cls, path) -> "TransformerConfig":

@@ -572,15 +572,16 @@ def latest_checkpoint(output_dir):
 CREATED_OUTPUT_DIRS = []  # the folders check_output_dir made, innermost first (remove_empty_output_dirs)
 
 
-def check_output_dir(path: Path):
-    """Make sure ``path`` can be written before any work starts (a probe file is created and removed). The
-    folders it has to create are remembered, so that a run that then fails (a model that does not load) can
-    take them back if nothing was written into them (``remove_empty_output_dirs``)."""
+def check_output_dir(path: Path, what="output directory", flag="--out (output_dir)"):
+    """Make sure ``path`` can be written before any work starts (a probe file is created and removed): trying
+    is the only reliable test, since permission bits say nothing for root, a read-only mount or a path below a
+    regular file. The folders it has to create are remembered, so that a run that then fails (a model that
+    does not load, a second directory that cannot be written) can take them back if nothing was written into
+    them (``remove_empty_output_dirs``). ``what`` and ``flag`` name the directory in the error."""
     path = Path(path)
     blocked = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
     if blocked is not None:
-        raise NotADirectoryError(f"cannot use {path} as the output directory: {blocked} is a file; choose another "
-                                 "--out (output_dir)")
+        raise NotADirectoryError(f"cannot use {path} as the {what}: {blocked} is a file; choose another {flag}")
     new = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -589,8 +590,8 @@ def check_output_dir(path: Path):
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise OSError(f"cannot write to the output directory {path} ({e.strerror or e}); choose another "
-                      "--out (output_dir) or make it writable") from None
+        raise OSError(f"cannot write to the {what} {path} ({e.strerror or e}); choose another {flag} or make it "
+                      "writable") from None
 
 
 def remove_empty_output_dirs():

@@ -78,6 +78,29 @@ def test_gradcheck_passes_a_right_backward_with_several_inputs():
     assert mf.gradcheck(TanhOfProduct.apply, (a, b, c))
 
 
+def test_gradcheck_leaves_the_gradients_a_caller_computed_where_they_were():
+    """README's engine snippet calls loss.backward() and then gradcheck: w.grad must still be d loss / d w, and
+    a parameter the checked function closes over keeps its .grad too, when the check passes and when it fails."""
+    rs = np.random.default_rng(0)
+    w = mf.tensor(rs.standard_normal((3, 2)), requires_grad=True)
+    bias = mf.tensor(rs.standard_normal(2), requires_grad=True)  # reached by fn, not an input of gradcheck
+    x = mf.tensor(rs.standard_normal((4, 3)))
+    ((x @ w + bias).tanh() ** 2).sum().backward()
+    w_grad, bias_grad = w.grad.copy(), bias.grad.copy()
+    expected = x.numpy().T @ (2 * np.tanh(x.numpy() @ w.numpy() + bias.numpy())
+                              * (1 - np.tanh(x.numpy() @ w.numpy() + bias.numpy()) ** 2))
+    np.testing.assert_allclose(w_grad, expected, rtol=1e-12)  # the gradient being kept is the right one
+    assert mf.gradcheck(lambda t: (x @ t + bias).tanh(), (w,))
+    np.testing.assert_array_equal(w.grad, w_grad)
+    np.testing.assert_array_equal(bias.grad, bias_grad)
+    with pytest.raises(mf.GradcheckError):
+        mf.gradcheck(lambda t: WrongTanh.apply(x @ t + bias), (w,))
+    np.testing.assert_array_equal(w.grad, w_grad)
+    np.testing.assert_array_equal(bias.grad, bias_grad)
+    fresh = mf.tensor(rs.standard_normal(3), requires_grad=True)
+    assert mf.gradcheck(lambda t: t.tanh(), (fresh,)) and fresh.grad is None  # none before, none after
+
+
 def test_gradcheck_uses_random_directions_for_large_inputs_and_still_catches_errors():
     x = mf.tensor(np.random.default_rng(0).standard_normal(1000) * 0.5, requires_grad=True)
     assert mf.gradcheck(lambda t: t.tanh(), (x,))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np  # host-side only: dtypes, index arithmetic, the random directions (moved with backend.asarray)
 
 from .. import backend
+from .engine import topological_order
 from .grad_mode import no_grad
 from .tensor import Tensor
 
@@ -119,11 +120,19 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_full=256, n_elemen
     if not isinstance(out, Tensor):
         raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
     v = backend.asarray(rs.standard_normal(out.shape))  # the random cotangent
-    for i in checked:
-        inputs[i].grad = None
-    out.backward(Tensor._wrap(v.astype(out.dtype)))
-    analytic = {i: inputs[i].grad if inputs[i].grad is not None else backend.xp.zeros_like(inputs[i].data)
-                for i in checked}
+    # backward fills .grad of every tensor the graph reaches (the inputs, and parameters fn closes over):
+    # the gradients a caller had there are put back afterwards, as torch.autograd.gradcheck leaves them
+    reached = [t for t in topological_order(out) if t._node is None or t._retain_grad]
+    kept = [(t, t.grad) for t in reached]
+    try:
+        for t in reached:
+            t.grad = None
+        out.backward(Tensor._wrap(v.astype(out.dtype)))
+        analytic = {i: inputs[i].grad if inputs[i].grad is not None else backend.xp.zeros_like(inputs[i].data)
+                    for i in checked}
+    finally:
+        for t, grad in kept:
+            t.grad = grad
 
     def f():
         return _scalar(fn, inputs, v)
@@ -160,6 +169,4 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_full=256, n_elemen
                     f"analytic {ana:.10g}, numerical {num:.10g} (a direction mixes every element: check "
                     "single elements with elements=[...] to find the wrong one)"
                 )
-    for i in checked:
-        inputs[i].grad = None
     return True

@@ -360,6 +360,9 @@ def test_loading_a_wrong_adapter_is_a_clear_error(tmp_path):
         PeftModel.from_pretrained(tiny_classifier(num_labels=2), bad)
     with pytest.raises(ValueError, match="c_attn"):
         _adapted("gpt2").save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(CheckpointError, match=r"adapter_config.json: this adapter, on \['bert.encoder.*query.* cannot go "
+                                              r"onto the gpt2 model given"):  # a bert adapter, the wrong base
+        PeftModel.from_pretrained(tiny_classifier(family="gpt2", num_labels=2), tmp_path / "ok")
 
 
 def _both_ways_with_hf_peft(tmp_path, family, pm):

@@ -187,6 +187,11 @@ def load_adapter(model, directory, adapter_name="default", is_trainable=False) -
     if raw.get("fan_in_fan_out"):
         raise CheckpointError(f"{config_path}: fan_in_fan_out is true (GPT-2's Conv1D layers), which minift's "
                               "separate q/k/v projections cannot take")
+    if model.config.family == "gpt2":  # before hf_module_names' general refusal: say which adapter met which model
+        made_for = f" (made for {raw['base_model_name_or_path']})" if raw.get("base_model_name_or_path") else ""
+        raise CheckpointError(f"{config_path}: this adapter{made_for}, on {raw.get('target_modules')!r}, cannot go "
+                              "onto the gpt2 model given: PEFT adapters load onto bert and llama models (GPT-2's "
+                              "q, k, v are one c_attn matrix in Hugging Face, minift's are three)")
     names = hf_module_names(model)  # minift → HF
     linear = {names[n]: n for n, m in model.named_modules() if isinstance(m, Linear) and n in names}
     chosen = [minift for hf, minift in linear.items() if _peft_targets(hf, raw)]

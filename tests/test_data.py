@@ -380,6 +380,8 @@ def test_default_data_collator_stacks_and_skips_text():
 
 def test_collator_errors(wordpiece):
     collate = DataCollatorWithPadding(wordpiece)
+    with pytest.raises(TypeError, match="DataCollatorWithPadding needs the tokenizer .*got NoneType"):
+        DataCollatorWithPadding(None)
     with pytest.raises(KeyError, match="no 'input_ids'"):
         collate([{"text": [1]}])
     with pytest.raises(ValueError, match="row 1 has keys"):

@@ -147,6 +147,14 @@ def test_target_matching_follows_peft_rules():
 
 
 def test_no_match_and_bad_options_are_clear_errors():
+    from minift.peft import AdapterConfig
+
+    with pytest.raises(TypeError, match="needs a minift model .*got NoneType"):
+        get_peft_model(None, LoraConfig())
+    with pytest.raises(TypeError, match="LoraConfig, IA3Config, PromptTuningConfig or PrefixTuningConfig, got str"):
+        get_peft_model(tiny_classifier(), "lora")
+    with pytest.raises(TypeError, match=r"add_adapters\(model, config\)"):
+        get_peft_model(tiny_classifier(), AdapterConfig())
     with pytest.raises(ValueError, match=r"matches no Linear layer.*q_proj"):
         get_peft_model(tiny_classifier(), LoraConfig(target_modules=["query"]))
     with pytest.raises(ValueError, match="modules_to_save names 'head'"):

@@ -2,6 +2,7 @@
 determinism, decay exclusions, layer-wise learning rates, unfreezing, early stopping, clear errors."""
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -456,6 +457,17 @@ def test_trainer_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="no trainable parameter"):
         Trainer(model, args(tmp_path, max_steps=1), train_dataset=classification_rows(4),
                 data_collator=pad_collator).train()
+    with pytest.raises(TypeError, match="Trainer needs a minift model .*got NoneType"):
+        Trainer(None, args(tmp_path))
+    with pytest.raises(TypeError, match=r"args must be a TrainingArguments \(TrainingArguments\(\*\*options\).*got dict"):
+        Trainer(model, {"output_dir": str(tmp_path)})
+
+
+def test_a_trainer_without_args_takes_hfs_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    trainer = Trainer(TransformerForSequenceClassification(config(), num_labels=2))
+    assert trainer.args == TrainingArguments(output_dir="tmp_trainer")  # HF's: the defaults, into tmp_trainer/
+    assert trainer.output_dir == Path("tmp_trainer") and not (tmp_path / "tmp_trainer").exists()  # not yet written
 
 
 def test_labels_out_of_range_name_the_label(tmp_path):

@@ -109,6 +109,9 @@ class DataCollatorWithPadding:
         if return_tensors != "np":
             raise ValueError("minift collators return NumPy arrays (return_tensors='np'), "
                              f"got {return_tensors!r}")
+        if not hasattr(tokenizer, "pad_token_id"):  # None, or a path where the tokenizer object goes
+            raise TypeError(f"{type(self).__name__} needs the tokenizer (its pad token pads the batch), got "
+                            f"{type(tokenizer).__name__} {str(tokenizer)[:40]}")
         self.tokenizer, self.padding, self.max_length = tokenizer, padding, max_length
         self.pad_to_multiple_of = pad_to_multiple_of
 

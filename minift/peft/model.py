@@ -396,9 +396,19 @@ def get_peft_model(model, config, adapter_name="default"):
     """Wrap ``model`` with an adapter named ``adapter_name`` — ``LoraConfig`` or ``IA3Config`` (a ``PeftModel``,
     see the module docstring), ``PromptTuningConfig`` (a ``PromptTuningModel``) or ``PrefixTuningConfig`` (a
     ``PrefixTuningModel``). Changes ``model``."""
+    from ..nn import Module
+    from .adapters import AdapterConfig
     from .prefix import PrefixTuningConfig, PrefixTuningModel
     from .prompt import PromptTuningConfig, PromptTuningModel
 
+    if not isinstance(model, Module):
+        raise TypeError(f"get_peft_model needs a minift model (a Module, e.g. from AutoModelFor….from_pretrained), "
+                        f"got {type(model).__name__}")
+    if isinstance(config, AdapterConfig):  # bottleneck adapters change the model in place: their own entry point
+        raise TypeError("an AdapterConfig is applied with minift.peft.add_adapters(model, config), not get_peft_model")
+    if not isinstance(config, (LoraConfig, IA3Config, PromptTuningConfig, PrefixTuningConfig)):
+        raise TypeError("get_peft_model's config must be a LoraConfig, IA3Config, PromptTuningConfig or "
+                        f"PrefixTuningConfig, got {type(config).__name__} {str(config)[:40]}")
     if isinstance(config, PromptTuningConfig):
         return PromptTuningModel(model, config)
     if isinstance(config, PrefixTuningConfig):

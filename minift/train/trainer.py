@@ -31,8 +31,9 @@ from tqdm import tqdm
 from .. import backend
 from ..autograd import no_grad
 from ..metrics import EvalPrediction
-from ..nn import LayerNorm, RMSNorm
+from ..nn import LayerNorm, Module, RMSNorm
 from ..optim import AdamW, clip_grad_norm_, get_scheduler
+from .arguments import TrainingArguments
 from .callbacks import TrainerControl, TrainerState, is_better
 from .checkpointing import load_checkpoint, save_checkpoint
 
@@ -127,8 +128,15 @@ class Trainer:
     ``args.lr_scheduler_type`` (use it for discriminative or layer-wise learning rates).
     """
 
-    def __init__(self, model, args, train_dataset=None, eval_dataset=None, data_collator=None,
+    def __init__(self, model, args=None, train_dataset=None, eval_dataset=None, data_collator=None,
                  compute_metrics=None, callbacks=None, optimizers=(None, None)):
+        if not isinstance(model, Module):
+            raise TypeError(f"Trainer needs a minift model (a Module), got {type(model).__name__}")
+        if args is None:  # HF's default: every option at its default, the files into tmp_trainer/
+            args = TrainingArguments(output_dir="tmp_trainer")
+        if not isinstance(args, TrainingArguments):
+            raise TypeError(f"Trainer's args must be a TrainingArguments (TrainingArguments(**options) turns a dict "
+                            f"into one), got {type(args).__name__}")
         self.model = model
         self.args = args
         self.train_dataset = train_dataset

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -601,6 +602,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("minift: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `minift … | head`: the reader has gone; stop quietly (Python's documented way)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 1
     except USER_ERRORS as e:
         _take_back_empty_output_dirs()
         if debug:

@@ -178,3 +178,26 @@ def test_a_message_of_several_lines_becomes_one_whose_lines_stay_apart():
     assert one_line(ValueError(text)) == ("the cached artifact 'ner' is damaged: ner.txt: missing; x.txt: changed; "
                                           "re-run `minift download`")
     assert one_line(KeyError("failed:\n  a: shape (2,)")) == "failed: a: shape (2,)"  # KeyError's quotes gone
+
+
+def test_python_dash_m_minift_is_the_minift_command():
+    run = subprocess.run([sys.executable, "-m", "minift", "zoo", "list"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.startswith("minilm") and "smollm2" in run.stdout
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly():
+    """`minift assignments list | head -1`: the pipe closes under the command, which must not print an error."""
+    proc = subprocess.Popen([sys.executable, "-m", "minift", "assignments", "list"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # before the child has written a line (it is still importing): every write fails
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1 and err == ""
+
+
+def test_assignment_paths_that_cannot_be_used_are_one_line_each(tmp_path, capsys):
+    rc, _, err = run_cli(capsys, "assignments", "grade", str(tmp_path / "nowhere"))
+    assert_one_line_error(rc, err, f"{tmp_path / 'nowhere'} does not exist", "assignments build --out")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    rc, _, err = run_cli(capsys, "assignments", "build", "--out", str(blocker / "student"))
+    assert_one_line_error(rc, err, "as the directory for the student tree", "is a file", "--out")

@@ -58,9 +58,11 @@ def build_student_tree(root: Path, out: Path) -> list:
     root, out = Path(root).resolve(), Path(out).resolve()
     if out == root or root in out.parents and out.parts[len(root.parts)] in SCANNED:
         raise ValueError(f"the student tree must not be written inside the sources: {out}")
-    if out.exists():
-        if any(out.iterdir()):
-            raise FileExistsError(f"{out} exists and is not empty; choose a new directory")
+    if out.is_dir() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty; choose a new directory")
+    from ..train.trainer import check_output_dir
+
+    check_output_dir(out, "directory for the student tree", "--out")  # a file there, or no right to write
     stripped = []
     for src in project_files(root):
         rel = src.relative_to(root)

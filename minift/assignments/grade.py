@@ -130,6 +130,9 @@ def check_task_ids(task_ids):
 
 def check_student_tree(student: Path):
     """Refuse a directory that holds no minift package, before any grading."""
+    if not Path(student).exists():
+        raise FileNotFoundError(f"{student} does not exist: give the student's directory, the one "
+                                "`minift assignments build --out` wrote")
     if not (Path(student) / "minift" / "__init__.py").is_file():
         raise FileNotFoundError(f"{student} is not a minift tree (no minift/__init__.py): give the student's "
                                 "directory, the one `minift assignments build --out` wrote")

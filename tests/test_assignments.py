@@ -264,7 +264,7 @@ def test_grade_a_class_writes_a_gradebook_row_per_student(tmp_path, student_tree
     assert [r["score"] for r in json.loads(reports.read_text())] == [5, 0]
     assert "| dan | 5 / 5 | 5 |" in res.stdout and "## eve: 0 / 5 points" in page.read_text()
     refused = _cli(["grade", str(done), str(tmp_path / "nobody"), "--task", "train.llrd"], ROOT)
-    assert refused.returncode == 2 and "nobody is not a minift tree" in refused.stderr and "dan:" not in refused.stderr
+    assert refused.returncode == 2 and "nobody does not exist" in refused.stderr and "dan:" not in refused.stderr
     (tmp_path / "other").mkdir()
     shutil.copytree(student_tree, tmp_path / "other" / "dan")
     same = _cli(["grade", str(done), str(tmp_path / "other" / "dan"), "--reports", str(tmp_path / "r2")], ROOT)

@@ -487,3 +487,14 @@ def test_isolation_strips_one_task_and_finds_what_its_tests_break():
     problems = check_isolation(ROOT, lines.append, task_ids=["train.count_targets"])
     assert problems == [] and len(lines) == 1
     assert "its tests fail: True" in lines[0]  # and nothing but its declared dependent (accumulation) broke
+
+
+def test_the_task_markers_the_readme_quotes_are_the_sources_own():
+    """README shows a marked region as an example: each ``# TASK id: …`` line it quotes is in the source as written."""
+    import re
+
+    quoted = re.findall(r"^\s*(# TASK [\w.]+: .*)$", (ROOT / "README.md").read_text(), flags=re.M)
+    assert quoted, "README quotes no task marker"
+    sources = "\n".join(p.read_text() for p in (ROOT / "minift").rglob("*.py"))
+    for line in quoted:
+        assert line in sources, line

@@ -5,6 +5,7 @@ import argparse
 import json
 import math
 import struct
+import shutil
 import warnings
 from pathlib import Path
 
@@ -145,6 +146,13 @@ def test_every_shipped_checkpoint(path, capsys, tmp_path):
     assert f"{report['num_tensors']} tensors, {report['total_elements']:,} values" in out
     assert all(r["name"] in out for r in report["tensors"])  # every tensor listed
     assert json.loads((tmp_path / "r.json").read_text())["total_bytes"] == report["total_bytes"]
+    tok = mf.tokenization.from_pretrained(path)  # the tokenizer beside the weights, read as the loaders read it
+    assert f"tokenizer.json: {tok.vocab_size:,} tokens; pad {tok.pad_token!r}, eos {tok.eos_token!r}" in report["notes"]
+    damaged = tmp_path / "damaged"
+    shutil.copytree(path, damaged)
+    (damaged / "tokenizer.json").write_text((damaged / "tokenizer.json").read_text()[:1000])  # a copy cut short
+    with pytest.raises(InspectError, match=r"damaged/tokenizer.json is not a tokenizer file .*EOF"):
+        inspect_path(damaged)
 
 
 # ----------------------------------------------------------------------------- PEFT adapters

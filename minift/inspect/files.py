@@ -192,6 +192,15 @@ def _inspect_model_dir(d: Path, kind: str) -> dict:
         notes.append(f"{alias} is tied to {kept}: stored once")
     if kind == "hf model" and cfg.get("tie_word_embeddings", True) and cfg.get("model_type") in ("gpt2", "llama", "bert"):
         notes.append("tie_word_embeddings: the LM head (if any) is the embedding matrix, stored once")
+    if (d / "tokenizer.json").is_file():  # read as the loaders read it: a damaged one is found here, not mid-run
+        from ..models.checkpoint import CheckpointError
+        from ..tokenization import Tokenizer
+
+        try:
+            tok = Tokenizer.load(d)
+        except CheckpointError as e:
+            raise InspectError(str(e)) from None
+        notes.append(f"tokenizer.json: {tok.vocab_size:,} tokens; pad {tok.pad_token!r}, eos {tok.eos_token!r}")
     return {"kind": kind, "config": cfg, "summary": _summary(cfg), "metadata": metadata, "tensors": rows,
             "files": [p.name for p in files], "notes": notes}
 

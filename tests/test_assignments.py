@@ -498,3 +498,18 @@ def test_the_task_markers_the_readme_quotes_are_the_sources_own():
     sources = "\n".join(p.read_text() for p in (ROOT / "minift").rglob("*.py"))
     for line in quoted:
         assert line in sources, line
+
+
+def test_the_imports_of_tests_grading_looks_for():
+    """Each way of naming the course's tests package in the source, and what is not one."""
+    from minift.assignments.grade import _imports_tests
+
+    for text, found in [("import tests.oracles", "import tests.oracles"),
+                        ("from tests.oracles import adam_reference as ref", "from tests.oracles import adam_reference as ref"),
+                        ("import importlib\nm = importlib.import_module('tests.oracles')", "importlib.import_module('tests.oracles')"),
+                        ("from importlib import import_module\nimport_module('tests')", "import_module('tests')"),
+                        ("t = __import__('tests.test_optim')", "__import__('tests.test_optim')")]:
+        assert _imports_tests(text) == found
+    for text in ("import testscore", "from .tests import x", "x = 'tests.oracles'", "import_module(name)",
+                 "import_module('numpy')", "def f(:"):
+        assert _imports_tests(text) is None, text

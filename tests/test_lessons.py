@@ -19,6 +19,15 @@ def test_lesson_is_committed_without_outputs(path):
     assert not dirty, f"{path.name}: cells {dirty} carry outputs; clear them before committing"
 
 
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_lesson_code_lines_fit_120_characters(path):
+    """The library's line length, so that a cell reads without scrolling sideways."""
+    nb = json.loads(path.read_text())
+    long = [(i, len(line)) for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"
+            for line in "".join(c["source"]).split("\n") if len(line) > 120]
+    assert not long, f"{path.name}: (cell, length) of the code lines over 120 characters: {long}"
+
+
 @pytest.mark.lessons
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
 def test_lesson_executes(path, monkeypatch):

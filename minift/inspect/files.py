@@ -28,7 +28,8 @@ import math
 import re
 from pathlib import Path
 
-from ..models.checkpoint import check_output_file, read_safetensors_header, write_text_atomically
+from ..models.checkpoint import (CheckpointError, check_output_file, read_json, read_safetensors_header,
+                                write_text_atomically)
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 PICKLE_WHY = ("it is a Python pickle, and unpickling runs whatever code the file names; minift never loads "
@@ -117,13 +118,11 @@ def _kind(path: Path) -> str:
 
 
 def _read_json(file: Path) -> dict:
+    """``read_json``'s dict, its error (naming the file) an ``InspectError``."""
     try:
-        value = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InspectError(f"{file} is not valid JSON: {e}") from None
-    if not isinstance(value, dict):
-        raise InspectError(f"{file} holds a JSON {type(value).__name__}; expected an object")
-    return value
+        return read_json(file)
+    except CheckpointError as e:
+        raise InspectError(str(e)) from None
 
 
 def _model_files(d: Path) -> list[Path]:
@@ -193,7 +192,6 @@ def _inspect_model_dir(d: Path, kind: str) -> dict:
     if kind == "hf model" and cfg.get("tie_word_embeddings", True) and cfg.get("model_type") in ("gpt2", "llama", "bert"):
         notes.append("tie_word_embeddings: the LM head (if any) is the embedding matrix, stored once")
     if (d / "tokenizer.json").is_file():  # read as the loaders read it: a damaged one is found here, not mid-run
-        from ..models.checkpoint import CheckpointError
         from ..tokenization import Tokenizer
 
         try:

@@ -39,6 +39,8 @@ def _student_imports(tree: Path) -> list[str]:
         f"assert minift.__file__.startswith({str(tree)!r}), minift.__file__\n"
         "bad = []\n"
         "for m in pkgutil.walk_packages(minift.__path__, 'minift.'):\n"
+        "    if m.name.endswith('.__main__'):\n"  # python -m minift: importing it runs the command line
+        "        continue\n"
         "    try:\n"
         "        importlib.import_module(m.name)\n"
         "    except Exception as e:\n"

@@ -94,13 +94,21 @@ def get_default_dtype():
 
 
 # ----------------------------------------------------------------------------- random
+def check_seed(n, what="seed"):
+    """``n`` as an int, or a ValueError naming ``what``: a seed is an integer ≥ 0 (NumPy's rule), never a
+    float or a string that would be rounded or hashed into one."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise ValueError(f"{what} must be an integer >= 0, got {n!r}")
+    return int(n)
+
+
 def seed(n: int) -> None:
     """Seed minift's generator: parameter init and dropout masks become reproducible."""
-    _state["seed"] = int(n)
+    _state["seed"] = n = check_seed(n, "mf.seed's n")
     if is_cupy():
-        _state["rng"] = CupyGenerator(_state["module"].random.default_rng(int(n)))
+        _state["rng"] = CupyGenerator(_state["module"].random.default_rng(n))
     else:
-        _state["rng"] = np.random.default_rng(int(n))
+        _state["rng"] = np.random.default_rng(n)
 
 
 def rng():

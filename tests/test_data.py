@@ -186,6 +186,12 @@ def test_split_sizes_and_seeds():
     assert again["test"]["i"] == parts["test"]["i"]
     assert ds.train_test_split(test_size=2, shuffle=False)["test"]["i"] == [8, 9]
     assert ds.shuffle(seed=1)["i"] == ds.shuffle(seed=1)["i"] != ds.shuffle(seed=2)["i"]
+    assert ds.shuffle(seed=np.int64(1))["i"] == ds.shuffle(seed=1)["i"]  # a NumPy integer is a seed too
+    for bad in ("a", 1.5, -1, True):  # NumPy itself says "SeedSequence expects int or sequence of ints"
+        with pytest.raises(ValueError, match=rf"shuffle's seed must be an integer >= 0, got {bad!r}"):
+            ds.shuffle(seed=bad)
+        with pytest.raises(ValueError, match=rf"train_test_split's seed must be an integer >= 0, got {bad!r}"):
+            ds.train_test_split(seed=bad)
 
 
 rows_strategy = st.lists(st.integers(0, 3), min_size=2, max_size=60)

@@ -67,6 +67,8 @@ def test_seed_makes_init_and_dropout_reproducible():
     d2 = F.dropout(mf.ones(100), 0.5).numpy()
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(d1, d2)
+    with pytest.raises(ValueError, match=r"mf.seed's n must be an integer >= 0, got 7.5"):
+        mf.seed(7.5)  # int(7.5) would seed with 7 without a word
 
 
 def test_dropout_zeroes_a_fraction_p_and_scales_the_rest():

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..backend import check_seed
+
 
 # ----------------------------------------------------------------------------- features
 class ClassLabel:
@@ -284,7 +286,7 @@ class Dataset:
 
     def shuffle(self, seed=None):
         """The rows in the order of ``np.random.default_rng(seed).permutation(len(self))``."""
-        return self.select(np.random.default_rng(seed).permutation(self._num_rows))
+        return self.select(_generator(seed, "shuffle").permutation(self._num_rows))
 
     def filter(self, function, batched=False, batch_size=1000, fn_kwargs=None):
         """The rows for which ``function(row)`` is true; batched, ``function(batch)`` returns one bool per
@@ -392,7 +394,7 @@ class Dataset:
         if not 0 < n_test < n:
             raise ValueError(f"test_size={test_size} gives {n_test} test rows out of {n}; both splits need "
                              "at least one row")
-        rng = np.random.default_rng(seed)
+        rng = _generator(seed, "train_test_split")
         if stratify_by_column is not None:
             if not shuffle:
                 raise ValueError("a stratified split draws rows at random; it needs shuffle=True")
@@ -477,3 +479,8 @@ class DatasetDict(dict):
     def __repr__(self):
         inner = "\n".join(f"    {name}: " + repr(ds).replace("\n", "\n    ") for name, ds in self.items())
         return "DatasetDict({\n" + inner + "\n})"
+
+
+def _generator(seed, method):
+    """``np.random.default_rng(seed)``: None draws fresh entropy; otherwise an integer ≥ 0."""
+    return np.random.default_rng(None if seed is None else check_seed(seed, f"{method}'s seed"))

@@ -30,6 +30,8 @@ def test_finetune_writes_results_for_every_task_and_method(tmp_path, capsys, mod
     key = results["primary_metric"]
     top = 100 if task == "qa" else 1
     assert 0 <= results["test"][key] <= top
+    # HF's timings of the test loop, for QA too (of its prediction loop, before the spans are mapped back)
+    assert results["test"]["runtime"] > 0 and {"samples_per_second", "steps_per_second"} <= results["test"].keys()
     if method == "probe":  # only the head: hidden 128 × 2 labels + 2 biases
         assert results["trainable_parameters"] == 128 * 2 + 2
     assert (out / "log.jsonl").exists() and (out / "model" / "model.safetensors").exists()

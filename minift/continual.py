@@ -124,7 +124,8 @@ def _squared_minibatch_gradients(model, batches, params, shifts, was_training):
                 logits, labels = logits[:, :-1], labels[:, 1:]
             for p in params.values():
                 p.grad = None
-            cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100).backward()
+            flat_logits = logits.reshape(-1, logits.shape[-1])  # (positions, C)
+            cross_entropy(flat_logits, labels.reshape(-1), ignore_index=-100).backward()
             for name, p in params.items():
                 if p.grad is not None:
                     total[name] += p.grad * p.grad

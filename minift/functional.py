@@ -455,4 +455,6 @@ def repeat_kv(x, n_rep):
     if n_rep == 1:
         return x
     b, h, t, d = x.shape
+    # (B, H_kv, T, D) -> (B, H_kv, 1, T, D) -> a view (B, H_kv, n_rep, T, D) -> (B, H_kv·n_rep, T, D):
+    # the copies of head h are neighbours, so query head j reads key/value head j // n_rep
     return x.reshape(b, h, 1, t, d).expand(b, h, n_rep, t, d).reshape(b, h * n_rep, t, d)

@@ -66,7 +66,7 @@ def last_token_index(attention_mask, input_ids, pad_token_id=None):
     ids = ids[None, :] if ids.ndim == 1 else ids  # (T,) -> (1, T)
     b, t = ids.shape
     if attention_mask is not None:
-        real = _int_array(attention_mask).reshape(b, t) != 0
+        real = _int_array(attention_mask).reshape(b, t) != 0  # (B, T): a 1-D mask of one row becomes (1, T)
     elif pad_token_id is not None:
         real = ids != pad_token_id
     else:

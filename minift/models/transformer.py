@@ -250,7 +250,8 @@ def shifted_lm_loss(logits, labels, ignore_index=-100):
     # no copy of the biggest array of the step forward, no zero-filled gradient for its cut-off row back.
     next_tokens = xp.full((b, t), ignore_index, dtype=labels.dtype)  # (B, T)
     next_tokens[:, :-1] = labels[:, 1:]
-    return F.cross_entropy(logits.reshape(b * t, v), next_tokens.reshape(-1), ignore_index=ignore_index)
+    return F.cross_entropy(logits.reshape(b * t, v), next_tokens.reshape(-1),  # (B·T, V) against (B·T,)
+                           ignore_index=ignore_index)
 
 
 class TransformerForCausalLM(Module):
@@ -304,7 +305,7 @@ class TransformerForMaskedLM(Module):
         if labels is not None:
             b, t, v = out.logits.shape
             labels = _id_matrix(labels, "labels").reshape(-1)  # (B·T,)
-            out.loss = F.cross_entropy(out.logits.reshape(b * t, v), labels)
+            out.loss = F.cross_entropy(out.logits.reshape(b * t, v), labels)  # (B·T, V) against (B·T,)
         return out
 
 

@@ -50,7 +50,7 @@ class QuantizedLinearFunction(Function):
             y[:, start:stop] = matmul(x2, layer.dequantize_rows(start, stop, x.dtype).T)  # (M, in) @ (in, rows)
         if bias is not None:
             y += bias
-        return y.reshape(*x.shape[:-1], layer.out_features)
+        return y.reshape(*x.shape[:-1], layer.out_features)  # (M, out) -> (…, out)
 
     @staticmethod
     def backward(ctx, g):

@@ -416,7 +416,7 @@ class GRPOTrainer:
         grad_norm = clip_grad_norm_(self.params, cfg.max_grad_norm)
         self.optimizer.step()
         rewards, mask = batch["rewards"], batch["mask"]
-        groups = rewards.reshape(-1, cfg.num_generations)
+        groups = rewards.reshape(-1, cfg.num_generations)  # (prompts, G): a prompt's completions are neighbours
         return {"step": step, "loss": loss.item(), "reward": float(rewards.mean()),
                 "reward_std": float(groups.std(axis=1, ddof=1).mean()), "kl": stats["kl"],
                 "clip_ratio": stats["clip_ratio"], "ratio_mean": stats["ratio_mean"],

@@ -83,7 +83,8 @@ def token_logprobs(logits, input_ids):
         raise TypeError(f"input_ids must be integer token ids, got dtype {ids.dtype}")
     ids = xp.asarray(ids.astype(np.int64))
     logprobs = F.log_softmax(logits[:, :-1], axis=-1)  # (B, T−1, V)
-    return F.take_along_axis(logprobs, ids[:, 1:, None], axis=-1).reshape(ids.shape[0], ids.shape[1] - 1)
+    picked = F.take_along_axis(logprobs, ids[:, 1:, None], axis=-1)  # (B, T−1, 1): log p of the next token
+    return picked.reshape(ids.shape[0], ids.shape[1] - 1)  # (B, T−1)
 
 
 def sequence_logprobs(model, input_ids, attention_mask, completion_mask, average=False):

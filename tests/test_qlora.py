@@ -260,8 +260,8 @@ def test_a_failed_merge_of_a_4bit_model_puts_every_block_back_exactly():
     last = pm.get_base_model().model.layers[-1].attn.v_proj  # merged last: every other layer before it
     last.lora_A["default"].weight.data[...] = 1e20
     last.lora_B["default"].weight.data[...] = 1e20  # finite, but s·BA (4·1e40) overflows float32
-    with pytest.warns(UserWarning), pytest.raises(ValueError, match="non-finite"):
-        pm.merge_adapter(safe_merge=True)
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="non-finite"), np.errstate(over="ignore"):
+        pm.merge_adapter(safe_merge=True)  # the overflow is the point: NumPy's RuntimeWarning about it is not
     assert all(np.array_equal(b, blocks[n]) for n, b in pm.named_buffers() if n.endswith("qweight"))
     assert all(not layer.merged_adapters for _, layer in pm.adapter_layers())
 

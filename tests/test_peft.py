@@ -47,6 +47,7 @@ def test_lora_layer_output_is_base_plus_scaled_low_rank_product():
     W, b = base.weight.data, base.bias.data
     expected = x @ W.T + b + 2.0 * (x @ A.T) @ B.T  # s = 6 / 3
     np.testing.assert_allclose(layer(mf.tensor(x)).data, expected, rtol=1e-5, atol=1e-5)
+    assert "default: r=3, s=2)" in repr(layer)  # the scaling in the repr, where a missing /r would show
 
 
 @pytest.mark.task("peft.lora_forward")
@@ -159,6 +160,8 @@ def test_no_match_and_bad_options_are_clear_errors():
         get_peft_model(tiny_classifier(), LoraConfig(target_modules=["query"]))
     with pytest.raises(ValueError, match="modules_to_save names 'head'"):
         get_peft_model(tiny_classifier(), LoraConfig(modules_to_save=["head"]))
+    with pytest.raises(NotImplementedError, match=r"fan_in_fan_out=True is for GPT-2's Conv1D.*\(out, in\)"):
+        LoraConfig(fan_in_fan_out=True)
     for bad in (dict(r=0), dict(r=2.5), dict(lora_alpha=-1), dict(lora_dropout=1.0), dict(bias="some"),
                 dict(init_lora_weights="uniform"), dict(target_modules=[1, 2])):
         with pytest.raises(ValueError):
@@ -355,6 +358,11 @@ def test_loading_a_wrong_adapter_is_a_clear_error(tmp_path):
     (bad / "adapter_config.json").write_text(json.dumps(config | {"peft_type": "PREFIX_TUNING"}))
     (bad / "adapter_model.safetensors").write_bytes((tmp_path / "ok" / "adapter_model.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="peft_type is .PREFIX_TUNING.*LoRA and IA3"):
+        PeftModel.from_pretrained(tiny_classifier(num_labels=2), bad)
+    # PEFT's flag for GPT-2's Conv1D, whose weight is (in, out): minift's Linear is (out, in), so a true one
+    # would be read transposed; refused, naming the file
+    (bad / "adapter_config.json").write_text(json.dumps(config | {"fan_in_fan_out": True}))
+    with pytest.raises(CheckpointError, match=r"adapter_config.json: fan_in_fan_out is true \(GPT-2's Conv1D"):
         PeftModel.from_pretrained(tiny_classifier(num_labels=2), bad)
     (bad / "adapter_config.json").write_text(json.dumps(config))
     tensors = load_file(tmp_path / "ok" / "adapter_model.safetensors")

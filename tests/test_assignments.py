@@ -129,6 +129,31 @@ def test_build_writes_a_handout_naming_every_task_with_its_points_formula_and_co
     assert "x = d · q + m" in text and "**high** 4 bits" in text  # the quant tasks' formulas, from docstrings
 
 
+def test_the_handout_follows_a_docstring_that_points_elsewhere_to_the_formula(student_tree):
+    """A task's own docstring may only point to its formula ("the module docstring", "see ``fisher_diagonal``"):
+    the task's section of HANDOUT.md shows the docstring pointed to as well."""
+    import re
+
+    text = (student_tree / "HANDOUT.md").read_text()
+    sections = dict(re.findall(r"^## `([\w.]+)` — .*?\n(.*?)(?=^## `|\Z)", text, flags=re.M | re.S))
+    formulas = {  # a line of the formula each short docstring points to, and where it lives
+        "attention.backward": "∂L/∂S = P ⊙ (∂L/∂P − rowsum(∂L/∂P ⊙ P))",  # ops_attention.py's module docstring
+        "optim.adamw_step": "θ ← θ − ηλθ",  # AdamW's class docstring
+        "train.llrd": "embeddings at depth 0",  # strategies.py's module docstring
+        "continual.fisher_example": "F_i = (1/N) Σ_n E_{y ~ q_n}",  # fisher_diagonal's docstring
+        "peft.ia3_forward": "y = (xWᵀ + b) ⊙ l",  # ia3.py's module docstring
+        "peft.prefix_kv": "(L·2, H_kv, n, D)",  # prefix.py's module docstring
+        "rlhf.grpo_loss": "Σ_it m_it ℓ_it / (B · L_max)",  # grpo.py's module docstring
+        "fused.layer_norm_backward": "(ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂))",  # LayerNorm's class docstring
+    }
+    for task, line in formulas.items():
+        assert line in sections[task] and "**Which it refers to**" in sections[task], task
+    for task, section in sections.items():  # and nothing points nowhere
+        own = section.split("* **Which it refers to**")[0]
+        if "module docstring" in own or re.search(r"see ``\w+``", own):
+            assert "**Which it refers to**" in section, task
+
+
 def _cli(args, cwd):
     return subprocess.run([sys.executable, "-m", "minift.cli", "assignments", *args], cwd=cwd,
                           env={**os.environ, "PYTHONPATH": str(cwd)}, capture_output=True, text=True)

@@ -28,6 +28,34 @@ def enclosing_scope(path: Path, line: int):
     return name, doc
 
 
+def referenced_docstrings(path: Path, doc: str, own_name: str) -> list[tuple[str, str]]:
+    """The docstrings that ``doc`` sends the reader to, in its file: [(what, docstring)].
+
+    A short docstring often points to the formula rather than repeat it: "(module docstring)", "the formulas
+    of ``AdamW``", "see ``fisher_diagonal``". The handout follows such pointers, so that each task shows its
+    formula: the module's docstring when ``doc`` names it, and that of each class or function of the same file
+    that ``doc`` points to as "see ``name``" or "the formulas of ``name``" (not the scope's own)."""
+    import re
+
+    tree = ast.parse(path.read_text())
+    found = []
+    if "module docstring" in doc and ast.get_docstring(tree):
+        found.append((f"the module docstring of `{path.name}`", ast.get_docstring(tree)))
+    defined = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and ast.get_docstring(node):
+            defined.setdefault(node.name, ast.get_docstring(node))
+    own = own_name.split(".")
+    for named in dict.fromkeys(re.findall(r"(?:see|formulas of) ``(\w+)``", doc)):  # in order, each once
+        if named in defined and named not in own:
+            found.append((f"`{named}`", defined[named]))
+    return found
+
+
+def _text_block(doc: str) -> str:
+    return "  ```text\n" + "\n".join("  " + ln for ln in doc.splitlines()) + "\n  ```"
+
+
 def handout(root: Path, regions) -> str:
     """The Markdown text of the handout for the tree at ``root`` (``regions``: its task regions)."""
     root = Path(root)
@@ -71,7 +99,10 @@ def handout(root: Path, regions) -> str:
             parts.append(f"* **Where:** `{rel}`, line {r.task_line}, in `{name}`.")
             if doc:
                 parts.append("* **The formula** (its docstring):\n")
-                parts.append("  ```text\n" + "\n".join("  " + ln for ln in doc.splitlines()) + "\n  ```")
+                parts.append(_text_block(doc))
+                for what, text in referenced_docstrings(r.path, doc, name):
+                    parts.append(f"* **Which it refers to**, {what}:\n")
+                    parts.append(_text_block(text))
         if t.depends:
             parts.append(f"* **Depends on:** {', '.join(f'`{d}`' for d in t.depends)}.")
         if t.is_property:

@@ -97,7 +97,8 @@ def attention_forward(q, k, v, blocked, keep, s, dropout_p):
 
 
 def attention_backward(q, k, v, p, keep, g, s, dropout_p):
-    """(∂L/∂Q, ∂L/∂K, ∂L/∂V) for one piece, from the saved P, the dropout mask and G = ∂L/∂O."""
+    """(∂L/∂Q, ∂L/∂K, ∂L/∂V) for one piece, from the saved P, the dropout mask and G = ∂L/∂O (the formulas are
+    in the module docstring)."""
     z = None
     if keep is not None:
         z = keep * p.dtype.type(1.0 / (1.0 - dropout_p))  # Z: 0 or 1/(1 − p)

@@ -245,7 +245,8 @@ class LayerNorm(Function):
 
 
 def layer_norm_input_grad(g, xhat, rstd, w):
-    """∂L/∂x of layer norm for rows of N normalized elements: g, x̂ (rows, N), 1/√(σ²+ε) (rows, 1), w (N,)."""
+    """∂L/∂x of layer norm for rows of N normalized elements: g, x̂ (rows, N), 1/√(σ²+ε) (rows, 1), w (N,); the
+    formula: see ``LayerNorm``."""
     # TASK fused.layer_norm_backward: closed-form gradient of layer norm w.r.t. its input
     # BEGIN SOLUTION
     gh = g * w if w is not None else g  # ĝ = ∂L/∂x̂

@@ -24,7 +24,8 @@ from ..nn.quantized import refuse_quantized_merge
 
 
 class IA3Linear(Module):
-    """A frozen ``Linear`` whose output (or, for a feed-forward layer, input) is scaled by a learned vector."""
+    """A frozen ``Linear`` whose output (or, for a feed-forward layer, input) is scaled by a learned vector (the
+    formulas, their gradients and merging are in the module docstring)."""
 
     def __init__(self, base_layer: Linear, is_feedforward: bool):
         super().__init__()

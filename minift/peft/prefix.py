@@ -181,7 +181,8 @@ class PrefixTuningModel(TrainableCounts, Module):
         return bool(getattr(self.base_model, "shifts_labels", False))
 
     def get_prompt(self, batch_size):
-        """Every layer's prefix keys and values, [(P_K^ℓ, P_V^ℓ)] each (B, H_kv, n, D) — PEFT's name."""
+        """Every layer's prefix keys and values, [(P_K^ℓ, P_V^ℓ)] each (B, H_kv, n, D) — PEFT's name; how the
+        encoder's flat output is split into them is in the module docstring."""
         n, layers, hk, d = self.n, self.num_layers, self.num_kv_heads, self.head_dim
         flat = self.prefix_encoder(xp.arange(n))  # (n, L·2·H_kv·D)
         pairs = []

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from minift.assignments.build import all_regions, build_student_tree
+from minift.assignments.grade import NOT_WRITTEN
 from minift.assignments.markers import MarkerError, find_regions, strip_solutions
 from minift.assignments.tasks import TASKS
 
@@ -263,9 +264,40 @@ def test_grade_scores_correct_stubbed_and_wrong_tasks(tmp_path, student_tree):
     assert scores["train.llrd"]["score"] == 5 and scores["train.llrd"]["first_failure"] is None
     assert scores["peft.lora_merge"]["score"] == 0
     assert "NotImplementedError" not in scores["peft.lora_merge"]["first_failure"]["message"]  # ran, and was wrong
-    assert scores["qa.best_span"]["score"] == 0 and "NotImplementedError" in scores["qa.best_span"]["first_failure"]["message"]
+    assert scores["qa.best_span"]["score"] == 0 and scores["qa.best_span"]["first_failure"]["message"] == NOT_WRITTEN
     assert report["score"] == 5 and report["points"] == 5 + 5 + 10
     assert "# Coursework report: 5 / 20 points" in report_md.read_text() and "`train.llrd` | 1 / 1" in res.stdout
+
+
+@pytest.mark.parametrize("points, part, whole, expected", [(5, 1, 4, 1.25), (5, 1, 40, 0.13), (10, 2, 3, 6.67),
+                                                          (10, 1, 3, 3.33), (15, 0, 7, 0), (5, 4, 4, 5)])
+def test_a_task_scores_points_times_its_share_to_two_decimals_halves_up(points, part, whole, expected):
+    from minift.assignments.grade import task_score
+
+    assert task_score(points, part, whole) == expected
+    assert abs(task_score(points, part, whole) - points * part / whole) <= 0.005 + 1e-12
+
+
+def test_an_unwritten_property_task_says_so_and_a_broken_test_file_is_named_as_handed_in(tmp_path, student_tree):
+    """A ``props.*`` task still the stub is "not written yet", not a test that fails on the correct code; a test
+    file that does not parse is reported with its own path, not the grader's temporary one."""
+    import json
+    import shutil
+
+    student = tmp_path / "erin"
+    shutil.copytree(student_tree, student)
+    res = _cli(["grade", str(student), "--task", "props.ewc_penalty", "--json", str(tmp_path / "erin.json")], ROOT)
+    assert res.returncode == 0, res.stderr
+    (entry,) = json.loads((tmp_path / "erin.json").read_text())["tasks"]
+    assert entry["score"] == 0 and entry["first_failure"]["message"] == NOT_WRITTEN
+    exercises = student / "tests" / "test_exercises.py"
+    exercises.write_text(exercises.read_text() + "\ndef broken(:\n")
+    res = _cli(["grade", str(student), "--task", "props.ewc_penalty", "--json", str(tmp_path / "erin.json")], ROOT)
+    assert res.returncode == 0, res.stderr
+    (entry,) = json.loads((tmp_path / "erin.json").read_text())["tasks"]
+    message = entry["first_failure"]["message"]
+    assert entry["score"] == 0 and "SyntaxError" in message and "tests/test_exercises.py" in message, message
+    assert "minift-grade" not in message and "/tmp" not in message, message
 
 
 def test_grade_a_class_writes_a_gradebook_row_per_student(tmp_path, student_tree):

@@ -11,6 +11,7 @@ target task's mutants.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -71,7 +72,8 @@ def run_task_tests(tree: Path, report: Path, task_ids=(), timeout=None, profile=
                 results.append(e)
             elif "collect_error" in e and e["collect_error"] not in recorded:  # the same file fails again on a restart
                 results.append({"nodeid": e["collect_error"], "tasks": tasks_named_in(tree / e["collect_error"]),
-                                "outcome": "failed", "message": "the test file could not be imported: " + e["message"]})
+                                "outcome": "failed",
+                                "message": "the test file could not be imported: " + _relative(e["message"], tree)})
         if any(e.get("finished") for e in events):
             return results
         recorded = {r["nodeid"] for r in results}
@@ -94,9 +96,32 @@ def tasks_named_in(test_file: Path) -> list[str]:
 
 def _pytest_error(output: str, tree: Path) -> str:
     """pytest's reason for stopping, on one line: its ``E`` lines (or its last lines), paths made relative."""
-    lines = [line.rstrip() for line in output.replace(f"{tree}/", "").splitlines() if line.strip()]
+    lines = [line.rstrip() for line in _relative(output, tree).splitlines() if line.strip()]
     errors = [line[1:].strip() for line in lines if line.startswith("E ")] or lines[-3:] or ["pytest printed nothing"]
     return "; ".join(errors[-4:])[:400]
+
+
+def task_score(points, part, whole) -> float:
+    """``points × part / whole`` to two decimals, a half rounded up: 5 × 1/4 is 1.25 (one decimal would show
+    1.2, Python's round() going to the even digit), 5 × 1/40 = 0.125 gives 0.13."""
+    from fractions import Fraction
+
+    return math.floor(Fraction(points * part, whole) * 100 + Fraction(1, 2)) / 100
+
+
+NOT_WRITTEN = "not written yet: still the handout's stub (raise NotImplementedError)"
+
+
+def not_written(task_id: str, message: str) -> str:
+    """A failure in the task's own stub says so in words (``NOT_WRITTEN``); any other failure as it is."""
+    return NOT_WRITTEN if f"NotImplementedError: TASK {task_id}:" in message else message
+
+
+def _relative(text: str, tree: Path) -> str:
+    """``text`` with the grader's temporary ``tree/`` path taken out of the file names in it (resolved or not)."""
+    for where in {str(tree), str(Path(tree).resolve())}:
+        text = text.replace(where + "/", "")
+    return text
 
 
 def by_task(results) -> dict:
@@ -307,10 +332,10 @@ def grade(student: Path, teacher_root: Path, task_ids=(), timeout=1800, time_lim
         runs = results.get(t.id, [])
         broken = next((r for r in restored if t.id in r["tasks"]), None)
         passed = 0 if broken else sum(o == "passed" for _, o, _ in runs)
-        score = round(t.points * passed / len(runs), 1) if runs else 0.0
+        score = task_score(t.points, passed, len(runs)) if runs else 0.0
         # a failure first; a skip (a reference library missing on the grader's machine) counts as not passed,
         # since a student's code could skip a test too, and says why so that the teacher can install it
-        failing = (next(((n, m) for n, o, m in runs if o == "failed"), None) or
+        failing = (next(((n, not_written(t.id, m)) for n, o, m in runs if o == "failed"), None) or
                    next(((n, "skipped on this machine: " + m) for n, o, m in runs if o == "skipped"), None)) \
             if runs else ("(none)", not_run)
         if broken:  # the tests ran on the handout's stub, not on the student's code
@@ -322,7 +347,7 @@ def grade(student: Path, teacher_root: Path, task_ids=(), timeout=1800, time_lim
                       "tests": len(runs), "skipped": sum(o == "skipped" for _, o, _ in runs), "waits_on": waits_on,
                       "first_failure": None if failing is None else {"test": failing[0], "message": failing[1]}})
         total += score
-    return {"student": str(student), "score": round(total, 1), "points": sum(t.points for t in chosen),
+    return {"student": str(student), "score": round(total, 2), "points": sum(t.points for t in chosen),
             "seconds": round(time.perf_counter() - t0, 1), "tasks": tasks,
             "restored": [{"file": r["file"], "error": r["error"], "removed": r["removed"]} for r in restored]}
 
@@ -354,10 +379,13 @@ def _grade_property_task(task, student: Path, teacher_root: Path, time_limit=60)
     entry["tests"], entry["passed"] = len(runs), sum(o == "passed" for _, o, _ in runs)
     failing = next(((n, m) for n, o, m in runs if o != "passed"), None)
     if not runs or failing is not None:  # a test that fails on correct code is wrong itself: no points
-        entry["first_failure"] = {"test": failing[0] if failing else task.file,
-                                  "message": "no test marked with this task" if not failing else failing[1]
-                                  if failing[1].startswith("the test file could not be imported")
-                                  else "fails on the correct implementation: " + failing[1]}
+        if not runs:
+            message = "no test marked with this task"
+        elif failing[1].startswith("the test file could not be imported") or not_written(task.id, failing[1]) == NOT_WRITTEN:
+            message = not_written(task.id, failing[1])
+        else:
+            message = "fails on the correct implementation: " + failing[1]
+        entry["first_failure"] = {"test": failing[0] if failing else task.file, "message": message}
         return entry
     # the target's mutants, and its correct answers written another way (the tests must pass on each), in one run
     mutants, equivalents = mutants_of(task.target), equivalents_of(task.target)
@@ -375,7 +403,7 @@ def _grade_property_task(task, student: Path, teacher_root: Path, time_limit=60)
                                   "so test what the code computes, never how its source reads"}
         return entry
     killed = [name for (_, _, name), r in results.items() if r["assignments"]]
-    entry["score"] = round(task.points * len(killed) / len(mutants), 1)
+    entry["score"] = task_score(task.points, len(killed), len(mutants))
     entry["mutants_killed"] = f"{len(killed)} / {len(mutants)}"
     survivors = [m.name for m in mutants if m.name not in killed]
     if survivors:

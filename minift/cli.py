@@ -146,7 +146,7 @@ def build_parser() -> ArgumentParser:
     a.add_argument("--csv", help="with grade: also write the grades as CSV to this file: a row per student, a column "
                                  "per task")
     a.add_argument("--task", action="append", default=[], help="with grade: only this task (may be repeated)")
-    a.add_argument("--time-limit", type=positive_float, default=60, metavar="SECONDS",
+    a.add_argument("--time-limit", type=positive_float, default=None, metavar="SECONDS",
                    help="with grade: a test that runs longer fails (an endless loop); the course's tests take a few "
                         "seconds each (default 60)")
     a.add_argument("--no-mutants", action="store_true", help="with check: skip running the mutants (faster)")
@@ -274,6 +274,12 @@ def _flag_type(annotation):
 
 
 # ----------------------------------------------------------------------------- the commands
+# the options of `minift assignments` and the actions each applies to
+ASSIGNMENTS_FLAGS = {"--out": ("build",), "--json": ("grade",), "--markdown": ("grade",), "--reports": ("grade",),
+                     "--csv": ("grade",), "--task": ("grade",), "--time-limit": ("grade",), "--no-mutants": ("check",),
+                     "--isolation": ("check",)}
+
+
 def _assignments(args) -> int:
     from .assignments.build import all_regions, build_student_tree, is_course_tree
     from .assignments.check import check
@@ -283,6 +289,12 @@ def _assignments(args) -> int:
     from .models.checkpoint import write_text_atomically
 
     root = Path(args.root).resolve()
+    misplaced = [flag for flag, actions in ASSIGNMENTS_FLAGS.items()
+                 if getattr(args, flag[2:].replace("-", "_")) not in (None, False, []) and args.action not in actions]
+    if misplaced:  # else a typo in the action (build for grade) would pass without a word
+        flag = misplaced[0]
+        raise CommandLineError(f"{flag} applies to assignments {' and '.join(ASSIGNMENTS_FLAGS[flag])}, "
+                               f"not to {args.action} (see `minift assignments --help`)")
     if args.action in ("test", "grade") and not args.target:
         what = "a task id (see `minift assignments list`)" if args.action == "test" else "the student's directory (or several)"
         raise CommandLineError(f"assignments {args.action} needs {what}")
@@ -308,7 +320,10 @@ def _assignments(args) -> int:
             raise CommandLineError("assignments build needs --out DIR (where to write the student tree)")
         if Path(args.out).exists() and not Path(args.out).is_dir():
             raise CommandLineError(f"--out {args.out} is a file; give a new directory for the student tree")
-        stripped = build_student_tree(root, Path(args.out))
+        try:
+            stripped = build_student_tree(root, Path(args.out))
+        except (FileExistsError, NotADirectoryError, ValueError) as e:  # usage errors, as every other here: exit 2
+            raise CommandLineError(str(e)) from None
         write_text_atomically(Path(args.out) / "HANDOUT.md", handout(Path(args.out).resolve(), all_regions(Path(args.out))))
         print(f"wrote the student tree to {args.out}: {len(stripped)} solution regions stripped "
               f"({len({r.task for r in stripped})} tasks); the tasks are described in {Path(args.out) / 'HANDOUT.md'}")
@@ -368,7 +383,7 @@ def _grade(args, root: Path) -> int:
     bar = tqdm(students, desc="grading", unit="student", disable=len(students) == 1, ncols=80)
     for student in bar:
         try:
-            report = grade(student, root, args.task, time_limit=args.time_limit)
+            report = grade(student, root, args.task, time_limit=args.time_limit or 60)
         except (FileNotFoundError, ValueError) as e:
             raise CommandLineError(str(e)) from None
         reports.append(report)

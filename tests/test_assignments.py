@@ -155,6 +155,21 @@ def test_the_handout_follows_a_docstring_that_points_elsewhere_to_the_formula(st
             assert "**Which it refers to**" in section, task
 
 
+def test_the_student_trees_makefile_runs_its_tests_and_not_the_courses_check(student_tree):
+    """In the course's tree `make test` ends with `assignments check`; a student tree has no solutions or mutants
+    to check, so there it is pytest alone, and `make check-assignments` says what to run instead."""
+    def make(target, cwd):
+        return subprocess.run(["make", "-n", target], cwd=cwd, capture_output=True, text=True)
+
+    assert "assignments check --no-mutants" in make("test", ROOT).stdout
+    student_test = make("test", student_tree)
+    assert student_test.returncode == 0 and "-m pytest" in student_test.stdout
+    assert "assignments check" not in student_test.stdout
+    check = subprocess.run(["make", "check-assignments"], cwd=student_tree, capture_output=True, text=True)
+    assert check.returncode != 0 and "this is a student tree" in check.stderr and "HANDOUT.md" in check.stderr
+    assert not (student_tree / ".venv").exists()  # it set nothing up on the way
+
+
 def _cli(args, cwd):
     return subprocess.run([sys.executable, "-m", "minift.cli", "assignments", *args], cwd=cwd,
                           env={**os.environ, "PYTHONPATH": str(cwd)}, capture_output=True, text=True)

@@ -306,14 +306,7 @@ def _assignments(args) -> int:
         raise CommandLineError(f"assignments {args.action} needs the course's tree, with its solutions and mutants; "
                                f"{where} ({root}) is a student tree: run it in the course's tree, or pass --root")
     if args.action == "list":
-        regions = all_regions(root, strict=False)
-        for t in TASK_LIST:
-            mine = [r for r in regions if r.task == t.id]
-            state = "to do" if any(r.stub for r in mine) else "written" if any(r.written for r in mine) else \
-                "solution present"
-            where = ", ".join(f"{r.path.relative_to(root)}:{r.task_line}" for r in sorted(mine, key=lambda r: (str(r.path), r.task_line))) or "none"
-            needs = f"; depends on {', '.join(t.depends)}" if t.depends else ""
-            print(f"{t.id:30} {t.points:3d} pts  {state:16} {t.title}\n{'':52}{where}{needs}")
+        _list_tasks(root, all_regions(root, strict=False), TASK_LIST, student_tree=not is_course_tree(root))
         return 0
     if args.action == "build":
         if not args.out:
@@ -338,6 +331,33 @@ def _assignments(args) -> int:
     if args.action == "grade":
         return _grade(args, root)
     return 0 if check(root, mutants=not args.no_mutants, isolation=args.isolation) else 1
+
+
+def _list_tasks(root: Path, regions, tasks, student_tree: bool):
+    """``assignments list``: a line per task (id, points, state, title) in aligned columns, then where it is and
+    what it depends on. The state: "to do" (still the stub), "written" (the student's code after the TASK line),
+    "solution present" (the course's tree), or, in a student tree, "no TASK line" (it was deleted)."""
+    def state(mine):
+        if any(r.stub for r in mine):
+            return "to do"
+        if any(r.written for r in mine):
+            return "written"
+        return "solution present" if mine or not student_tree else "no TASK line"
+
+    def where(mine):  # each file once, its lines after it: a.py:12,40, b.py:7
+        lines = {}
+        for r in sorted(mine, key=lambda r: (str(r.path), r.task_line)):
+            lines.setdefault(r.path.relative_to(root).as_posix(), []).append(str(r.task_line))
+        return ", ".join(f"{f}:{','.join(n)}" for f, n in lines.items())
+
+    rows = [(t, [r for r in regions if r.task == t.id]) for t in tasks]
+    id_width = max(len(t.id) for t in tasks)
+    state_width = max(len(state(mine)) for _, mine in rows)
+    for t, mine in rows:
+        found = where(mine) or f"(its # TASK line is gone from {t.file}: HANDOUT.md says where it was)"
+        needs = f"; depends on {', '.join(t.depends)}" if t.depends else ""
+        print(f"{t.id:{id_width}}  {t.points:3d} pts  {state(mine):{state_width}}  {t.title}")
+        print(f"{'':{id_width}}  {found}{needs}")
 
 
 def _grade(args, root: Path) -> int:

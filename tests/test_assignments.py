@@ -191,6 +191,22 @@ def test_list_and_test_work_inside_the_student_tree(student_tree):
         assert next(line for line in written.stdout.splitlines() if line.startswith("train.llrd")).split()[3] == "written"
     finally:
         strategies.write_text(original)
+    text = original.replace("    # TASK train.llrd:", "    # (a student deleted the TASK line)")
+    strategies.write_text(text)
+    try:  # not "solution present": a student tree holds none
+        gone = _cli(["list"], student_tree)
+        assert gone.returncode == 0, gone.stderr
+        lines = gone.stdout.splitlines()
+        row = lines.index(next(line for line in lines if line.startswith("train.llrd ")))
+        assert lines[row].split()[3:6] == ["no", "TASK", "line"], lines[row]
+        assert "its # TASK line is gone from minift/train/strategies.py" in lines[row + 1]
+    finally:
+        strategies.write_text(original)
+    from minift.assignments.tasks import TASK_LIST
+
+    titles = [line.index(t.title) for line in _cli(["list"], ROOT).stdout.splitlines()[::2] for t in TASK_LIST
+              if line.startswith(t.id + " ")]
+    assert len(titles) == len(TASK_LIST) and len(set(titles)) == 1  # the columns line up, the longest id included
     for action in (["grade", "."], ["check", "--no-mutants"]):  # a student grading their own tree, own tests
         refused = _cli(action, student_tree)
         assert refused.returncode == 2 and "is a student tree" in refused.stderr, refused.stderr
@@ -305,6 +321,7 @@ def test_an_unwritten_property_task_says_so_and_a_broken_test_file_is_named_as_h
     assert res.returncode == 0, res.stderr
     (entry,) = json.loads((tmp_path / "erin.json").read_text())["tasks"]
     assert entry["score"] == 0 and entry["first_failure"]["message"] == NOT_WRITTEN
+    assert set(entry) >= {"task", "title", "points", "score", "passed", "tests", "skipped", "waits_on", "first_failure"}
     exercises = student / "tests" / "test_exercises.py"
     exercises.write_text(exercises.read_text() + "\ndef broken(:\n")
     res = _cli(["grade", str(student), "--task", "props.ewc_penalty", "--json", str(tmp_path / "erin.json")], ROOT)

@@ -362,7 +362,8 @@ def _grade_property_task(task, student: Path, teacher_root: Path, time_limit=60)
         shutil.copy2(exercises, tree / task.file)
 
     entry = {"task": task.id, "title": task.title, "points": task.points, "score": 0.0, "passed": 0, "tests": 0,
-             "first_failure": None}
+             "skipped": 0, "waits_on": [], "first_failure": None}  # a code task's keys (waits on none: its tests
+    # run on the course's correct code)
     if not exercises.is_file():  # else the teacher's own tests, solutions and all, would be graded
         entry["first_failure"] = {"test": task.file, "message": f"the student's directory has no {task.file}: "
                                   "the property tasks are graded from it"}
@@ -377,6 +378,7 @@ def _grade_property_task(task, student: Path, teacher_root: Path, time_limit=60)
             entry["first_failure"] = {"test": task.file, "message": f"no test could run, because pytest stopped first: {e}"}
             return entry
     entry["tests"], entry["passed"] = len(runs), sum(o == "passed" for _, o, _ in runs)
+    entry["skipped"] = sum(o == "skipped" for _, o, _ in runs)
     failing = next(((n, m) for n, o, m in runs if o != "passed"), None)
     if not runs or failing is not None:  # a test that fails on correct code is wrong itself: no points
         if not runs:

@@ -133,6 +133,11 @@ def pack_examples(examples, max_length):
 class DataCollatorForSFT:
     """Pad SFT rows to the longest in the batch (right padding; labels −100 on padding).
 
+    Padding is masked by position (past each row's own length), never by id: with pad = EOS (SmolLM2, GPT-2),
+    masking every pad id would also mask the EOS each completion ends with, and the model would never learn
+    to stop (trl#734). A row with no trained token (every label −100: a template that matched nothing, a
+    completion cut away) is an error, not a row that silently trains nothing (trl#598).
+
     Rows from ``pack_examples`` (they carry ``sequence_ids``) get a 3-D ``attention_mask`` (B, T, T): query t
     may attend to key s only inside the same example, and their own ``position_ids``; other rows get the
     usual (B, T) mask.
@@ -151,6 +156,9 @@ class DataCollatorForSFT:
         positions = np.zeros((b, width), dtype=np.int64)
         for i, r in enumerate(rows):
             n = len(r["input_ids"])
+            if all(y == -100 for y in r["labels"]):
+                raise ValueError(f"row {i} of the batch has no trained token (all its {len(r['labels'])} labels are "
+                                 "-100): its completion is empty or was cut away; build rows with fit_example")
             ids[i, :n] = r["input_ids"]
             labels[i, :n] = r["labels"]
             seq[i, :n] = r["sequence_ids"] if packed else 1

@@ -77,6 +77,27 @@ def examples(seed=0, lengths=(5, 3, 7, 4)):
     return out
 
 
+def test_the_collator_masks_padding_by_position_so_an_eos_that_is_also_the_pad_is_trained():
+    """pad = EOS (id 1 here): the short row's final EOS keeps its label, only the positions past it are −100;
+    masking by id would have masked that EOS too (trl#734)."""
+    class PadIsEos:
+        pad_token_id = eos_token_id = 1
+
+    short = {"input_ids": [5, 6, 7, 1], "labels": [-100, -100, 7, 1]}
+    long = {"input_ids": [5, 6, 8, 9, 10, 1], "labels": [-100, -100, 8, 9, 10, 1]}
+    batch = DataCollatorForSFT(PadIsEos())([short, long])
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 1, 1, 1], [5, 6, 8, 9, 10, 1]]
+    assert batch["labels"].tolist() == [[-100, -100, 7, 1, -100, -100], [-100, -100, 8, 9, 10, 1]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 0, 0], [1] * 6]
+
+
+def test_a_row_with_no_trained_token_is_an_error_not_a_silent_skip():
+    nothing = {"input_ids": [5, 6, 7], "labels": [-100, -100, -100]}
+    good = {"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}
+    with pytest.raises(ValueError, match="row 1 of the batch has no trained token .all its 3 labels are -100"):
+        DataCollatorForSFT(FakeTokenizer())([good, nothing])
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_packed_rows_give_each_example_the_logits_and_loss_it_has_alone(family):
     model = tiny_lm(family)

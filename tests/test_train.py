@@ -186,6 +186,22 @@ def test_accumulation_equals_one_big_batch_with_uneven_lengths(tmp_path):
     assert t1.state.log_history[0]["loss"] == pytest.approx(t4.state.log_history[0]["loss"], abs=1e-12)
 
 
+def test_a_micro_batch_without_targets_adds_nothing_and_a_step_without_any_is_an_error(tmp_path):
+    """A micro-batch whose labels are all −100 has no term in the mean over the step's targets (its own mean
+    would be 0/0), so accumulating it equals one big batch that holds it; a step with no target at all has
+    nothing to learn from and says so."""
+    rows = token_rows(4)
+    rows[1] = {**rows[1], "labels": [-100] * len(rows[1]["labels"])}
+    big, t1 = _train_token_model(tmp_path / "a", 4, 1, rows)
+    small, t4 = _train_token_model(tmp_path / "b", 1, 4, rows)
+    for (name, p), q in zip(big.named_parameters(), small.parameters()):
+        np.testing.assert_allclose(p.numpy(), q.numpy(), atol=1e-10, err_msg=name)
+    assert t1.state.log_history[0]["loss"] == pytest.approx(t4.state.log_history[0]["loss"], abs=1e-12)
+    nothing = [{**r, "labels": [-100] * len(r["labels"])} for r in rows]
+    with pytest.raises(ValueError, match=r"step 1: no target in the batch \(every label is -100\)"):
+        _train_token_model(tmp_path / "c", 2, 2, nothing)
+
+
 @pytest.mark.task("train.accumulation_weight")
 def test_the_mean_of_micro_batch_means_is_not_the_big_batch_loss(tmp_path):
     # the trap this normalization avoids (transformers#34191): with uneven target counts the two differ

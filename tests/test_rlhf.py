@@ -182,6 +182,34 @@ def test_the_dpo_trace_gives_each_pairs_loss_rewards_and_the_gradient_autograd_c
     assert "dloss/dlogp_chosen" in str(trace).splitlines()[0] and len(str(trace).splitlines()) == 7
 
 
+@pytest.mark.task("rlhf.dpo_loss")
+@pytest.mark.parametrize("loss_type, label_smoothing, optimum", [
+    ("sigmoid", 0.1, lambda beta: math.log(0.9 / 0.1) / beta),  # σ(βh) = 1 − ls: h* = ln((1 − ls)/ls)/β
+    ("ipo", 0.0, lambda beta: 1 / (2 * beta)),  # (h − 1/(2β))² is 0 at h* = 1/(2β)
+])
+def test_a_larger_beta_keeps_the_policy_closer_to_the_reference(loss_type, label_smoothing, optimum):
+    """β is the strength of the pull back to the reference: the loss is lowest where the policy's preference
+    beyond the reference's, h = (π_c − ref_c) − (π_r − ref_r), is h*(β) ∝ 1/β. Checked twice: the gradient is 0
+    at the closed form, and the same Adam run from the reference ends with |h| smaller for every larger β."""
+    ref_c, ref_r = np.array([-4.0]), np.array([-5.0])
+    ends = []
+    for beta in (0.25, 1.0, 4.0):
+        h_star = optimum(beta)
+        a, b = mf.tensor(ref_c + h_star / 2, requires_grad=True), mf.tensor(ref_r - h_star / 2, requires_grad=True)
+        dpo_loss(a, b, ref_c, ref_r, beta=beta, loss_type=loss_type, label_smoothing=label_smoothing)[0].sum().backward()
+        assert abs(a.grad[0]) < 1e-9 and abs(b.grad[0]) < 1e-9, beta  # stationary, and the loss is convex in h
+        a, b = mf.tensor(ref_c.copy(), requires_grad=True), mf.tensor(ref_r.copy(), requires_grad=True)
+        opt = mf.optim.Adam([a, b], lr=0.05)
+        for _ in range(600):
+            opt.zero_grad()
+            dpo_loss(a, b, ref_c, ref_r, beta=beta, loss_type=loss_type, label_smoothing=label_smoothing)[0].sum().backward()
+            opt.step()
+        h = float((a.data - ref_c)[0] - (b.data - ref_r)[0])
+        assert h == pytest.approx(h_star, abs=0.1), (beta, h, h_star)
+        ends.append(h)
+    assert ends[0] > ends[1] > ends[2] > 0
+
+
 @pytest.mark.task("rlhf.bradley_terry_loss")
 def test_bradley_terry_loss_and_gradient_by_hand():
     rc, rr, margin = rand(6, seed=40), rand(6, seed=41), np.abs(rand(6, seed=42))

@@ -853,3 +853,33 @@ def test_prompt_tuned_causal_lm_counts_every_label_as_a_target():
         assert total == pytest.approx(first_nll + rest, rel=1e-10)
     finally:
         mf.set_default_dtype("float32")
+
+
+def test_lora_runs_more_linear_ops_than_full_fine_tuning_not_fewer():
+    """LoRA trains fewer weights, not fewer ops (peft#2196, #664): a frozen Linear still runs its backward for
+    ∂L/∂x = G·W whenever a gradient flows through it, and each adapter adds two Linears of its own (A, then B),
+    forward and backward. So on a small model, where an op's cost is mostly its fixed overhead, a LoRA step can
+    be slower than a full one; only ∂L/∂W of the frozen weights is saved. Counted with mf.profile on tiny-gpt
+    (4 layers, q, k, v, o and two feed-forward Linears each, and the head: 25 Linears)."""
+    from pathlib import Path
+
+    from minift.models.auto import AutoModelForCausalLM
+
+    tiny_gpt = Path(__file__).resolve().parents[1] / "checkpoints" / "tiny-gpt"
+    ids = np.random.default_rng(0).integers(0, 4096, size=(2, 16))
+
+    def linear_calls(model):
+        with mf.profile() as prof:
+            model(input_ids=ids, labels=ids).loss.backward()
+        return prof.calls[("Linear", "forward")], prof.calls[("Linear", "backward")]
+
+    full = linear_calls(AutoModelForCausalLM.from_pretrained(tiny_gpt))
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_gpt),
+                           LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    lora = linear_calls(model)
+    layers, adapters = 4, 2 * 4  # q and v in each layer, each an A and a B
+    assert full == (6 * layers + 1, 6 * layers + 1)
+    # forward: every base Linear and every adapter Linear; backward: every adapter Linear, and every base Linear
+    # but layer 0's q, k and v, which read the frozen embeddings (no gradient reaches or leaves them)
+    assert lora == (full[0] + 2 * adapters, full[1] - 3 + 2 * adapters)
+    assert lora[0] > full[0] and lora[1] > full[1]

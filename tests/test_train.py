@@ -322,8 +322,16 @@ def test_trainer_learns_logs_and_evaluates(tmp_path):
     assert trainer.predict(rows, metric_key_prefix="held_out").metrics.keys() == {
         "held_out_loss", "held_out_accuracy", "held_out_runtime", "held_out_samples_per_second",
         "held_out_steps_per_second"}
-    with pytest.raises(TypeError):  # HF's second parameter is ignore_keys: a prefix by position would be misread
-        trainer.evaluate(rows, "held_out")
+    # HF's parameters in HF's order: ignore_keys second (outputs other than the logits are never gathered)
+    ignored = trainer.predict(rows, ["past_key_values", "hidden_states"], "held_out")
+    np.testing.assert_array_equal(ignored.predictions, predictions)
+    assert untimed(ignored.metrics) == {k.replace("test_", "held_out_"): v for k, v in untimed(test_metrics).items()}
+    assert untimed(trainer.evaluate(rows, None, "again")) == {k.replace("eval_", "again_"): v
+                                                            for k, v in untimed(metrics).items()}
+    with pytest.raises(TypeError, match="ignore_keys must be a list of output names.*got 'held_out'"):
+        trainer.evaluate(rows, "held_out")  # a prefix given where HF's ignore_keys goes
+    with pytest.raises(ValueError, match=r"ignore_keys names \['logits'\].*nothing to predict"):
+        trainer.predict(rows, ignore_keys=["logits"])
     assert [r["step"] for r in train_logs] == [3, 6, 9, 12, 15, 18]
     assert len([r for r in log if "eval_accuracy" in r]) == 6
     assert train_logs[-1]["loss"] < train_logs[0]["loss"]

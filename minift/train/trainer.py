@@ -60,6 +60,21 @@ class PredictionOutput(NamedTuple):
     metrics: dict
 
 
+PREDICTED_KEYS = ("logits", "start_logits", "end_logits")  # the outputs minift's predictions are made of
+
+
+def check_ignore_keys(ignore_keys):
+    """HF's ``ignore_keys``: None or a list of output names; the outputs that are the predictions are refused."""
+    if ignore_keys is None:
+        return
+    if isinstance(ignore_keys, str) or not all(isinstance(k, str) for k in ignore_keys):
+        raise TypeError(f"ignore_keys must be a list of output names, e.g. ['past_key_values'], got {ignore_keys!r}")
+    predicted = [k for k in ignore_keys if k in PREDICTED_KEYS]
+    if predicted:
+        raise ValueError(f"ignore_keys names {predicted}: minift's predictions are the logits alone, so leaving "
+                         "them out leaves nothing to predict (every other output is left out already)")
+
+
 class WrapsTrainer:
     """What the TRL-style trainers (``SFTTrainer``, ``DPOTrainer``, ``RewardTrainer``) pass on to the ``Trainer``
     they wrap (``self.trainer``): ``train``, ``state`` and ``evaluate``. ``_eval_rows`` turns a dataset given to
@@ -74,11 +89,11 @@ class WrapsTrainer:
         """The wrapped ``Trainer``'s ``TrainerState``: the log, the step, the best checkpoint."""
         return self.trainer.state
 
-    def evaluate(self, eval_dataset=None, *, metric_key_prefix="eval"):
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         """The wrapped ``Trainer``'s ``evaluate`` on ``eval_dataset`` (rows like the training rows; default: the
         one given at construction), keys prefixed ``eval_``."""
         rows = None if eval_dataset is None else self._eval_rows(eval_dataset)
-        return self.trainer.evaluate(rows, metric_key_prefix=metric_key_prefix)
+        return self.trainer.evaluate(rows, ignore_keys, metric_key_prefix)
 
     def _eval_rows(self, dataset):
         return dataset
@@ -437,12 +452,16 @@ class Trainer:
                                **kw)
 
     # ------------------------------------------------------------------ evaluation
-    def predict(self, test_dataset, *, metric_key_prefix="test") -> PredictionOutput:
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix="test") -> PredictionOutput:
         """The model over ``test_dataset``, without gradients: ``PredictionOutput(predictions, label_ids,
-        metrics)``, as HF's, the metrics timed as HF's are (``speed_metrics``). HF's second parameter is
-        ``ignore_keys`` (outputs to leave out of the predictions; minift's are the logits alone), so
-        ``metric_key_prefix`` is by keyword only. A model whose output has no logits (``DPOModel``: a loss only)
-        gives ``predictions=None``."""
+        metrics)``, as HF's, the metrics timed as HF's are (``speed_metrics``). A model whose output has no
+        logits (``DPOModel``: a loss only) gives ``predictions=None``.
+
+        ``ignore_keys``, as in HF: the names of model outputs to leave out of the predictions (HF gathers
+        every output; ``["past_key_values"]`` is the usual one). minift's predictions are the logits alone
+        (a span model's start and end logits), so every other output is always left out, and naming the
+        logits themselves is refused: that would leave nothing to predict."""
+        check_ignore_keys(ignore_keys)
         start = time.perf_counter()
         predictions, label_ids, loss = self._prediction_loop(test_dataset)
         metrics = self._metrics(predictions, label_ids, loss, self.compute_metrics, metric_key_prefix)
@@ -501,13 +520,13 @@ class Trainer:
         return {f"{prefix}_{k}" if prefix else k: float(v) if isinstance(v, (int, float, np.floating)) else v
                 for k, v in metrics.items()}
 
-    def evaluate(self, eval_dataset=None, *, metric_key_prefix="eval"):
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         """Loss and ``compute_metrics`` on ``eval_dataset`` (default: the one given to the Trainer), each key
         prefixed ``eval_`` as in HF, and the run's timings; e.g. {"eval_loss": 0.41, "eval_accuracy": 0.83,
-        "eval_runtime": 1.2, "eval_samples_per_second": 166.7, "eval_steps_per_second": 5.8}. ``metric_key_prefix``
-        is by keyword only, as in ``predict``."""
+        "eval_runtime": 1.2, "eval_samples_per_second": 166.7, "eval_steps_per_second": 5.8}. HF's parameters,
+        in HF's order (``ignore_keys``: see ``predict``)."""
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
-        metrics = self.predict(dataset, metric_key_prefix=metric_key_prefix).metrics
+        metrics = self.predict(dataset, ignore_keys, metric_key_prefix).metrics
         self._call("on_evaluate", metrics=metrics)
         return metrics
 

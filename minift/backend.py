@@ -445,7 +445,7 @@ def map_blocks(kernel, inputs, outputs, block: int = 1 << 17) -> None:
     flat_in = [a.reshape(-1) for a in inputs]  # views: the caller passes contiguous arrays
     if not all(o.flags.c_contiguous for o in outputs):  # reshape would copy, and the results be lost
         raise ValueError("map_blocks needs C-contiguous output arrays (their blocks are written in place)")
-    flat_out = [o.reshape(-1) for o in outputs]
+    flat_out = [o.reshape(-1) for o in outputs]  # views, as flat_in: any shape -> (n,)
     parallel_for(lambda s: kernel(*(a[s] for a in flat_in), *(o[s] for o in flat_out)), flat_in[0].size, block)
 
 

@@ -125,6 +125,7 @@ def _squared_minibatch_gradients(model, batches, params, shifts, was_training):
             for p in params.values():
                 p.grad = None
             flat_logits = logits.reshape(-1, logits.shape[-1])  # (positions, C)
+            # (B,) or (B, T) -> (positions,)
             cross_entropy(flat_logits, labels.reshape(-1), ignore_index=-100).backward()
             for name, p in params.items():
                 if p.grad is not None:
@@ -151,7 +152,7 @@ def _accumulate_example(fisher, params, logprobs, rows, kind, num_samples, rng):
             draw = [(pos, int(rng.choice(probs.shape[1], p=probs[pos] / probs[pos].sum()))) for pos, _ in rows]
             terms.append((1.0 / num_samples, sum_selected(logprobs, draw)))
     else:  # true: Σ_t Σ_c p_tc (∂ log p_tc)², one gradient per (token, class)
-        probs = np.exp(to_numpy(logprobs.data)).reshape(-1, logprobs.shape[-1])
+        probs = np.exp(to_numpy(logprobs.data)).reshape(-1, logprobs.shape[-1])  # (1, C) or (1, T, C) -> (positions, C)
         terms = [(float(probs[pos, c]), sum_selected(logprobs, [(pos, c)]))
                  for pos, _ in rows for c in range(probs.shape[1])]
     for i, (weight, loglik) in enumerate(terms):
@@ -176,7 +177,7 @@ def sum_selected(logprobs, picks):
 
 def _labelled_rows(logprobs, labels):
     """[(flat position, label)] of the positions whose label is not −100."""
-    flat = labels.reshape(-1)
+    flat = labels.reshape(-1)  # (1,) or (1, T) -> (positions,)
     if flat.size != int(np.prod(logprobs.shape[:-1])):
         raise ValueError(f"labels of shape {labels.shape} do not match logits of shape {tuple(logprobs.shape)}")
     classes = logprobs.shape[-1]

@@ -261,8 +261,8 @@ def cross_entropy(logits, target, ignore_index=-100, label_smoothing=0.0, reduct
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
     squeeze = logits.ndim == 1
     if squeeze:  # (C,) with a scalar target -> (1, C) with (1,)
-        logits = logits.reshape(1, -1)
-        t = t.reshape(1)
+        logits = logits.reshape(1, -1)  # (C,) -> (1, C)
+        t = t.reshape(1)  # () -> (1,)
     if logits.ndim > 2:  # (N, C, d1, ...) -> (N·d1·..., C)
         num_classes = logits.shape[1]
         expected = (logits.shape[0],) + logits.shape[2:]
@@ -272,8 +272,8 @@ def cross_entropy(logits, target, ignore_index=-100, label_smoothing=0.0, reduct
             )
         class_last = (0,) + tuple(range(2, logits.ndim)) + (1,)
         flat = logits.transpose(class_last).reshape(-1, num_classes)  # (N, d1, ..., C) -> (M, C)
-        loss = cross_entropy(flat, t.reshape(-1), ignore_index, label_smoothing, reduction)
-        return loss.reshape(expected) if reduction == "none" else loss
+        loss = cross_entropy(flat, t.reshape(-1), ignore_index, label_smoothing, reduction)  # target (N, d1, …) -> (M,)
+        return loss.reshape(expected) if reduction == "none" else loss  # (M,) -> (N, d1, …)
     n, num_classes = logits.shape
     if t.shape != (n,):
         raise ValueError(
@@ -283,6 +283,7 @@ def cross_entropy(logits, target, ignore_index=-100, label_smoothing=0.0, reduct
     loss = fused.CrossEntropy.apply(  # checks every target is in [0, C) or ignore_index
         logits, t, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction
     )
+    # (1,) -> (): the loss of the one scalar target
     return loss.reshape(()) if squeeze and reduction == "none" else loss
 
 

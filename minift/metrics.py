@@ -115,7 +115,7 @@ def _choose_labels(y_true, y_pred, labels) -> np.ndarray:
     """The classes to score: ``labels`` when given, else every label in y_true or y_pred, sorted."""
     if labels is None:
         return np.unique(np.concatenate([y_true, y_pred]))
-    labels = _to_host(labels).reshape(-1)
+    labels = _to_host(labels).reshape(-1)  # any list or array -> (K,): the classes
     if len(labels) and (labels.dtype.kind in "USO") != (y_true.dtype.kind in "USO"):
         raise ValueError(f"labels {labels.tolist()} are not of the same kind as y_true (dtype "
                          f"{y_true.dtype}): use strings for string labels and numbers for numeric ones")
@@ -536,7 +536,7 @@ def classification_metrics(eval_pred) -> dict:
     predictions, label_ids = _unpack_eval_pred(eval_pred)
     if predictions.ndim == 1 or (predictions.ndim == 2 and predictions.shape[1] == 1):
         predicted = predictions.reshape(-1).astype(np.float64)  # (N,)
-        target = label_ids.reshape(-1).astype(np.float64)
+        target = label_ids.reshape(-1).astype(np.float64)  # labels (N,) or (N, 1) -> (N,)
         if len(predicted) != len(target) or len(target) == 0:
             raise ValueError(f"regression needs as many predictions as labels (at least one), got "
                              f"{len(predicted)} and {len(target)}")
@@ -548,7 +548,7 @@ def classification_metrics(eval_pred) -> dict:
         raise ValueError(f"classification predictions must be logits (N, C), got shape {predictions.shape}")
     n_classes = predictions.shape[1]
     predicted = predictions.argmax(axis=-1)  # (N,)
-    label_ids = label_ids.reshape(-1)
+    label_ids = label_ids.reshape(-1)  # labels (N,) or (N, 1) -> (N,)
     if len(label_ids) != len(predicted):
         raise ValueError(f"got {len(predicted)} predictions but {len(label_ids)} labels")
     if len(label_ids) and not np.all((label_ids >= 0) & (label_ids < n_classes)):

@@ -202,9 +202,10 @@ def perplexity(model, batches) -> float:
             if isinstance(model, TransformerForCausalLM):
                 logits, labels = logits[:, :-1], labels[:, 1:]
             b, t, v = logits.shape
-            flat = labels.reshape(-1)
+            flat = labels.reshape(-1)  # (B, T) -> (B·T,)
             n = int((flat != -100).sum())
             if n:
+                # (B, T, V) -> (B·T, V)
                 total += F.cross_entropy(logits.reshape(b * t, v), flat, reduction="sum").item()
                 count += n
     model.train(was_training)  # as it was: an evaluation does not switch dropout back on

@@ -230,6 +230,7 @@ class Tokenizer:
                 n_pad = width - L
                 sl = slice(n_pad, width) if side == "left" else slice(0, L)
                 ids[i, sl], mask[i, sl], types[i, sl] = r.ids[:L], 1, r.type_ids[:L]
+                # (L, 2): a (start, end) span per token, (0, 2) when L is 0
                 offsets[i, sl] = np.asarray(r.offsets[:L], dtype=np.int64).reshape(L, 2)
                 pads = [None] * n_pad
                 word_ids.append(pads + r.word_ids[:L] if side == "left" else r.word_ids[:L] + pads)
@@ -245,7 +246,7 @@ class Tokenizer:
     # ------------------------------------------------------------------ decoding
     def decode(self, ids, skip_special_tokens=False):
         """The text of a sequence of token ids (a list, an array, a tensor's data), each in 0…vocab_size−1."""
-        ids = to_numpy(ids).reshape(-1)
+        ids = to_numpy(ids).reshape(-1)  # any shape -> (n,)
         if ids.size and ids.dtype.kind not in "iu":
             raise TypeError(f"decode needs integer token ids, got an array of {ids.dtype} ({ids[:4].tolist()}…)")
         outside = ids[(ids < 0) | (ids >= self.vocab_size)]

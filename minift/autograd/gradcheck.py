@@ -139,7 +139,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_full=256, n_elemen
 
     for i in checked:
         x = inputs[i].data
-        a = backend.to_numpy(analytic[i]).reshape(-1)
+        a = backend.to_numpy(analytic[i]).reshape(-1)  # x's shape -> (x.size,), indexed by the flat j
         chosen = elements.get(i) if isinstance(elements, dict) else elements
         if chosen is not None:
             chosen = [_flat_index(j, x.shape) for j in chosen]
@@ -162,7 +162,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_full=256, n_elemen
             fm = f()
             x[...] = base
             num = (fp - fm) / (2 * eps)
-            ana = float((a * u.reshape(-1)).sum())
+            ana = float((a * u.reshape(-1)).sum())  # x's shape -> (x.size,), as a
             if not abs(ana - num) <= atol * np.sqrt(x.size) + rtol * abs(num):
                 raise GradcheckError(
                     f"gradcheck failed for input {i} (shape {tuple(x.shape)}) along random direction {k}: "

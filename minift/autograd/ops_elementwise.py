@@ -30,7 +30,7 @@ def unbroadcast(grad, shape):
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)  # (2) size-1 axes
     if axes:
         grad = grad.sum(axis=axes, keepdims=True)
-    return grad.reshape(shape)
+    return grad.reshape(shape)  # back to the input's shape
     # END SOLUTION
 
 
@@ -291,7 +291,7 @@ class Gelu(Function):
     @staticmethod
     def backward(ctx, g):
         a, saved = ctx.saved_tensors
-        g = xp.ascontiguousarray(g, dtype=a.dtype).reshape(a.shape)
+        g = xp.ascontiguousarray(g, dtype=a.dtype).reshape(a.shape)  # a's shape: a 0-d g stays 0-d
         ga = xp.empty_like(a)
         map_blocks(_gelu_tanh_backward if ctx.approximate == "tanh" else _gelu_erf_backward, [a, saved, g], [ga])
         return (ga,)

@@ -209,8 +209,8 @@ class LayerNorm(Function):
         x2 = x.reshape(rows, width)  # (…, normalized…) -> (rows, N): one row per normalized group
         xhat, y = xp.empty(x2.shape, dtype=x.dtype), xp.empty(x2.shape, dtype=x.dtype)
         rstd = xp.empty((rows, 1), dtype=x.dtype)
-        w = None if weight is None else weight.reshape(-1)
-        b = None if bias is None else bias.reshape(-1)
+        w = None if weight is None else weight.reshape(-1)  # normalized shape -> (N,)
+        b = None if bias is None else bias.reshape(-1)  # normalized shape -> (N,)
 
         def block(i):  # rows i, on a worker thread: every step below stays in the cache
             xc = x2[i] - x2[i, :1]  # x − x₀: exactly 0 on a constant row
@@ -227,13 +227,15 @@ class LayerNorm(Function):
         parallel_rows(block, rows, width)
         ctx.save_for_backward(xhat, rstd, w)
         ctx.shape = x.shape
-        return y.reshape(x.shape)
+        return y.reshape(x.shape)  # (rows, N) -> x's shape
 
     @staticmethod
     def backward(ctx, g):
         xhat, rstd, w = ctx.saved_tensors
         g2 = g.reshape(xhat.shape)  # (rows, N)
+        # (N,) -> the normalized shape (x's last k axes)
         gw = (g2 * xhat).sum(axis=0).reshape(ctx.shape[len(ctx.shape) - len(ctx.axes):]) if ctx.needs_input_grad[1] else None
+        # likewise: (N,) -> the normalized shape
         gb = g2.sum(axis=0).reshape(ctx.shape[len(ctx.shape) - len(ctx.axes):]) if ctx.needs_input_grad[2] else None
         gx = xp.empty(xhat.shape, dtype=xhat.dtype)
 
@@ -241,7 +243,7 @@ class LayerNorm(Function):
             gx[i] = layer_norm_input_grad(g2[i], xhat[i], rstd[i], w)
 
         parallel_rows(block, xhat.shape[0], xhat.shape[1])
-        return gx.reshape(ctx.shape), gw, gb
+        return gx.reshape(ctx.shape), gw, gb  # (rows, N) -> x's shape
 
 
 def layer_norm_input_grad(g, xhat, rstd, w):
@@ -361,6 +363,7 @@ class Linear(Function):
         ctx.x_shape = x.shape
         # one (M, in) @ (in, out) GEMM, split over the worker threads (backend.matmul); NumPy would loop
         # over the leading axes of a 3-D x instead
+        # (…, in) -> (M, in); the (M, out) product -> (…, out)
         y = matmul(x.reshape(-1, x.shape[-1]), weight.T).reshape(*x.shape[:-1], weight.shape[0])
         if bias is not None:
             y += bias  # in place: y is a fresh array (no second (M, out) buffer)
@@ -370,7 +373,7 @@ class Linear(Function):
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         g2 = g.reshape(-1, g.shape[-1])  # (M, out)
-        gx = matmul(g2, w).reshape(ctx.x_shape) if ctx.needs_input_grad[0] else None
+        gx = matmul(g2, w).reshape(ctx.x_shape) if ctx.needs_input_grad[0] else None  # (M, in) -> (…, in), x's shape
         gw = matmul(g2.T, x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None  # (out, in)
         gb = g2.sum(axis=0) if ctx.needs_input_grad[2] else None
         return gx, gw, gb

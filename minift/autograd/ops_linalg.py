@@ -63,7 +63,7 @@ class MatMul(Function):
         # BEGIN SOLUTION
         ga = g @ xp.swapaxes(b2, -1, -2)  # (..., m, k) = (..., m, n) @ (..., n, k)
         gb = xp.swapaxes(a2, -1, -2) @ g  # (..., k, n) = (..., k, m) @ (..., m, n)
-        ga = unbroadcast(ga, a2.shape).reshape(a.shape)
-        gb = unbroadcast(gb, b2.shape).reshape(b.shape)
+        ga = unbroadcast(ga, a2.shape).reshape(a.shape)  # a2's shape -> a's: (1, n) -> (n,) for a 1-D a
+        gb = unbroadcast(gb, b2.shape).reshape(b.shape)  # b2's shape -> b's: (n, 1) -> (n,) for a 1-D b
         return ga, gb
         # END SOLUTION

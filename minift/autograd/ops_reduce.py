@@ -25,6 +25,7 @@ def normalize_axes(axis, ndim):
 def expand_reduced(g, shape, axes, keepdims):
     """Put size-1 axes back where a reduction removed them, then broadcast to ``shape``."""
     if not keepdims:
+        # reduced shape -> shape with a 1 on each reduced axis
         g = g.reshape(tuple(1 if i in axes else n for i, n in enumerate(shape)))
     return xp.broadcast_to(g, shape)
 
@@ -74,6 +75,7 @@ class Max(Function):
         ctx.save_for_backward(a, y)
         ctx.axes = axes
         ctx.keepdims = keepdims
+        # (…, 1 on each reduced axis, …) -> those axes dropped
         return y if keepdims else y.reshape(tuple(n for i, n in enumerate(a.shape) if i not in axes))
 
     @staticmethod
@@ -131,6 +133,7 @@ class LogSumExp(Function):
         ctx.save_for_backward(a, y)
         ctx.axes = axes
         ctx.keepdims = keepdims
+        # (…, 1 on each reduced axis, …) -> those axes dropped
         return y if keepdims else y.reshape(tuple(n for i, n in enumerate(a.shape) if i not in axes))
 
     @staticmethod

@@ -16,7 +16,7 @@ class Reshape(Function):
     def forward(ctx, a, shape):
         ctx.shape = a.shape
         try:
-            return a.reshape(shape)
+            return a.reshape(shape)  # a.shape -> shape (same number of elements)
         except ValueError:
             raise ValueError(
                 f"cannot reshape a tensor of shape {tuple(a.shape)} ({a.size} elements) into {shape}"
@@ -24,7 +24,7 @@ class Reshape(Function):
 
     @staticmethod
     def backward(ctx, g):
-        return (g.reshape(ctx.shape),)
+        return (g.reshape(ctx.shape),)  # back to the input's shape
 
 
 class Transpose(Function):
@@ -203,6 +203,7 @@ class TakeAlongAxis(Function):
             else:
                 shape = [1] * idx.ndim
                 shape[d] = idx.shape[d]
+                # (n_d,) -> 1 on every axis but d: broadcasts along the others
                 full.append(xp.arange(idx.shape[d]).reshape(shape))
         grad = xp.zeros(ctx.shape, dtype=g.dtype)
         scatter_add(grad, tuple(xp.broadcast_arrays(*full)), g)

@@ -188,7 +188,7 @@ class Tensor:
     def item(self):
         if self.data.size != 1:
             raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
-        return self.data.reshape(()).item()
+        return self.data.reshape(()).item()  # one element, any shape -> (): a 0-d array
 
     def tolist(self):
         return self.numpy().tolist()
@@ -348,12 +348,12 @@ class Tensor:
 
     # ------------------------------------------------------------------ shape
     def reshape(self, *shape):
-        return F.reshape(self, _shape_arg(shape))
+        return F.reshape(self, _shape_arg(shape))  # any shape -> shape (same number of elements)
 
     view = reshape
 
     def flatten(self):
-        return F.reshape(self, (-1,))
+        return F.reshape(self, (-1,))  # any shape -> (n,)
 
     def transpose(self, *axes):
         return F.transpose(self, *axes)
@@ -381,14 +381,14 @@ class Tensor:
     def unsqueeze(self, axis):
         shape = list(self.shape)
         shape.insert(axis % (self.ndim + 1), 1)
-        return F.reshape(self, tuple(shape))
+        return F.reshape(self, tuple(shape))  # (…) -> (…, 1, …): a size-1 axis inserted at axis
 
     def squeeze(self, axis):
         if self.shape[axis] != 1:
             raise ValueError(f"cannot squeeze axis {axis} of size {self.shape[axis]}")
         shape = list(self.shape)
         shape.pop(axis)
-        return F.reshape(self, tuple(shape))
+        return F.reshape(self, tuple(shape))  # (…, 1, …) -> (…): the size-1 axis dropped
 
     def masked_fill(self, mask, value):
         return F.masked_fill(self, mask, value)

@@ -127,7 +127,7 @@ class DataCollatorWithPadding:
         if "input_ids" not in rows[0]:
             raise KeyError(f"a row has no 'input_ids' (it has {sorted(rows[0])}); tokenize the dataset "
                            "first, e.g. ds.map(lambda b: tok(b['text'], truncation=True), batched=True)")
-        ids = [list(np.asarray(r["input_ids"]).reshape(-1)) for r in rows]
+        ids = [list(np.asarray(r["input_ids"]).reshape(-1)) for r in rows]  # a row's ids, (T,) or (1, T) -> (T,)
         width = _pad_width([len(x) for x in ids], self.padding, self.max_length, self.pad_to_multiple_of)
         side = getattr(self.tokenizer, "padding_side", "right") or "right"
         batch = {"input_ids": _pad_rows(ids, width, self._pad_id(), side)}
@@ -171,7 +171,7 @@ class DataCollatorForTokenClassification(DataCollatorWithPadding):
                            "see minift.data.tokenize_and_align_labels")
         inputs = [{k: v for k, v in r.items() if k != label_name} for r in rows]
         batch, width = self._pad_inputs(inputs)
-        labels = [list(np.asarray(r[label_name]).reshape(-1)) for r in rows]
+        labels = [list(np.asarray(r[label_name]).reshape(-1)) for r in rows]  # a row's labels, (T,) or (1, T) -> (T,)
         for i, (label_row, r) in enumerate(zip(labels, rows)):
             if len(label_row) != len(r["input_ids"]):
                 raise ValueError(f"row {i} has {len(label_row)} labels for {len(r['input_ids'])} input_ids; "

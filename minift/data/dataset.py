@@ -246,6 +246,7 @@ class Dataset:
         return list(self)
 
     def _checked_indices(self, indices):
+        # a list or an array of indices, any shape -> (n,)
         indices = [int(i) for i in np.asarray(indices, dtype=np.int64).reshape(-1)] if len(indices) else []
         bad = [i for i in indices if not 0 <= i < self._num_rows]
         if bad:
@@ -297,6 +298,7 @@ class Dataset:
             keep = [bool(function(row, **fn_kwargs)) for row in self]
         else:
             for start, batch in self._batches(batch_size):
+                # one flag per row: any shape -> (n,)
                 flags = list(np.asarray(function(batch, **fn_kwargs)).reshape(-1))
                 n = len(next(iter(batch.values()), []))
                 if len(flags) != n:

@@ -240,16 +240,17 @@ def show_batch(batch, tokenizer, classifier_reads=None) -> TokenTable:
     reads = None
     if classifier_reads is None and kind == "sequence classification" or classifier_reads in (True, "last"):
         mask2d = real.astype(np.int64)  # (B, T): last_token_index reads a 2-D mask
+        # -> (B,): each row's last real token
         reads = np.asarray(_host(last_token_index(mask2d, ids, pad_id))).reshape(b)
     elif classifier_reads == "first":
         reads = np.zeros(b, dtype=np.int64)
     elif classifier_reads is not None and classifier_reads is not False:
-        reads = np.asarray(_host(classifier_reads)).reshape(-1)
+        reads = np.asarray(_host(classifier_reads)).reshape(-1)  # any shape -> (n,), checked to be (B,) below
         if reads.shape != (b,) or np.any(reads >= t) or np.any(reads < -t):
             raise ValueError(f"classifier_reads: expected {b} positions in [-{t}, {t}), got {reads.tolist()}")
         reads = reads % t  # [:, -1] reads position T − 1
 
-    pieces = tokenizer.convert_ids_to_tokens(ids.reshape(-1).tolist()) if hasattr(
+    pieces = tokenizer.convert_ids_to_tokens(ids.reshape(-1).tolist()) if hasattr(  # (B, T) -> (B·T,)
         tokenizer, "convert_ids_to_tokens") else [None] * ids.size
     word_ids = batch.get("word_ids")
     rows, found = [], []

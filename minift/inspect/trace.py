@@ -14,7 +14,7 @@ class Trace(list):
     equal-length columns; ``column(name)`` gives one back as an array."""
 
     def __init__(self, columns):
-        columns = {k: np.asarray(v).reshape(-1) for k, v in columns.items()}
+        columns = {k: np.asarray(v).reshape(-1) for k, v in columns.items()}  # each column, any shape -> (n,)
         lengths = {len(v) for v in columns.values()}
         if len(lengths) > 1:
             raise ValueError(f"trace columns differ in length: { {k: len(v) for k, v in columns.items()} }")

@@ -154,7 +154,7 @@ def _read_tensors(file) -> dict:
                 raise CheckpointError(f"{file}: tensor {name} has dtype {info['dtype']}, which minift cannot read")
             start, end = info["data_offsets"]
             bits = np.frombuffer(raw[8 + n + start:8 + n + end], dtype="<u2").astype(np.uint32) << 16  # (numel,)
-            out[name] = bits.view(np.float32).reshape(info["shape"])
+            out[name] = bits.view(np.float32).reshape(info["shape"])  # (numel,) -> the shape in the header
     return out
 
 

@@ -129,7 +129,7 @@ class TransformerForSequenceClassification(ClassifierHead):
         if pooling == "mean":
             b, t, _ = h.shape
             mask = xp.ones((b, t), dtype=h.dtype) if attention_mask is None else \
-                _int_array(attention_mask).reshape(b, t).astype(h.dtype)
+                _int_array(attention_mask).reshape(b, t).astype(h.dtype)  # the mask as (B, T)
             weights = mask / mask.sum(axis=1, keepdims=True)  # (B, T): 1/n on the n real tokens
             return (h * weights[:, :, None]).sum(axis=1)  # (B, T, C) -> (B, C)
         last = last_token_index(attention_mask, input_ids, self.config.pad_token_id)  # (B,)
@@ -140,6 +140,7 @@ def sequence_classification_loss(logits, labels, num_labels):
     """HF's problem_type rule: regression (num_labels 1) → MSE; integer labels → CE; float (B, K) → BCE."""
     y = labels.data if isinstance(labels, Tensor) else xp.asarray(labels)
     if num_labels == 1:
+        # logits (B, 1) -> (B,); labels (B,) or (B, 1) -> (B,)
         return F.mse_loss(logits.reshape(-1), y.reshape(-1).astype(logits.dtype))
     if y.dtype.kind in "iu":
         if y.ndim != 1 or y.shape[0] != logits.shape[0]:
@@ -193,7 +194,7 @@ def span_loss(start_logits, end_logits, start_positions, end_positions):
     """(CE(start_logits, start) + CE(end_logits, end)) / 2; positions outside [0, T) are ignored (HF)."""
     t = start_logits.shape[1]
     starts = xp.clip(_int_array(start_positions).reshape(-1), 0, t)  # a position ≥ T becomes T: ignored
-    ends = xp.clip(_int_array(end_positions).reshape(-1), 0, t)
+    ends = xp.clip(_int_array(end_positions).reshape(-1), 0, t)  # (B,), as the starts
     start_loss = F.cross_entropy(start_logits, starts, ignore_index=t)
     end_loss = F.cross_entropy(end_logits, ends, ignore_index=t)
     return (start_loss + end_loss) / 2

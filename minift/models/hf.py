@@ -211,7 +211,7 @@ def load_hf_state(model, tensors: dict, file) -> None:
     tensors = dict(tensors)
     for name in [k for k in tensors if _BUFFERS.fullmatch(k)]:
         if name.endswith("position_ids"):
-            ids = np.asarray(tensors[name]).reshape(-1)
+            ids = np.asarray(tensors[name]).reshape(-1)  # (1, max_positions) -> (max_positions,)
             if not np.array_equal(ids, np.arange(len(ids))):
                 raise CheckpointError(f"{file}: {name} is not 0..{len(ids) - 1}")
         del tensors[name]

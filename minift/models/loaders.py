@@ -73,7 +73,7 @@ def load_bert(directory) -> TransformerModel:
     rename = {backbone_name_to("bert", k): k for k in model.state_dict()}
     extra = []
     if "embeddings.position_ids" in tensors:  # a buffer HF saves: it must be 0, 1, 2, … and is then used up
-        pid = tensors["embeddings.position_ids"].reshape(-1)
+        pid = tensors["embeddings.position_ids"].reshape(-1)  # (1, max_positions) -> (max_positions,)
         if not np.array_equal(pid, np.arange(len(pid))):
             raise CheckpointError(f"{file}: embeddings.position_ids is not 0..{len(pid) - 1}")
         extra.append("embeddings.position_ids")

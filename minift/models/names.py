@@ -133,4 +133,5 @@ def unpermute_rope_rows(w, n_heads):
     and we apply the inverse permutation to get back the halves layout our RoPE uses.
     """
     out_dim = w.shape[0]
+    # (out, …) -> (H, D/2, 2, …) -> swapaxes (H, 2, D/2, …) -> (out, …); out = H·D
     return w.reshape(n_heads, out_dim // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)

@@ -61,7 +61,7 @@ def nf4_levels(offset=0.9677083):
 
 def _blocks(raw, kind):
     ns = array_module(raw)
-    raw = ns.ascontiguousarray(raw).view(ns.uint8).reshape(-1)
+    raw = ns.ascontiguousarray(raw).view(ns.uint8).reshape(-1)  # any shape and dtype -> (n_bytes,) uint8
     size = BYTES_PER_BLOCK[kind]
     if raw.size % size:
         raise ValueError(f"{kind} data of {raw.size} bytes is not a whole number of {size}-byte blocks")
@@ -82,12 +82,12 @@ def dequantize_q8_0(raw):
     b = _blocks(raw, "Q8_0")
     ns = array_module(b)
     q = b[:, 2:].copy().view(ns.int8).astype(ns.float32)  # (n, 32)
-    return (_f16(b[:, :2]) * q).reshape(-1)
+    return (_f16(b[:, :2]) * q).reshape(-1)  # (n, 1) · (n, 32) -> (n·32,): the blocks' values in order
 
 
 def dequantize_q4_0(raw):
     b = _blocks(raw, "Q4_0")
-    return (_f16(b[:, :2]) * (_nibbles(b[:, 2:]) - 8.0)).reshape(-1)
+    return (_f16(b[:, :2]) * (_nibbles(b[:, 2:]) - 8.0)).reshape(-1)  # (n, 32) -> (n·32,)
 
 
 def dequantize_q4_1(raw):
@@ -101,7 +101,7 @@ def dequantize_q4_1(raw):
     # BEGIN SOLUTION
     d = _f16(b[:, 0:2])  # (n, 1)
     m = _f16(b[:, 2:4])  # (n, 1)
-    return (d * _nibbles(b[:, 4:]) + m).reshape(-1)
+    return (d * _nibbles(b[:, 4:]) + m).reshape(-1)  # (n, 32) -> (n_blocks·32,)
     # END SOLUTION
 
 
@@ -119,7 +119,7 @@ def dequantize_nf4(raw):
     # TASK quant.dequantize_nf4: turn NF4 blocks back into float32 weights (look up each code, scale by absmax)
     # BEGIN SOLUTION
     codes = ns.stack([packed >> 4, packed & 0x0F], axis=-1).reshape(len(b), 64)  # (n, 32, 2) -> (n, 64)
-    return (code[codes] * absmax).reshape(-1)
+    return (code[codes] * absmax).reshape(-1)  # (n, 64) -> (n_blocks·64,)
     # END SOLUTION
 
 
@@ -130,52 +130,57 @@ def dequantize(raw, kind, shape):
     """Raw tensor bytes of type ``kind`` → float32 array of ``shape`` (NumPy order, rows last-axis-major)."""
     ns = array_module(raw)
     if kind == "F32":
-        return ns.ascontiguousarray(raw).view(ns.float32).reshape(shape)
+        return ns.ascontiguousarray(raw).view(ns.float32).reshape(shape)  # (n_bytes/4,) float32 values -> shape
     if kind == "F16":
+        # (n_bytes/2,) float16 values -> shape
         return ns.ascontiguousarray(raw).view(ns.float16).astype(ns.float32).reshape(shape)
     if kind not in DEQUANTIZE:
         raise ValueError(f"tensor type {kind} is not supported (minift reads F32, F16, {', '.join(DEQUANTIZE)})")
-    return DEQUANTIZE[kind](raw).reshape(shape)
+    return DEQUANTIZE[kind](raw).reshape(shape)  # (n_values,) -> shape
 
 
 def quantize_q8_0(x):
     """Blocks of 32: d = max|x|/127, q = round(x/d). Returns the raw bytes, as GGUF stores them."""
-    x = np.asarray(x, dtype=np.float32).reshape(-1, BLOCK)
+    x = np.asarray(x, dtype=np.float32).reshape(-1, BLOCK)  # any shape -> (n_blocks, 32)
     d = np.abs(x).max(axis=1, keepdims=True) / 127.0
     q = np.round(np.divide(x, d, out=np.zeros_like(x), where=d > 0)).astype(np.int8)
+    # (n, 2 + 32) bytes -> (n·34,)
     return np.concatenate([d.astype(np.float16).view(np.uint8), q.view(np.uint8)], axis=1).reshape(-1)
 
 
 def quantize_q4_1(x):
     """Blocks of 32: m = min, d = (max − min)/15, q = round((x − m)/d) in 0..15, packed two per byte."""
-    x = np.asarray(x, dtype=np.float32).reshape(-1, BLOCK)
+    x = np.asarray(x, dtype=np.float32).reshape(-1, BLOCK)  # any shape -> (n_blocks, 32)
     lo, hi = x.min(axis=1, keepdims=True), x.max(axis=1, keepdims=True)
     d = (hi - lo) / 15.0
     q = np.clip(np.round(np.divide(x - lo, d, out=np.zeros_like(x), where=d > 0)), 0, 15).astype(np.uint8)
     packed = q[:, :16] | (q[:, 16:] << 4)
+    # (n, 2 + 2 + 16) bytes -> (n·20,)
     return np.concatenate([d.astype(np.float16).view(np.uint8), lo.astype(np.float16).view(np.uint8), packed], axis=1).reshape(-1)
 
 
 def quantize_q4_0(x):
     """Blocks of 32: d = (the value of largest magnitude)/(−8), q = round(x/d) + 8 clipped to 0..15, with the
     float32 d; only then is d stored as float16 (llama.cpp's order)."""
-    x = np.asarray(x, dtype=np.float32).reshape(-1, BLOCK)
+    x = np.asarray(x, dtype=np.float32).reshape(-1, BLOCK)  # any shape -> (n_blocks, 32)
     extreme = np.take_along_axis(x, np.abs(x).argmax(axis=1)[:, None], axis=1)  # signed, (n, 1)
     d = extreme / -8.0
     q = np.clip(np.round(np.divide(x, d, out=np.zeros_like(x), where=d != 0)) + 8, 0, 15).astype(np.uint8)
     packed = q[:, :16] | (q[:, 16:] << 4)
+    # (n, 2 + 16) bytes -> (n·18,)
     return np.concatenate([d.astype(np.float16).view(np.uint8), packed], axis=1).reshape(-1)
 
 
 def quantize_nf4(x):
     """Blocks of 64: absmax = max|x|, q = the index of the NF4 level nearest to x/absmax, packed two per byte."""
-    x = np.asarray(x, dtype=np.float32).reshape(-1, BLOCK_VALUES["NF4"])
+    x = np.asarray(x, dtype=np.float32).reshape(-1, BLOCK_VALUES["NF4"])  # any shape -> (n_blocks, 64)
     absmax = np.abs(x).max(axis=1, keepdims=True)  # (n, 1)
     normalized = np.divide(x, absmax, out=np.zeros_like(x), where=absmax > 0)  # in [−1, 1]
     code = np.asarray(NF4_CODE, dtype=np.float32)
     midpoints = (code[1:] + code[:-1]) / 2  # level i owns (midpoint i−1, midpoint i]
     q = np.searchsorted(midpoints, normalized).astype(np.uint8)  # (n, 64) in 0..15
     packed = (q[:, 0::2] << 4) | q[:, 1::2]  # value 2j high, 2j + 1 low
+    # (n, 4 + 32) bytes -> (n·36,)
     return np.concatenate([absmax.astype(np.float32).view(np.uint8), packed], axis=1).reshape(-1)
 
 

@@ -61,7 +61,7 @@ class QuantizedLinearFunction(Function):
             gx = xp.zeros((g2.shape[0], layer.in_features), dtype=g.dtype)  # (M, in)
             for start, stop in layer.row_ranges():
                 gx += matmul(g2[:, start:stop], layer.dequantize_rows(start, stop, g.dtype))  # (M, rows) @ (rows, in)
-            gx = gx.reshape(ctx.x_shape)
+            gx = gx.reshape(ctx.x_shape)  # (M, in) -> (…, in), x's shape
         gb = g2.sum(axis=0) if ctx.needs_input_grad[1] else None
         return gx, gb, None
 

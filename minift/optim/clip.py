@@ -57,7 +57,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
 
 def _power_sum(g, p):
     """Σ |g_i|^p as a Python float: fast in g's dtype, again in float64 if that overflowed."""
-    flat = g.reshape(-1)
+    flat = g.reshape(-1)  # any shape -> (n,)
     total = float(xp.vdot(flat, flat)) if p == 2 else float((xp.abs(flat) ** p).sum())
     if math.isinf(total) and bool(xp.isfinite(flat).all()):  # overflow, not an infinite gradient
         total = float((xp.abs(flat.astype(xp.float64)) ** p).sum())

@@ -86,7 +86,7 @@ class IA3Linear(Module):
                 raise ValueError(f"merging IA3 adapter {name!r} gives non-finite weights; nothing was merged")
             w.data[...] = new_w
             if b is not None and not self.is_feedforward:
-                b.data *= l.reshape(-1)
+                b.data *= l.reshape(-1)  # (out, 1) -> (out,), as the bias
             self.merged_adapters.append(name)
 
     @no_grad()
@@ -97,7 +97,7 @@ class IA3Linear(Module):
             l = getattr(self.ia3_l, self.merged_adapters.pop()).data + 1e-8
             w.data /= l
             if b is not None and not self.is_feedforward:
-                b.data /= l.reshape(-1)
+                b.data /= l.reshape(-1)  # (out, 1) -> (out,), as the bias
 
     def extra_repr(self):
         side = "input" if self.is_feedforward else "output"

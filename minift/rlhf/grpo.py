@@ -78,7 +78,7 @@ def grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, beta=0.04,
     if logprobs.ndim != 2:
         raise ValueError(f"logprobs must be (completions, tokens), got shape {tuple(logprobs.shape)}")
     b, width = logprobs.shape
-    adv_host = _array(advantages).reshape(-1)
+    adv_host = _array(advantages).reshape(-1)  # any shape -> (n,), checked to be (B,) below
     if adv_host.shape != (b,):
         raise ValueError(f"advantages must hold one number per completion, ({b},), got shape {np.shape(advantages)}")
     m_host = _array(mask)

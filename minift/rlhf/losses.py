@@ -323,7 +323,7 @@ def grpo_advantages(rewards, num_generations, scale_rewards=True, std_unbiased=T
     NumPy's default Σ(r − r̄)² / G, as a hand-written ``np.std`` does. For G = 4 the two differ by √(4/3):
     the same rewards give advantages 15 % larger with the biased one.
     """
-    r = _array(rewards).reshape(-1)
+    r = _array(rewards).reshape(-1)  # any shape -> (B·G,)
     if isinstance(num_generations, bool) or not (isinstance(num_generations, (int, np.integer)) and num_generations >= 2):
         raise ValueError(f"num_generations must be an integer >= 2 (a group needs a spread), got {num_generations!r}")
     num_generations = int(num_generations)
@@ -343,7 +343,7 @@ def grpo_advantages(rewards, num_generations, scale_rewards=True, std_unbiased=T
     elif scale == "batch":
         advantages = advantages / (r.std(ddof=ddof) + 1e-4)
     # END SOLUTION
-    return advantages.reshape(-1)
+    return advantages.reshape(-1)  # (prompts, G) -> (B·G,)
 
 
 

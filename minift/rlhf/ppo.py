@@ -231,6 +231,7 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ rollout
     def score(self, texts):
+        # one score per text: any shape -> (n,)
         scores = np.asarray(self.reward_fn(list(texts)), dtype=np.float64).reshape(-1)
         if scores.shape != (len(texts),):
             raise ValueError(f"reward_fn gave {scores.shape[0]} scores for {len(texts)} texts")

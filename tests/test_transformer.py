@@ -249,3 +249,26 @@ def test_causal_attention_with_fewer_queries_than_keys_is_pytorchs_lower_right_m
     top_left = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=True)
     np.testing.assert_allclose(ours, lower_right.numpy(), atol=1e-12)
     assert np.abs(ours - top_left.numpy()).max() > 0.1
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_fresh_language_model_starts_at_loss_ln_v(family, tied):
+    """Every weight starts at N(0, 0.02²), untied heads too (HF's ``_init_weights``): the logits start near 0, the
+    prediction near uniform, so the loss on any tokens is ln V. PyTorch's Linear default on the head gives ln V + 0.15."""
+    mf.seed(0)
+    config = TransformerConfig(family=family, vocab_size=512, hidden_size=64, num_hidden_layers=2,
+                               num_attention_heads=4, max_position_embeddings=64, tie_word_embeddings=tied)
+    ids = np.random.default_rng(1).integers(0, 512, (8, 32))
+    loss = TransformerForCausalLM(config).eval()(ids, labels=ids).loss.item()
+    assert abs(loss - np.log(512)) < 0.05, (loss, np.log(512))
+
+
+def test_a_fresh_masked_lm_starts_at_loss_ln_v():
+    mf.seed(0)
+    config = TransformerConfig(family="bert", vocab_size=512, hidden_size=64, num_hidden_layers=2,
+                               num_attention_heads=4, max_position_embeddings=64)
+    ids = np.random.default_rng(1).integers(0, 512, (8, 32))
+    model = TransformerForMaskedLM(config).eval()
+    assert abs(model(ids, labels=ids).loss.item() - np.log(512)) < 0.05
+    np.testing.assert_array_equal(model.mlm_decoder.bias.numpy(), 0.0)

@@ -270,6 +270,8 @@ class TransformerForCausalLM(Module):
         self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed.tokens.weight
+        else:  # an untied head starts as HF's does, N(0, std²): a fresh model's loss is then ln V
+            init_weights(self.lm_head, config.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, labels=None, **kw):
         out = self.model(input_ids, attention_mask=attention_mask, **kw)
@@ -297,6 +299,8 @@ class TransformerForMaskedLM(Module):
         self.mlm_norm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlm_decoder = Linear(config.hidden_size, config.vocab_size)
         self.mlm_decoder.weight = self.model.embed.tokens.weight
+        init_weights(self.mlm_dense, config.initializer_range)  # as HF's: N(0, std²), biases 0
+        self.mlm_decoder.bias.data = xp.zeros_like(self.mlm_decoder.bias.data)
 
     def forward(self, input_ids, attention_mask=None, labels=None, **kw):
         out = self.model(input_ids, attention_mask=attention_mask, **kw)

@@ -39,7 +39,7 @@ from collections import Counter
 import numpy as np  # host side: task draws, data order and metrics are host data, as in the Trainer
 
 from .nn import Module, ModuleDict
-from .train.trainer import PredictionOutput, Trainer
+from .train.trainer import PredictionOutput, Trainer, check_ignore_keys
 
 STRATEGIES = ("round_robin", "proportional", "temperature")
 
@@ -341,9 +341,11 @@ class MultiTaskTrainer(Trainer):
         super()._log(record, file)
 
     # ------------------------------------------------------------------ evaluation
-    def predict(self, test_dataset, task=None, *, metric_key_prefix="test"):
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix="test", *, task=None):
         """``PredictionOutput(predictions, label_ids, metrics)`` of ``task``'s head over ``test_dataset``; the
-        metrics are that task's loss and ``compute_metrics``."""
+        metrics are that task's loss and ``compute_metrics``. The ``Trainer``'s parameters in HF's order, then
+        ``task`` by keyword."""
+        check_ignore_keys(ignore_keys)
         start = time.perf_counter()
         predictions, label_ids, loss = self._predict_task(task, test_dataset)
         metrics = self._metrics(predictions, label_ids, loss, self.compute_metrics_by_task.get(task), metric_key_prefix)
@@ -360,9 +362,10 @@ class MultiTaskTrainer(Trainer):
         """``task``'s loss and metrics over ``dataset``, unprefixed."""
         return self._metrics(*self._predict_task(task, dataset), self.compute_metrics_by_task.get(task))
 
-    def evaluate(self, eval_dataset=None, task=None, *, metric_key_prefix="eval"):
-        """Per-task metrics and their macro averages (class docstring); with ``task``, one task's plain metrics.
-        Either way the run's timings too (``eval_runtime``…, over every task's rows)."""
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", *, task=None):
+        """Per-task metrics and their macro averages (class docstring); with ``task`` (by keyword), one task's plain
+        metrics. Either way the run's timings too (``eval_runtime``…, over every task's rows)."""
+        check_ignore_keys(ignore_keys)
         start = time.perf_counter()
         if task is not None:
             dataset = self.eval_dataset.get(task) if eval_dataset is None and self.eval_dataset else eval_dataset

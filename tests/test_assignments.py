@@ -306,7 +306,28 @@ def test_a_task_scores_points_times_its_share_to_two_decimals_halves_up(points, 
     from minift.assignments.grade import task_score
 
     assert task_score(points, part, whole) == expected
+    assert task_score(2.5, 1, 2) == 1.25  # points need not be whole
     assert abs(task_score(points, part, whole) - points * part / whole) <= 0.005 + 1e-12
+
+
+def test_the_graders_temporary_path_is_taken_out_resolved_or_not_even_when_one_holds_the_other(tmp_path):
+    """On macOS /var/… is a link to /private/var/…: the unresolved path is part of the resolved one, so the longer
+    must go first, or "/private" is left glued to the relative name."""
+    import uuid
+
+    from minift.assignments.grade import _relative
+
+    link = Path(f"/tmp/minift-relative-{uuid.uuid4().hex}")  # an absolute path that the resolved one contains
+    real = tmp_path / "private" / str(link).lstrip("/")
+    real.mkdir(parents=True)
+    link.symlink_to(real, target_is_directory=True)
+    try:
+        assert str(link) in str(link.resolve()) and link.resolve() != link
+        text = f"{link.resolve()}/tests/test_exercises.py:3: SyntaxError; then {link}/minift/qa.py"
+        # (a set of the two would be walked in an order set by the process's hash seed: longer first, always)
+        assert _relative(text, link) == "tests/test_exercises.py:3: SyntaxError; then minift/qa.py"
+    finally:
+        link.unlink()
 
 
 def test_an_unwritten_property_task_says_so_and_a_broken_test_file_is_named_as_handed_in(tmp_path, student_tree):

@@ -353,12 +353,17 @@ def test_trainer_one_task_per_step_per_task_losses_and_metrics(tmp_path):
     assert m["eval_score"] == pytest.approx((m["eval_sentiment_accuracy"] + m["eval_ner_f1"]) / 2)
     one = trainer.evaluate(rows("ner", 6, 3), task="ner")  # one task: the plain keys
     assert one["eval_f1"] == pytest.approx(m["eval_ner_f1"]) and "eval_score" not in one
-    predictions, label_ids, metrics = trainer.predict(rows("ner", 6, 3), "ner")  # HF's PredictionOutput, test_ keys
+    predictions, label_ids, metrics = trainer.predict(rows("ner", 6, 3), task="ner")  # HF's PredictionOutput, test_ keys
     assert untimed(metrics) == {k.replace("eval_", "test_"): v for k, v in untimed(one).items()}
     assert not any(k.endswith(TIMINGS) for k in untimed(m)) and m["eval_runtime"] > 0  # one timing for all tasks
     assert predictions.shape[:2] == label_ids.shape and predictions.shape[-1] == 3  # (N, T, labels), the ner head's
     assert trainer.predict(rows("ner", 6, 3), task="ner", metric_key_prefix="x").metrics.keys() == {
         k.replace("eval_", "x_") for k in one}
+    # the Trainer's parameters in HF's order (ignore_keys second), task by keyword only
+    same = trainer.predict(rows("ner", 6, 3), ["past_key_values"], "test", task="ner")
+    np.testing.assert_array_equal(same.predictions, predictions)
+    with pytest.raises(TypeError):
+        trainer.predict(rows("ner", 6, 3), None, "test", "ner")
     written = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert any("loss_ner" in r for r in written)
 

@@ -190,7 +190,7 @@ def test_the_dpo_trace_gives_each_pairs_loss_rewards_and_the_gradient_autograd_c
 def test_a_larger_beta_keeps_the_policy_closer_to_the_reference(loss_type, label_smoothing, optimum):
     """β is the strength of the pull back to the reference: the loss is lowest where the policy's preference
     beyond the reference's, h = (π_c − ref_c) − (π_r − ref_r), is h*(β) ∝ 1/β. Checked twice: the gradient is 0
-    at the closed form, and the same Adam run from the reference ends with |h| smaller for every larger β."""
+    at the closed form, and gradient descent from the reference ends there, with |h| smaller for every larger β."""
     ref_c, ref_r = np.array([-4.0]), np.array([-5.0])
     ends = []
     for beta in (0.25, 1.0, 4.0):
@@ -199,13 +199,15 @@ def test_a_larger_beta_keeps_the_policy_closer_to_the_reference(loss_type, label
         dpo_loss(a, b, ref_c, ref_r, beta=beta, loss_type=loss_type, label_smoothing=label_smoothing)[0].sum().backward()
         assert abs(a.grad[0]) < 1e-9 and abs(b.grad[0]) < 1e-9, beta  # stationary, and the loss is convex in h
         a, b = mf.tensor(ref_c.copy(), requires_grad=True), mf.tensor(ref_r.copy(), requires_grad=True)
-        opt = mf.optim.Adam([a, b], lr=0.05)
+        # plain gradient descent (SGD: no coursework task of its own; Adam's step is one), its rate set by the
+        # curvature: 2β² · σ'(βh) ≤ β²/2 in (a, b) for the sigmoid loss, 4 for IPO's square
+        opt = mf.optim.SGD([a, b], lr=1 / beta**2 if loss_type == "sigmoid" else 0.1)
         for _ in range(600):
             opt.zero_grad()
             dpo_loss(a, b, ref_c, ref_r, beta=beta, loss_type=loss_type, label_smoothing=label_smoothing)[0].sum().backward()
             opt.step()
         h = float((a.data - ref_c)[0] - (b.data - ref_r)[0])
-        assert h == pytest.approx(h_star, abs=0.1), (beta, h, h_star)
+        assert h == pytest.approx(h_star, rel=1e-3), (beta, h, h_star)
         ends.append(h)
     assert ends[0] > ends[1] > ends[2] > 0
 

@@ -106,7 +106,7 @@ def task_score(points, part, whole) -> float:
     1.2, Python's round() going to the even digit), 5 × 1/40 = 0.125 gives 0.13."""
     from fractions import Fraction
 
-    return math.floor(Fraction(points * part, whole) * 100 + Fraction(1, 2)) / 100
+    return math.floor(Fraction(points) * part / whole * 100 + Fraction(1, 2)) / 100
 
 
 NOT_WRITTEN = "not written yet: still the handout's stub (raise NotImplementedError)"
@@ -119,7 +119,7 @@ def not_written(task_id: str, message: str) -> str:
 
 def _relative(text: str, tree: Path) -> str:
     """``text`` with the grader's temporary ``tree/`` path taken out of the file names in it (resolved or not)."""
-    for where in {str(tree), str(Path(tree).resolve())}:
+    for where in sorted({str(tree), str(Path(tree).resolve())}, key=len, reverse=True):  # /private/var before /var
         text = text.replace(where + "/", "")
     return text
 
@@ -190,7 +190,8 @@ for name in sys.argv[2:]:
                 blamed.append(rel)
         where = f", line {e.lineno}" if isinstance(e, SyntaxError) else ""
         message = e.msg if isinstance(e, SyntaxError) else str(e)
-        for where_from in {str(tree), os.environ["PYTHONPATH"]}:  # the grader's temporary path, resolved or not
+        # the grader's temporary path, resolved or not; the longer first (macOS: /private/var/… is /var/…)
+        for where_from in sorted({str(tree), os.environ["PYTHONPATH"]}, key=len, reverse=True):
             message = message.replace(where_from + "/", "")
         error = f"it does not import: {type(e).__name__}: {message}{where}"
         print(json.dumps({"module": name, "error": error, "files": blamed}))

@@ -156,9 +156,10 @@ class DataCollatorForSFT:
         positions = np.zeros((b, width), dtype=np.int64)
         for i, r in enumerate(rows):
             n = len(r["input_ids"])
-            if all(y == -100 for y in r["labels"]):
-                raise ValueError(f"row {i} of the batch has no trained token (all its {len(r['labels'])} labels are "
-                                 "-100): its completion is empty or was cut away; build rows with fit_example")
+            if all(y == -100 for y in r["labels"][1:]):  # token t is predicted from t − 1: position 0 never is
+                raise ValueError(f"row {i} of the batch has no trained token (its {len(r['labels'])} labels are -100, "
+                                 "but for position 0, which a causal LM never predicts): its completion is empty, was "
+                                 "cut away, or a response template never matched; build rows with fit_example")
             ids[i, :n] = r["input_ids"]
             labels[i, :n] = r["labels"]
             seq[i, :n] = r["sequence_ids"] if packed else 1

@@ -149,10 +149,35 @@ def test_the_handout_follows_a_docstring_that_points_elsewhere_to_the_formula(st
     }
     for task, line in formulas.items():
         assert line in sections[task] and "**Which it refers to**" in sections[task], task
-    for task, section in sections.items():  # and nothing points nowhere
+    for task, section in sections.items():  # and nothing points nowhere (a looser pattern than the handout's)
         own = section.split("* **Which it refers to**")[0]
-        if "module docstring" in own or re.search(r"see ``\w+``", own):
+        if re.search(r"module docstring|(see|formulas? of|in) ``[\w.]+``", own, flags=re.I):
             assert "**Which it refers to**" in section, task
+
+
+def test_a_pointer_to_a_docstring_is_followed_once_and_never_to_the_one_shown(tmp_path):
+    from minift.assignments.handout import referenced_docstrings
+
+    source = tmp_path / "m.py"
+    source.write_text('''"""The module: y = 2x."""
+class Foo:
+    """Foo: z = 3y."""
+    def f(self):
+        """f: See ``Foo``, then see ``g``; the module docstring too, and see ``Foo`` again."""
+class A:
+    def backward(self):
+        """A's."""
+class B:
+    def backward(self):
+        """B's."""
+def g():
+    """g: w = 4z; see ``backward`` (ambiguous) and see ``g`` (this one)."""
+''')
+    f_doc = "f: See ``Foo``, then see ``g``; the module docstring too, and see ``Foo`` again."
+    assert referenced_docstrings(source, f_doc) == [("the module docstring of `m.py`", "The module: y = 2x."),
+                                                    ("`Foo`", "Foo: z = 3y."), ("`g`", "g: w = 4z; see ``backward`` "
+                                                                               "(ambiguous) and see ``g`` (this one).")]
+    assert referenced_docstrings(source, "g: w = 4z; see ``backward`` (ambiguous) and see ``g`` (this one).") == []
 
 
 def test_the_student_trees_makefile_runs_its_tests_and_not_the_courses_check(student_tree):

@@ -94,8 +94,11 @@ def test_the_collator_masks_padding_by_position_so_an_eos_that_is_also_the_pad_i
 def test_a_row_with_no_trained_token_is_an_error_not_a_silent_skip():
     nothing = {"input_ids": [5, 6, 7], "labels": [-100, -100, -100]}
     good = {"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}
-    with pytest.raises(ValueError, match="row 1 of the batch has no trained token .all its 3 labels are -100"):
+    with pytest.raises(ValueError, match="row 1 of the batch has no trained token .its 3 labels are -100"):
         DataCollatorForSFT(FakeTokenizer())([good, nothing])
+    first_only = {"input_ids": [5, 6, 7], "labels": [5, -100, -100]}  # position 0: predicted from nothing
+    with pytest.raises(ValueError, match="row 0 of the batch has no trained token"):
+        DataCollatorForSFT(FakeTokenizer())([first_only, good])
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])

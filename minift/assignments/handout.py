@@ -28,27 +28,27 @@ def enclosing_scope(path: Path, line: int):
     return name, doc
 
 
-def referenced_docstrings(path: Path, doc: str, own_name: str) -> list[tuple[str, str]]:
+def referenced_docstrings(path: Path, doc: str) -> list[tuple[str, str]]:
     """The docstrings that ``doc`` sends the reader to, in its file: [(what, docstring)].
 
     A short docstring often points to the formula rather than repeat it: "(module docstring)", "the formulas
     of ``AdamW``", "see ``fisher_diagonal``". The handout follows such pointers, so that each task shows its
     formula: the module's docstring when ``doc`` names it, and that of each class or function of the same file
-    that ``doc`` points to as "see ``name``" or "the formulas of ``name``" (not the scope's own)."""
+    that ``doc`` points to as "see ``name``" or "the formulas of ``name``" (unless the name is ambiguous there)."""
     import re
 
     tree = ast.parse(path.read_text())
     found = []
     if "module docstring" in doc and ast.get_docstring(tree):
         found.append((f"the module docstring of `{path.name}`", ast.get_docstring(tree)))
-    defined = {}
+    defined = {}  # a name → the docstrings of the classes and functions of that name (several have a backward)
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and ast.get_docstring(node):
-            defined.setdefault(node.name, ast.get_docstring(node))
-    own = own_name.split(".")
-    for named in dict.fromkeys(re.findall(r"(?:see|formulas of) ``(\w+)``", doc)):  # in order, each once
-        if named in defined and named not in own:
-            found.append((f"`{named}`", defined[named]))
+            defined.setdefault(node.name, []).append(ast.get_docstring(node))
+    for named in dict.fromkeys(re.findall(r"(?i:see|formulas of) ``(\w+)``", doc)):  # in order, each once
+        docs = [d for d in defined.get(named, []) if d != doc]  # not the docstring already shown
+        if len(docs) == 1:  # a name that means one thing in the file (else the pointer is ambiguous: skipped)
+            found.append((f"`{named}`", docs[0]))
     return found
 
 
@@ -100,7 +100,7 @@ def handout(root: Path, regions) -> str:
             if doc:
                 parts.append("* **The formula** (its docstring):\n")
                 parts.append(_text_block(doc))
-                for what, text in referenced_docstrings(r.path, doc, name):
+                for what, text in referenced_docstrings(r.path, doc):
                     parts.append(f"* **Which it refers to**, {what}:\n")
                     parts.append(_text_block(text))
         if t.depends:

@@ -104,15 +104,16 @@ class DataCollatorForPreference:
                 raise KeyError(f"preference row {k} lacks {sorted(missing)} (it has {sorted(r)})")
         examples = [sft_example(self.tokenizer, r["prompt"], r[side], self.max_length, self.chat)
                     for side in ("chosen", "rejected") for r in rows]
-        batch = DataCollatorForSFT(self.tokenizer)(examples)  # padded ids, (B, T) mask, labels −100 off the completion
-        completion = (batch["labels"] != -100).astype(np.int64)
-        empty = np.flatnonzero(completion[:, 1:].sum(axis=1) == 0)  # token t is predicted from t − 1: not the first
-        if len(empty):
-            k = int(empty[0])
+        # token t is predicted from t − 1, so a completion's token at position 0 is never predicted
+        empty = [k for k, e in enumerate(examples) if all(y == -100 for y in e["labels"][1:])]
+        if empty:  # said here, before the collator's own check, with the preference row and the side
+            k = empty[0]
             side = "chosen" if k < len(rows) else "rejected"
             raise ValueError(f"preference row {k % len(rows)}: within max_length = {self.max_length} tokens no token of "
                              f"its {side} completion is left to predict (each is predicted from the token before "
                              "it); raise max_length (--max-length) or shorten the prompt")
+        batch = DataCollatorForSFT(self.tokenizer)(examples)  # padded ids, (B, T) mask, labels −100 off the completion
+        completion = (batch["labels"] != -100).astype(np.int64)
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "completion_mask": completion}
 
 

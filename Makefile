@@ -20,9 +20,9 @@ $(VENV)/.dev: $(VENV)/.base pyproject.toml
 demo: $(VENV)/.base
 	$(PY) -m minift.cli demo --overwrite
 
-# the course's own tree has its oracles and mutants; a student tree (`minift assignments build`) has neither,
+# the course's own tree has its oracles and mutants (as is_course_tree reads it); a student tree has neither,
 # so there `make test` is pytest alone and the coursework check is not run
-COURSE := $(wildcard tests/oracles.py)
+COURSE := $(and $(wildcard tests/oracles.py),$(wildcard minift/assignments/mutants.py))
 
 test: $(VENV)/.dev
 	$(PY) -m pytest

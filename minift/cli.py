@@ -293,8 +293,10 @@ def _assignments(args) -> int:
                  if getattr(args, flag[2:].replace("-", "_")) not in (None, False, []) and args.action not in actions]
     if misplaced:  # else a typo in the action (build for grade) would pass without a word
         flag = misplaced[0]
+        hint = "; give the task id as the argument: `minift assignments test TASK_ID`" \
+            if flag == "--task" and args.action == "test" else " (see `minift assignments --help`)"
         raise CommandLineError(f"{flag} applies to assignments {' and '.join(ASSIGNMENTS_FLAGS[flag])}, "
-                               f"not to {args.action} (see `minift assignments --help`)")
+                               f"not to {args.action}{hint}")
     if args.action in ("test", "grade") and not args.target:
         what = "a task id (see `minift assignments list`)" if args.action == "test" else "the student's directory (or several)"
         raise CommandLineError(f"assignments {args.action} needs {what}")
@@ -313,8 +315,12 @@ def _assignments(args) -> int:
             raise CommandLineError("assignments build needs --out DIR (where to write the student tree)")
         if Path(args.out).exists() and not Path(args.out).is_dir():
             raise CommandLineError(f"--out {args.out} is a file; give a new directory for the student tree")
+        from .assignments.markers import MarkerError
+
         try:
             stripped = build_student_tree(root, Path(args.out))
+        except MarkerError:  # the course's own markers are broken: not a usage error (exit 1, as a library error)
+            raise
         except (FileExistsError, NotADirectoryError, ValueError) as e:  # usage errors, as every other here: exit 2
             raise CommandLineError(str(e)) from None
         write_text_atomically(Path(args.out) / "HANDOUT.md", handout(Path(args.out).resolve(), all_regions(Path(args.out))))
@@ -336,13 +342,13 @@ def _assignments(args) -> int:
 def _list_tasks(root: Path, regions, tasks, student_tree: bool):
     """``assignments list``: a line per task (id, points, state, title) in aligned columns, then where it is and
     what it depends on. The state: "to do" (still the stub), "written" (the student's code after the TASK line),
-    "solution present" (the course's tree), or, in a student tree, "no TASK line" (it was deleted)."""
+    "solution present" (the course's tree), or "no TASK line" (it was deleted)."""
     def state(mine):
         if any(r.stub for r in mine):
             return "to do"
         if any(r.written for r in mine):
             return "written"
-        return "solution present" if mine or not student_tree else "no TASK line"
+        return "solution present" if mine else "no TASK line"
 
     def where(mine):  # each file once, its lines after it: a.py:12,40, b.py:7
         lines = {}
@@ -354,7 +360,8 @@ def _list_tasks(root: Path, regions, tasks, student_tree: bool):
     id_width = max(len(t.id) for t in tasks)
     state_width = max(len(state(mine)) for _, mine in rows)
     for t, mine in rows:
-        found = where(mine) or f"(its # TASK line is gone from {t.file}: HANDOUT.md says where it was)"
+        gone = "HANDOUT.md says where it was" if student_tree else "`minift assignments check` reports it"
+        found = where(mine) or f"(its # TASK line is gone from {t.file}: {gone})"
         needs = f"; depends on {', '.join(t.depends)}" if t.depends else ""
         print(f"{t.id:{id_width}}  {t.points:3d} pts  {state(mine):{state_width}}  {t.title}")
         print(f"{'':{id_width}}  {found}{needs}")

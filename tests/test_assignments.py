@@ -1,5 +1,6 @@
 """Coursework tooling: marker parsing, stripping, the student tree (the full check runs in `make test`)."""
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -180,6 +181,7 @@ def g():
     assert referenced_docstrings(source, "g: w = 4z; see ``backward`` (ambiguous) and see ``g`` (this one).") == []
 
 
+@pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
 def test_the_student_trees_makefile_runs_its_tests_and_not_the_courses_check(student_tree):
     """In the course's tree `make test` ends with `assignments check`; a student tree has no solutions or mutants
     to check, so there it is pytest alone, and `make check-assignments` says what to run instead."""
@@ -333,6 +335,19 @@ def test_a_task_scores_points_times_its_share_to_two_decimals_halves_up(points, 
     assert task_score(points, part, whole) == expected
     assert task_score(2.5, 1, 2) == 1.25  # points need not be whole
     assert abs(task_score(points, part, whole) - points * part / whole) <= 0.005 + 1e-12
+
+
+def test_a_stub_failure_says_not_written_or_how_much_is_still_the_stub():
+    from minift.assignments.grade import not_written
+
+    stub = 'NotImplementedError: TASK peft.x: do it'
+    other = "AssertionError: 2 != 3"
+    assert not_written("peft.x", stub, [("a", "failed", stub), ("b", "failed", stub)]) == NOT_WRITTEN
+    assert not_written("peft.x", stub, [("a", "failed", stub), ("b", "passed", ""), ("c", "failed", other)]) == (
+        "partly written: 1 of its 3 tests still stop in the handout's stub (raise NotImplementedError)")
+    assert not_written("peft.x", other, [("a", "failed", other)]) == other
+    waits = 'NotImplementedError: TASK peft.y: the other one'  # another task's stub is not this one's
+    assert not_written("peft.x", waits, [("a", "failed", waits)]) == waits
 
 
 def test_the_graders_temporary_path_is_taken_out_resolved_or_not_even_when_one_holds_the_other(tmp_path):

@@ -47,6 +47,8 @@ def assert_one_line_error(rc, err, *words):
     (["assignments", "build", "--out", "/nonexistent/x", "--task", "bogus"], ["--task applies to assignments grade",
                                                                              "not to build"]),
     (["assignments", "list", "--csv", "x.csv"], ["--csv applies to assignments grade, not to list"]),
+    (["assignments", "test", "--task", "train.llrd"], ["--task applies to assignments grade, not to test",
+                                                      "give the task id as the argument"]),
     (["assignments", "list", "--time-limit", "5"], ["--time-limit applies to assignments grade"]),
     (["assignments", "check", "--out", "x"], ["--out applies to assignments build, not to check"]),
     (["assignments", "grade", "x", "--isolation"], ["--isolation applies to assignments check, not to grade"]),
@@ -64,6 +66,19 @@ def test_bad_command_lines_are_one_line_with_status_2(capsys, argv, words):
     rc, _, err = run_cli(capsys, *argv)
     assert rc == 2
     assert_one_line_error(rc, err, *words)
+
+
+def test_every_assignments_option_says_which_actions_it_applies_to():
+    """An option added later without an entry in ASSIGNMENTS_FLAGS would be accepted, unused, by every action."""
+    import argparse
+
+    from minift.cli import ASSIGNMENTS_FLAGS, build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    options = {o for a in sub.choices["assignments"]._actions for o in a.option_strings if o.startswith("--")}
+    assert options - {"--help", "--root", "--debug"} == set(ASSIGNMENTS_FLAGS)
+    actions = next(a for a in sub.choices["assignments"]._actions if a.dest == "action").choices
+    assert all(set(applies) <= set(actions) for applies in ASSIGNMENTS_FLAGS.values())
 
 
 def test_errors_from_the_library_are_one_line_with_status_1(capsys, tmp_path):

@@ -112,9 +112,22 @@ def task_score(points, part, whole) -> float:
 NOT_WRITTEN = "not written yet: still the handout's stub (raise NotImplementedError)"
 
 
-def not_written(task_id: str, message: str) -> str:
-    """A failure in the task's own stub says so in words (``NOT_WRITTEN``); any other failure as it is."""
-    return NOT_WRITTEN if f"NotImplementedError: TASK {task_id}:" in message else message
+def in_stub(task_id: str, message: str) -> bool:
+    """Whether a test failed in the task's own stub (``raise NotImplementedError("TASK id: …")``)."""
+    return f"NotImplementedError: TASK {task_id}:" in message
+
+
+def not_written(task_id: str, message: str, runs) -> str:
+    """A first failure in the task's own stub, said in words: ``NOT_WRITTEN`` when every test that ran stopped
+    there, else how many of them still do (a task of several regions, or of several tests, half done); any
+    other failure as it is. ``runs``: the task's (test, outcome, message)."""
+    if not in_stub(task_id, message):
+        return message
+    stubbed = sum(in_stub(task_id, m) for _, o, m in runs if o == "failed")
+    if stubbed == len(runs):
+        return NOT_WRITTEN
+    return (f"partly written: {stubbed} of its {len(runs)} tests still stop in the handout's stub "
+            "(raise NotImplementedError)")
 
 
 def _relative(text: str, tree: Path) -> str:
@@ -336,7 +349,7 @@ def grade(student: Path, teacher_root: Path, task_ids=(), timeout=1800, time_lim
         score = task_score(t.points, passed, len(runs)) if runs else 0.0
         # a failure first; a skip (a reference library missing on the grader's machine) counts as not passed,
         # since a student's code could skip a test too, and says why so that the teacher can install it
-        failing = (next(((n, not_written(t.id, m)) for n, o, m in runs if o == "failed"), None) or
+        failing = (next(((n, not_written(t.id, m, runs)) for n, o, m in runs if o == "failed"), None) or
                    next(((n, "skipped on this machine: " + m) for n, o, m in runs if o == "skipped"), None)) \
             if runs else ("(none)", not_run)
         if broken:  # the tests ran on the handout's stub, not on the student's code
@@ -384,8 +397,8 @@ def _grade_property_task(task, student: Path, teacher_root: Path, time_limit=60)
     if not runs or failing is not None:  # a test that fails on correct code is wrong itself: no points
         if not runs:
             message = "no test marked with this task"
-        elif failing[1].startswith("the test file could not be imported") or not_written(task.id, failing[1]) == NOT_WRITTEN:
-            message = not_written(task.id, failing[1])
+        elif failing[1].startswith("the test file could not be imported") or in_stub(task.id, failing[1]):
+            message = not_written(task.id, failing[1], runs)
         else:
             message = "fails on the correct implementation: " + failing[1]
         entry["first_failure"] = {"test": failing[0] if failing else task.file, "message": message}

@@ -260,11 +260,17 @@ def test_a_fresh_language_model_starts_at_loss_ln_v(family, tied):
     config = TransformerConfig(family=family, vocab_size=512, hidden_size=64, num_hidden_layers=2,
                                num_attention_heads=4, max_position_embeddings=64, tie_word_embeddings=tied)
     ids = np.random.default_rng(1).integers(0, 512, (8, 32))
-    loss = TransformerForCausalLM(config).eval()(ids, labels=ids).loss.item()
+    model = TransformerForCausalLM(config).eval()
+    loss = model(ids, labels=ids).loss.item()
     assert abs(loss - np.log(512)) < 0.05, (loss, np.log(512))
+    if not tied:  # the check has teeth: the untied head at PyTorch's Linear default starts well above ln V
+        model.lm_head.weight.data = mf.nn.Linear(64, 512, bias=False).weight.data
+        assert model(ids, labels=ids).loss.item() > np.log(512) + 0.1
 
 
 def test_a_fresh_masked_lm_starts_at_loss_ln_v():
+    """The decoder's bias starts at 0 (HF's); its transform keeps the Linear default, which the LayerNorm after it
+    makes harmless (see TransformerForMaskedLM)."""
     mf.seed(0)
     config = TransformerConfig(family="bert", vocab_size=512, hidden_size=64, num_hidden_layers=2,
                                num_attention_heads=4, max_position_embeddings=64)

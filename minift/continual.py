@@ -125,7 +125,7 @@ def _squared_minibatch_gradients(model, batches, params, shifts, was_training):
             for p in params.values():
                 p.grad = None
             flat_logits = logits.reshape(-1, logits.shape[-1])  # (positions, C)
-            # (B,) or (B, T) -> (positions,)
+            # (B,) or (B, T) (B, T − 1 after the shift) -> (positions,)
             cross_entropy(flat_logits, labels.reshape(-1), ignore_index=-100).backward()
             for name, p in params.items():
                 if p.grad is not None:

@@ -83,6 +83,8 @@ def handout(root: Path, regions) -> str:
         "minift assignments test TASK_ID    # that task's tests: fast, the same examples every run",
         "pytest --task TASK_ID              # the same with pytest's own options (-x, -vv, --pdb …)",
         "```\n",
+        "`make test` runs every test and lesson of the library, so here it fails until every task is done: test",
+        "one task at a time with the commands above.\n",
         "| task | points | file | depends on |",
         "|---|---|---|---|",
     ]

@@ -291,7 +291,8 @@ class Gelu(Function):
     @staticmethod
     def backward(ctx, g):
         a, saved = ctx.saved_tensors
-        g = xp.ascontiguousarray(g, dtype=a.dtype).reshape(a.shape)  # a's shape: a 0-d g stays 0-d
+        # back to a's shape: ascontiguousarray makes a 0-d g (1,)
+        g = xp.ascontiguousarray(g, dtype=a.dtype).reshape(a.shape)
         ga = xp.empty_like(a)
         map_blocks(_gelu_tanh_backward if ctx.approximate == "tanh" else _gelu_erf_backward, [a, saved, g], [ga])
         return (ga,)

@@ -101,7 +101,7 @@ def dequantize_q4_1(raw):
     # BEGIN SOLUTION
     d = _f16(b[:, 0:2])  # (n, 1)
     m = _f16(b[:, 2:4])  # (n, 1)
-    return (d * _nibbles(b[:, 4:]) + m).reshape(-1)  # (n, 32) -> (n_blocks·32,)
+    return (d * _nibbles(b[:, 4:]) + m).reshape(-1)  # (n, 32) -> (n·32,), n = n_blocks
     # END SOLUTION
 
 
@@ -119,7 +119,7 @@ def dequantize_nf4(raw):
     # TASK quant.dequantize_nf4: turn NF4 blocks back into float32 weights (look up each code, scale by absmax)
     # BEGIN SOLUTION
     codes = ns.stack([packed >> 4, packed & 0x0F], axis=-1).reshape(len(b), 64)  # (n, 32, 2) -> (n, 64)
-    return (code[codes] * absmax).reshape(-1)  # (n, 64) -> (n_blocks·64,)
+    return (code[codes] * absmax).reshape(-1)  # (n, 64) -> (n·64,), n = n_blocks
     # END SOLUTION
 
 

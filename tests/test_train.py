@@ -330,6 +330,8 @@ def test_trainer_learns_logs_and_evaluates(tmp_path):
                                                             for k, v in untimed(metrics).items()}
     with pytest.raises(TypeError, match="ignore_keys must be a list of output names.*got 'held_out'"):
         trainer.evaluate(rows, "held_out")  # a prefix given where HF's ignore_keys goes
+    with pytest.raises(TypeError, match="ignore_keys must be a list of output names.*got 5"):
+        trainer.predict(rows, 5)
     with pytest.raises(ValueError, match=r"ignore_keys names \['logits'\].*nothing to predict"):
         trainer.predict(rows, ignore_keys=["logits"])
     assert [r["step"] for r in train_logs] == [3, 6, 9, 12, 15, 18]

@@ -67,7 +67,7 @@ def check_ignore_keys(ignore_keys):
     """HF's ``ignore_keys``: None or a list of output names; the outputs that are the predictions are refused."""
     if ignore_keys is None:
         return
-    if isinstance(ignore_keys, str) or not all(isinstance(k, str) for k in ignore_keys):
+    if not isinstance(ignore_keys, (list, tuple)) or not all(isinstance(k, str) for k in ignore_keys):
         raise TypeError(f"ignore_keys must be a list of output names, e.g. ['past_key_values'], got {ignore_keys!r}")
     predicted = [k for k in ignore_keys if k in PREDICTED_KEYS]
     if predicted:

@@ -322,7 +322,7 @@ def test_trainer_learns_logs_and_evaluates(tmp_path):
     assert trainer.predict(rows, metric_key_prefix="held_out").metrics.keys() == {
         "held_out_loss", "held_out_accuracy", "held_out_runtime", "held_out_samples_per_second",
         "held_out_steps_per_second"}
-    # HF's parameters in HF's order: ignore_keys second (outputs other than the logits are never gathered)
+    # HF's parameters in HF's order: ignore_keys second (naming outputs this model does not return changes nothing)
     ignored = trainer.predict(rows, ["past_key_values", "hidden_states"], "held_out")
     np.testing.assert_array_equal(ignored.predictions, predictions)
     assert untimed(ignored.metrics) == {k.replace("test_", "held_out_"): v for k, v in untimed(test_metrics).items()}

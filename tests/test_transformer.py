@@ -255,7 +255,8 @@ def test_causal_attention_with_fewer_queries_than_keys_is_pytorchs_lower_right_m
 @pytest.mark.parametrize("tied", [True, False])
 def test_a_fresh_language_model_starts_at_loss_ln_v(family, tied):
     """Every weight starts at N(0, 0.02²), untied heads too (HF's ``_init_weights``): the logits start near 0, the
-    prediction near uniform, so the loss on any tokens is ln V. PyTorch's Linear default on the head gives ln V + 0.15."""
+    prediction near uniform, so the loss on any tokens is ln V. PyTorch's Linear default on an untied head starts
+    above it (0.14 to 0.17 measured; the test asks for more than 0.1)."""
     mf.seed(0)
     config = TransformerConfig(family=family, vocab_size=512, hidden_size=64, num_hidden_layers=2,
                                num_attention_heads=4, max_position_embeddings=64, tie_word_embeddings=tied)

@@ -299,10 +299,10 @@ class TransformerForMaskedLM(Module):
         self.mlm_norm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlm_decoder = Linear(config.hidden_size, config.vocab_size)
         self.mlm_decoder.weight = self.model.embed.tokens.weight
-        # the decoder's bias starts at 0, as HF's (a random one shifts the fresh model's loss above ln V). The
-        # transform keeps the Linear default where HF draws N(0, std²): the LayerNorm after it undoes its scale
-        # (a fresh loss is within 0.01 of ln V either way), and loading a bert checkpoint builds this head
-        # before overwriting it, so a draw here would shift every seeded stream that follows a load
+        # the decoder's bias starts at 0, as HF's (the Linear default would add a random U(±1/√C) offset to each
+        # logit). The transform keeps the Linear default where HF draws N(0, std²): the LayerNorm after it undoes
+        # its scale (measured: a fresh loss within 0.01 of ln V either way), and loading a bert checkpoint builds
+        # this head before overwriting it, so a draw here would shift every seeded stream that follows a load
         self.mlm_decoder.bias.data = xp.zeros_like(self.mlm_decoder.bias.data)
 
     def forward(self, input_ids, attention_mask=None, labels=None, **kw):

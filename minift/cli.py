@@ -100,18 +100,36 @@ OVERWRITE_HELP = "replace the results of an earlier run that --out holds (withou
 RUN_FILES = ("results.json", "log.json", "table.md", "model", "config.json", "model.safetensors", "adapter_model.safetensors")
 
 
+EARLIER_RESULTS = []  # (results.json, its mtime) that an --overwrite run is to replace; see stale_results_note
+
+
+def stale_results_note() -> str:
+    """After a failed or interrupted ``--overwrite`` run: which ``results.json`` it did not get to replace, so
+    that nobody reads the earlier run's results beside this run's ``log.jsonl`` as one run (a save never
+    deletes what it did not write, so they are kept, and named)."""
+    stale = [str(p) for p, mtime in EARLIER_RESULTS if p.is_file() and p.stat().st_mtime_ns == mtime]
+    EARLIER_RESULTS.clear()
+    if not stale:
+        return ""
+    return (f" ({', '.join(stale)} {'is' if len(stale) == 1 else 'are'} still the earlier run's; "
+            "the logs beside it are this run's, up to where it stopped)")
+
+
 def check_out_is_free(out, overwrite: bool):
     """Refuse an ``--out`` that already holds a run's results unless ``--overwrite``: a typo'd or reused
     folder must not cost the model trained there. (The Python API's ``run_*`` replace, as HF's Trainer does.)"""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CommandLineError(f"--out {out} is a file; give a directory for the run's results")
-    if overwrite or not out.is_dir():
+    if not out.is_dir():
         return
     held = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
                   if p.name in RUN_FILES or re.fullmatch(r"checkpoint-\d+", p.name))
     held += sorted(f"{p.parent.name}/results.json" for p in out.glob("*/results.json"))
-    if held:
+    if held and overwrite:
+        EARLIER_RESULTS.extend((p, p.stat().st_mtime_ns) for p in (out / "results.json", *out.glob("*/results.json"))
+                               if p.is_file())
+    if held and not overwrite:
         raise CommandLineError(f"--out {out} already holds the results of a run ({', '.join(held[:3])}"
                                f"{', …' if len(held) > 3 else ''}): pass --overwrite to replace them, or "
                                "choose another --out")
@@ -628,6 +646,7 @@ def _take_back_empty_output_dirs():
 
 def main(argv=None) -> int:
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    EARLIER_RESULTS.clear()
     try:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
@@ -642,7 +661,7 @@ def main(argv=None) -> int:
         print(f"minift: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("minift: interrupted", file=sys.stderr)
+        print(f"minift: interrupted{stale_results_note()}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `minift … | head`: the reader has gone; stop quietly (Python's documented way)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
@@ -651,14 +670,14 @@ def main(argv=None) -> int:
         _take_back_empty_output_dirs()
         if debug:
             raise
-        print(f"minift: {one_line(e)}", file=sys.stderr)
+        print(f"minift: {one_line(e)}{stale_results_note()}", file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - a bug: still one line, with the way to see more
         _take_back_empty_output_dirs()
         if debug:
             raise
-        print(f"minift: internal error {type(e).__name__}: {one_line(e)} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        print(f"minift: internal error {type(e).__name__}: {one_line(e)}{stale_results_note()} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
         return 1
 
 

@@ -186,6 +186,24 @@ def test_an_overwritten_out_says_which_saved_files_are_an_earlier_runs(tmp_path,
     assert (out / "model" / "model.safetensors").read_bytes() == model_bytes  # kept, not deleted
 
 
+def test_an_overwrite_run_that_fails_names_the_results_it_did_not_replace(tmp_path, capsys):
+    """A run with --overwrite that stops at step 5 (a NaN loss) keeps the earlier run's results.json, and the
+    error says so: it is not to be read with this run's log.jsonl as one run. Then a good run replaces it."""
+    out = tmp_path / "run"
+    base = ["finetune", TINY_BERT, "sentiment", "--max-steps", "30", "--batch-size", "4", "--eval-limit", "8",
+            "--out", str(out)]
+    assert main(base[:4] + ["3"] + base[5:]) == 0
+    results = (out / "results.json").read_bytes()
+    capsys.readouterr()
+    rc, _, err = run_cli(capsys, *base, "--learning-rate", "1e6", "--overwrite")
+    last = err.strip().splitlines()[-1]  # after the run's header and progress bar
+    assert rc == 1 and "Traceback" not in err and last.startswith("minift: step 5: the loss is nan")
+    assert f"({out / 'results.json'} is still the earlier run's" in last
+    assert (out / "results.json").read_bytes() == results  # kept: a save never deletes what it did not write
+    rc, _, err = run_cli(capsys, *base[:4], "2", *base[5:], "--overwrite")
+    assert rc == 0 and "earlier run's" not in err and (out / "results.json").read_bytes() != results
+
+
 @pytest.mark.zoo
 def test_a_max_length_beyond_learned_positions_is_refused_before_training(tmp_path, capsys):
     for argv in (["finetune", TINY_BERT, "sentiment", "--max-length", "100", "--out", str(tmp_path / "f")],

@@ -308,6 +308,17 @@ def get_num_threads() -> int:
     return _threads["n"]
 
 
+def machine_summary() -> str:
+    """What a run's ``results.json`` records as its ``machine``, e.g. "x86_64, 2 CPUs, numpy, 2 threads": its
+    figures are reproducible on the same machine with the same backend and threads (a matrix product split
+    over another number of threads adds in another order, and a sampled token can then differ)."""
+    import platform
+
+    where = f"{platform.machine()}, {os.cpu_count()} CPUs, {get_backend()}"
+    n = get_num_threads()
+    return where if is_cupy() else f"{where}, {n} thread{'s' if n != 1 else ''}"
+
+
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads for minift's work: its workers split elementwise chains and matrix products.
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -321,7 +320,7 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
         "train_seconds": round(state.train_seconds, 2), "train_steps": state.global_step,
         "trainable_parameters": trainable, "total_parameters": total_parameters,
         "best_validation": {"step": state.best_step, metric: state.best_metric},
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {backend.get_backend()}",
+        "machine": backend.machine_summary(),
         "args": asdict(cfg),
     }
     saved = []  # what this run writes beside results.json, recorded there
@@ -419,7 +418,7 @@ def run_multitask(cfg: FinetuneConfig, quiet=False):
         + f" training rows, {trainable:,} of {total_parameters:,} parameters trainable")
     trainer.train()
     state = trainer.state
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {backend.get_backend()}"
+    machine = backend.machine_summary()
     per_task = {}
     for t, (_, _, test, _) in splits.items():
         measured = trainer.evaluate(test, metric_key_prefix="test", task=t)

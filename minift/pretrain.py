@@ -385,10 +385,8 @@ def pretrain(cfg: PretrainConfig, quiet=False, command=None, overwrite=False):
     state = trainer.state
     history = [r["loss"] for r in state.log_history if "loss" in r]
     seconds = time.time() - t0
-    import platform
-
     result = {"parameters": model.num_parameters(), "vocab_size": tok.vocab_size, "seconds": seconds,
-              "machine": f"{platform.machine()} CPU ({backend.get_backend()})", "val_perplexity": val_curve[-1][1],
+              "machine": backend.machine_summary(), "val_perplexity": val_curve[-1][1],
               "initial_val_perplexity": ppl0, "train_docs": len(train_texts), "val_docs": len(val_texts),
               "final_loss": float(np.mean(history[-50:])),
               # the same measurement on training text: the gap to val_perplexity is what was memorized

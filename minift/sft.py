@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import backend
 from .train.trainer import WrapsTrainer
 
 TEMPLATES = {
@@ -439,7 +438,7 @@ def run_sft(cfg: SFTConfig, quiet=False):
                "before": before, "after": after, "train_seconds": round(state.train_seconds, 2),
                "train_steps": state.global_step, "train_rows": len(train), "held_out_examples": len(held_out),
                "trainable_parameters": trainable, "total_parameters": total_parameters,
-               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "args": asdict(cfg)}
+               "machine": backend.machine_summary(), "args": asdict(cfg)}
     _save_model(model, cfg.method, tokenizer, out, say)
     _write_json(out / "results.json", results)
     say(f"held-out completion loss {before['completion_loss']:.4f} → {after['completion_loss']:.4f}"

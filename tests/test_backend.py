@@ -110,3 +110,17 @@ def test_every_draw_minift_makes_exists_on_cupy():
     missing = {n: sorted(f) for n, f in calls.items() if n not in CUPY_GENERATOR_METHODS | added}
     assert not missing, f"CuPy's Generator has no {missing}: add it to backend.CupyGenerator or draw otherwise"
     assert added == {"normal", "permutation"}
+
+
+def test_a_runs_machine_names_the_backend_and_the_threads_its_figures_depend_on():
+    import os
+    import platform
+
+    before = backend.get_num_threads()
+    try:
+        backend.set_num_threads(1)
+        assert backend.machine_summary() == f"{platform.machine()}, {os.cpu_count()} CPUs, numpy, 1 thread"
+        backend.set_num_threads(2)
+        assert backend.machine_summary().endswith(", numpy, 2 threads")
+    finally:
+        backend.set_num_threads(before)

@@ -63,6 +63,7 @@ def test_the_lora_run_starts_at_the_reference_learns_the_pairs_and_logs_trls_key
     assert {"results.json", "rewards.png", "accuracies.png", "loss.png"} <= {p.name for p in out.iterdir()}
     saved = json.loads((out / "results.json").read_text())
     assert saved["before"] == before and saved["args"]["beta"] == 0.1 and saved["train_steps"] == 30
+    assert saved["machine"] == mf.backend.machine_summary()  # with the threads its figures depend on
     assert 0 < results["trainable_parameters"] < results["total_parameters"]
 
 

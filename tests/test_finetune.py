@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from minift import backend
 from minift.cli import main
 from minift.finetune import FinetuneConfig
 
@@ -25,6 +26,7 @@ def test_finetune_writes_results_for_every_task_and_method(tmp_path, capsys, mod
     assert main(["finetune", model, task, "--method", method, *QUICK, "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["train_steps"] == 3 and results["method"] == method and results["task"] == task
+    assert results["machine"] == backend.machine_summary()
     assert 0 < results["trainable_parameters"] <= results["total_parameters"]
     assert results["train_seconds"] > 0 and results["args"]["max_length"] == 64
     key = results["primary_metric"]

@@ -260,6 +260,7 @@ def test_the_command_line(tmp_path):
     results = run_from_args(args, quiet=True)
     assert results["args"]["num_generations"] == 4 and results["args"]["loss_type"] == "dr_grpo"
     assert results["args"]["scale_rewards"] is False and results["train_steps"] == 2
+    assert results["machine"] == mf.backend.machine_summary()
     with pytest.raises(CommandLineError, match="invalid choice"):
         parser.parse_args([str(TINY_GPT), "--loss-type", "ppo"])
     helped = subprocess.run([sys.executable, "-m", "minift.cli", "align", "grpo", "--help"], capture_output=True,

@@ -276,6 +276,7 @@ def test_a_short_run_on_tiny_gpt_raises_the_score(tmp_path):
     assert (out / "model" / "config.json").is_file()  # gpt2's merged LoRA, saved whole (HF has no q_proj to name)
     saved = json.loads((out / "results.json").read_text())
     assert saved["args"]["kl_coef"] == 0.02 and len(saved["samples_after"]) == 8 and saved["train_seconds"] > 0
+    assert saved["machine"] == mf.backend.machine_summary()
 
 
 # ============================================================================ errors and the command line

@@ -208,6 +208,7 @@ def test_a_short_run_learns_the_pairs_writes_its_files_and_the_saved_model_gives
     assert {"results.json", "log.jsonl", "loss.png", "accuracy.png", "model"} <= {p.name for p in out.iterdir()}
     saved = json.loads((out / "results.json").read_text())
     assert saved["after"] == after and saved["args"]["learning_rate"] == 2e-3
+    assert saved["machine"] == mf.backend.machine_summary()
     assert saved["trainable_parameters"] == saved["total_parameters"] > 0 and saved["train_seconds"] > 0
     reloaded = reward_model(str(out / "model"))  # the trained head and its mean pooling come back
     assert reloaded.config.num_labels == 1 and reloaded.config.classifier_pooling == "mean"

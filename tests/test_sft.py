@@ -234,6 +234,7 @@ def test_the_sft_run_learns_the_answers_and_writes_its_results(tmp_path):
     results = run_sft(sft_config(tmp_path), quiet=True)
     out = tmp_path / "run"
     assert json.loads((out / "results.json").read_text())["after"] == results["after"]
+    assert results["machine"] == mf.backend.machine_summary()
     assert {"log.jsonl", "loss.png", "results.json", "model"} <= {p.name for p in out.iterdir()}  # gpt2: merged
     before, after = results["before"], results["after"]
     assert before["completion_loss"] > 3 and after["completion_loss"] < 0.5 * before["completion_loss"]

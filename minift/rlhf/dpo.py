@@ -5,14 +5,13 @@ The loss itself is ``losses.dpo_loss``; this file wires it to a model and to dat
 from __future__ import annotations
 
 import math
-import os
-import platform
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np  # host-side: token ids of the preference batches, and the per-pair statistics
 
+from .. import backend
 from ..autograd.grad_mode import no_grad
 from ..nn.attention import MultiHeadAttention
 from ..nn.layers import Dropout
@@ -334,7 +333,7 @@ def run_dpo(cfg: DPOConfig, quiet=False):
     results = {"policy": cfg.policy, "method": cfg.method, "chat_template": chat, "before": before, "after": after,
                "train_seconds": round(state.train_seconds, 2), "train_steps": state.global_step,
                "train_pairs": len(train), "trainable_parameters": trainable, "total_parameters": total_parameters,
-               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "args": asdict(cfg)}
+               "machine": backend.machine_summary(), "args": asdict(cfg)}
     _save_model(policy, cfg.method, tokenizer, out, say)
     _write_json(out / "results.json", results)
     say(f"held-out reward accuracy {before['rewards/accuracies']:.3f} → {after['rewards/accuracies']:.3f}, "

@@ -31,8 +31,6 @@ gradient with the group as baseline (open-r1#239: "the loss is 0, is it learning
 from __future__ import annotations
 
 import math
-import os
-import platform
 import re
 import sys
 from dataclasses import asdict, dataclass
@@ -518,7 +516,7 @@ def run_grpo(cfg: GRPOConfig, quiet=False):
                "before": {"mean_reward": before}, "after": {"mean_reward": after, "kl": history[-1]["kl"]},
                "samples_before": before_samples, "samples_after": after_samples,
                "train_seconds": round(train_seconds, 2), "train_steps": cfg.max_steps,
-               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "args": asdict(cfg)}
+               "machine": backend.machine_summary(), "args": asdict(cfg)}
     _save_model(policy, cfg.method, tokenizer, out, say)
     _write_json(out / "results.json", results)
     say(f"held-out mean reward {before:.3f} → {after:.3f}")

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -644,7 +642,7 @@ def run_ppo(cfg: PPOConfig, reward_fn=None, quiet=False, train_prompts=None, eva
                "samples_before": before["samples"][:n_samples], "samples_after": after["samples"][:n_samples],
                "final_kl_coef": trainer.kl_ctl.value, "train_seconds": round(train_seconds, 2),
                "train_steps": cfg.max_steps, "episodes": cfg.max_steps * cfg.batch_size,
-               "trainable_parameters": trainable, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+               "trainable_parameters": trainable, "machine": backend.machine_summary(),
                "args": asdict(cfg)}
     _save_model(trainer.policy.pretrained_model, cfg.method, tokenizer, out, say)
     _write_json(out / "results.json", results)

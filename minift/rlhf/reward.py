@@ -35,8 +35,6 @@ collator too; minift keeps the names apart, since its ``DataCollatorForPreferenc
 from __future__ import annotations
 
 import math
-import os
-import platform
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -520,7 +518,7 @@ def run_reward(cfg: RewardConfig, quiet=False):
     results = {"model": cfg.model, "method": cfg.method, "before": before, "after": after,
                "train_seconds": round(state.train_seconds, 2), "train_steps": state.global_step,
                "train_pairs": len(train), "trainable_parameters": trainable, "total_parameters": total_parameters,
-               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {backend.get_backend()}", "args": asdict(cfg)}
+               "machine": backend.machine_summary(), "args": asdict(cfg)}
     _save_reward_model(model, cfg.method, tokenizer, out, say)
     _write_json(out / "results.json", results)
     say(f"held-out pairwise accuracy {before['accuracy']:.3f} → {after['accuracy']:.3f}, "

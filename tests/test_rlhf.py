@@ -473,6 +473,38 @@ def test_dpo_starts_at_log_2_with_the_adapter_as_the_only_difference_and_learns(
     assert logs[-1]["rewards/rejected"] < 0  # (the chosen reward may fall too, only less: DPO moves the margin)
 
 
+def test_ipo_in_the_dpo_model_averages_the_log_probs_over_each_completion_as_trl(smol_tokenizer):
+    """TRL divides each sequence's log-prob by its completion length before IPO's (h − 1/(2β))², so that the
+    target 1/(2β) is per token; DPO's sigmoid loss sums. Checked against log-probs gathered by hand (NumPy)."""
+    from minift.rlhf import DataCollatorForPreference, DPOModel
+
+    tok = smol_tokenizer
+    policy, reference = tiny_policy(tok.vocab_size), tiny_policy(tok.vocab_size)
+    mf.seed(1)
+    for p in policy.parameters():  # the policy moved away from the reference
+        p.data += 0.3 * mf.backend.rng().standard_normal(p.shape)
+    batch = DataCollatorForPreference(tok)(PAIRS + [{"prompt": "Well?", "chosen": " a fine film", "rejected": " no"}])
+
+    def by_hand(model, average):  # (2B,) log π(completion | prompt), summed or averaged over its tokens
+        ids = np.asarray(batch["input_ids"])
+        z = model(ids, attention_mask=batch["attention_mask"]).logits.numpy()[:, :-1]     # (2B, T−1, V)
+        logp = z - z.max(-1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+        taken = np.take_along_axis(logp, ids[:, 1:, None], -1)[..., 0]                 # (2B, T−1)
+        mask = np.asarray(batch["completion_mask"])[:, 1:]
+        return (taken * mask).sum(1) / (mask.sum(1) if average else 1)
+
+    beta, b = 0.1, 3
+    for loss_type, average in (("ipo", True), ("sigmoid", False)):
+        pi, ref = by_hand(policy, average), by_hand(reference, average)
+        h = (pi[:b] - ref[:b]) - (pi[b:] - ref[b:])
+        want = ((h - 1 / (2 * beta)) ** 2 if loss_type == "ipo" else np.logaddexp(0, -beta * h)).mean()
+        got = DPOModel(policy, ref_model=reference, beta=beta, loss_type=loss_type)(**batch).loss.item()
+        assert got == pytest.approx(want, rel=1e-10), loss_type
+    lengths = np.asarray(batch["completion_mask"])[:, 1:].sum(1)
+    assert len(set(lengths.tolist())) > 1  # completions of different lengths: summing would give another h
+
+
 def test_dpo_with_an_explicit_reference_keeps_it_out_of_the_parameters(smol_tokenizer):
     from minift.rlhf import DataCollatorForPreference, DPOModel
 

@@ -38,7 +38,8 @@ class DPOModel(Module):
 
     The batch (``DataCollatorForPreference``) holds 2B sequences, the B chosen ones then the B rejected
     ones, each prompt + completion, with ``completion_mask`` 1 on the completion's tokens. Log-probs are
-    summed over those tokens (``sequence_logprobs``). The reference: ``ref_model`` if given (frozen, never
+    summed over those tokens (``sequence_logprobs``); for ``loss_type="ipo"`` they are averaged over them, as
+    TRL does before IPO's (h − 1/(2β))² (``average_logps``). The reference: ``ref_model`` if given (frozen, never
     trained, not part of this module's parameters); otherwise the policy itself with its PEFT adapter
     disabled (``with policy.disable_adapter()``) — no second copy of the model. Dropout is switched off
     (TRL's ``disable_dropout``) unless ``dropout=True``. ``last_metrics`` holds TRL's logged numbers for
@@ -53,6 +54,7 @@ class DPOModel(Module):
         self.policy = policy
         object.__setattr__(self, "ref_model", ref_model)  # not a submodule: never trained, never saved with us
         self.beta, self.loss_type, self.label_smoothing = beta, loss_type, label_smoothing
+        self.average_logps = loss_type == "ipo"  # IPO's target 1/(2β) is per token: TRL divides by the length
         self.last_metrics = {}
         if not dropout:
             disable_dropout(policy)
@@ -61,13 +63,18 @@ class DPOModel(Module):
         dpo_loss(np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), beta=beta, loss_type=loss_type,
                  label_smoothing=label_smoothing)  # check the options now, not at the first step
 
+    def policy_logps(self, input_ids, attention_mask, completion_mask):
+        """log π(completion | prompt) of every sequence (averaged over its tokens for IPO): (B,) Tensor."""
+        return sequence_logprobs(self.policy, input_ids, attention_mask, completion_mask, average=self.average_logps)
+
     def reference_logps(self, input_ids, attention_mask, completion_mask):
-        """log π_ref(completion | prompt) of every sequence, without gradient."""
+        """log π_ref(completion | prompt) of every sequence, as ``policy_logps``, without gradient."""
         with no_grad():
             if self.ref_model is not None:
-                return sequence_logprobs(self.ref_model, input_ids, attention_mask, completion_mask)
+                return sequence_logprobs(self.ref_model, input_ids, attention_mask, completion_mask,
+                                         average=self.average_logps)
             with self.policy.disable_adapter():
-                return sequence_logprobs(self.policy, input_ids, attention_mask, completion_mask)
+                return self.policy_logps(input_ids, attention_mask, completion_mask)
 
     def forward(self, input_ids, attention_mask, completion_mask):
         from ..models.transformer import ModelOutput
@@ -76,7 +83,7 @@ class DPOModel(Module):
         if n % 2:
             raise ValueError(f"a DPO batch holds chosen then rejected sequences: an even number, got {n}")
         b = n // 2
-        policy = sequence_logprobs(self.policy, input_ids, attention_mask, completion_mask)  # (2B,)
+        policy = self.policy_logps(input_ids, attention_mask, completion_mask)  # (2B,)
         reference = self.reference_logps(input_ids, attention_mask, completion_mask).data
         losses, chosen, rejected = dpo_loss(policy[:b], policy[b:], reference[:b], reference[b:], beta=self.beta,
                                             loss_type=self.loss_type, label_smoothing=self.label_smoothing)
@@ -254,7 +261,7 @@ def preference_metrics(dpo_model, collator, pairs, batch_size=16):
         for start in range(0, len(pairs), batch_size):
             batch = collator(pairs[start:start + batch_size])
             b = len(batch["input_ids"]) // 2
-            policy = sequence_logprobs(dpo_model.policy, **batch).data  # (2B,): chosen then rejected
+            policy = dpo_model.policy_logps(**batch).data  # (2B,): chosen then rejected
             reference = dpo_model.reference_logps(**batch).data
             losses, chosen, rejected = dpo_loss(policy[:b], policy[b:], reference[:b], reference[b:],
                                                 beta=dpo_model.beta, loss_type=dpo_model.loss_type,

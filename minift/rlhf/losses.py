@@ -239,7 +239,7 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
 
     Label smoothing belongs to the sigmoid loss only (TRL warned and ignored it for the others; here it is
     an error). For IPO, TRL averages the log-probs over the completion's tokens before forming h: pass
-    ``sequence_logprobs(..., average=True)`` to match it. ``losses``: per pair, a Tensor (take ``.mean()``);
+    ``sequence_logprobs(..., average=True)`` to match it (``DPOModel`` and ``DPOTrainer`` do). ``losses``: per pair, a Tensor (take ``.mean()``);
     the implicit rewards β(π − ref) of each completion, arrays without gradient. At π = π_ref, h = 0 and
     the sigmoid loss is log 2.
 

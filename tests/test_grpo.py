@@ -195,12 +195,15 @@ def test_sampling_masks_after_the_first_eos_and_the_logprobs_are_the_models():
     assert (ids[:, :prompts.shape[1]] == prompts[0]).all()
     with mf.no_grad():
         got = completion_logprobs(model, ids, prompts.shape[1]).data
+        sampled = completion_logprobs(model, ids, prompts.shape[1], temperature=1.5).data  # what drew them
         logits = model(ids).logits.data
     for i in (0, 4):  # each token's log-prob from the full forward pass, read off by hand
         for t in range(mask.shape[1]):
-            z = logits[i, prompts.shape[1] - 1 + t].astype(np.float64)
-            logp = z - z.max() - np.log(np.exp(z - z.max()).sum())
-            assert got[i, t] == pytest.approx(logp[completion[i, t]], abs=1e-4)
+            for values, temperature in ((got, 1.0), (sampled, 1.5)):
+                z = logits[i, prompts.shape[1] - 1 + t].astype(np.float64) / temperature
+                logp = z - z.max() - np.log(np.exp(z - z.max()).sum())
+                assert values[i, t] == pytest.approx(logp[completion[i, t]], abs=1e-4)
+    assert np.abs(sampled - got).max() > 0.1
 
 
 def test_a_short_run_on_tiny_gpt_raises_the_reward(tmp_path):
@@ -292,6 +295,16 @@ def test_the_grpo_trainer_in_trls_form_sums_its_reward_functions_and_checks_its_
     runtime = output.metrics["train_runtime"]  # a sample is a completion: 3 steps × 2 prompts × 4 completions
     assert output.metrics["train_samples_per_second"] == pytest.approx(24 / runtime, rel=2e-2)
     assert output.metrics["epoch"] == trainer.state.epoch == 1.0  # 3 batches of 2 of the 6 prompts
+    # at a temperature ≠ 1, π_old and π_ref are log-probs under softmax(logits / T), the sampling distribution
+    hot = GRPOTrainer(policy, always_one, GRPOConfig(num_generations=4, prompts_per_step=2, max_steps=3,
+                                                     num_iterations=3, temperature=0.7), data, tok)
+    batch = hot.sample_batch(0)
+    with mf.no_grad():
+        old = completion_logprobs(policy, batch["ids"], batch["prompt_length"], temperature=0.7).data
+        with policy.disable_adapter():
+            ref = completion_logprobs(policy, batch["ids"], batch["prompt_length"], temperature=0.7).data
+    assert np.allclose(batch["old_logps"], old, atol=1e-6) and np.allclose(batch["ref_logps"], ref, atol=1e-6)
+    assert hot.step(batch, 1)["ratio_mean"] == pytest.approx(1.0, abs=1e-5)  # π = π_old at its first step
     with pytest.raises(ValueError, match="GRPO needs a reference"):
         GRPOTrainer(AutoModelForCausalLM.from_pretrained(TINY_GPT), always_one, cfg, data, tok)
     with pytest.raises(ValueError, match="need 6 prompts; train_dataset has 4"):

@@ -225,9 +225,11 @@ def sample_completions(model, prompt_ids, num_generations, max_completion_length
     return ids, (~after_eos).astype(np.int64)
 
 
-def completion_logprobs(model, ids, prompt_length):
-    """log π(y_t | prompt, y_<t) of each completion token: (B, L) Tensor (with gradients if the model has them)."""
-    return token_logprobs(model(ids).logits, ids)[:, prompt_length - 1:]
+def completion_logprobs(model, ids, prompt_length, temperature=1.0):
+    """log π(y_t | prompt, y_<t) of each completion token under softmax(logits / T), the distribution the
+    tokens were sampled from: (B, L) Tensor (with gradients if the model has them). TRL divides the logits by
+    the sampling temperature for π, π_old and π_ref alike, so that π_old is the sampling policy at any T."""
+    return token_logprobs(model(ids).logits * (1.0 / temperature), ids)[:, prompt_length - 1:]
 
 
 # ============================================================================ the run: minift align grpo
@@ -299,14 +301,14 @@ class GRPOConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
-def _reference(policy, ref_model):
+def _reference(policy, ref_model, temperature):
     """A function ids → reference log-probs of the completion tokens: the frozen copy, or the adapter off."""
     def reference(ids, prompt_length):
         with no_grad():
             if ref_model is not None:
-                return completion_logprobs(ref_model, ids, prompt_length).data
+                return completion_logprobs(ref_model, ids, prompt_length, temperature).data
             with policy.disable_adapter():
-                return completion_logprobs(policy, ids, prompt_length).data
+                return completion_logprobs(policy, ids, prompt_length, temperature).data
     return reference
 
 
@@ -371,7 +373,7 @@ class GRPOTrainer:
         if ref_model is not None:
             disable_dropout(ref_model).eval().requires_grad_(False)
         self.reward_funcs, self.texts, self.ids = funcs, list(texts), ids
-        self.reference = _reference(model, ref_model)
+        self.reference = _reference(model, ref_model, args.temperature)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = AdamW(self.params, lr=args.learning_rate, weight_decay=0.0)
         self.state = TrainerState()  # the step reached, the records, the seconds of the steps
@@ -393,7 +395,7 @@ class GRPOTrainer:
         old_logps = None
         if cfg.num_iterations > 1:  # the sampling policy's log-probs, kept while the batch is reused
             with no_grad():
-                old_logps = completion_logprobs(self.model, ids, p).data
+                old_logps = completion_logprobs(self.model, ids, p, cfg.temperature).data
         return {"ids": ids, "mask": mask, "prompt_length": p, "rewards": rewards, "texts": texts,
                 "advantages": grpo_advantages(rewards, cfg.num_generations, scale_rewards=cfg.scale_rewards),
                 "ref_logps": self.reference(ids, p), "old_logps": old_logps}
@@ -404,7 +406,7 @@ class GRPOTrainer:
 
         cfg = self.args
         self.model.train()
-        logps = completion_logprobs(self.model, batch["ids"], batch["prompt_length"])
+        logps = completion_logprobs(self.model, batch["ids"], batch["prompt_length"], cfg.temperature)
         old = logps.data if batch["old_logps"] is None else batch["old_logps"]
         loss, stats = grpo_loss(logps, old, batch["ref_logps"], batch["advantages"], batch["mask"], beta=cfg.beta,
                                 epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,

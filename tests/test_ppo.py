@@ -42,7 +42,7 @@ def test_ppo_rewards_by_hand():
 @pytest.mark.task("rlhf.ppo_rewards")
 def test_ppo_rewards_with_k3_and_a_row_without_padding():
     logprobs, ref = np.array([[-1.0, -2.0]]), np.array([[-2.0, -2.0]])
-    rewards, kl = ppo_rewards(np.array([0.5]), logprobs, ref, np.ones((1, 2)), kl_coef=0.2, kl_kind="k3")
+    rewards, kl = ppo_rewards(np.array([0.5]), logprobs, ref, np.ones((1, 2)), kl_coef=0.2, kl_estimator="k3")
     k3 = np.exp(-1.0) - 1 + 1.0  # e^{log π_ref − log π} − 1 − (log π_ref − log π) with log ratio −1
     np.testing.assert_allclose(kl, [[k3, 0.0]], atol=1e-12)
     np.testing.assert_allclose(rewards, [[-0.2 * k3, 0.5]], atol=1e-12)  # all real: the score on the very last
@@ -78,8 +78,8 @@ def test_ppo_rewards_refuses_bad_inputs():
         ppo_rewards(np.zeros(2), lp, lp, np.ones((2, 3)), -0.1)
     with pytest.raises(ValueError, match="one shape"):
         ppo_rewards(np.zeros(2), lp, np.zeros((2, 4)), np.ones((2, 3)), 0.1)
-    with pytest.raises(ValueError, match="kl_kind"):
-        ppo_rewards(np.zeros(2), lp, lp, np.ones((2, 3)), 0.1, kl_kind="k4")
+    with pytest.raises(ValueError, match="kl_estimator"):
+        ppo_rewards(np.zeros(2), lp, lp, np.ones((2, 3)), 0.1, kl_estimator="k4")
 
 
 # ============================================================================ β
@@ -249,7 +249,7 @@ def test_the_trace_columns_are_consistent():
         rollout_trace(r, tok, index=99)
     d = PPOConfig(out="unused")  # left out, β, γ, λ and the KL estimator are PPOConfig's defaults
     default, explicit = rollout_trace(r, tok, index=2), rollout_trace(r, tok, index=2, kl_coef=d.kl_coef,
-                                                                      gamma=d.gamma, lam=d.lam, kl_kind=d.kl_kind)
+                                                                      gamma=d.gamma, lam=d.lam, kl_estimator=d.kl_estimator)
     for name in ("reward", "advantage", "return"):
         np.testing.assert_array_equal(default.column(name), explicit.column(name))
     assert not np.allclose(default.column("advantage"), trace.column("advantage"))  # λ = 0.95, β = 0.05 differ
@@ -289,7 +289,7 @@ def test_a_short_run_on_tiny_gpt_raises_the_score(tmp_path):
     (dict(temperature=0), "temperature must be"),
     (dict(response_length=0), "response_length must be"),
     (dict(batch_size=1), "batch_size must be >= 2"),
-    (dict(kl_kind="k9"), "kl_kind must be one of"),
+    (dict(kl_estimator="k9"), "kl_estimator must be one of"),
 ])
 def test_bad_options_say_what_is_wrong(options, message):
     with pytest.raises(ValueError, match=message):

@@ -110,6 +110,23 @@ def test_ppo_losses_gradcheck():
     assert mf.gradcheck(lambda x: ppo_value_loss(x, v_old, ret, mask, cliprange_value=0.5), (mf.tensor(v, requires_grad=True),))
 
 
+def test_value_clipfrac_counts_where_the_clipped_term_wins_as_trl_not_where_v_left_the_band():
+    from minift.rlhf import value_clipfrac
+
+    # V left V_old ± 0.2 in both, but only in the second is the clipped value the farther from the return
+    assert value_clipfrac([[0.5]], [[0.0]], [[0.3]], np.ones((1, 1))) == 0.0  # (0.2 − 0.3)² < (0.5 − 0.3)²
+    assert value_clipfrac([[0.5]], [[0.0]], [[0.6]], np.ones((1, 1))) == 1.0  # (0.2 − 0.6)² > (0.5 − 0.6)²
+    # where the clipped term wins, the loss has no gradient in V (clip is flat there): the autograd engine agrees
+    v, v_old, ret = rand(4, 6, seed=20), rand(4, 6, seed=21), rand(4, 6, seed=22)
+    mask = np.ones((4, 6))
+    mask[1, 4:] = 0
+    x = mf.tensor(v, requires_grad=True)
+    ppo_value_loss(x, v_old, ret, mask, cliprange_value=0.3).backward()
+    no_gradient = (mf.backend.to_numpy(x.grad) == 0) & (mask == 1)
+    assert 0 < no_gradient.sum() < mask.sum()
+    assert value_clipfrac(v, v_old, ret, mask, 0.3) == pytest.approx(no_gradient.sum() / mask.sum(), rel=1e-12)
+
+
 def test_ppo_value_loss_is_half_the_masked_mean_of_the_larger_squared_error():
     v, v_old, ret = rand(3, 4, seed=13), rand(3, 4, seed=14), rand(3, 4, seed=15)
     mask = (rand(3, 4, seed=16) > -0.5).astype(float)

@@ -15,10 +15,11 @@ from .reward import (DataCollatorForRewardModeling, RewardDataCollatorWithPaddin
                      pairwise_accuracy,
                      reward_function, reward_model)
 from .losses import (DPO_LOSS_TYPES, KL_KINDS, Trace, bradley_terry_loss, compute_gae, dpo_loss, grpo_advantages, kl_penalty,
-                     masked_mean, ppo_policy_loss, ppo_value_loss, sequence_logprobs, token_logprobs, whiten)
+                     masked_mean, ppo_policy_loss, ppo_value_loss, sequence_logprobs, token_logprobs, value_clipfrac,
+                     whiten)
 
 __all__ = ["AdaptiveKLController", "GRPOConfig", "GRPOTrainer", "PPOConfig", "PPOTrainer", "PolicyWithValueHead", "grpo_loss",
            "ppo_rewards", "rollout_trace", "run_grpo", "run_ppo", "DataCollatorForRewardModeling", "RewardDataCollatorWithPadding", "RewardModel", "pairwise_accuracy",
            "reward_function", "reward_model", "DPOMetricsCallback", "DPOModel", "DPOTrainer", "RewardTrainer", "DPO_LOSS_TYPES", "DataCollatorForPreference", "KL_KINDS", "Trace",
            "bradley_terry_loss", "compute_gae", "disable_dropout", "dpo_loss", "grpo_advantages", "kl_penalty",
-           "masked_mean", "ppo_policy_loss", "ppo_value_loss", "sequence_logprobs", "token_logprobs", "whiten"]
+           "masked_mean", "ppo_policy_loss", "ppo_value_loss", "sequence_logprobs", "token_logprobs", "value_clipfrac", "whiten"]

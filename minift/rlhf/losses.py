@@ -168,7 +168,8 @@ def ppo_policy_loss(logprobs, old_logprobs, advantages, mask, cliprange=0.2):
     1 ± ε in the direction A favours (there the clipped term wins and its gradient is 0).
     ``stats``: ``clipfrac`` (share of positions where the clipped term is the larger), ``approx_kl``
     (½ masked mean of (log π − log π_old)²; TRL's PPO takes the plain mean over every position, padding
-    included, so its number is smaller by the share of padding), ``ratio_mean``.
+    included, so its number is smaller by the share of padding), ``ratio_mean`` (masked too: TRL's
+    ``val/ratio`` counts ρ = 1 at every pad, which pulls it toward 1).
     """
     _check_clip_range("cliprange", cliprange)
     _check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask)
@@ -199,6 +200,16 @@ def ppo_value_loss(values, old_values, returns, mask, cliprange_value=0.2):
     ret = xp.asarray(_array(returns)).astype(values.dtype)
     clipped_values = F.clip(values - old, -cliprange_value, cliprange_value) + old
     return 0.5 * masked_mean(F.maximum((values - ret) ** 2, (clipped_values - ret) ** 2), mask)
+
+
+def value_clipfrac(values, old_values, returns, mask, cliprange_value=0.2):
+    """TRL's ``val/clipfrac_avg``: the share of positions (mask 1) where ``ppo_value_loss`` takes the clipped
+    term, (clip(V, V_old ± ε) − R)² > (V − R)². Not where V left V_old ± ε: a clipped V that lands nearer
+    the return than V itself loses the max, and that position gets V's own gradient. A host float."""
+    _check_same_shape(values=values, old_values=old_values, returns=returns, mask=mask)
+    v, old, ret = _array(values), _array(old_values), _array(returns)  # host float64
+    clipped_values = np.clip(v, old - cliprange_value, old + cliprange_value)
+    return masked_mean(((clipped_values - ret) ** 2 > (v - ret) ** 2).astype(np.float64), mask)
 
 
 def kl_penalty(logprobs, ref_logprobs, kind="k1"):
@@ -348,5 +359,5 @@ def grpo_advantages(rewards, num_generations, scale_rewards=True, std_unbiased=T
 
 
 __all__ = ["DPO_LOSS_TYPES", "KL_KINDS", "Trace", "bradley_terry_loss", "compute_gae", "dpo_loss", "grpo_advantages",
-           "kl_penalty", "masked_mean", "ppo_policy_loss", "ppo_value_loss", "sequence_logprobs", "token_logprobs",
+           "kl_penalty", "masked_mean", "ppo_policy_loss", "ppo_value_loss", "sequence_logprobs", "token_logprobs", "value_clipfrac",
            "whiten"]

@@ -38,11 +38,11 @@ from ..inspect.trace import Trace
 from ..nn.layers import Linear
 from ..nn.module import Module
 from .losses import (KL_KINDS, compute_gae, masked_mean, ppo_policy_loss, ppo_value_loss,
-                     token_logprobs, whiten)
+                     token_logprobs, value_clipfrac, whiten)
 
 
 # ============================================================================ the per-token rewards
-def ppo_rewards(scores, logprobs, ref_logprobs, mask, kl_coef, kl_kind="k1"):
+def ppo_rewards(scores, logprobs, ref_logprobs, mask, kl_coef, kl_estimator="k1"):
     """PPO's per-token rewards → ``(rewards, kl)``, host arrays (B, T):
 
         kl_t      = KL estimate of token t (``kl_penalty``'s k1 = log π − log π_ref, k2, k3), 0 where mask = 0
@@ -54,7 +54,9 @@ def ppo_rewards(scores, logprobs, ref_logprobs, mask, kl_coef, kl_kind="k1"):
     after it. Here the score lands on the last real token (the EOS if the response stopped), as the RLHF
     literature places it. TRL's ``PPOTrainer`` adds it one position later, at ``sequence_lengths + 1`` — the
     first pad after EOS, which it keeps in GAE — whenever the row has padding (trl#1893, trl#3750; the pull
-    request that proposed moving it to the EOS, trl#5338, was closed unmerged).
+    request that proposed moving it to the EOS, trl#5338, was closed unmerged). When the pad id is the EOS
+    id, TRL's search for the first pad finds the EOS itself: its score then lands on the EOS, which it also
+    counts as padding in the policy loss.
     """
     s = np.asarray(to_numpy(getattr(scores, "data", scores)), dtype=np.float64)
     lp = np.asarray(to_numpy(getattr(logprobs, "data", logprobs)), dtype=np.float64)
@@ -72,11 +74,11 @@ def ppo_rewards(scores, logprobs, ref_logprobs, mask, kl_coef, kl_kind="k1"):
                          "(mask all 0): the score has no token to go to")
     if not (isinstance(kl_coef, (int, float, np.floating)) and math.isfinite(kl_coef) and kl_coef >= 0):
         raise ValueError(f"kl_coef must be a finite number >= 0 (β), got {kl_coef!r}")
-    if kl_kind not in KL_KINDS:
-        raise ValueError(f"kl_kind must be one of {KL_KINDS}, got {kl_kind!r}")
+    if kl_estimator not in KL_KINDS:
+        raise ValueError(f"kl_estimator must be one of {KL_KINDS}, got {kl_estimator!r}")
     # the estimators of losses.kl_penalty (k1, k2, k3), on the host: this task does not build on that one
     log_ratio = lp - ref  # log π − log π_ref
-    per_token = {"k1": log_ratio, "k2": 0.5 * log_ratio**2, "k3": np.expm1(-log_ratio) + log_ratio}[kl_kind]
+    per_token = {"k1": log_ratio, "k2": 0.5 * log_ratio**2, "k3": np.expm1(-log_ratio) + log_ratio}[kl_estimator]
     # TASK rlhf.ppo_rewards: PPO's per-token rewards: −β·KL on every token, the score on the last real one
     # BEGIN SOLUTION
     kl = per_token * m  # (B, T): 0 on the padding
@@ -289,7 +291,7 @@ class PPOTrainer:
         """(rewards, kl, advantages, returns) of a scored rollout: per-token rewards, GAE, whitening."""
         cfg = self.config
         beta = self.kl_ctl.value if kl_coef is None else kl_coef
-        rewards, kl = ppo_rewards(r.scores, r.logprobs, r.ref_logprobs, r.mask, beta, cfg.kl_kind)
+        rewards, kl = ppo_rewards(r.scores, r.logprobs, r.ref_logprobs, r.mask, beta, cfg.kl_estimator)
         if cfg.whiten_rewards:
             rewards = whiten(rewards, r.mask, shift_mean=False)
         adv, ret = compute_gae(rewards, r.values, r.mask, gamma=cfg.gamma, lam=cfg.lam)
@@ -299,7 +301,9 @@ class PPOTrainer:
 
     def step(self, r):
         """One PPO step on a scored rollout: ``num_ppo_epochs`` × ``num_mini_batches`` updates; returns the
-        step's statistics under TRL's names."""
+        step's statistics under TRL's names. Where TRL averages over padding too, these are over the response's
+        own tokens: ``objective/entropy`` is the mean over responses of Σ −log π (TRL's sum takes 1 off per pad,
+        its placeholder log-prob being 1), ``policy/entropy_avg``, ``val/ratio``, ``policy/approxkl_avg``."""
         from ..optim.clip import clip_grad_norm_
 
         cfg = self.config
@@ -327,13 +331,12 @@ class PPOTrainer:
                 loss.backward()
                 clip_grad_norm_(self.params, cfg.max_grad_norm)
                 self.optimizer.step()
-                v, old_v = np.asarray(to_numpy(vpred.data), np.float64), r.values[idx]
-                vf_clipfrac = masked_mean((np.abs(v - old_v) > cfg.cliprange_value).astype(float), m)
+                vf_clipfrac = value_clipfrac(vpred.data, r.values[idx], ret[idx], m, cfg.cliprange_value)
                 self.last_minibatch_stats.append({
                     "policy/approxkl_avg": pg["approx_kl"], "policy/clipfrac_avg": pg["clipfrac"],
                     "loss/policy_avg": float(pg_loss.data), "loss/value_avg": float(vf_loss.data),
                     "val/clipfrac_avg": vf_clipfrac, "val/ratio": pg["ratio_mean"],
-                    "policy/entropy_avg": _entropy(logits.data[:, p - 1:-1], m)})
+                    "policy/entropy_avg": _entropy(logits.data[:, p - 1:-1] * (1.0 / cfg.temperature), m)})
         mean_kl = float(kl.sum(axis=1).mean())
         stats = {k: float(np.mean([s[k] for s in self.last_minibatch_stats])) for k in self.last_minibatch_stats[0]}
         stats["val/ratio_var"] = float(np.var([s["val/ratio"] for s in self.last_minibatch_stats]))
@@ -363,7 +366,9 @@ class PPOTrainer:
 
 
 def _entropy(logits, mask):
-    """Masked mean of the entropy −Σ_v p log p of each position's distribution (host float)."""
+    """Masked mean of the entropy −Σ_v p log p of each position's distribution (host float); PPO passes the
+    logits divided by the temperature, the distribution it sampled from, as TRL. TRL's mean also runs over the
+    padding after EOS; this one is over the response's own tokens."""
     z = logits.astype(xp.float64)
     z = z - z.max(axis=-1, keepdims=True)
     logp = z - xp.log(xp.exp(z).sum(axis=-1, keepdims=True))
@@ -372,23 +377,23 @@ def _entropy(logits, mask):
 
 
 # ============================================================================ one rollout, token by token
-def rollout_trace(rollout, tokenizer, index=0, kl_coef=None, gamma=None, lam=None, kl_kind=None,
+def rollout_trace(rollout, tokenizer, index=0, kl_coef=None, gamma=None, lam=None, kl_estimator=None,
                   whiten_advantages=False):
     """A ``Trace`` of response ``index`` of a scored ``rollout``, one row per real response token: token,
     logprob, ref_logprob, kl, reward, value, advantage, return. The reward column sums to
     score − β Σ kl; with γ = λ = 1 and no whitening, advantage_t = Σ_{s≥t} reward_s − value_t.
-    ``kl_coef``, ``gamma``, ``lam`` and ``kl_kind`` left out are ``PPOConfig``'s defaults (one home for them);
+    ``kl_coef``, ``gamma``, ``lam`` and ``kl_estimator`` left out are ``PPOConfig``'s defaults (one home for them);
     pass a trainer's ``kl_ctl.value`` and ``config`` values to see what its step saw."""
     kl_coef = PPOConfig.kl_coef if kl_coef is None else kl_coef  # a dataclass's class attributes are its defaults
     gamma = PPOConfig.gamma if gamma is None else gamma
     lam = PPOConfig.lam if lam is None else lam
-    kl_kind = PPOConfig.kl_kind if kl_kind is None else kl_kind
+    kl_estimator = PPOConfig.kl_estimator if kl_estimator is None else kl_estimator
     r = rollout
     if r.scores is None:
         raise ValueError("the rollout has no scores: score it first (rollout(prompts, score=True))")
     if not 0 <= index < len(r.response):
         raise ValueError(f"index {index} is out of range for a rollout of {len(r.response)} responses")
-    rewards, kl = ppo_rewards(r.scores, r.logprobs, r.ref_logprobs, r.mask, kl_coef, kl_kind)
+    rewards, kl = ppo_rewards(r.scores, r.logprobs, r.ref_logprobs, r.mask, kl_coef, kl_estimator)
     adv, ret = compute_gae(rewards, r.values, r.mask, gamma=gamma, lam=lam)
     if whiten_advantages:
         adv = whiten(adv, r.mask)
@@ -479,8 +484,8 @@ def review_prompts(split, n_words=4, limit=None, source="sentiment"):
 class PPOConfig:
     """The options of ``minift align ppo``, with TRL's ``PPOConfig`` names (``kl_coef``, ``cliprange``,
     ``cliprange_value``, ``vf_coef``, ``gamma``, ``lam``, ``num_ppo_epochs``, ``num_mini_batches``,
-    ``whiten_rewards``, ``temperature``, ``response_length``; the adaptive β's ``adap_kl_ctrl``, ``target``,
-    ``horizon`` are older TRL's)."""
+    ``whiten_rewards``, ``temperature``, ``response_length``, ``kl_estimator`` — TRL's takes "k1" or "k3";
+    "k2" is minift's addition; the adaptive β's ``adap_kl_ctrl``, ``target``, ``horizon`` are older TRL's)."""
     policy: str = "checkpoints/tiny-gpt"
     reward: str | None = None  # a saved sequence classifier / reward model directory, or word:WORD
     method: str = "lora"
@@ -492,7 +497,7 @@ class PPOConfig:
     temperature: float = 1.0
     learning_rate: float | None = None  # default: 1e-3 with LoRA, 1e-4 for full fine-tuning
     kl_coef: float = 0.05  # β (the initial one with adap_kl_ctrl)
-    kl_kind: str = "k1"
+    kl_estimator: str = "k1"
     adap_kl_ctrl: bool = False
     target: float = 6.0
     horizon: float = 10000.0
@@ -517,8 +522,8 @@ class PPOConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; minift align ppo knows {list(METHODS)}")
-        if self.kl_kind not in KL_KINDS:
-            raise ValueError(f"kl_kind must be one of {list(KL_KINDS)}, got {self.kl_kind!r}")
+        if self.kl_estimator not in KL_KINDS:
+            raise ValueError(f"kl_estimator must be one of {list(KL_KINDS)}, got {self.kl_estimator!r}")
         for name in ("prompt_words", "max_steps", "batch_size", "response_length", "num_ppo_epochs",
                      "num_mini_batches", "lora_r", "logging_steps", "eval_limit"):
             value = getattr(self, name)
@@ -668,7 +673,7 @@ def add_cli_arguments(parser):
     parser.add_argument("--temperature", type=positive_float, default=d.temperature)
     parser.add_argument("--learning-rate", type=positive_float, default=None, help="default: 1e-3 lora, 1e-4 full")
     parser.add_argument("--kl-coef", type=non_negative_float, default=d.kl_coef, help="β of −β·KL per token")
-    parser.add_argument("--kl-kind", choices=KL_KINDS, default=d.kl_kind)
+    parser.add_argument("--kl-estimator", choices=KL_KINDS, default=d.kl_estimator)
     parser.add_argument("--adap-kl-ctrl", action="store_true", help="adapt β toward --target (Ziegler et al.)")
     parser.add_argument("--target", type=positive_float, default=d.target)
     parser.add_argument("--horizon", type=positive_float, default=d.horizon)

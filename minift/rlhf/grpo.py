@@ -418,6 +418,8 @@ class GRPOTrainer:
         rewards, mask = batch["rewards"], batch["mask"]
         groups = rewards.reshape(-1, cfg.num_generations)  # (prompts, G): a prompt's completions are neighbours
         return {"step": step, "loss": loss.item(), "reward": float(rewards.mean()),
+                # the mean of the groups' stds, TRL's reward_std through v0.26 (since v0.27: the whole batch's std);
+                # 0 when every group's completions score alike, which is when no gradient is left
                 "reward_std": float(groups.std(axis=1, ddof=1).mean()), "kl": stats["kl"],
                 "clip_ratio": stats["clip_ratio"], "ratio_mean": stats["ratio_mean"],
                 "completion_length": float(mask.sum(axis=1).mean()), "grad_norm": float(grad_norm)}

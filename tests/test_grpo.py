@@ -305,8 +305,20 @@ def test_the_grpo_trainer_in_trls_form_sums_its_reward_functions_and_checks_its_
             ref = completion_logprobs(policy, batch["ids"], batch["prompt_length"], temperature=0.7).data
     assert np.allclose(batch["old_logps"], old, atol=1e-6) and np.allclose(batch["ref_logps"], ref, atol=1e-6)
     assert hot.step(batch, 1)["ratio_mean"] == pytest.approx(1.0, abs=1e-5)  # π = π_old at its first step
-    with pytest.raises(ValueError, match="GRPO needs a reference"):
+    with pytest.raises(ValueError, match="GRPO with beta = 0.04 needs a reference.*or set beta=0"):
         GRPOTrainer(AutoModelForCausalLM.from_pretrained(TINY_GPT), always_one, cfg, data, tok)
+    # β = 0 (TRL's default): no reference at all, as in TRL — no reference pass, no kl in the records
+    plain = AutoModelForCausalLM.from_pretrained(TINY_GPT)
+    free = GRPOTrainer(plain, positive_word_reward, GRPOConfig(num_generations=4, prompts_per_step=2, max_steps=2,
+                                                               beta=0.0, num_iterations=2), data, tok)
+    mf.seed(0)
+    batch = free.sample_batch(0)
+    assert batch["ref_logps"] is None and batch["old_logps"] is not None
+    with mf.no_grad():
+        logps = completion_logprobs(plain, batch["ids"], batch["prompt_length"])
+    want, _ = grpo_loss(logps, batch["old_logps"], logps.data + 5.0, batch["advantages"], batch["mask"], beta=0.0)
+    record = free.step(batch, 1)  # any reference gives the same loss at β = 0
+    assert "kl" not in record and record["loss"] == pytest.approx(want.item(), abs=1e-6)
     with pytest.raises(ValueError, match="need 6 prompts; train_dataset has 4"):
         GRPOTrainer(policy, always_one, cfg, (data[0][:4], data[1][:4]), tok)
     with pytest.raises(TypeError, match="reward_funcs must be a function"):

@@ -338,8 +338,9 @@ class GRPOTrainer:
 
     ``reward_funcs``: a function (completion, prompt) → float, or a list of them (their rewards are summed, as
     TRL sums its reward functions). ``train_dataset``: (prompt texts, prompt ids (N, P)) — every prompt the same
-    number of tokens (``prompts_for`` makes them so). ``ref_model=None`` needs a PEFT policy (the reference is
-    its adapter disabled). Only the optimization options of ``args`` are read (``num_generations``,
+    number of tokens (``prompts_for`` makes them so). ``ref_model=None`` with a PEFT policy: the reference is
+    its adapter disabled; with any other policy it needs ``beta = 0``, and then, as in TRL, no reference is
+    computed and the records have no ``kl`` (``run_grpo`` always keeps one, to report the KL). Only the optimization options of ``args`` are read (``num_generations``,
     ``prompts_per_step``, ``max_steps``, ``num_iterations``, the loss's, the sampling's, ``learning_rate``).
 
     Every ``num_iterations`` steps a new batch: ``prompts_per_step`` prompts, ``num_generations`` sampled
@@ -352,9 +353,11 @@ class GRPOTrainer:
         from ..optim import AdamW
         from .dpo import disable_dropout
 
-        if ref_model is None and not hasattr(model, "disable_adapter"):
-            raise ValueError("GRPO needs a reference: pass ref_model=, or give the policy a PEFT adapter "
-                             "(mf.peft.get_peft_model) so that the reference is the policy with it disabled")
+        has_reference = ref_model is not None or hasattr(model, "disable_adapter")
+        if not has_reference and args.beta != 0:
+            raise ValueError(f"GRPO with beta = {args.beta} needs a reference: pass ref_model=, or give the policy a "
+                             "PEFT adapter (mf.peft.get_peft_model) so that the reference is the policy with it "
+                             "disabled, or set beta=0 (no KL term: then, as in TRL, no reference is needed)")
         funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
         if not funcs or not all(callable(f) for f in funcs):
             raise TypeError("reward_funcs must be a function (completion, prompt) → float, or a list of them")
@@ -373,7 +376,7 @@ class GRPOTrainer:
         if ref_model is not None:
             disable_dropout(ref_model).eval().requires_grad_(False)
         self.reward_funcs, self.texts, self.ids = funcs, list(texts), ids
-        self.reference = _reference(model, ref_model, args.temperature)
+        self.reference = _reference(model, ref_model, args.temperature) if has_reference else None
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = AdamW(self.params, lr=args.learning_rate, weight_decay=0.0)
         self.state = TrainerState()  # the step reached, the records, the seconds of the steps
@@ -398,7 +401,7 @@ class GRPOTrainer:
                 old_logps = completion_logprobs(self.model, ids, p, cfg.temperature).data
         return {"ids": ids, "mask": mask, "prompt_length": p, "rewards": rewards, "texts": texts,
                 "advantages": grpo_advantages(rewards, cfg.num_generations, scale_rewards=cfg.scale_rewards),
-                "ref_logps": self.reference(ids, p), "old_logps": old_logps}
+                "ref_logps": None if self.reference is None else self.reference(ids, p), "old_logps": old_logps}
 
     def step(self, batch, step):
         """One gradient step on ``grpo_loss`` over a sampled ``batch``; returns the step's record."""
@@ -408,7 +411,8 @@ class GRPOTrainer:
         self.model.train()
         logps = completion_logprobs(self.model, batch["ids"], batch["prompt_length"], cfg.temperature)
         old = logps.data if batch["old_logps"] is None else batch["old_logps"]
-        loss, stats = grpo_loss(logps, old, batch["ref_logps"], batch["advantages"], batch["mask"], beta=cfg.beta,
+        ref = old if batch["ref_logps"] is None else batch["ref_logps"]  # none (β = 0): the KL term is dropped anyway
+        loss, stats = grpo_loss(logps, old, ref, batch["advantages"], batch["mask"], beta=cfg.beta,
                                 epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
                                 max_completion_length=cfg.max_completion_length)
         self.optimizer.zero_grad()
@@ -417,12 +421,15 @@ class GRPOTrainer:
         self.optimizer.step()
         rewards, mask = batch["rewards"], batch["mask"]
         groups = rewards.reshape(-1, cfg.num_generations)  # (prompts, G): a prompt's completions are neighbours
-        return {"step": step, "loss": loss.item(), "reward": float(rewards.mean()),
-                # the mean of the groups' stds, TRL's reward_std through v0.26 (since v0.27: the whole batch's std);
-                # 0 when every group's completions score alike, which is when no gradient is left
-                "reward_std": float(groups.std(axis=1, ddof=1).mean()), "kl": stats["kl"],
-                "clip_ratio": stats["clip_ratio"], "ratio_mean": stats["ratio_mean"],
-                "completion_length": float(mask.sum(axis=1).mean()), "grad_norm": float(grad_norm)}
+        record = {"step": step, "loss": loss.item(), "reward": float(rewards.mean()),
+                  # the mean of the groups' stds, TRL's reward_std through v0.26 (since v0.27: the whole batch's
+                  # std); 0 when every group's completions score alike, which is when no gradient is left
+                  "reward_std": float(groups.std(axis=1, ddof=1).mean()), "kl": stats["kl"],
+                  "clip_ratio": stats["clip_ratio"], "ratio_mean": stats["ratio_mean"],
+                  "completion_length": float(mask.sum(axis=1).mean()), "grad_norm": float(grad_norm)}
+        if batch["ref_logps"] is None:
+            del record["kl"]  # no reference, no KL to report
+        return record
 
     def train(self, log_path=None, quiet=True):
         """``args.max_steps`` steps, each record into ``self.state.log_history`` and, if given, ``log_path`` (JSON
@@ -453,7 +460,7 @@ class GRPOTrainer:
                 bar.update(1)
                 if step % cfg.logging_steps == 0 or step == cfg.max_steps:
                     bar.set_postfix(reward=f"{np.mean([r['reward'] for r in history[-cfg.logging_steps:]]):.3f}",
-                                    kl=f"{record['kl']:.4f}")
+                                    **({"kl": f"{record['kl']:.4f}"} if "kl" in record else {}))
         finally:
             bar.close()
             if log is not None:

@@ -15,7 +15,8 @@ and training maximizes the likelihood of the observed preferences (``losses.brad
 Only differences of rewards enter the first term, so r and r + k give the same loss for any constant k:
 the rewards are defined up to a shift. The centering term picks one: it pulls r_c + r_r toward 0 (mean
 reward ≈ 0), which PPO likes (a reward that drifts up everywhere says nothing, and a big offset makes the
-value function's job harder). At a head that gives every text the same reward, the loss is ln 2 ≈ 0.693.
+value function's job harder). At a head that gives every text the same reward, the loss is ln 2 ≈ 0.693
+without a margin (with one, the mean of log(1 + e^m)).
 
     model = reward_model("checkpoints/tiny-bert")          # AutoModelForSequenceClassification, num_labels=1
     rm = RewardModel(model)                                # forward(batch) → .loss, .rewards_chosen, .rewards_rejected

@@ -522,6 +522,32 @@ def test_ipo_in_the_dpo_model_averages_the_log_probs_over_each_completion_as_trl
     assert len(set(lengths.tolist())) > 1  # completions of different lengths: summing would give another h
 
 
+def test_the_logged_dpo_metrics_of_an_accumulated_step_cover_every_micro_batch(smol_tokenizer, tmp_path):
+    """Step 1 of two micro-batches of one pair logs what one batch of both pairs logs (the parameters are the same
+    for both micro-batches): every micro-batch counts, as TRL's stored metrics, not only the last one."""
+    from minift.rlhf import DataCollatorForPreference, DPOMetricsCallback, DPOModel
+
+    logged = {}
+    for accumulation in (1, 2):
+        policy, reference = tiny_policy(smol_tokenizer.vocab_size), tiny_policy(smol_tokenizer.vocab_size)
+        mf.seed(1)
+        for p in policy.parameters():  # away from the reference, so that the two pairs' rewards differ
+            p.data += 0.3 * mf.backend.rng().standard_normal(p.shape)
+        dpo = DPOModel(policy, ref_model=reference, beta=0.1)
+        args = mf.train.TrainingArguments(output_dir=str(tmp_path / str(accumulation)), max_steps=1, learning_rate=1e-3,
+                                          per_device_train_batch_size=2 // accumulation,
+                                          gradient_accumulation_steps=accumulation, logging_steps=1, save_strategy="no",
+                                          remove_unused_columns=False, disable_tqdm=True, plot=False, seed=0)
+        trainer = mf.train.Trainer(dpo, args, train_dataset=PAIRS, data_collator=DataCollatorForPreference(smol_tokenizer),
+                                   callbacks=[DPOMetricsCallback(dpo)])
+        trainer.train()
+        logged[accumulation] = next(r for r in trainer.state.log_history if "rewards/chosen" in r)
+        assert dpo.step_metrics == []  # taken by the callback at the step's end
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"):
+        assert logged[2][key] == pytest.approx(logged[1][key], rel=1e-9, abs=1e-12), key
+    assert logged[1]["rewards/chosen"] != 0
+
+
 def test_dpo_with_an_explicit_reference_keeps_it_out_of_the_parameters(smol_tokenizer):
     from minift.rlhf import DataCollatorForPreference, DPOModel
 

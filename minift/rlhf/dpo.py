@@ -43,7 +43,8 @@ class DPOModel(Module):
     trained, not part of this module's parameters); otherwise the policy itself with its PEFT adapter
     disabled (``with policy.disable_adapter()``) — no second copy of the model. Dropout is switched off
     (TRL's ``disable_dropout``) unless ``dropout=True``. ``last_metrics`` holds TRL's logged numbers for
-    the last batch: rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins.
+    the last batch: rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins; ``step_metrics``
+    those of every training-mode batch since ``DPOMetricsCallback`` last took them (each micro-batch of a step).
     """
 
     def __init__(self, policy, ref_model=None, beta=0.1, loss_type="sigmoid", label_smoothing=0.0, dropout=False):
@@ -55,7 +56,7 @@ class DPOModel(Module):
         object.__setattr__(self, "ref_model", ref_model)  # not a submodule: never trained, never saved with us
         self.beta, self.loss_type, self.label_smoothing = beta, loss_type, label_smoothing
         self.average_logps = loss_type == "ipo"  # IPO's target 1/(2β) is per token: TRL divides by the length
-        self.last_metrics = {}
+        self.last_metrics, self.step_metrics = {}, []
         if not dropout:
             disable_dropout(policy)
             if ref_model is not None:
@@ -90,6 +91,8 @@ class DPOModel(Module):
         self.last_metrics = {"rewards/chosen": float(chosen.mean()), "rewards/rejected": float(rejected.mean()),
                              "rewards/accuracies": float((chosen > rejected).mean()),
                              "rewards/margins": float((chosen - rejected).mean())}
+        if self.training:
+            self.step_metrics.append(self.last_metrics)
         return ModelOutput(loss=losses.mean())
 
 
@@ -124,14 +127,19 @@ class DataCollatorForPreference:
 
 
 class DPOMetricsCallback(TrainerCallback):
-    """Adds the DPO model's ``last_metrics``, averaged over the steps since the previous log, to each log record."""
+    """Adds the preference model's metrics (``DPOModel``'s or ``RewardModel``'s), averaged over every training
+    batch since the previous log — each micro-batch of an accumulated step counts, as in TRL — to each log record."""
 
     def __init__(self, dpo_model):
         self.dpo_model = dpo_model
         self.seen = []
 
+    def on_train_begin(self, args, state, control, **kw):
+        self.dpo_model.step_metrics.clear()  # batches measured before training (in train mode) are not step 1's
+
     def on_step_end(self, args, state, control, **kw):
-        self.seen.append(dict(self.dpo_model.last_metrics))
+        self.seen.extend(self.dpo_model.step_metrics or [self.dpo_model.last_metrics])
+        self.dpo_model.step_metrics = []
 
     def on_log(self, args, state, control, logs=None, **kw):
         if self.seen and logs is not None and "loss" in logs:

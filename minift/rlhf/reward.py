@@ -119,7 +119,7 @@ class RewardModel(Module):
         self.model = model
         self.config = model.config
         self.center_rewards_coefficient = center_rewards_coefficient
-        self.last_metrics = {}
+        self.last_metrics, self.step_metrics = {}, []  # step_metrics: each training batch's (DPOMetricsCallback)
 
     def forward(self, input_ids=None, attention_mask=None, margin=None, input_ids_chosen=None,
                 attention_mask_chosen=None, input_ids_rejected=None, attention_mask_rejected=None):
@@ -144,6 +144,8 @@ class RewardModel(Module):
         c, r = np.asarray(to_numpy(chosen.data), np.float64), np.asarray(to_numpy(rejected.data), np.float64)
         self.last_metrics = {"accuracy": pairwise_accuracy(c, r), "margin": float((c - r).mean()),
                              "mean_reward": float(np.concatenate([c, r]).mean())}
+        if self.training:
+            self.step_metrics.append(self.last_metrics)
         return RewardOutput(loss=loss, logits=_pair_logits(chosen, rejected), rewards_chosen=chosen,
                             rewards_rejected=rejected)
 

@@ -37,7 +37,10 @@ def sft_example(tokenizer, prompt, completion, max_length=None, chat=True):
     ``chat=True``: the pair as a user turn and an assistant turn of the tokenizer's chat template; the
     prompt part is the conversation up to the assistant's header (``add_generation_prompt=True``), so the
     model learns the answer and its end-of-turn marker, never the question. ``chat=False``: plain text,
-    prompt tokens then completion tokens and the end-of-sequence token.
+    prompt tokens then completion tokens and the end-of-sequence token. An empty prompt becomes the
+    beginning-of-sequence token (GPT-2's is its ``<|endoftext|>``, which also starts each document in
+    pretraining): nothing predicts position 0, so without it the completion's first token would never be
+    trained or scored (DPO's log π(y) would leave it out).
     Checks that the tokens of the prompt part are a prefix of the tokens of the whole (a template or a
     tokenizer that merges across the boundary would otherwise shift the mask). ``max_length`` cuts the
     end of the completion.
@@ -54,6 +57,9 @@ def sft_example(tokenizer, prompt, completion, max_length=None, chat=True):
     else:
         prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
         full_ids = tokenizer.encode(prompt + completion, add_special_tokens=False) + [tokenizer.eos_token_id]
+        bos = getattr(tokenizer, "bos_token_id", None)
+        if not prompt_ids and bos is not None:  # the completion's first token needs a position before it
+            prompt_ids, full_ids = [bos], [bos] + full_ids
     prompt_ids, full_ids = list(prompt_ids), list(full_ids)
     if full_ids[: len(prompt_ids)] != prompt_ids:
         raise ValueError("the prompt's tokens are not a prefix of the prompt + completion's tokens (the tokenizer "

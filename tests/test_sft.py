@@ -49,6 +49,22 @@ def test_plain_example_ends_with_eos_and_cuts_at_max_length(smol_tokenizer):
         sft_example(tok, "The movie was ", "great fun", chat=False)  # the trailing space belongs to "great"
 
 
+def test_an_empty_plain_prompt_becomes_bos_so_the_first_completion_token_is_trained_and_scored(smol_tokenizer):
+    """Nothing predicts position 0: with an empty prompt (DPO's default) the completion would start there, and its
+    first word would be neither trained nor part of log π(y). The BOS token (GPT-2's <|endoftext|>) goes first."""
+    from minift.rlhf import DataCollatorForPreference
+
+    tok = smol_tokenizer
+    words = tok.encode(" a fine film", add_special_tokens=False)
+    ex = sft_example(tok, "", " a fine film", chat=False)
+    assert ex["input_ids"] == [tok.bos_token_id] + words + [tok.eos_token_id]
+    assert ex["labels"] == [-100] + words + [tok.eos_token_id]
+    batch = DataCollatorForPreference(tok, chat=False)([{"prompt": "", "chosen": " a fine film", "rejected": " dull"}])
+    scored = batch["completion_mask"][:, 1:].sum(1)  # the tokens sequence_logprobs adds up (t + 1 predicted at t)
+    assert scored.tolist() == [len(words) + 1, len(tok.encode(" dull", add_special_tokens=False)) + 1]
+    assert sft_example(tok, "Well,", " a fine film", chat=False)["input_ids"][0] != tok.bos_token_id  # a prompt: as is
+
+
 def test_a_prompt_whose_tokens_merge_with_the_completion_is_refused(smol_tokenizer):
     with pytest.raises(ValueError, match="not a prefix"):
         sft_example(smol_tokenizer, "The movie was gre", "at", chat=False)  # "gre" + "at" tokenize as "great"

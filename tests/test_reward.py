@@ -107,6 +107,24 @@ def test_the_collator_cuts_each_text_to_max_length_and_pads_both_sides_to_one_wi
     np.testing.assert_array_equal(stacked["input_ids"], np.concatenate([batch["input_ids_chosen"], batch["input_ids_rejected"]]))
 
 
+def test_a_decoders_texts_end_with_its_eos_as_trls_reward_trainer_appends_it():
+    """A decoder's tokenizer closes nothing, so the head that reads the last token would read the last word;
+    TRL (≥ 0.24) appends EOS to each text. BERT's [SEP] is its EOS already: nothing is added there."""
+    tok = mf.tokenization.from_pretrained(str(TINY_GPT))
+    rows = [{"prompt": "", "chosen": " a fine film", "rejected": " dull"},
+            {"prompt": "", "chosen": " " + " ".join(["wonderful"] * 50), "rejected": " bad"}]
+    batch = RewardDataCollatorWithPadding(tok, max_length=8)(rows)
+    words = tok.encode("a fine film", add_special_tokens=False)
+    assert batch["input_ids_chosen"][0, :len(words) + 1].tolist() == words + [tok.eos_token_id]
+    assert batch["attention_mask_chosen"].sum(1).tolist() == [len(words) + 1, 8]
+    assert batch["input_ids_chosen"][1, -1] == tok.eos_token_id  # cut at 8 tokens, the EOS kept in the last place
+    assert (batch["input_ids_chosen"][0, len(words) + 1:] == tok.pad_token_id).all()
+    bert = mf.tokenization.from_pretrained(str(TINY_BERT))
+    plain = bert(["a fine film"])["input_ids"][0].tolist()
+    assert RewardDataCollatorWithPadding(bert)([{"prompt": "", "chosen": " a fine film", "rejected": " x"}])[
+        "input_ids_chosen"][0, :len(plain)].tolist() == plain  # [CLS] … [SEP], no second EOS
+
+
 def test_the_pair_loss_puts_no_gradient_on_a_shift_of_every_reward_and_the_centering_term_does(bert_tokenizer):
     """r → r + b cancels in r_c − r_r: ∂L/∂(head bias) = Σ(−σ(−d) + σ(−d))/B = 0; with TRL's centering term
     c·mean((r_c + r_r)²) the bias gets 4c·mean(r_c + r_r)."""

@@ -194,12 +194,23 @@ def _ensure_pad(tokenizer):
 
 
 def _encode(tokenizer, texts, max_length):
-    """Padded (N, T) int64 ids and mask of ``texts``, each cut to ``max_length`` tokens (the closing special
-    token kept)."""
+    """Right-padded (N, T) int64 ids and mask of ``texts``, each cut to ``max_length`` tokens, each ending with
+    the EOS token. A BERT tokenizer closes every text with [SEP], its EOS; a decoder's adds nothing, so the EOS
+    is appended, as TRL's RewardTrainer (≥ 0.24) appends it: a head that reads the last token then reads the
+    text's end, not its last word. A text cut at ``max_length`` keeps its EOS in the last place."""
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2):
         raise ValueError(f"max_length must be an integer >= 2 (tokens per text), got {max_length!r}")
-    enc = _ensure_pad(tokenizer)(list(texts), padding=True, truncation=max_length is not None, max_length=max_length)
-    return np.asarray(enc["input_ids"], np.int64), np.asarray(enc["attention_mask"], np.int64)
+    tokenizer = _ensure_pad(tokenizer)
+    rows = tokenizer(list(texts), truncation=max_length is not None, max_length=max_length)["input_ids"]
+    eos = tokenizer.eos_token_id
+    rows = [list(r) if eos is None or (len(r) and r[-1] == eos) else list(r)[: (max_length or len(r) + 1) - 1] + [eos]
+            for r in rows]
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), tokenizer.pad_token_id, np.int64)
+    mask = np.zeros((len(rows), width), np.int64)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)], mask[i, :len(r)] = r, 1
+    return ids, mask
 
 
 class RewardDataCollatorWithPadding:

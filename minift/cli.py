@@ -682,4 +682,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m minift.cli` runs this file as __main__, a second copy of the module beside the minift.cli that
+    # the commands import (`from .cli import …`): its CommandLineError would be another class, and a usage
+    # error raised there would pass `main`'s except as an "internal error". So the one minift.cli runs.
+    from minift.cli import main as cli_main
+
+    sys.exit(cli_main())

@@ -127,6 +127,19 @@ def test_the_installed_command_prints_no_traceback(tmp_path):
     assert_one_line_error(proc.returncode, proc.stderr, "neither a zoo model")
 
 
+@pytest.mark.parametrize("module", ["minift.cli", "minift"])
+def test_a_usage_error_raised_inside_a_command_is_a_usage_error_however_the_cli_is_started(tmp_path, module):
+    """`python -m minift.cli` (the Makefile's way) runs cli.py as __main__, beside the minift.cli that the align
+    commands import: their CommandLineError must still be caught as one (exit 2, one line, not "internal")."""
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    proc = subprocess.run([sys.executable, "-m", module, "align", "dpo", TINY_GPT, "--max-steps", "1", "--out", str(afile)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "internal error" not in proc.stderr
+    assert_one_line_error(proc.returncode, proc.stderr, f"--out {afile} is a file")
+    assert afile.read_text() == "mine"
+
+
 def test_a_run_that_fails_before_writing_leaves_no_empty_out_folder(tmp_path, capsys):
     from minift.cli import main
 

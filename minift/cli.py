@@ -97,7 +97,8 @@ def _parse(text, kind, what):
 
 # ----------------------------------------------------------------------------- the parser
 OVERWRITE_HELP = "replace the results of an earlier run that --out holds (without it, such an --out is refused)"
-RUN_FILES = ("results.json", "log.json", "table.md", "model", "config.json", "model.safetensors", "adapter_model.safetensors")
+RUN_FILES = ("results.json", "result.json", "log.json", "log.jsonl", "table.md", "model", "config.json", "model.safetensors",
+             "adapter_model.safetensors")
 
 
 EARLIER_RESULTS = []  # (results.json, its mtime) that an --overwrite run is to replace; see stale_results_note
@@ -115,12 +116,13 @@ def stale_results_note() -> str:
             "the logs beside it are this run's, up to where it stopped)")
 
 
-def check_out_is_free(out, overwrite: bool):
+def check_out_is_free(out, overwrite: bool, flag="--out"):
     """Refuse an ``--out`` that already holds a run's results unless ``--overwrite``: a typo'd or reused
-    folder must not cost the model trained there. (The Python API's ``run_*`` replace, as HF's Trainer does.)"""
+    folder must not cost the model trained there. (The Python API's ``run_*`` replace, as HF's Trainer does.)
+    ``flag``: the option that named the folder (pretrain's ``--log-dir`` too)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise CommandLineError(f"--out {out} is a file; give a directory for the run's results")
+        raise CommandLineError(f"{flag} {out} is a file; give a directory for the run's results")
     if not out.is_dir():
         return
     held = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
@@ -130,7 +132,7 @@ def check_out_is_free(out, overwrite: bool):
         EARLIER_RESULTS.extend((p, p.stat().st_mtime_ns) for p in (out / "results.json", *out.glob("*/results.json"))
                                if p.is_file())
     if held and not overwrite:
-        raise CommandLineError(f"--out {out} already holds the results of a run ({', '.join(held[:3])}"
+        raise CommandLineError(f"{flag} {out} already holds the results of a run ({', '.join(held[:3])}"
                                f"{', …' if len(held) > 3 else ''}): pass --overwrite to replace them, or "
                                "choose another --out")
 
@@ -278,7 +280,8 @@ def build_parser() -> ArgumentParser:
     pt = sub.add_parser("pretrain", help="pretrain a tiny model from scratch on the zoo's text")
     pt.add_argument("--config", help="a JSON file of PretrainConfig options (flags override it)")
     pt.add_argument("--overwrite", action="store_true",
-                    help="replace the checkpoint --out already holds (needed for those shipped under checkpoints/)")
+                    help="replace the checkpoint --out and the logs --log-dir already hold (needed for those shipped "
+                         "under checkpoints/)")
     for f in fields(PretrainConfig):
         pt.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, type=_flag_type(f.type))
     return parser
@@ -475,7 +478,9 @@ def _pretrain(args, argv) -> int:
         cfg = _usage(PretrainConfig.from_file, args.config, **flags)
     else:
         cfg = _usage(PretrainConfig, **{k: v for k, v in flags.items() if v is not None})
-    check_out_is_free(output_dirs(cfg)[0], args.overwrite)
+    out, log_dir = output_dirs(cfg)
+    check_out_is_free(out, args.overwrite)
+    check_out_is_free(log_dir, args.overwrite, flag="--log-dir")  # runs/<name of out> may be another run's folder
     words = sys.argv[2:] if argv is None else argv[1:]
     command = "minift pretrain " + " ".join(w for w in words if w != "--debug")
     pretrain(cfg, command=command.strip(), overwrite=args.overwrite)

@@ -99,7 +99,8 @@ def test_errors_from_the_library_are_one_line_with_status_1(capsys, tmp_path):
                          "--out", str(tmp_path / "d"))
     last = err.strip().splitlines()[-1]  # after the run's own progress line
     assert rc == 1 and last.startswith("minift: ") and "Traceback" not in err
-    assert "within max_length = 1 tokens" in last and "--max-length" in last
+    assert "preference row 0, its chosen completion: max_length=1 leaves no completion token" in last
+    assert "--max-length" in last
 
 
 def test_debug_shows_the_traceback(capsys, tmp_path):

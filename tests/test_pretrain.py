@@ -176,6 +176,25 @@ def test_a_pretrain_refused_for_its_log_dir_leaves_no_empty_out_behind(tmp_path,
     assert not (tmp_path / "new").exists()
 
 
+def test_a_log_dir_that_holds_another_runs_results_is_refused_without_overwrite(tmp_path, capsys, monkeypatch):
+    """The log directory defaults to runs/<name of out>: a fine-tuning run may live there (its results.json,
+    log.jsonl, loss.png), and pretraining must not write its own log over that run's without --overwrite."""
+    from pathlib import Path
+
+    from minift.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    judge = tmp_path / "runs" / "judge"
+    judge.mkdir(parents=True)
+    for name in ("results.json", "log.jsonl", "loss.png"):
+        (judge / name).write_text(f"the fine-tuning run's {name}")
+    rc = main(["pretrain", "--steps", "2", "--out", str(tmp_path / "out" / "judge")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"minift: --log-dir {Path('runs') / 'judge'} already holds")
+    assert all((judge / n).read_text() == f"the fine-tuning run's {n}" for n in ("results.json", "log.jsonl", "loss.png"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_shipped_checkpoints_are_not_overwritten_without_asking(tmp_path, monkeypatch, no_training):
     from pathlib import Path
 

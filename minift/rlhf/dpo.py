@@ -111,8 +111,14 @@ class DataCollatorForPreference:
             missing = {"prompt", "chosen", "rejected"} - set(r)
             if missing:
                 raise KeyError(f"preference row {k} lacks {sorted(missing)} (it has {sorted(r)})")
-        examples = [sft_example(self.tokenizer, r["prompt"], r[side], self.max_length, self.chat)
-                    for side in ("chosen", "rejected") for r in rows]
+        examples = []
+        for side in ("chosen", "rejected"):
+            for k, r in enumerate(rows):
+                try:
+                    examples.append(sft_example(self.tokenizer, r["prompt"], r[side], self.max_length, self.chat))
+                except ValueError as e:  # said with the preference row and the side, and the option to change
+                    hint = "; raise max_length (--max-length) or shorten the prompt" if "max_length" in str(e) else ""
+                    raise ValueError(f"preference row {k}, its {side} completion: {e}{hint}") from None
         # token t is predicted from t − 1, so a completion's token at position 0 is never predicted
         empty = [k for k, e in enumerate(examples) if all(y == -100 for y in e["labels"][1:])]
         if empty:  # said here, before the collator's own check, with the preference row and the side

@@ -280,6 +280,9 @@ class Trainer:
             if path is None:
                 raise FileNotFoundError(f"resume_from_checkpoint=True but {self.output_dir} has no checkpoint-N")
             self.state = load_checkpoint(path, self.model, self.optimizer, self.lr_scheduler)
+        # the checkpoints save_total_limit may rotate: this run's, and on a resume the run's it continues — never
+        # those another run left in output_dir (a save never deletes what it did not write)
+        self._own_checkpoints = all_checkpoints(self.output_dir) if resume_from_checkpoint else []
         self._call("on_train_begin", steps_per_epoch=self.steps_per_epoch())
         shifts = bool(getattr(self.model, "shifts_labels", False))
         accumulation = args.gradient_accumulation_steps
@@ -535,10 +538,13 @@ class Trainer:
         path = self.output_dir / f"checkpoint-{self.state.global_step}"
         save_checkpoint(path, self.model, self.optimizer, self.lr_scheduler, self.state)
         self._call("on_save")
+        own = getattr(self, "_own_checkpoints", [])  # (save_checkpoint called outside train(): nothing to rotate)
+        own[:] = sorted({*own, path}, key=lambda p: int(p.name.split("-")[1]))
         if self.args.save_total_limit:
-            for old in all_checkpoints(self.output_dir)[:-self.args.save_total_limit]:
-                if old != path and (old / "trainer_state.json").exists():  # only directories this Trainer wrote
+            for old in own[:-self.args.save_total_limit]:
+                if (old / "trainer_state.json").exists():  # a checkpoint, as this Trainer writes them
                     shutil.rmtree(old)
+                own.remove(old)
         return path
 
     def plot_curves(self):

@@ -349,6 +349,12 @@ def test_padding_collator_pads_right_renames_label_and_stacks_numbers(wordpiece)
     assert eight["input_ids"].shape[1] % 8 == 0
     fixed = DataCollatorWithPadding(wordpiece, padding="max_length", max_length=20)(rows)
     assert fixed["input_ids"].shape == (2, 20)
+    # rows straight from tok(one text): every column (1, T), as a tokenizer returns them; the same batch
+    raw = [{**wordpiece(t), "label": label, "score": 0.5} for t, label in zip(["great movie", "a dull, lifeless film"], [1, 0])]
+    assert np.asarray(raw[0]["attention_mask"]).shape == (1, n0)
+    again = DataCollatorWithPadding(wordpiece)(raw)
+    for key in ("input_ids", "attention_mask", "token_type_ids", "labels"):
+        np.testing.assert_array_equal(again[key], batch[key])
 
 
 def test_padding_side_comes_from_the_tokenizer(bpe):

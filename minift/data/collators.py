@@ -135,7 +135,7 @@ class DataCollatorWithPadding:
             rows = [{**r, "attention_mask": [1] * len(x)} for r, x in zip(rows, ids)]
         for name in ("attention_mask", "token_type_ids", "special_tokens_mask"):
             if name in rows[0]:
-                column = [r[name] for r in rows]
+                column = [list(np.asarray(r[name]).reshape(-1)) for r in rows]  # (T,) or (1, T) -> (T,), as the ids
                 bad = [i for i, (c, x) in enumerate(zip(column, ids)) if len(c) != len(x)]
                 if bad:
                     raise ValueError(f"row {bad[0]}: {name} has {len(column[bad[0]])} values for "

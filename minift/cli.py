@@ -101,19 +101,26 @@ RUN_FILES = ("results.json", "result.json", "log.json", "log.jsonl", "table.md",
              "adapter_model.safetensors")
 
 
-EARLIER_RESULTS = []  # (results.json, its mtime) that an --overwrite run is to replace; see stale_results_note
+EARLIER_RESULTS = []  # (results.json, the mtimes of its folder's files) that an --overwrite run is to replace
 
 
 def stale_results_note() -> str:
-    """After a failed or interrupted ``--overwrite`` run: which ``results.json`` it did not get to replace, so
-    that nobody reads the earlier run's results beside this run's ``log.jsonl`` as one run (a save never
-    deletes what it did not write, so they are kept, and named)."""
-    stale = [str(p) for p, mtime in EARLIER_RESULTS if p.is_file() and p.stat().st_mtime_ns == mtime]
+    """After a failed or interrupted ``--overwrite`` run: which ``results.json`` it did not get to replace while
+    it wrote other files beside it (a log), so that nobody reads the earlier run's results and this run's log
+    as one run (a save never deletes what it did not write, so they are kept, and named). "" when the run
+    wrote nothing there: the folder is still the earlier run's, whole."""
+    stale = [str(p) for p, before in EARLIER_RESULTS
+             if p.is_file() and _file_times(p.parent)[p.name] == before[p.name] and _file_times(p.parent) != before]
     EARLIER_RESULTS.clear()
     if not stale:
         return ""
     return (f" ({', '.join(stale)} {'is' if len(stale) == 1 else 'are'} still the earlier run's; "
             "the logs beside it are this run's, up to where it stopped)")
+
+
+def _file_times(folder):
+    """{name: mtime in ns} of the files in ``folder``: what a run has written there since shows as a change."""
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.is_file()}
 
 
 def check_out_is_free(out, overwrite: bool, flag="--out"):
@@ -129,7 +136,7 @@ def check_out_is_free(out, overwrite: bool, flag="--out"):
                   if p.name in RUN_FILES or re.fullmatch(r"checkpoint-\d+", p.name))
     held += sorted(f"{p.parent.name}/results.json" for p in out.glob("*/results.json"))
     if held and overwrite:
-        EARLIER_RESULTS.extend((p, p.stat().st_mtime_ns) for p in (out / "results.json", *out.glob("*/results.json"))
+        EARLIER_RESULTS.extend((p, _file_times(p.parent)) for p in (out / "results.json", *out.glob("*/results.json"))
                                if p.is_file())
     if held and not overwrite:
         raise CommandLineError(f"{flag} {out} already holds the results of a run ({', '.join(held[:3])}"
@@ -190,6 +197,8 @@ def build_parser() -> ArgumentParser:
     ft.add_argument("--max-steps", type=positive_int, default=300)
     ft.add_argument("--batch-size", type=positive_int, default=32)
     ft.add_argument("--max-length", type=positive_int, default=64, help="tokens per example (longer ones are cut)")
+    ft.add_argument("--doc-stride", type=positive_int, default=None,
+                    help="qa: tokens two windows of a long context share (default: half of --max-length)")
     ft.add_argument("--learning-rate", type=positive_float, default=None,
                     help="default 1e-3 for probe, adapter and bitfit, 5e-4 for lora and dora, 3e-3 for ia3, 3e-2 for prompt, "
                          "1e-2 for prefix, 5e-5 otherwise")

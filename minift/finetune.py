@@ -58,7 +58,7 @@ class FinetuneConfig:
     warmup_ratio: float = 0.1
     eval_steps: int = 100
     eval_batch_size: int = 64
-    doc_stride: int = 32  # qa: overlap of the windows of a long context
+    doc_stride: int | None = None  # qa: tokens two windows of a long context share; default max_length // 2
     train_limit: int | None = None  # use only the first N training rows (quick runs)
     eval_limit: int | None = None  # and the first N validation / test rows
     task_sampling: str = "round_robin"  # multitask: round_robin, proportional or temperature
@@ -76,6 +76,8 @@ class FinetuneConfig:
             if "+" in str(self.task):
                 raise ValueError(f"several tasks ({self.task!r}) train together only with --method multitask")
             raise ValueError(f"unknown task {self.task!r}; minift finetune knows {list(TASKS)}")
+        if self.doc_stride is None and isinstance(self.max_length, int):
+            self.doc_stride = max(1, self.max_length // 2)  # 32 at the default 64 tokens
         for name in ("max_steps", "batch_size", "max_length", "eval_steps", "eval_batch_size", "doc_stride",
                      "num_virtual_tokens"):
             value = getattr(self, name)
@@ -100,7 +102,8 @@ class FinetuneConfig:
         if not 0 < self.llrd_decay <= 1:
             raise ValueError(f"llrd_decay must be in (0, 1], got {self.llrd_decay!r}")
         if self.task == "qa" and self.doc_stride >= self.max_length:
-            raise ValueError(f"doc_stride ({self.doc_stride}) must be smaller than max_length ({self.max_length})")
+            raise ValueError(f"doc_stride {self.doc_stride} (--doc-stride) must be smaller than max_length "
+                             f"{self.max_length} (--max-length)")
         if self.pooling is None and self.method == "probe":
             self.pooling = "mean"  # frozen features: the token mean is what the encoder was trained to give
         if self.pooling not in (None, "pooler", "last", "mean"):
@@ -166,12 +169,19 @@ def prepare_data(cfg: FinetuneConfig, tokenizer, task=None):
                         remove_columns=s.column_names) for s in (train, validation, test)]
         return (*splits, {"label_names": names})
     options = dict(tokenizer=tokenizer, max_length=cfg.max_length, doc_stride=cfg.doc_stride)
-    train_features = train.map(lambda b: prepare_train_features(b, **options), batched=True,
-                               remove_columns=train.column_names)
-    validation_features = validation.map(lambda b: prepare_train_features(b, **options), batched=True,
-                                         remove_columns=validation.column_names)
-    test_features = test.map(lambda b: prepare_validation_features(b, **options), batched=True,
-                             remove_columns=test.column_names)
+    try:
+        train_features = train.map(lambda b: prepare_train_features(b, **options), batched=True,
+                                   remove_columns=train.column_names)
+        validation_features = validation.map(lambda b: prepare_train_features(b, **options), batched=True,
+                                             remove_columns=validation.column_names)
+        test_features = test.map(lambda b: prepare_validation_features(b, **options), batched=True,
+                                 remove_columns=test.column_names)
+    except ValueError as e:  # a question too long for the window, or a stride as long as what is left of it
+        if "stride" not in str(e) and "nothing of the truncated text fits" not in str(e):
+            raise
+        raise ValueError(f"qa: {e}; each window holds the question, the special tokens and a piece of the context: "
+                         f"give a smaller --doc-stride (now {cfg.doc_stride}) or a larger --max-length "
+                         f"(now {cfg.max_length})") from None
     return train_features, validation_features, test_features, {"test_examples": test}
 
 

@@ -218,6 +218,24 @@ def test_an_overwrite_run_that_fails_names_the_results_it_did_not_replace(tmp_pa
     assert rc == 0 and "earlier run's" not in err and (out / "results.json").read_bytes() != results
 
 
+def test_qa_windows_name_the_options_that_size_them_and_a_run_that_wrote_nothing_has_no_stale_note(tmp_path, capsys):
+    """--doc-stride defaults to half of --max-length (32 at 64), so a shorter window still works; a stride
+    that leaves no room after the question is refused naming both options. That refused --overwrite run wrote
+    nothing into --out, so the earlier run's results.json is not called stale."""
+    out = tmp_path / "qa"
+    base = ["finetune", TINY_GPT, "qa", "--max-length", "40", "--max-steps", "2", "--batch-size", "4",
+            "--eval-limit", "8", "--out", str(out)]
+    assert main(base) == 0
+    assert json.loads((out / "results.json").read_text())["args"]["doc_stride"] == 20
+    capsys.readouterr()
+    rc, _, err = run_cli(capsys, *base, "--doc-stride", "35", "--overwrite")
+    last = err.strip().splitlines()[-1]
+    assert rc == 1 and last.startswith("minift: qa: example 0: stride must be in [0, ")
+    assert "--doc-stride (now 35)" in last and "--max-length (now 40)" in last and "earlier run's" not in last
+    rc, _, err = run_cli(capsys, *base, "--doc-stride", "40", "--overwrite")
+    assert_one_line_error(rc, err, "doc_stride 40 (--doc-stride) must be smaller than max_length 40 (--max-length)")
+
+
 @pytest.mark.zoo
 def test_a_max_length_beyond_learned_positions_is_refused_before_training(tmp_path, capsys):
     for argv in (["finetune", TINY_BERT, "sentiment", "--max-length", "100", "--out", str(tmp_path / "f")],

@@ -45,7 +45,8 @@ def test_finetune_writes_results_for_every_task_and_method(tmp_path, capsys, mod
     (["finetune", "minilm", "sentiment", "--method", "lorra"], ["unknown method 'lorra'"]),
     (["finetune", "minilm", "sentiment", "--max-steps", "0"], ["--max-steps", ">= 1"]),
     (["finetune", "minilm", "sentiment", "--learning-rate", "nan"], ["--learning-rate"]),
-    (["finetune", "minilm", "qa", "--max-length", "32", "--eval-limit", "4"], ["doc_stride (32)"]),
+    (["finetune", "minilm", "qa", "--max-length", "32", "--doc-stride", "32", "--eval-limit", "4"],
+     ["doc_stride 32 (--doc-stride) must be smaller than max_length 32 (--max-length)"]),
 ])
 def test_bad_finetune_requests_fail_before_any_work(capsys, argv, words):
     assert main(argv) != 0

@@ -130,6 +130,9 @@ def check_out_is_free(out, overwrite: bool, flag="--out"):
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CommandLineError(f"{flag} {out} is a file; give a directory for the run's results")
+    blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:  # a usage error like the one above (exit 2), not an OSError further on
+        raise CommandLineError(f"{flag} {out} cannot be a directory: {blocked} is a file; choose another {flag}")
     if not out.is_dir():
         return
     held = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
@@ -182,7 +185,8 @@ def build_parser() -> ArgumentParser:
     a.add_argument("--root", default=".", help="the project tree (default: the current directory)")
 
     d = sub.add_parser("demo", help="fine-tune MiniLM on movie-review sentiment: a frozen probe, LoRA and full fine-tuning")
-    d.add_argument("--out", default="out/demo", help="where to write the results, curves and logs")
+    d.add_argument("--out", default=None,
+                   help="where to write the results, curves and logs (default out/demo; with --engine out/engine-demo)")
     d.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     d.add_argument("--steps", type=positive_int, default=None,
                    help="optimizer steps of each run (default 120; with --engine 1500)")
@@ -619,16 +623,17 @@ def run(args, argv=None) -> int:
         from .inspect import run_from_args as inspect_run
 
         return inspect_run(args)
-    if args.command == "demo":
-        check_out_is_free(args.out, args.overwrite)
+    if args.command == "demo":  # two demos, two folders: one never stands in the way of the other
+        out = args.out or ("out/engine-demo" if args.engine else "out/demo")
+        check_out_is_free(out, args.overwrite)
         if args.engine:
             from .demo import run_demo
 
-            run_demo(out_dir=args.out, steps=args.steps or 1500)
+            run_demo(out_dir=out, steps=args.steps or 1500)
             return 0
         from .finetune import run_finetune_demo
 
-        run_finetune_demo(out=args.out, steps=args.steps or 120)
+        run_finetune_demo(out=out, steps=args.steps or 120)
         return 0
     raise CommandLineError(f"unknown command {args.command!r}")
 

@@ -55,11 +55,13 @@ def gradcheck_report(model, x, y):
     return rows
 
 
-def run_demo(out_dir="out/demo", steps=1500, batch_size=64, lr=1e-2, warmup=30, quiet=False):
+def run_demo(out_dir="out/engine-demo", steps=1500, batch_size=64, lr=1e-2, warmup=30, quiet=False):
     """Train, report, plot. Returns a dict of the final numbers (also written to ``out_dir/log.json``)."""
+    from .train.trainer import check_output_dir
+
     seed(0)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out, flag="--out")
     say = (lambda *a: None) if quiet else print
     x, y = spirals()
     rng = np.random.default_rng(1)

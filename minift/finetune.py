@@ -503,6 +503,9 @@ def run_finetune_demo(out="out/demo", steps=120, quiet=False):
     the comparison and writes each run's curves and results under ``out/probe``, ``out/lora`` (with the
     adapter in PEFT's format, ``out/lora/adapter``) and ``out/full``, and the table to ``out/results.md``.
     """
+    from .train.trainer import check_output_dir
+
+    check_output_dir(Path(out))  # the folder given, before three runs each check their own inside it
     say = (lambda *a: None) if quiet else print
     fast = os.environ.get("MINIFT_FAST") == "1"
     limits = dict(train_limit=256, eval_limit=128) if fast else {}

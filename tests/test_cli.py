@@ -179,6 +179,12 @@ def test_the_engine_demo_asks_for_overwrite_like_every_command_that_trains(tmp_p
     assert_one_line_error(rc, err, f"--out {out} already holds the results of a run (log.json", "--overwrite")
     assert (out / "log.json").read_bytes() == log
     assert main(["demo", "--engine", "--steps", "5", "--out", str(out), "--overwrite"]) == 0
+    capsys.readouterr()
+    rc, _, err = run_cli(capsys, "demo", "--engine", "--out", str(out / "log.json" / "sub"))  # below a file
+    assert rc == 2
+    assert_one_line_error(rc, err, f"--out {out / 'log.json' / 'sub'} cannot be a directory: {out / 'log.json'} is a file")
+    from minift.cli import build_parser  # the two demos default to two folders: one never blocks the other
+    assert build_parser().parse_args(["demo"]).out is None
 
 
 def test_an_overwritten_out_says_which_saved_files_are_an_earlier_runs(tmp_path, capsys):

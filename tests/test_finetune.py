@@ -59,9 +59,9 @@ def test_bad_finetune_requests_fail_before_any_work(capsys, argv, words):
 def test_an_unwritable_output_is_refused_before_loading_anything(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert main(["finetune", "no-such-model", "sentiment", "--out", str(blocker / "run")]) == 1
+    assert main(["finetune", "no-such-model", "sentiment", "--out", str(blocker / "run")]) == 2  # a usage error
     err = capsys.readouterr().err
-    assert "as the output directory" in err and "is a file" in err and "no-such-model" not in err
+    assert "cannot be a directory" in err and "is a file" in err and "no-such-model" not in err
 
 
 @pytest.mark.zoo

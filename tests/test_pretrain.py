@@ -164,15 +164,16 @@ def test_an_unwritable_out_is_refused_before_training(tmp_path, monkeypatch, no_
 
 
 def test_a_pretrain_refused_for_its_log_dir_leaves_no_empty_out_behind(tmp_path, capsys, no_training):
-    """The checkpoint directory is checked (and so created) first; when the log directory then fails, the
-    command takes the new, still empty checkpoint directory back, as every command does."""
+    """A --log-dir below a file is a usage error, found before the checkpoint directory is made (exit 2); from
+    Python, the checkpoint directory is checked (and so created) first, and the command line takes a new, still
+    empty one back when a later check fails, as every command does (test_cli)."""
     from minift.cli import main
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     out = tmp_path / "new" / "ck"
-    assert main(["pretrain", "--steps", "2", "--out", str(out), "--log-dir", str(blocker / "log")]) == 1
-    assert "cannot use" in capsys.readouterr().err
+    assert main(["pretrain", "--steps", "2", "--out", str(out), "--log-dir", str(blocker / "log")]) == 2
+    assert f"--log-dir {blocker / 'log'} cannot be a directory: {blocker} is a file" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
 
 

@@ -270,7 +270,7 @@ def build_parser() -> ArgumentParser:
     inspect_arguments(ins)
 
     z = sub.add_parser("zoo", help="the pinned pretrained models and datasets")
-    z.add_argument("action", choices=["list"])
+    z.add_argument("action", choices=["list"], nargs="?", default="list", help="list (the default)")
 
     dl = sub.add_parser("download", help="fetch a zoo artifact (or all) into $MINIFT_HOME")
     dl.add_argument("name", help="an artifact name from `minift zoo list`, or all")
@@ -671,7 +671,9 @@ def main(argv=None) -> int:
         args, extra = parser.parse_known_args(argv)
         if extra:  # named with the subcommand's own help, not the top level's
             where = " ".join(w for w in ("minift", args.command, getattr(args, "kind", None)) if w)
-            raise CommandLineError(f"unrecognized arguments: {' '.join(extra)} (see `{where} --help`)")
+            # an unknown option before the positionals lets its value be taken for one: name the options alone
+            options = [w for w in extra if w.startswith("-") and len(w) > 1 and not w[1:2].isdigit()]
+            raise CommandLineError(f"unrecognized arguments: {' '.join(options or extra)} (see `{where} --help`)")
         if args.command == "assignments" and args.target and args.action not in ("test", "grade"):
             raise CommandLineError(f"assignments {args.action} takes no task or directory, got {' '.join(args.target)!r} "
                                    "(see `minift assignments --help`)")

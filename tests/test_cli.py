@@ -42,6 +42,9 @@ def assert_one_line_error(rc, err, *words):
     (["generate", TINY_GPT, "hi", "--seed", "-1"], ["--seed", ">= 0", "'-1'"]),
     (["generate", TINY_GPT, "hi", "--top-k", "5"], ["--top-k shape sampling", "add --sample"]),
     (["generate", TINY_GPT, "hi", "--bogus"], ["unrecognized arguments: --bogus", "`minift generate --help`"]),
+    # a typo'd option before the positionals: its value is taken for MODEL, so only the option is named
+    (["finetune", "--lerning-rate", "1e-3", "minilm", "sentiment"],
+     ["unrecognized arguments: --lerning-rate (see `minift finetune --help`)"]),
     (["align", "sft", TINY_GPT, "--bogus"], ["--bogus", "`minift align sft --help`"]),
     (["assignments", "list", "extra"], ["assignments list takes no task", "'extra'"]),
     (["assignments", "build", "--out", "/nonexistent/x", "--task", "bogus"], ["--task applies to assignments grade",
@@ -263,6 +266,12 @@ def test_a_message_of_several_lines_becomes_one_whose_lines_stay_apart():
 def test_python_dash_m_minift_is_the_minift_command():
     run = subprocess.run([sys.executable, "-m", "minift", "zoo", "list"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.startswith("minilm") and "smollm2" in run.stdout
+
+
+def test_bare_zoo_lists_the_zoo_as_the_download_error_suggests(capsys, tmp_path):
+    rc, _, err = run_cli(capsys, "download", "minilm", "--from", str(tmp_path / "nowhere"))
+    assert_one_line_error(rc, err, "see `minift zoo`")
+    assert main(["zoo"]) == 0 and capsys.readouterr().out.startswith("minilm")
 
 
 def test_a_reader_that_stops_early_ends_the_command_quietly():

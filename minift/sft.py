@@ -245,7 +245,8 @@ class SFTConfig:
     max_steps: int = 100
     per_device_train_batch_size: int = 8
     learning_rate: float | None = None  # default: 2e-4 with LoRA / QLoRA, 2e-5 for full fine-tuning
-    max_length: int = 256  # an example's tokens (the prompt's text is cut at its end to fit, never the answer)
+    max_length: int | None = None  # an example's tokens (default 256, or the model's context if shorter); the
+    # prompt's text is cut to fit, never the answer; beyond a model's learned positions it is refused
     packing: bool = False
     lora_r: int = 8
     lora_alpha: float = 16
@@ -268,6 +269,8 @@ class SFTConfig:
         for name in ("max_steps", "per_device_train_batch_size", "max_length", "lora_r", "logging_steps",
                      "max_new_tokens"):
             value = getattr(self, name)
+            if name == "max_length" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         for name in ("train_limit", "eval_limit"):
@@ -404,7 +407,11 @@ def run_sft(cfg: SFTConfig, quiet=False):
     out = Path(cfg.out)
     check_output_dir(out)  # before anything is loaded
     model, tokenizer, chat = load_policy(cfg.model, cfg.method, cfg.seed)
-    max_length = min(cfg.max_length, model.config.max_position_embeddings)
+    from .finetune import check_max_length
+
+    if cfg.max_length is not None:  # asked for: refused past learned positions, as minift finetune does
+        check_max_length(model.config, cfg.max_length, cfg.model)
+    max_length = min(cfg.max_length or 256, model.config.max_position_embeddings)
     train_pairs = instruction_dataset(cfg.dataset, "train", limit=cfg.train_limit)
     eval_pairs = instruction_dataset(cfg.dataset, "test", limit=cfg.eval_limit)
     train = [fit_example(tokenizer, p["prompt"], p["completion"], max_length, chat) for p in train_pairs]
@@ -441,6 +448,7 @@ def run_sft(cfg: SFTConfig, quiet=False):
     state = trainer.state
     after = measure()
     results = {"model": cfg.model, "dataset": cfg.dataset, "method": cfg.method, "chat_template": chat,
+               "max_length": max_length,
                "before": before, "after": after, "train_seconds": round(state.train_seconds, 2),
                "train_steps": state.global_step, "train_rows": len(train), "held_out_examples": len(held_out),
                "trainable_parameters": trainable, "total_parameters": total_parameters,
@@ -491,7 +499,8 @@ def add_cli_arguments(parser):
     parser.add_argument("--learning-rate", type=positive_float, default=None,
                         help="default: 2e-4 with lora/qlora, 2e-5 with full")
     parser.add_argument("--max-length", type=positive_int, default=d.max_length,
-                        help="tokens per example (the prompt's text is cut to fit; at most the model's context)")
+                        help="tokens per example (default 256, or the model's context if shorter; the prompt's text "
+                             "is cut to fit)")
     parser.add_argument("--packing", action="store_true", help="put examples end to end in rows of max-length tokens")
     parser.add_argument("--lora-r", type=positive_int, default=d.lora_r)
     parser.add_argument("--lora-alpha", type=positive_float, default=d.lora_alpha)

@@ -245,6 +245,15 @@ def test_qa_windows_name_the_options_that_size_them_and_a_run_that_wrote_nothing
     assert_one_line_error(rc, err, "doc_stride 40 (--doc-stride) must be smaller than max_length 40 (--max-length)")
 
 
+@pytest.mark.parametrize("kind, model", [("sft", TINY_GPT), ("dpo", TINY_GPT), ("rm", TINY_BERT)])
+def test_align_refuses_a_max_length_past_learned_positions_as_finetune_does(tmp_path, capsys, kind, model):
+    """It was cut to the context without a word, and results.json recorded the length asked for."""
+    out = tmp_path / kind
+    rc, _, err = run_cli(capsys, "align", kind, model, "--max-length", "100", "--max-steps", "1", "--out", str(out))
+    assert_one_line_error(rc, err, "--max-length 100 is longer than", "context of 64 tokens", "--max-length 64 or less")
+    assert not out.exists()
+
+
 @pytest.mark.zoo
 def test_a_max_length_beyond_learned_positions_is_refused_before_training(tmp_path, capsys):
     for argv in (["finetune", TINY_BERT, "sentiment", "--max-length", "100", "--out", str(tmp_path / "f")],

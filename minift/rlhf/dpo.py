@@ -310,6 +310,9 @@ def run_dpo(cfg: DPOConfig, quiet=False):
     check_output_dir(out)
     policy, tokenizer, chat = load_policy(cfg.policy, cfg.method, cfg.seed)
     total_parameters = policy.num_parameters() + quantized_weight_count(policy)
+    from ..finetune import check_max_length
+
+    check_max_length(policy.config, cfg.max_length, cfg.policy)  # past learned positions: refused, not cut silently
     max_length = min(cfg.max_length, policy.config.max_position_embeddings)
     train = preference_dataset(source=cfg.source, split="train", limit=cfg.train_limit, min_margin=cfg.min_margin,
                                seed=cfg.seed, prompt=cfg.prompt)

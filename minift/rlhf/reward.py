@@ -499,6 +499,9 @@ def run_reward(cfg: RewardConfig, quiet=False):
     model = reward_model(cfg.model, pooling=cfg.pooling, seed=cfg.seed)
     tokenizer = _ensure_pad(tokenization.from_pretrained(cfg.model))
     total_parameters = model.num_parameters()
+    from ..finetune import check_max_length
+
+    check_max_length(model.config, cfg.max_length, cfg.model)  # past learned positions: refused, not cut silently
     max_length = min(cfg.max_length, model.config.max_position_embeddings)
     if cfg.method == "lora":
         from ..peft import LoraConfig, get_peft_model

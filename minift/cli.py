@@ -13,6 +13,7 @@ import math
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -97,7 +98,9 @@ def _parse(text, kind, what):
 
 # ----------------------------------------------------------------------------- the parser
 OVERWRITE_HELP = "replace the results of an earlier run that --out holds (without it, such an --out is refused)"
-RUN_FILES = ("results.json", "result.json", "log.json", "log.jsonl", "table.md", "model", "config.json", "model.safetensors",
+# what a finished run leaves (pretrain's log folder: result.json); a failed run's log.jsonl alone is not guarded,
+# so that the same command, corrected, can run again
+RUN_FILES = ("results.json", "result.json", "log.json", "table.md", "model", "config.json", "model.safetensors",
              "adapter_model.safetensors")
 
 
@@ -677,7 +680,10 @@ def main(argv=None) -> int:
         if args.command == "assignments" and args.target and args.action not in ("test", "grade"):
             raise CommandLineError(f"assignments {args.action} takes no task or directory, got {' '.join(args.target)!r} "
                                    "(see `minift assignments --help`)")
-        return run(args, argv)
+        with warnings.catch_warnings():
+            if not debug:  # overflow on the way to a NaN loss: the NaN check names the step and the rate in one line
+                warnings.simplefilter("ignore", RuntimeWarning)
+            return run(args, argv)
     except CommandLineError as e:  # a usage error has no traceback worth showing, even with --debug
         print(f"minift: {one_line(e)}", file=sys.stderr)
         return 2

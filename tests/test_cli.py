@@ -227,6 +227,18 @@ def test_an_overwrite_run_that_fails_names_the_results_it_did_not_replace(tmp_pa
     assert rc == 0 and "earlier run's" not in err and (out / "results.json").read_bytes() != results
 
 
+def test_a_nan_loss_from_the_command_line_is_one_error_line_without_numpys_warnings(tmp_path):
+    """The overflow on the way to a NaN warns from NumPy, two lines per warning; the NaN check already names the
+    step and the rate in one line. With --debug the warnings stay."""
+    argv = [sys.executable, "-m", "minift", "finetune", TINY_BERT, "sentiment", "--max-steps", "5", "--batch-size", "4",
+            "--eval-limit", "8", "--learning-rate", "1e30", "--out", str(tmp_path / "nan")]
+    quiet = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 1 and "RuntimeWarning" not in quiet.stderr
+    assert quiet.stderr.strip().splitlines()[-1].startswith("minift: step 3: the loss is nan")
+    loud = subprocess.run(argv + ["--debug"], capture_output=True, text=True, timeout=300)
+    assert loud.returncode == 1 and "RuntimeWarning" in loud.stderr and "FloatingPointError" in loud.stderr
+
+
 def test_qa_windows_name_the_options_that_size_them_and_a_run_that_wrote_nothing_has_no_stale_note(tmp_path, capsys):
     """--doc-stride defaults to half of --max-length (32 at 64), so a shorter window still works; a stride
     that leaves no room after the question is refused naming both options. That refused --overwrite run wrote

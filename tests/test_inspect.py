@@ -527,6 +527,16 @@ def test_a_classifier_reading_a_pad_warns(gpt_tok):
     assert not quiet_view(batch, tok, classifier_reads="first").column("reads")[:, 1:].any()
 
 
+def test_by_default_a_bert_classifier_reads_cls_and_a_decoders_its_last_real_token(gpt_tok, bert_tok):
+    rows = lambda tok: [{"input_ids": tok.encode("a fine film"), "label": 1}, {"input_ids": tok.encode("bad"), "label": 0}]  # noqa: E731
+    bert = quiet_view(DataCollatorWithPadding(bert_tok)(rows(bert_tok)), bert_tok).column("reads")  # (B, T)
+    assert bert[:, 0].all() and not bert[:, 1:].any()  # [CLS], where the pooler reads
+    batch = DataCollatorWithPadding(gpt_tok)(rows(gpt_tok))
+    gpt = quiet_view(batch, gpt_tok).column("reads")
+    last = batch["attention_mask"].sum(1) - 1
+    assert [np.flatnonzero(r).tolist() for r in gpt] == [[n] for n in last.tolist()]
+
+
 def test_bad_batches_get_clear_errors(gpt_tok):
     ids = np.array([[5, 6, 7], [8, 9, 1]])
     with pytest.raises(ValueError, match="expects a dict with 'input_ids'"):

@@ -201,7 +201,8 @@ def show_batch(batch, tokenizer, classifier_reads=None) -> TokenTable:
     ``position_ids``, ``labels`` (B, T) per token or (B,) per sequence, ``word_ids``).
 
     ``classifier_reads``: None shows where a sequence classifier reads only when the labels are per
-    sequence; ``"last"`` (or True) always shows ``minift.models.heads.last_token_index`` (the last real token);
+    sequence — position 0 when every row starts with [CLS] (BERT's pooler reads it), else the last real
+    token, as a decoder's head; ``"last"`` (or True) always shows ``minift.models.heads.last_token_index`` (the last real token);
     ``"first"`` position 0 (BERT's pooler reads [CLS]); a sequence of B positions is what your model reads,
     checked for pads (negative positions count from the end, as ``[:, -1]`` does).
     """
@@ -238,7 +239,10 @@ def show_batch(batch, tokenizer, classifier_reads=None) -> TokenTable:
                 "token classification"
 
     reads = None
-    if classifier_reads is None and kind == "sequence classification" or classifier_reads in (True, "last"):
+    if classifier_reads is None and kind == "sequence classification":
+        firsts = tokenizer.convert_ids_to_tokens(ids[:, 0].tolist()) if hasattr(tokenizer, "convert_ids_to_tokens") else []
+        classifier_reads = "first" if firsts and all(p == "[CLS]" for p in firsts) else "last"
+    if classifier_reads in (True, "last"):
         mask2d = real.astype(np.int64)  # (B, T): last_token_index reads a 2-D mask
         # -> (B,): each row's last real token
         reads = np.asarray(_host(last_token_index(mask2d, ids, pad_id))).reshape(b)

@@ -258,6 +258,7 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
     out = Path(cfg.out)
     check_output_dir(out)  # before the data and the model are loaded, not after training
+    curves_before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}  # an earlier run's, maybe
     backend.seed(cfg.seed)
     tokenizer = tokenization.from_pretrained(cfg.model)
     if tokenizer.pad_token_id is None:
@@ -357,6 +358,8 @@ def run_finetune(cfg: FinetuneConfig, quiet=False):
         saved.append("model")
     results["saved"] = saved
     earlier = [name for name in ("model", "adapter") if (out / name).exists() and name not in saved]
+    earlier += sorted(name for name, mtime in curves_before.items()  # e.g. eval.png of a run that evaluated more
+                      if (out / name).is_file() and (out / name).stat().st_mtime_ns == mtime)
     if earlier:  # left, never deleted (a save deletes only what it wrote), but not to be taken for this run's
         results["not_from_this_run"] = earlier
         say(f"note: {', '.join(str(out / n) for n in earlier)} {'is' if len(earlier) == 1 else 'are'} from an "

@@ -196,16 +196,18 @@ def test_an_overwritten_out_says_which_saved_files_are_an_earlier_runs(tmp_path,
     out = tmp_path / "run"
     base = ["finetune", TINY_BERT, "sentiment", "--max-steps", "2", "--batch-size", "4", "--eval-limit", "8",
             "--out", str(out)]
-    assert main(base + ["--method", "lora"]) == 0
+    assert main(base + ["--method", "lora", "--eval-steps", "1"]) == 0  # two evaluations: an eval.png
+    assert (out / "eval.png").is_file()
     first = json.loads((out / "results.json").read_text())
     assert first["saved"] == ["adapter", "model"] and "not_from_this_run" not in first
     model_bytes = (out / "model" / "model.safetensors").read_bytes()
     capsys.readouterr()
     rc, _, err = run_cli(capsys, *base, "--method", "adapter", "--overwrite")
-    assert rc == 0 and f"{out / 'model'}, {out / 'adapter'} are from an earlier run" in err
+    assert rc == 0 and f"{out / 'model'}, {out / 'adapter'}, {out / 'eval.png'}" in err and "are from an earlier run" in err
     second = json.loads((out / "results.json").read_text())
     assert second["method"] == "adapter" and second["saved"] == []
-    assert second["not_from_this_run"] == ["model", "adapter"]
+    # one evaluation draws no curve, and 2 steps log once: the earlier run's curves stay, named
+    assert second["not_from_this_run"] == ["model", "adapter", "eval.png", "learning_rate.png", "loss.png"]
     assert (out / "model" / "model.safetensors").read_bytes() == model_bytes  # kept, not deleted
 
 

@@ -66,32 +66,39 @@ class PretrainConfig:
 
     def __post_init__(self):
         """Check every option before any work: a typo'd type or a zero batch fails here, not after an hour."""
+        def opt(name):  # the option as the config names it and as the command line does
+            return f"{name} (--{name.replace('_', '-')})"
+
         kinds = {f.name: f.type for f in fields(self)}
         for name, kind in kinds.items():
             value = getattr(self, name)
             if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"pretraining option {name} must be an integer, got {value!r}")
+                raise ValueError(f"pretraining option {opt(name)} must be an integer, got {value!r}")
             if kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))
                                     or not math.isfinite(value)):
-                raise ValueError(f"pretraining option {name} must be a finite number, got {value!r}")
+                raise ValueError(f"pretraining option {opt(name)} must be a finite number, got {value!r}")
             if kind in ("str", "str | None") and value is not None and not isinstance(value, str):
-                raise ValueError(f"pretraining option {name} must be a string, got {value!r}")
+                raise ValueError(f"pretraining option {opt(name)} must be a string, got {value!r}")
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "seq_len",
                      "batch_size", "steps", "eval_every", "eval_batches"):
             if getattr(self, name) < 1:
-                raise ValueError(f"pretraining option {name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"pretraining option {opt(name)} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "seed"):
             if getattr(self, name) < 0:
-                raise ValueError(f"pretraining option {name} must be >= 0, got {getattr(self, name)}")
-        if not self.learning_rate > 0 or self.weight_decay < 0:
-            raise ValueError(f"learning_rate must be > 0 and weight_decay >= 0, got {self.learning_rate}, "
-                             f"{self.weight_decay}")
+                raise ValueError(f"pretraining option {opt(name)} must be >= 0, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"{opt('learning_rate')} must be > 0, got {self.learning_rate}")
+        if self.weight_decay < 0:
+            raise ValueError(f"{opt('weight_decay')} must be >= 0, got {self.weight_decay}")
         if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ValueError(f"{opt('dropout')} must be in [0, 1), got {self.dropout}")
         if not 0 < self.mask_prob < 1:
-            raise ValueError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
+            raise ValueError(f"{opt('mask_prob')} must be in (0, 1), got {self.mask_prob}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"{opt('hidden_size')} {self.hidden_size} must be a multiple of "
+                             f"{opt('num_attention_heads')} {self.num_attention_heads}: each head gets an equal share")
         if self.family not in ("gpt2", "llama", "bert"):
-            raise ValueError(f"family must be gpt2, llama or bert, got {self.family!r}")
+            raise ValueError(f"{opt('family')} must be gpt2, llama or bert, got {self.family!r}")
         if self.family != "bert" and self.vocab_size < 258:  # the tokenizer could not be that small
             raise ValueError(f"vocab_size {self.vocab_size} is smaller than byte-level BPE's alphabet: 256 bytes and "
                              "2 special tokens make 258 before the first merge; give 258 or more (--vocab-size)")

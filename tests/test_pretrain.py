@@ -111,11 +111,14 @@ def test_cli_reads_a_config_file_and_flags_override_it(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("content, words", [
-    ('{"batch_size": 0}', ["batch_size must be >= 1, got 0"]),
-    ('{"batch_size": "32"}', ["batch_size must be an integer, got '32'"]),
-    ('{"learning_rate": "fast"}', ["learning_rate must be a finite number"]),
+    ('{"batch_size": 0}', ["batch_size (--batch-size) must be >= 1, got 0"]),
+    ('{"batch_size": "32"}', ["batch_size (--batch-size) must be an integer, got '32'"]),
+    ('{"learning_rate": -1}', ["learning_rate (--learning-rate) must be > 0, got -1"]),
+    ('{"hidden_size": 100, "num_attention_heads": 3}',
+     ["hidden_size (--hidden-size) 100 must be a multiple of num_attention_heads (--num-attention-heads) 3"]),
+    ('{"learning_rate": "fast"}', ["learning_rate (--learning-rate) must be a finite number"]),
     ('{"steps": 10,}', ["not valid JSON at line 1"]),
-    ('{"dropout": 1.0}', ["dropout must be in [0, 1), got 1.0"]),
+    ('{"dropout": 1.0}', ["dropout (--dropout) must be in [0, 1), got 1.0"]),
     ('{"vocab_size": 5}', ["vocab_size 5 is smaller than byte-level BPE's alphabet", "258"]),
     ('[1, 2]', ["expected a JSON object"]),
 ])
@@ -135,7 +138,7 @@ def test_bad_numeric_flags_are_caught_before_work(tmp_path, capsys):
     from minift.cli import main
 
     assert main(["pretrain", "--batch-size", "0", "--out", str(tmp_path / "o")]) == 2
-    assert "batch_size must be >= 1, got 0" in capsys.readouterr().err
+    assert "batch_size (--batch-size) must be >= 1, got 0" in capsys.readouterr().err
     assert main(["pretrain", "--steps", "ten", "--out", str(tmp_path / "o")]) == 2
     assert "--steps" in capsys.readouterr().err
     assert main(["pretrain", "--config", str(tmp_path / "missing.json")]) == 2

@@ -42,6 +42,7 @@ def assert_one_line_error(rc, err, *words):
     (["generate", TINY_GPT, "hi", "--seed", "-1"], ["--seed", ">= 0", "'-1'"]),
     (["generate", TINY_GPT, "hi", "--top-k", "5"], ["--top-k shape sampling", "add --sample"]),
     (["generate", TINY_GPT, "hi", "--bogus"], ["unrecognized arguments: --bogus", "`minift generate --help`"]),
+    (["generate", TINY_GPT, "hi", "--chat"], ["--chat:", "has no chat template", "drop --chat"]),
     # a typo'd option before the positionals: its value is taken for MODEL, so only the option is named
     (["finetune", "--lerning-rate", "1e-3", "minilm", "sentiment"],
      ["unrecognized arguments: --lerning-rate (see `minift finetune --help`)"]),

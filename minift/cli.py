@@ -130,11 +130,13 @@ def check_out_is_free(out, overwrite: bool, flag="--out"):
     """Refuse an ``--out`` that already holds a run's results unless ``--overwrite``: a typo'd or reused
     folder must not cost the model trained there. (The Python API's ``run_*`` replace, as HF's Trainer does.)
     ``flag``: the option that named the folder (pretrain's ``--log-dir`` too)."""
+    from .train.trainer import file_in_the_way
+
     out = Path(out)
-    if out.exists() and not out.is_dir():
+    blocked = file_in_the_way(out)
+    if blocked == out:
         raise CommandLineError(f"{flag} {out} is a file; give a directory for the run's results")
-    blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
-    if blocked is not None:  # a usage error like the one above (exit 2), not an OSError further on
+    if blocked is not None:  # a usage error as the one above (exit 2), not an OSError further on
         raise CommandLineError(f"{flag} {out} cannot be a directory: {blocked} is a file; choose another {flag}")
     if not out.is_dir():
         return
@@ -142,12 +144,12 @@ def check_out_is_free(out, overwrite: bool, flag="--out"):
                   if p.name in RUN_FILES or re.fullmatch(r"checkpoint-\d+", p.name))
     held += sorted(f"{p.parent.name}/results.json" for p in out.glob("*/results.json"))
     if held and overwrite:
-        EARLIER_RESULTS.extend((p, _file_times(p.parent)) for p in (out / "results.json", *out.glob("*/results.json"))
-                               if p.is_file())
+        finished = (out / "results.json", out / "result.json", *out.glob("*/results.json"))  # result.json: pretrain's log
+        EARLIER_RESULTS.extend((p, _file_times(p.parent)) for p in finished if p.is_file())
     if held and not overwrite:
         raise CommandLineError(f"{flag} {out} already holds the results of a run ({', '.join(held[:3])}"
                                f"{', …' if len(held) > 3 else ''}): pass --overwrite to replace them, or "
-                               "choose another --out")
+                               f"choose another {flag}")
 
 
 def build_parser() -> ArgumentParser:
@@ -478,10 +480,11 @@ def _generate(args) -> int:
     if shaping and not args.sample:  # greedy decoding takes the most likely token: they would change nothing
         raise CommandLineError(f"{', '.join(shaping)} shape sampling: add --sample (without it decoding is greedy)")
     seed(args.seed)
-    model, tok = models.from_pretrained(args.model), tokenization.from_pretrained(args.model)
-    if args.chat and getattr(tok, "chat_template", None) is None:
+    tok = tokenization.from_pretrained(args.model)
+    if args.chat and getattr(tok, "chat_template", None) is None:  # said before the model loads
         raise CommandLineError(f"--chat: {args.model}'s tokenizer has no chat template (a base model continues "
                                "text); drop --chat")
+    model = models.from_pretrained(args.model)
     print(generate_text(model, tok, args.prompt, max_new_tokens=args.max_new_tokens, chat=args.chat,
                         do_sample=args.sample, temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p))
     return 0
@@ -630,7 +633,10 @@ def run(args, argv=None) -> int:
 
         return inspect_run(args)
     if args.command == "demo":  # two demos, two folders: one never stands in the way of the other
-        out = args.out or ("out/engine-demo" if args.engine else "out/demo")
+        from .demo import ENGINE_DEMO_OUT
+        from .finetune import DEMO_OUT
+
+        out = args.out or (ENGINE_DEMO_OUT if args.engine else DEMO_OUT)
         check_out_is_free(out, args.overwrite)
         if args.engine:
             from .demo import run_demo
@@ -685,7 +691,7 @@ def main(argv=None) -> int:
                                    "(see `minift assignments --help`)")
         with warnings.catch_warnings():
             if not debug:  # overflow on the way to a NaN loss: the NaN check names the step and the rate in one line
-                warnings.simplefilter("ignore", RuntimeWarning)
+                warnings.filterwarnings("ignore", r"(overflow|invalid value) encountered", RuntimeWarning)
             return run(args, argv)
     except CommandLineError as e:  # a usage error has no traceback worth showing, even with --debug
         print(f"minift: {one_line(e)}", file=sys.stderr)

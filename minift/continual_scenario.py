@@ -229,7 +229,7 @@ def run_continual(cfg: ContinualConfig, quiet=False, return_model=False):
                "metric": {t: "f1" if t == "ner" else "accuracy" for t in cfg.tasks}, "R": R.round(4).tolist(),
                **{k: round(v, 4) for k, v in continual_summary(R).items()},
                "train_seconds": round(seconds["train"], 2), "fisher_seconds": round(seconds["fisher"], 2),
-               "args": asdict(cfg)}
+               "machine": backend.machine_summary(), "args": asdict(cfg)}
     write_text_atomically(out / "results.json", json.dumps(results, indent=1))
     return (results, models[cfg.tasks[-1]]) if return_model else results
 

@@ -55,7 +55,10 @@ def gradcheck_report(model, x, y):
     return rows
 
 
-def run_demo(out_dir="out/engine-demo", steps=1500, batch_size=64, lr=1e-2, warmup=30, quiet=False):
+ENGINE_DEMO_OUT = "out/engine-demo"  # `minift demo --engine`'s folder, apart from the fine-tuning demo's out/demo
+
+
+def run_demo(out_dir=ENGINE_DEMO_OUT, steps=1500, batch_size=64, lr=1e-2, warmup=30, quiet=False):
     """Train, report, plot. Returns a dict of the final numbers (also written to ``out_dir/log.json``)."""
     from .train.trainer import check_output_dir
 

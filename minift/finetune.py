@@ -497,7 +497,10 @@ def results_table(rows) -> str:
     return "\n".join(lines)
 
 
-def run_finetune_demo(out="out/demo", steps=120, quiet=False):
+DEMO_OUT = "out/demo"  # `minift demo`'s folder (the engine demo has its own: minift.demo.ENGINE_DEMO_OUT)
+
+
+def run_finetune_demo(out=DEMO_OUT, steps=120, quiet=False):
     """``make demo``: MiniLM on movie-review sentiment: a frozen-encoder probe, LoRA, and full fine-tuning.
 
     The same data, batches and schedule for all three; only what trains differs (the 770 parameters of

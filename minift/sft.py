@@ -24,6 +24,8 @@ import numpy as np
 from . import backend
 from .train.trainer import WrapsTrainer
 
+MAX_LENGTH = 256  # minift align sft's tokens per example when none is asked for (fewer if the context is shorter)
+
 TEMPLATES = {
     "sentiment": ("Is the sentiment of this movie review positive or negative?\n\n{text}", "{label}"),
     "ner": ("List the named entities in this tweet as 'type: words', one per line, or 'none'.\n\n{text}", "{entities}"),
@@ -38,9 +40,10 @@ def sft_example(tokenizer, prompt, completion, max_length=None, chat=True):
     prompt part is the conversation up to the assistant's header (``add_generation_prompt=True``), so the
     model learns the answer and its end-of-turn marker, never the question. ``chat=False``: plain text,
     prompt tokens then completion tokens and the end-of-sequence token. An empty prompt becomes the
-    beginning-of-sequence token (GPT-2's is its ``<|endoftext|>``, which also starts each document in
-    pretraining): nothing predicts position 0, so without it the completion's first token would never be
-    trained or scored (DPO's log π(y) would leave it out).
+    tokenizer's beginning-of-sequence token (tiny-gpt's is its ``<|endoftext|>``, which also starts each
+    document in pretraining; SmolLM2-Instruct's is ``<|im_start|>``, its turn opener): nothing predicts
+    position 0, so without it the completion's first token would never be trained or scored (DPO's
+    log π(y) would leave it out).
     Checks that the tokens of the prompt part are a prefix of the tokens of the whole (a template or a
     tokenizer that merges across the boundary would otherwise shift the mask). ``max_length`` cuts the
     end of the completion.
@@ -49,6 +52,7 @@ def sft_example(tokenizer, prompt, completion, max_length=None, chat=True):
     UNshifted, the model shifts them: labels_t = −100 for t < P and labels_t = ids_t for t ≥ P, so the
     completion's last token — EOS or the end-of-turn marker — is trained even when pad = EOS (trl#734).
     """
+    stands_for = ""  # what the prompt's tokens are, when that is not plain
     if chat:
         prompt_ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                                    tokenize=True)
@@ -60,6 +64,7 @@ def sft_example(tokenizer, prompt, completion, max_length=None, chat=True):
         bos = getattr(tokenizer, "bos_token_id", None)
         if not prompt_ids and bos is not None:  # the completion's first token needs a position before it
             prompt_ids, full_ids = [bos], [bos] + full_ids
+            stands_for = ": the BOS token an empty prompt becomes"
     prompt_ids, full_ids = list(prompt_ids), list(full_ids)
     if full_ids[: len(prompt_ids)] != prompt_ids:
         raise ValueError("the prompt's tokens are not a prefix of the prompt + completion's tokens (the tokenizer "
@@ -76,7 +81,8 @@ def sft_example(tokenizer, prompt, completion, max_length=None, chat=True):
     # END SOLUTION
     if max_length is not None:
         if max_length <= len(prompt_ids):
-            raise ValueError(f"max_length={max_length} leaves no completion token (the prompt has {len(prompt_ids)})")
+            raise ValueError(f"max_length={max_length} leaves no completion token (the prompt has {len(prompt_ids)}"
+                             f"{stands_for})")
         full_ids, labels = full_ids[:max_length], labels[:max_length]
     return {"input_ids": full_ids, "labels": labels}
 
@@ -245,7 +251,7 @@ class SFTConfig:
     max_steps: int = 100
     per_device_train_batch_size: int = 8
     learning_rate: float | None = None  # default: 2e-4 with LoRA / QLoRA, 2e-5 for full fine-tuning
-    max_length: int | None = None  # an example's tokens (default 256, or the model's context if shorter); the
+    max_length: int | None = None  # an example's tokens (default MAX_LENGTH, or the model's context if shorter); the
     # prompt's text is cut to fit, never the answer; beyond a model's learned positions it is refused
     packing: bool = False
     lora_r: int = 8
@@ -411,7 +417,7 @@ def run_sft(cfg: SFTConfig, quiet=False):
 
     if cfg.max_length is not None:  # asked for: refused past learned positions, as minift finetune does
         check_max_length(model.config, cfg.max_length, cfg.model)
-    max_length = min(cfg.max_length or 256, model.config.max_position_embeddings)
+    max_length = min(cfg.max_length or MAX_LENGTH, model.config.max_position_embeddings)
     train_pairs = instruction_dataset(cfg.dataset, "train", limit=cfg.train_limit)
     eval_pairs = instruction_dataset(cfg.dataset, "test", limit=cfg.eval_limit)
     train = [fit_example(tokenizer, p["prompt"], p["completion"], max_length, chat) for p in train_pairs]
@@ -499,7 +505,7 @@ def add_cli_arguments(parser):
     parser.add_argument("--learning-rate", type=positive_float, default=None,
                         help="default: 2e-4 with lora/qlora, 2e-5 with full")
     parser.add_argument("--max-length", type=positive_int, default=d.max_length,
-                        help="tokens per example (default 256, or the model's context if shorter; the prompt's text "
+                        help=f"tokens per example (default {MAX_LENGTH}, or the model's context if shorter; the prompt's text "
                              "is cut to fit)")
     parser.add_argument("--packing", action="store_true", help="put examples end to end in rows of max-length tokens")
     parser.add_argument("--lora-r", type=positive_int, default=d.lora_r)

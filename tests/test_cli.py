@@ -187,8 +187,17 @@ def test_the_engine_demo_asks_for_overwrite_like_every_command_that_trains(tmp_p
     rc, _, err = run_cli(capsys, "demo", "--engine", "--out", str(out / "log.json" / "sub"))  # below a file
     assert rc == 2
     assert_one_line_error(rc, err, f"--out {out / 'log.json' / 'sub'} cannot be a directory: {out / 'log.json'} is a file")
-    from minift.cli import build_parser  # the two demos default to two folders: one never blocks the other
-    assert build_parser().parse_args(["demo"]).out is None
+
+
+
+def test_the_fine_tuning_demos_results_do_not_block_the_engine_demo(tmp_path, monkeypatch, capsys):
+    """After `make demo`, out/demo holds its three runs; `minift demo --engine` writes beside it, not into it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out" / "demo" / "full").mkdir(parents=True)
+    (tmp_path / "out" / "demo" / "full" / "results.json").write_text("{}")
+    assert main(["demo", "--engine", "--steps", "3"]) == 0
+    assert (tmp_path / "out" / "engine-demo" / "log.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "out" / "demo").iterdir()) == ["full"]
 
 
 def test_an_overwritten_out_says_which_saved_files_are_an_earlier_runs(tmp_path, capsys):

@@ -489,6 +489,7 @@ def test_lora_per_task_cannot_forget_and_the_summary_reads_r(tmp_path):
     assert r["backward_transfer"] == pytest.approx(R[1, 0] - R[0, 0]) and r["forgetting"] == pytest.approx(0.0)
     saved = json.loads((tmp_path / "lora" / "results.json").read_text())
     assert saved["R"] == r["R"] and saved["method"] == "lora"
+    assert saved["machine"] == mf.backend.machine_summary()
 
 
 @pytest.mark.parametrize("method", ["ewc", "replay"])

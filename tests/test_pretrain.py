@@ -194,7 +194,9 @@ def test_a_log_dir_that_holds_another_runs_results_is_refused_without_overwrite(
         (judge / name).write_text(f"the fine-tuning run's {name}")
     rc = main(["pretrain", "--steps", "2", "--out", str(tmp_path / "out" / "judge")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and err[0].startswith(f"minift: --log-dir {Path('runs') / 'judge'} already holds")
+    assert rc == 2 and len(err) == 1 and err[0] == (
+        f"minift: --log-dir {Path('runs') / 'judge'} already holds the results of a run (results.json): pass "
+        "--overwrite to replace them, or choose another --log-dir")
     assert all((judge / n).read_text() == f"the fine-tuning run's {n}" for n in ("results.json", "log.jsonl", "loss.png"))
     assert not (tmp_path / "out").exists()
 

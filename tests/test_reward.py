@@ -123,6 +123,11 @@ def test_a_decoders_texts_end_with_its_eos_as_trls_reward_trainer_appends_it():
     plain = bert(["a fine film"])["input_ids"][0].tolist()
     assert RewardDataCollatorWithPadding(bert)([{"prompt": "", "chosen": " a fine film", "rejected": " x"}])[
         "input_ids_chosen"][0, :len(plain)].tolist() == plain  # [CLS] … [SEP], no second EOS
+    smol = mf.tokenization.from_pretrained("smollm2")  # its pad is its EOS: HF's exported head reads the last non-pad
+    assert smol.pad_token_id == smol.eos_token_id
+    words = smol.encode("a fine film", add_special_tokens=False)
+    assert RewardDataCollatorWithPadding(smol)([{"prompt": "", "chosen": " a fine film", "rejected": " dull bad"}])[
+        "input_ids_chosen"][0].tolist() == words  # no EOS: the last real token is what both heads read
 
 
 def test_the_pair_loss_puts_no_gradient_on_a_shift_of_every_reward_and_the_centering_term_does(bert_tokenizer):

@@ -49,12 +49,13 @@ def test_plain_example_ends_with_eos_and_cuts_at_max_length(smol_tokenizer):
         sft_example(tok, "The movie was ", "great fun", chat=False)  # the trailing space belongs to "great"
 
 
-def test_an_empty_plain_prompt_becomes_bos_so_the_first_completion_token_is_trained_and_scored(smol_tokenizer):
+def test_an_empty_plain_prompt_becomes_bos_so_the_first_completion_token_is_trained_and_scored(tiny_gpt_tokenizer):
     """Nothing predicts position 0: with an empty prompt (DPO's default) the completion would start there, and its
-    first word would be neither trained nor part of log π(y). The BOS token (GPT-2's <|endoftext|>) goes first."""
+    first word would be neither trained nor part of log π(y). tiny-gpt's BOS, <|endoftext|>, goes first."""
     from minift.rlhf import DataCollatorForPreference
 
-    tok = smol_tokenizer
+    tok = tiny_gpt_tokenizer
+    assert tok.convert_ids_to_tokens([tok.bos_token_id]) == ["<|endoftext|>"]
     words = tok.encode(" a fine film", add_special_tokens=False)
     ex = sft_example(tok, "", " a fine film", chat=False)
     assert ex["input_ids"] == [tok.bos_token_id] + words + [tok.eos_token_id]
@@ -63,6 +64,27 @@ def test_an_empty_plain_prompt_becomes_bos_so_the_first_completion_token_is_trai
     scored = batch["completion_mask"][:, 1:].sum(1)  # the tokens sequence_logprobs adds up (t + 1 predicted at t)
     assert scored.tolist() == [len(words) + 1, len(tok.encode(" dull", add_special_tokens=False)) + 1]
     assert sft_example(tok, "Well,", " a fine film", chat=False)["input_ids"][0] != tok.bos_token_id  # a prompt: as is
+    with pytest.raises(ValueError, match=r"max_length=1 leaves no completion token \(the prompt has 1: the BOS token"):
+        sft_example(tok, "", " a fine film", chat=False, max_length=1)
+
+
+def test_without_a_bos_token_a_completion_at_position_0_has_nothing_to_predict_it(tiny_gpt_tokenizer):
+    """A tokenizer with no BOS: the empty prompt stays empty, and a row cut to one token has no trained token
+    after position 0 — DPO's collator says so, with the row, the side and the option."""
+    from minift.rlhf import DataCollatorForPreference
+
+    class NoBos:  # tiny-gpt's tokenizer, without its BOS
+        bos_token_id = None
+
+        def __getattr__(self, name):
+            return getattr(tiny_gpt_tokenizer, name)
+
+    tok = NoBos()
+    assert sft_example(tok, "", " fine", chat=False)["labels"][0] != -100  # position 0: trained by no one
+    rows = [{"prompt": "", "chosen": " a fine film", "rejected": " dull"}]
+    with pytest.raises(ValueError, match=r"preference row 0: within max_length = 1 tokens no token of its chosen "
+                                         r"completion is left to predict.*--max-length"):
+        DataCollatorForPreference(tok, max_length=1, chat=False)(rows)
 
 
 def test_a_prompt_whose_tokens_merge_with_the_completion_is_refused(smol_tokenizer):

@@ -367,14 +367,14 @@ def test_resume_continues_with_exactly_the_same_losses(tmp_path):
 def test_save_total_limit_rotates_this_runs_checkpoints_and_never_another_runs(tmp_path):
     """HF keeps the newest save_total_limit checkpoints. Here only those this run wrote (and, resumed, those of
     the run it continues) rotate: an earlier run's checkpoint-6 in the same output_dir is not this run's to delete."""
-    def run(max_steps, limit=None, resume=None):
+    def run(max_steps, limit=None, resume=None, folder="run"):
         f64()
         model = TransformerForSequenceClassification(config(), num_labels=2)
-        a = args(tmp_path, output_dir=str(tmp_path / "run"), per_device_train_batch_size=4, max_steps=max_steps,
+        a = args(tmp_path, output_dir=str(tmp_path / folder), per_device_train_batch_size=4, max_steps=max_steps,
                  save_strategy="steps", save_steps=2, save_total_limit=limit)
         Trainer(model, a, train_dataset=classification_rows(10), data_collator=pad_collator).train(
             resume_from_checkpoint=resume)
-        return sorted(int(p.name.split("-")[1]) for p in (tmp_path / "run").glob("checkpoint-*"))
+        return sorted(int(p.name.split("-")[1]) for p in (tmp_path / folder).glob("checkpoint-*"))
 
     assert run(6) == [2, 4, 6]
     before = (tmp_path / "run" / "checkpoint-4" / "model.safetensors").read_bytes()
@@ -383,6 +383,9 @@ def test_save_total_limit_rotates_this_runs_checkpoints_and_never_another_runs(t
     assert run(4, limit=1) == [4, 6]  # its own 2 rotated away, its own 4 kept; the earlier run's 6 untouched
     assert run(6, limit=2, resume=str(tmp_path / "run" / "checkpoint-4")) == [4, 6]  # resumed: 6 is its own now
     assert run(10, limit=2, resume=True) == [8, 10]  # the run it continues rotates with its own
+    assert run(2, folder="other") == [2]
+    # resumed from another folder's checkpoint: output_dir's 8 and 10 belong to no run this one continues
+    assert run(4, limit=1, resume=str(tmp_path / "other" / "checkpoint-2")) == [4, 8, 10]
 
 
 def test_a_nan_loss_stops_training_and_names_the_step(tmp_path):

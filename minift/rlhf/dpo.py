@@ -117,7 +117,8 @@ class DataCollatorForPreference:
                 try:
                     examples.append(sft_example(self.tokenizer, r["prompt"], r[side], self.max_length, self.chat))
                 except ValueError as e:  # said with the preference row and the side, and the option to change
-                    hint = "; raise max_length (--max-length) or shorten the prompt" if "max_length" in str(e) else ""
+                    hint = ("; raise max_length (--max-length)" + (" or shorten the prompt" if r["prompt"] else "")
+                            if "max_length" in str(e) else "")
                     raise ValueError(f"preference row {k}, its {side} completion: {e}{hint}") from None
         # token t is predicted from t − 1, so a completion's token at position 0 is never predicted
         empty = [k for k, e in enumerate(examples) if all(y == -100 for y in e["labels"][1:])]

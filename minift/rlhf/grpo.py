@@ -423,7 +423,8 @@ class GRPOTrainer:
         groups = rewards.reshape(-1, cfg.num_generations)  # (prompts, G): a prompt's completions are neighbours
         record = {"step": step, "loss": loss.item(), "reward": float(rewards.mean()),
                   # the mean of the groups' stds, TRL's reward_std through v0.26 (since v0.27: the whole batch's
-                  # std); 0 when every group's completions score alike, which is when no gradient is left
+                  # std); 0 when every group's completions score alike: every advantage is 0, no policy-gradient
+                  # signal is left (the KL term, with β > 0, still pulls toward the reference)
                   "reward_std": float(groups.std(axis=1, ddof=1).mean()), "kl": stats["kl"],
                   "clip_ratio": stats["clip_ratio"], "ratio_mean": stats["ratio_mean"],
                   "completion_length": float(mask.sum(axis=1).mean()), "grad_norm": float(grad_norm)}

@@ -197,12 +197,14 @@ def _encode(tokenizer, texts, max_length):
     """Right-padded (N, T) int64 ids and mask of ``texts``, each cut to ``max_length`` tokens, each ending with
     the EOS token. A BERT tokenizer closes every text with [SEP], its EOS; a decoder's adds nothing, so the EOS
     is appended, as TRL's RewardTrainer (≥ 0.24) appends it: a head that reads the last token then reads the
-    text's end, not its last word. A text cut at ``max_length`` keeps its EOS in the last place."""
+    text's end, not its last word. A text cut at ``max_length`` keeps its EOS in the last place. Not when the
+    pad token is the EOS (SmolLM2's): Hugging Face's head, after an export, reads the last token that is not
+    the pad, and would read the word before it — the scores here and there must agree."""
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2):
         raise ValueError(f"max_length must be an integer >= 2 (tokens per text), got {max_length!r}")
     tokenizer = _ensure_pad(tokenizer)
     rows = tokenizer(list(texts), truncation=max_length is not None, max_length=max_length)["input_ids"]
-    eos = tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id != tokenizer.pad_token_id else None
     rows = [list(r) if eos is None or (len(r) and r[-1] == eos) else list(r)[: (max_length or len(r) + 1) - 1] + [eos]
             for r in rows]
     width = max(len(r) for r in rows)

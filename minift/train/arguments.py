@@ -41,6 +41,7 @@ class TrainingArguments:
     save_strategy: str = "steps"
     save_steps: int = 500
     save_total_limit: int | None = None  # keep this run's newest N checkpoint-*; unlike HF, never another run's
+    # (one it writes over, with the same step, becomes its own)
     load_best_model_at_end: bool = False
     metric_for_best_model: str | None = None  # defaults to "loss" when load_best_model_at_end
     greater_is_better: bool | None = None  # defaults to False for a metric ending in "loss", else True

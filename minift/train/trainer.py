@@ -280,9 +280,11 @@ class Trainer:
             if path is None:
                 raise FileNotFoundError(f"resume_from_checkpoint=True but {self.output_dir} has no checkpoint-N")
             self.state = load_checkpoint(path, self.model, self.optimizer, self.lr_scheduler)
-        # the checkpoints save_total_limit may rotate: this run's, and on a resume the run's it continues — never
-        # those another run left in output_dir (a save never deletes what it did not write)
-        self._own_checkpoints = all_checkpoints(self.output_dir) if resume_from_checkpoint else []
+        # the checkpoints save_total_limit may rotate: this run's, and on a resume from output_dir the run's it
+        # continues — never those another run left there (a save never deletes what it did not write; one it
+        # writes over, checkpoint-N of the same N, becomes this run's, as in HF)
+        continues_here = resume_from_checkpoint and Path(path).resolve().parent == self.output_dir.resolve()
+        self._own_checkpoints = all_checkpoints(self.output_dir) if continues_here else []
         self._call("on_train_begin", steps_per_epoch=self.steps_per_epoch())
         shifts = bool(getattr(self.model, "shifts_labels", False))
         accumulation = args.gradient_accumulation_steps
@@ -605,6 +607,12 @@ def latest_checkpoint(output_dir):
 CREATED_OUTPUT_DIRS = []  # the folders check_output_dir made, innermost first (remove_empty_output_dirs)
 
 
+def file_in_the_way(path):
+    """The file that keeps ``path`` from being a directory — ``path`` itself or a folder above it — or None."""
+    path = Path(path)
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+
+
 def check_output_dir(path: Path, what="output directory", flag="--out (output_dir)"):
     """Make sure ``path`` can be written before any work starts (a probe file is created and removed): trying
     is the only reliable test, since permission bits say nothing for root, a read-only mount or a path below a
@@ -612,7 +620,7 @@ def check_output_dir(path: Path, what="output directory", flag="--out (output_di
     does not load, a second directory that cannot be written) can take them back if nothing was written into
     them (``remove_empty_output_dirs``). ``what`` and ``flag`` name the directory in the error."""
     path = Path(path)
-    blocked = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    blocked = file_in_the_way(path)
     if blocked is not None:
         raise NotADirectoryError(f"cannot use {path} as the {what}: {blocked} is a file; choose another {flag}")
     new = [p for p in (path, *path.parents) if not p.exists()]

@@ -480,11 +480,12 @@ def _generate(args) -> int:
     if shaping and not args.sample:  # greedy decoding takes the most likely token: they would change nothing
         raise CommandLineError(f"{', '.join(shaping)} shape sampling: add --sample (without it decoding is greedy)")
     seed(args.seed)
-    tok = tokenization.from_pretrained(args.model)
-    if args.chat and getattr(tok, "chat_template", None) is None:  # said before the model loads
-        raise CommandLineError(f"--chat: {args.model}'s tokenizer has no chat template (a base model continues "
-                               "text); drop --chat")
-    model = models.from_pretrained(args.model)
+    if args.chat:  # said before the model loads (the tokenizer is quick)
+        tok = tokenization.from_pretrained(args.model)
+        if getattr(tok, "chat_template", None) is None:
+            raise CommandLineError(f"--chat: {args.model}'s tokenizer has no chat template (a base model continues "
+                                   "text); drop --chat")
+    model, tok = models.from_pretrained(args.model), tokenization.from_pretrained(args.model)
     print(generate_text(model, tok, args.prompt, max_new_tokens=args.max_new_tokens, chat=args.chat,
                         do_sample=args.sample, temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p))
     return 0

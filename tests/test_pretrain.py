@@ -180,6 +180,23 @@ def test_a_pretrain_refused_for_its_log_dir_leaves_no_empty_out_behind(tmp_path,
     assert not (tmp_path / "new").exists()
 
 
+def test_a_pretrain_overwrite_that_fails_names_the_earlier_result_json_it_did_not_replace(tmp_path, capsys):
+    from minift.cli import main
+
+    cfg = {"family": "llama", "vocab_size": 300, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+           "seq_len": 16, "batch_size": 4, "steps": 30, "eval_every": 30, "eval_batches": 1, "warmup_steps": 0}
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    log = tmp_path / "log"
+    log.mkdir()
+    (log / "result.json").write_text("the earlier run's")
+    (log / "log.jsonl").write_text("the earlier run's")
+    rc = main(["pretrain", "--config", str(tmp_path / "c.json"), "--learning-rate", "1e6", "--out",
+               str(tmp_path / "ck"), "--log-dir", str(log), "--overwrite"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 1 and "the loss is" in last and f"({log / 'result.json'} is still the earlier run's" in last
+    assert (log / "result.json").read_text() == "the earlier run's" != (log / "log.jsonl").read_text()
+
+
 def test_a_log_dir_that_holds_another_runs_results_is_refused_without_overwrite(tmp_path, capsys, monkeypatch):
     """The log directory defaults to runs/<name of out>: a fine-tuning run may live there (its results.json,
     log.jsonl, loss.png), and pretraining must not write its own log over that run's without --overwrite."""

@@ -31,7 +31,7 @@ ifneq ($(COURSE),)
 endif
 
 # the full coursework check: also every task's mutants on two hypothesis profiles, and each task stripped on
-# its own to prove the declared dependencies (about 20 minutes on 2 cores)
+# its own to prove the declared dependencies (about 16 minutes on 2 cores)
 ifneq ($(COURSE),)
 check-assignments: $(VENV)/.dev
 	$(PY) -m minift.cli assignments check --isolation

@@ -194,7 +194,8 @@ def _ensure_pad(tokenizer):
 
 
 def _encode(tokenizer, texts, max_length):
-    """Right-padded (N, T) int64 ids and mask of ``texts``, each cut to ``max_length`` tokens, each ending with
+    """Padded (N, T) int64 ids and mask of ``texts`` (``DataCollatorWithPadding``, on the tokenizer's padding
+    side), each cut to ``max_length`` tokens, each ending with
     the EOS token. A BERT tokenizer closes every text with [SEP], its EOS; a decoder's adds nothing, so the EOS
     is appended, as TRL's RewardTrainer (≥ 0.24) appends it: a head that reads the last token then reads the
     text's end, not its last word. A text cut at ``max_length`` keeps its EOS in the last place. Not when the
@@ -202,17 +203,21 @@ def _encode(tokenizer, texts, max_length):
     the pad, and would read the word before it — the scores here and there must agree."""
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2):
         raise ValueError(f"max_length must be an integer >= 2 (tokens per text), got {max_length!r}")
+    from ..data.collators import DataCollatorWithPadding
+
     tokenizer = _ensure_pad(tokenizer)
-    rows = tokenizer(list(texts), truncation=max_length is not None, max_length=max_length)["input_ids"]
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id != tokenizer.pad_token_id else None
-    rows = [list(r) if eos is None or (len(r) and r[-1] == eos) else list(r)[: (max_length or len(r) + 1) - 1] + [eos]
-            for r in rows]
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), tokenizer.pad_token_id, np.int64)
-    mask = np.zeros((len(rows), width), np.int64)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)], mask[i, :len(r)] = r, 1
-    return ids, mask
+
+    def closed(row):  # the row ending with its EOS: appended, or in the last place of a row cut at max_length
+        row = list(row)
+        if eos is None or (row and row[-1] == eos):
+            return row
+        keep = len(row) if max_length is None or len(row) < max_length else max_length - 1
+        return row[:keep] + [eos]
+
+    rows = tokenizer(list(texts), truncation=max_length is not None, max_length=max_length)["input_ids"]
+    batch = DataCollatorWithPadding(tokenizer)([{"input_ids": closed(r)} for r in rows])
+    return batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64)
 
 
 class RewardDataCollatorWithPadding:

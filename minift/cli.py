@@ -485,7 +485,9 @@ def _generate(args) -> int:
         if getattr(tok, "chat_template", None) is None:
             raise CommandLineError(f"--chat: {args.model}'s tokenizer has no chat template (a base model continues "
                                    "text); drop --chat")
-    model, tok = models.from_pretrained(args.model), tokenization.from_pretrained(args.model)
+    model = models.from_pretrained(args.model)  # first without --chat: a bad path gets the model loader's error
+    if not args.chat:
+        tok = tokenization.from_pretrained(args.model)
     print(generate_text(model, tok, args.prompt, max_new_tokens=args.max_new_tokens, chat=args.chat,
                         do_sample=args.sample, temperature=args.temperature or 1.0, top_k=args.top_k, top_p=args.top_p))
     return 0

@@ -202,8 +202,8 @@ def show_batch(batch, tokenizer, classifier_reads=None) -> TokenTable:
 
     ``classifier_reads``: None shows where a sequence classifier reads only when the labels are per
     sequence — position 0 when every row starts with [CLS] (BERT's pooler reads it), else the last real
-    token, as a decoder's head; ``"last"`` (or True) always shows ``minift.models.heads.last_token_index`` (the last real token);
-    ``"first"`` position 0 (BERT's pooler reads [CLS]); a sequence of B positions is what your model reads,
+    token, as a decoder's head; ``"last"`` (or True) always shows ``minift.models.heads.last_token_index``
+    (the last real token); ``"first"`` position 0 (BERT's pooler reads [CLS]); a sequence of B positions is what your model reads,
     checked for pads (negative positions count from the end, as ``[:, -1]`` does).
     """
     from ..models.heads import last_token_index

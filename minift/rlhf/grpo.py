@@ -340,8 +340,9 @@ class GRPOTrainer:
     TRL sums its reward functions). ``train_dataset``: (prompt texts, prompt ids (N, P)) — every prompt the same
     number of tokens (``prompts_for`` makes them so). ``ref_model=None`` with a PEFT policy: the reference is
     its adapter disabled; with any other policy it needs ``beta = 0``, and then, as in TRL, no reference is
-    computed and the records have no ``kl`` (``run_grpo`` always keeps one, to report the KL). Only the optimization options of ``args`` are read (``num_generations``,
-    ``prompts_per_step``, ``max_steps``, ``num_iterations``, the loss's, the sampling's, ``learning_rate``).
+    computed and the records have no ``kl`` (``run_grpo`` always keeps one, to report the KL). Only the
+    optimization options of ``args`` are read (``num_generations``, ``prompts_per_step``, ``max_steps``,
+    ``num_iterations``, the loss's, the sampling's, ``learning_rate``).
 
     Every ``num_iterations`` steps a new batch: ``prompts_per_step`` prompts, ``num_generations`` sampled
     completions each, their rewards, the group advantages, the reference log-probs and the old log-probs; each

@@ -250,9 +250,11 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
 
     Label smoothing belongs to the sigmoid loss only (TRL warned and ignored it for the others; here it is
     an error). That is TRL's sigmoid loss through v0.28; from v0.29 TRL's sigmoid loss has no smoothing, and
-    its ``label_smoothing`` feeds other loss types (``robust``, which divides by 1 − 2ls, and ``exo_pair``). For IPO, TRL averages the log-probs over the completion's tokens before forming h: pass
-    ``sequence_logprobs(..., average=True)`` to match it (``DPOModel`` and ``DPOTrainer`` do). ``losses``: per pair, a Tensor (take ``.mean()``);
-    the implicit rewards β(π − ref) of each completion, arrays without gradient. At π = π_ref, h = 0 and
+    its ``label_smoothing`` feeds other loss types (``robust``, which divides by 1 − 2ls, and ``exo_pair``).
+    For IPO, TRL averages the log-probs over the completion's tokens before forming h: pass
+    ``sequence_logprobs(..., average=True)`` to match it (``DPOModel`` and ``DPOTrainer`` do). ``losses``:
+    per pair, a Tensor (take ``.mean()``); the implicit rewards β(π − ref) of each completion, arrays
+    without gradient. At π = π_ref, h = 0 and
     the sigmoid loss is log 2.
 
     ``trace=True`` returns a fourth item, a ``Trace``: one row per pair with the four log-probs, h, the loss,
